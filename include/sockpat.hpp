@@ -1,0 +1,15 @@
+// sockpat: the umbrella header. Includes every public header and nothing else.
+#ifndef SOCKPAT_HPP
+#define SOCKPAT_HPP
+
+#include "sockpat/connection.hpp"
+#include "sockpat/deadline.hpp"
+#include "sockpat/endpoint.hpp"
+#include "sockpat/error.hpp"
+#include "sockpat/listener.hpp"
+#include "sockpat/protocol.hpp"
+#include "sockpat/signals.hpp"
+#include "sockpat/socket.hpp"
+#include "sockpat/version.hpp"
+
+#endif  // SOCKPAT_HPP

@@ -1,0 +1,249 @@
+// sockpat: Connection<P>, a connected byte stream (TCP or Unix-domain).
+#ifndef SOCKPAT_CONNECTION_HPP
+#define SOCKPAT_CONNECTION_HPP
+
+#include <cstddef>       // std::byte, std::size_t
+#include <span>          // std::span
+#include <string>        // std::string
+#include <string_view>   // std::string_view
+#include <system_error>  // std::error_code
+#include <utility>       // std::pair, std::move
+
+#include "sockpat/socket.hpp"
+
+namespace sockpat {
+
+/// Which direction(s) shutdown() ends.
+enum class Shutdown { receive, send, both };
+
+/// How Connection::connect dials.
+struct ConnectOptions {
+  /// When set, the socket is bound here first (the seed's peer binds its own port, then connects).
+  Endpoint local;
+  /// SO_REUSEADDR on the socket before binding `local`, so a restarted peer can rebind its port.
+  bool reuse_address = true;
+  /// Bounds the whole connect, over every address tried.
+  Deadline deadline;
+};
+
+/// A connected stream socket. read_some returning 0 means the peer closed its side.
+/// Moves, never copies; one thread may read while another writes; Deadline bounds every call.
+template <StreamProtocol P>
+class Connection : private Socket<P> {
+  using Base = Socket<P>;
+
+ public:
+  using protocol_type = P;
+  using Base::close;
+  using Base::family;
+  using Base::is_open;
+  using Base::local_endpoint;
+  using Base::native_handle;
+  using Base::receive_buffer_size;
+  using Base::release;
+  using Base::remote_endpoint;
+  using Base::send_buffer_size;
+  using Base::set_keep_alive;
+  using Base::set_linger;
+  using Base::set_receive_buffer_size;
+  using Base::set_send_buffer_size;
+  using Base::keep_alive;
+
+  Connection() noexcept = default;
+  /// Adopts a connected socket.
+  explicit Connection(Socket<P>&& s) noexcept : Base(std::move(s)) {}
+
+  void set_no_delay(bool on)
+    requires std::same_as<P, Tcp>
+  {
+    Base::set_no_delay(on);
+  }
+  [[nodiscard]] bool no_delay() const
+    requires std::same_as<P, Tcp>
+  {
+    return Base::no_delay();
+  }
+
+  /// The underlying socket, for options Connection does not forward.
+  [[nodiscard]] Socket<P>& socket() noexcept { return *this; }
+  [[nodiscard]] const Socket<P>& socket() const noexcept { return *this; }
+
+  /// Connects to `remote`. Throws std::system_error ("connect 127.0.0.1:9: Connection refused",
+  /// timed_out when the deadline passes, operation_canceled on stop).
+  [[nodiscard]] static Connection connect(const Endpoint& remote, Deadline d = {}) {
+    return connect(remote, ConnectOptions{{}, true, std::move(d)});
+  }
+  [[nodiscard]] static Connection connect(const Endpoint& remote, const ConnectOptions& options) {
+    std::error_code ec;
+    auto c = connect(remote, options, ec);
+    if (ec) detail::throw_error(ec, detail::describe("connect", remote));
+    return c;
+  }
+  [[nodiscard]] static Connection connect(const Endpoint& remote, const ConnectOptions& options,
+                                          std::error_code& ec) noexcept {
+    ec.clear();
+    Socket<P> s(remote.family(), ec);
+    if (ec) return {};
+    if (!options.local.empty()) {
+      if (options.reuse_address) ec = detail::set_int_option(s.native_handle(), detail::option::reuse_address, 1);
+      if (!ec) s.bind(options.local, ec);
+      if (ec) return {};
+    }
+    ec = detail::blocking_connect(s.native_handle(), remote.raw(), detail::bound_of(options.deadline));
+    if (ec) return {};
+    return Connection(std::move(s));
+  }
+
+  /// Resolves `host` and connects to each address in turn until one answers, all within `d`.
+  [[nodiscard]] static Connection connect(std::string_view host, int port, Deadline d = {})
+    requires InternetProtocol<P>
+  {
+    return connect(host, port, ConnectOptions{{}, true, std::move(d)});
+  }
+  [[nodiscard]] static Connection connect(std::string_view host, int port, const ConnectOptions& options)
+    requires InternetProtocol<P>
+  {
+    const auto addresses = resolve(host, port);
+    std::error_code ec;
+    auto c = connect_any(addresses, options, ec);
+    if (ec) {
+      std::string what = "connect " + std::string(host) + ':' + std::to_string(port) + " (tried";
+      for (const auto& a : addresses) what += ' ' + a.to_string();
+      detail::throw_error(ec, what + ')');
+    }
+    return c;
+  }
+  [[nodiscard]] static Connection connect(std::string_view host, int port, const ConnectOptions& options,
+                                          std::error_code& ec) noexcept
+    requires InternetProtocol<P>
+  {
+    const auto addresses = resolve(host, port, ec);
+    if (ec) return {};
+    return connect_any(addresses, options, ec);
+  }
+
+  /// Tries each endpoint in order; the error is the last one met (timed_out once the deadline passed).
+  [[nodiscard]] static Connection connect_any(std::span<const Endpoint> endpoints, const ConnectOptions& options,
+                                              std::error_code& ec) noexcept {
+    ec = std::make_error_code(std::errc::host_unreachable);
+    for (const auto& e : endpoints) {
+      if (!options.local.empty() && options.local.family() != e.family()) continue;
+      auto c = connect(e, options, ec);
+      if (!ec) return c;
+      if (ec == std::errc::timed_out || ec == std::errc::operation_canceled) break;
+    }
+    return {};
+  }
+
+  /// Two connected Unix-domain streams (socketpair).
+  [[nodiscard]] static std::pair<Connection, Connection> pair()
+    requires LocalProtocol<P>
+  {
+    detail::native_handle h[2];
+    if (auto ec = detail::socket_pair(detail::native_family(Family::unix_domain), detail::native_type(P::type), h)) detail::throw_error(ec, "socketpair");
+    return {Connection(Socket<P>(detail::UniqueHandle(h[0]), Family::unix_domain)),
+            Connection(Socket<P>(detail::UniqueHandle(h[1]), Family::unix_domain))};
+  }
+
+  // --- reading ---
+
+  /// Reads what is there, up to buffer.size(), waiting for at least one byte.
+  /// Returns 0 at end of stream (the peer shut down its sending side).
+  std::size_t read_some(std::span<std::byte> buffer, Deadline d = {}) {
+    std::error_code ec;
+    const auto n = read_some(buffer, d, ec);
+    if (ec) detail::throw_error(ec, detail::describe("read from", this->remote_endpoint_or_empty()));
+    return n;
+  }
+  std::size_t read_some(std::span<std::byte> buffer, Deadline d, std::error_code& ec) noexcept {
+    ec = this->open_check();
+    if (ec) return 0;
+    return detail::blocking_recv(native_handle(), buffer.data(), buffer.size(), detail::bound_of(d), ec);
+  }
+  std::size_t read_some(std::span<char> buffer, Deadline d = {}) { return read_some(std::as_writable_bytes(buffer), d); }
+  std::size_t read_some(std::span<char> buffer, Deadline d, std::error_code& ec) noexcept {
+    return read_some(std::as_writable_bytes(buffer), d, ec);
+  }
+
+  /// Fills the whole buffer. End of stream first throws TransferError (sockpat::errc::end_of_stream)
+  /// whose bytes_transferred() says how many bytes did arrive; the twin returns that count.
+  std::size_t read_exactly(std::span<std::byte> buffer, Deadline d = {}) {
+    std::error_code ec;
+    const auto n = read_exactly(buffer, d, ec);
+    if (ec) throw TransferError(ec, detail::describe("read_exactly from", this->remote_endpoint_or_empty()), n);
+    return n;
+  }
+  std::size_t read_exactly(std::span<std::byte> buffer, Deadline d, std::error_code& ec) noexcept {
+    ec = this->open_check();
+    if (ec) return 0;
+    bool eof = false;
+    const auto n = detail::blocking_recv_all(native_handle(), buffer.data(), buffer.size(), detail::bound_of(d), ec, eof);
+    if (eof) ec = make_error_code(errc::end_of_stream);
+    return n;
+  }
+  std::size_t read_exactly(std::span<char> buffer, Deadline d = {}) {
+    return read_exactly(std::as_writable_bytes(buffer), d);
+  }
+  std::size_t read_exactly(std::span<char> buffer, Deadline d, std::error_code& ec) noexcept {
+    return read_exactly(std::as_writable_bytes(buffer), d, ec);
+  }
+
+  // --- writing ---
+
+  /// Writes what the socket takes now (at least one byte, waiting if need be).
+  std::size_t write_some(std::span<const std::byte> data, Deadline d = {}) {
+    std::error_code ec;
+    const auto n = write_some(data, d, ec);
+    if (ec) detail::throw_error(ec, detail::describe("write to", this->remote_endpoint_or_empty()));
+    return n;
+  }
+  std::size_t write_some(std::span<const std::byte> data, Deadline d, std::error_code& ec) noexcept {
+    ec = this->open_check();
+    if (ec) return 0;
+    return detail::blocking_send(native_handle(), data.data(), data.size(), detail::bound_of(d), ec);
+  }
+  std::size_t write_some(std::string_view data, Deadline d = {}) { return write_some(detail::bytes_of(data), d); }
+  std::size_t write_some(std::string_view data, Deadline d, std::error_code& ec) noexcept {
+    return write_some(detail::bytes_of(data), d, ec);
+  }
+
+  /// Writes every byte, through partial writes, within one deadline. Throws TransferError
+  /// (with bytes_transferred()) on failure; the twin returns the count written.
+  std::size_t write_all(std::span<const std::byte> data, Deadline d = {}) {
+    std::error_code ec;
+    const auto n = write_all(data, d, ec);
+    if (ec) throw TransferError(ec, detail::describe("write_all to", this->remote_endpoint_or_empty()), n);
+    return n;
+  }
+  std::size_t write_all(std::span<const std::byte> data, Deadline d, std::error_code& ec) noexcept {
+    ec = this->open_check();
+    if (ec) return 0;
+    return detail::blocking_send_all(native_handle(), data.data(), data.size(), detail::bound_of(d), ec);
+  }
+  std::size_t write_all(std::string_view data, Deadline d = {}) { return write_all(detail::bytes_of(data), d); }
+  std::size_t write_all(std::string_view data, Deadline d, std::error_code& ec) noexcept {
+    return write_all(detail::bytes_of(data), d, ec);
+  }
+
+  /// Ends one or both directions; Shutdown::send tells the peer "end of stream" (a half-close).
+  void shutdown(Shutdown how = Shutdown::send) {
+    std::error_code ec;
+    shutdown(how, ec);
+    if (ec) detail::throw_error(ec, "shutdown");
+  }
+  void shutdown(Shutdown how, std::error_code& ec) noexcept {
+    ec = this->open_check();
+    if (ec) return;
+    const int native = how == Shutdown::receive ? detail::shut_receive
+                       : how == Shutdown::send  ? detail::shut_send
+                                                : detail::shut_both;
+    ec = detail::shutdown_handle(native_handle(), native);
+  }
+};
+
+using TcpConnection = Connection<Tcp>;
+using UnixConnection = Connection<Unix>;
+
+}  // namespace sockpat
+
+#endif  // SOCKPAT_CONNECTION_HPP

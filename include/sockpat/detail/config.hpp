@@ -1,0 +1,31 @@
+// sockpat: platform and language checks. The one place that reads platform macros.
+#ifndef SOCKPAT_DETAIL_CONFIG_HPP
+#define SOCKPAT_DETAIL_CONFIG_HPP
+
+#if defined(_MSVC_LANG)
+#define SOCKPAT_CPLUSPLUS _MSVC_LANG
+#else
+#define SOCKPAT_CPLUSPLUS __cplusplus
+#endif
+
+#if SOCKPAT_CPLUSPLUS < 202002L
+#error "sockpat needs C++20: compile with -std=c++20 (GCC, Clang) or /std:c++20 (MSVC)"
+#endif
+
+#if defined(_WIN32)
+#define SOCKPAT_WINDOWS 1
+#error "sockpat: the Winsock platform layer is not written yet (see docs/platforms.md)"
+#else
+#define SOCKPAT_POSIX 1
+#endif
+
+#if defined(__linux__)
+#define SOCKPAT_LINUX 1
+#endif
+
+#if defined(__APPLE__) || defined(__FreeBSD__) || defined(__NetBSD__) || defined(__OpenBSD__) || \
+    defined(__DragonFly__)
+#define SOCKPAT_BSD 1
+#endif
+
+#endif  // SOCKPAT_DETAIL_CONFIG_HPP

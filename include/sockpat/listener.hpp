@@ -1,0 +1,108 @@
+// sockpat: Listener<P>, a bound and listening stream socket that accepts Connections.
+#ifndef SOCKPAT_LISTENER_HPP
+#define SOCKPAT_LISTENER_HPP
+
+#include <optional>      // std::optional
+#include <string>        // std::string
+#include <string_view>   // std::string_view
+#include <system_error>  // std::error_code
+#include <utility>       // std::move
+
+#include "sockpat/connection.hpp"
+
+namespace sockpat {
+
+struct ListenOptions {
+  /// The kernel's queue of connections not yet accepted (clamped by the OS, e.g. somaxconn).
+  int backlog = detail::default_backlog;
+  /// SO_REUSEADDR, so a restarted server can bind its port while old connections linger.
+  bool reuse_address = true;
+  /// SO_REUSEPORT, so several listeners (one per thread) share one port.
+  bool reuse_port = false;
+  /// For an IPv6 listener: IPv6 only (true), also IPv4-mapped (false), or the OS default.
+  std::optional<bool> v6_only;
+};
+
+/// A listening stream socket. accept() can be bounded by a timeout and stopped from another
+/// thread through the Deadline's stop token.
+template <StreamProtocol P>
+class Listener : private Socket<P> {
+  using Base = Socket<P>;
+
+ public:
+  using protocol_type = P;
+  using Base::close;
+  using Base::family;
+  using Base::is_open;
+  using Base::local_endpoint;
+  using Base::native_handle;
+  using Base::release;
+
+  Listener() noexcept = default;
+
+  /// Binds `local` (port 0 picks a free port: read it back with local_endpoint()) and listens.
+  /// Throws std::system_error ("bind 127.0.0.1:80: Permission denied").
+  [[nodiscard]] static Listener bind(const Endpoint& local, const ListenOptions& options = {}) {
+    std::error_code ec;
+    auto l = bind(local, options, ec);
+    if (ec) detail::throw_error(ec, detail::describe("listen on", local));
+    return l;
+  }
+  [[nodiscard]] static Listener bind(const Endpoint& local, const ListenOptions& options,
+                                     std::error_code& ec) noexcept {
+    Listener l;
+    static_cast<Base&>(l) = Base(local.family(), ec);
+    if (ec) return {};
+    const auto h = l.native_handle();
+    if (!P::local) {
+      if (options.reuse_address) ec = detail::set_int_option(h, detail::option::reuse_address, 1);
+#if defined(SOCKPAT_HAS_REUSE_PORT)
+      if (!ec && options.reuse_port) ec = detail::set_int_option(h, detail::option::reuse_port, 1);
+#endif
+      if (!ec && options.v6_only && local.is_v6()) {
+        ec = detail::set_int_option(h, detail::option::v6_only, *options.v6_only ? 1 : 0);
+      }
+    }
+    if (!ec) ec = detail::bind_handle(h, local.raw().data(), local.raw().size);
+    if (!ec) ec = detail::listen_handle(h, options.backlog);
+    if (ec) return {};
+    return l;
+  }
+
+  /// Resolves `host` and listens on the first address that binds ("localhost" works).
+  [[nodiscard]] static Listener bind(std::string_view host, int port, const ListenOptions& options = {})
+    requires InternetProtocol<P>
+  {
+    std::error_code ec;
+    for (const auto& e : resolve(host, port)) {
+      auto l = bind(e, options, ec);
+      if (!ec) return l;
+    }
+    detail::throw_error(ec, "listen on " + std::string(host) + ':' + std::to_string(port));
+  }
+
+  /// Accepts one connection; blocks until one arrives, the deadline passes or stop is requested.
+  /// Throws std::system_error (timed_out, operation_canceled, or the OS error such as
+  /// too_many_files_open, after which the listener still works).
+  [[nodiscard]] Connection<P> accept(Deadline d = {}) {
+    std::error_code ec;
+    auto c = accept(d, ec);
+    if (ec) detail::throw_error(ec, detail::describe("accept on", this->local_endpoint_or_empty()));
+    return c;
+  }
+  [[nodiscard]] Connection<P> accept(Deadline d, std::error_code& ec) noexcept {
+    ec = this->open_check();
+    if (ec) return {};
+    detail::RawAddress peer;
+    const auto h = detail::blocking_accept(native_handle(), peer, detail::bound_of(d), ec);
+    if (ec) return {};
+    return Connection<P>(Socket<P>(detail::UniqueHandle(h), family()));
+  }
+};
+
+using TcpListener = Listener<Tcp>;
+using UnixListener = Listener<Unix>;
+
+}  // namespace sockpat
+
+#endif  // SOCKPAT_LISTENER_HPP

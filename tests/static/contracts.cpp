@@ -1,0 +1,79 @@
+// static_asserts only: the move-only and noexcept contracts, and misuse that must not compile.
+#include "sockpat.hpp"
+
+#include <cstddef>
+#include <span>
+#include <type_traits>
+
+namespace {
+
+template <class T>
+constexpr bool move_only_nothrow = !std::is_copy_constructible_v<T> && !std::is_copy_assignable_v<T> &&
+                                   std::is_nothrow_move_constructible_v<T> && std::is_nothrow_move_assignable_v<T>;
+
+static_assert(move_only_nothrow<sockpat::detail::UniqueHandle>);
+static_assert(move_only_nothrow<sockpat::TcpSocket>);
+static_assert(move_only_nothrow<sockpat::UdpSocket>);
+static_assert(move_only_nothrow<sockpat::TcpConnection>);
+static_assert(move_only_nothrow<sockpat::UnixConnection>);
+static_assert(move_only_nothrow<sockpat::TcpListener>);
+static_assert(move_only_nothrow<sockpat::UnixListener>);
+static_assert(std::is_nothrow_default_constructible_v<sockpat::TcpConnection>);
+static_assert(std::is_nothrow_destructible_v<sockpat::TcpConnection>);
+static_assert(!std::is_copy_constructible_v<sockpat::SignalStop>);
+
+// Endpoint is a value: copyable, comparable, hashable.
+static_assert(std::is_nothrow_copy_constructible_v<sockpat::Endpoint>);
+static_assert(std::is_invocable_r_v<std::size_t, std::hash<sockpat::Endpoint>, const sockpat::Endpoint&>);
+
+// The error_code& twins never throw.
+static_assert(noexcept(std::declval<sockpat::TcpConnection&>().read_some(
+    std::declval<std::span<std::byte>>(), sockpat::Deadline{}, std::declval<std::error_code&>())));
+static_assert(noexcept(std::declval<sockpat::TcpConnection&>().write_all(
+    std::declval<std::span<const std::byte>>(), sockpat::Deadline{}, std::declval<std::error_code&>())));
+static_assert(noexcept(std::declval<sockpat::TcpListener&>().accept(sockpat::Deadline{},
+                                                                    std::declval<std::error_code&>())));
+static_assert(noexcept(sockpat::TcpConnection::connect(std::declval<const sockpat::Endpoint&>(),
+                                                       sockpat::ConnectOptions{}, std::declval<std::error_code&>())));
+
+// Datagram calls do not exist on stream sockets, and stream calls not on datagram ones.
+template <class S>
+concept can_send_to = requires(S s, std::span<const std::byte> b, sockpat::Endpoint e) { s.send_to(b, e); };
+template <class S>
+concept can_receive_from = requires(S s, std::span<std::byte> b, sockpat::Endpoint e) { s.receive_from(b, e); };
+static_assert(can_send_to<sockpat::UdpSocket> && can_send_to<sockpat::UnixDatagramSocket>);
+static_assert(!can_send_to<sockpat::TcpSocket> && !can_send_to<sockpat::UnixSocket>);
+static_assert(can_receive_from<sockpat::UdpSocket> && !can_receive_from<sockpat::TcpSocket>);
+
+template <class S>
+concept can_set_no_delay = requires(S s) { s.set_no_delay(true); };
+static_assert(can_set_no_delay<sockpat::TcpSocket> && can_set_no_delay<sockpat::TcpConnection>);
+static_assert(!can_set_no_delay<sockpat::UdpSocket> && !can_set_no_delay<sockpat::UnixConnection>);
+
+template <class S>
+concept can_set_broadcast = requires(S s) { s.set_broadcast(true); };
+static_assert(can_set_broadcast<sockpat::UdpSocket> && !can_set_broadcast<sockpat::TcpSocket>);
+
+// A listener or a connection of a datagram protocol is rejected.
+template <class P>
+concept listener_exists = requires { typename sockpat::Listener<P>; };
+template <class P>
+concept connection_exists = requires { typename sockpat::Connection<P>; };
+static_assert(listener_exists<sockpat::Tcp> && listener_exists<sockpat::Unix>);
+static_assert(!listener_exists<sockpat::Udp> && !listener_exists<sockpat::UnixDatagram>);
+static_assert(!connection_exists<sockpat::Udp>);
+
+// Host names are for IP protocols; socket pairs for local ones.
+template <class C>
+concept can_connect_by_name = requires { C::connect("localhost", 1); };
+static_assert(can_connect_by_name<sockpat::TcpConnection> && !can_connect_by_name<sockpat::UnixConnection>);
+template <class C>
+concept can_pair = requires { C::pair(); };
+static_assert(can_pair<sockpat::UnixConnection> && !can_pair<sockpat::TcpConnection>);
+
+// A Connection is not a Socket to its users: bind() is not reachable on it.
+template <class C>
+concept can_bind = requires(C c, sockpat::Endpoint e) { c.bind(e); };
+static_assert(can_bind<sockpat::TcpSocket> && !can_bind<sockpat::TcpConnection>);
+
+}  // namespace

@@ -1,0 +1,275 @@
+#include "sockpat/connection.hpp"
+
+#include <doctest/doctest.h>
+
+#include "support/printing.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstddef>
+#include <future>
+#include <numeric>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "sockpat/listener.hpp"
+#include "support/loopback.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Pair {
+  sockpat::TcpConnection client;
+  sockpat::TcpConnection server;
+};
+
+Pair connected_pair() {
+  auto listener = test::loopback_listener();
+  auto client = sockpat::TcpConnection::connect(listener.local_endpoint(), 5s);
+  auto server = listener.accept(5s);
+  return {std::move(client), std::move(server)};
+}
+
+}  // namespace
+
+TEST_SUITE("connection") {
+TEST_CASE("bytes written on one side arrive on the other, both ways") {
+  auto [client, server] = connected_pair();
+  CHECK(client.write_all("Hello, server!", 5s) == 14);
+  std::string got(14, '\0');
+  CHECK(server.read_exactly(got, 5s) == 14);
+  CHECK(got == "Hello, server!");
+  server.write_all("Hello, client!", 5s);
+  std::array<char, 64> buf{};
+  const auto n = client.read_some(buf, 5s);
+  CHECK(std::string(buf.data(), n) == "Hello, client!");
+}
+
+TEST_CASE("connect to a closed port gives connection_refused, in both forms") {
+  sockpat::Endpoint closed;
+  {
+    auto l = test::loopback_listener();
+    closed = l.local_endpoint();
+  }
+  CHECK_THROWS_WITH_AS((void)sockpat::TcpConnection::connect(closed, 5s),
+                       doctest::Contains(("connect " + closed.to_string()).c_str()), std::system_error);
+  std::error_code ec;
+  auto c = sockpat::TcpConnection::connect(closed, {{}, true, 5s}, ec);
+  CHECK(ec == std::errc::connection_refused);
+  CHECK_FALSE(c.is_open());
+}
+
+TEST_CASE("connect with a timeout to a listener whose backlog is full returns timed_out within the bound") {
+  sockpat::ListenOptions o;
+  o.backlog = 0;
+  auto listener = sockpat::TcpListener::bind({"127.0.0.1", 0}, o);
+  const auto target = listener.local_endpoint();
+  // Fill the accept queue: connect without accepting until a connect no longer completes.
+  std::vector<sockpat::TcpConnection> fillers;
+  std::error_code ec;
+  for (int i = 0; i < 64 && !ec; ++i) {
+    auto c = sockpat::TcpConnection::connect(target, {{}, true, 200ms}, ec);
+    if (!ec) fillers.push_back(std::move(c));
+  }
+  REQUIRE(ec == std::errc::timed_out);
+  const auto start = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH_AS((void)sockpat::TcpConnection::connect(target, 300ms), doctest::Contains("timed out"),
+                       std::system_error);
+  const auto took = std::chrono::steady_clock::now() - start;
+  CHECK(took >= 300ms);
+  CHECK(took < 5s);
+}
+
+TEST_CASE("connect by host name tries each resolved address") {
+  auto listener = sockpat::TcpListener::bind({"127.0.0.1", 0});
+  auto c = sockpat::TcpConnection::connect("localhost", listener.local_endpoint().port(), 5s);
+  CHECK(c.remote_endpoint() == listener.local_endpoint());
+  // Connecting to a name whose every address refuses names them all.
+  sockpat::Endpoint closed;
+  {
+    auto l = test::loopback_listener();
+    closed = l.local_endpoint();
+  }
+  CHECK_THROWS_WITH_AS((void)sockpat::TcpConnection::connect("localhost", closed.port(), 5s),
+                       doctest::Contains(("127.0.0.1:" + std::to_string(closed.port())).c_str()), std::system_error);
+}
+
+TEST_CASE("connect can bind a local endpoint first, as the seed's peer does") {
+  auto listener = test::loopback_listener();
+  auto probe = test::loopback_listener();  // reserve a free port to bind from, then release it
+  const auto local = probe.local_endpoint();
+  probe.close();
+  sockpat::ConnectOptions o;
+  o.local = local;
+  o.deadline = 5s;
+  auto c = sockpat::TcpConnection::connect(listener.local_endpoint(), o);
+  CHECK(c.local_endpoint() == local);
+  auto s = listener.accept(5s);
+  CHECK(s.remote_endpoint() == local);
+}
+
+TEST_CASE("a read with a timeout returns timed_out and the connection still works") {
+  auto [client, server] = connected_pair();
+  std::array<std::byte, 16> buf{};
+  const auto start = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH_AS((void)server.read_some(buf, 50ms), doctest::Contains("timed out"), std::system_error);
+  CHECK(std::chrono::steady_clock::now() - start >= 50ms);
+  std::error_code ec;
+  CHECK(server.read_some(buf, 10ms, ec) == 0);
+  CHECK(ec == std::errc::timed_out);
+  client.write_all("x", 5s);
+  CHECK(server.read_some(buf, 5s) == 1);
+}
+
+TEST_CASE("a read blocked in another thread is stopped through a stop token") {
+  auto [client, server] = connected_pair();
+  std::stop_source stop;
+  auto blocked = std::async(std::launch::async, [&, &s = server] {
+    std::array<std::byte, 16> buf{};
+    std::error_code ec;
+    (void)s.read_some(buf, sockpat::Deadline(stop.get_token()), ec);
+    return ec;
+  });
+  CHECK(blocked.wait_for(50ms) == std::future_status::timeout);
+  stop.request_stop();
+  REQUIRE(blocked.wait_for(10s) == std::future_status::ready);
+  CHECK(blocked.get() == std::errc::operation_canceled);
+  // A stop does not hurt the connection: bytes still flow.
+  client.write_all("still here", 5s);
+  std::string got(10, '\0');
+  server.read_exactly(got, 5s);
+  CHECK(got == "still here");
+}
+
+TEST_CASE("write_all of 64 MiB to a slow reader arrives whole and in order") {
+  auto [client, server] = connected_pair();
+  constexpr std::size_t size = 64u << 20;
+  std::vector<std::byte> data(size);
+  for (std::size_t i = 0; i < size; ++i) data[i] = static_cast<std::byte>((i * 2654435761u) >> 24);
+  // The reader takes small bites, so the writer meets a full socket buffer many times over.
+  auto reader = std::async(std::launch::async, [&, &s = server] {
+    std::vector<std::byte> got;
+    got.reserve(size);
+    std::array<std::byte, 1500> buf{};
+    while (got.size() < size) {
+      const auto n = s.read_some(buf, 60s);
+      if (n == 0) break;
+      got.insert(got.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(n));
+    }
+    return got;
+  });
+  CHECK(client.write_all(data, 60s) == size);
+  REQUIRE(reader.wait_for(90s) == std::future_status::ready);
+  const auto got = reader.get();
+  REQUIRE(got.size() == size);
+  CHECK(std::equal(got.begin(), got.end(), data.begin()));
+}
+
+TEST_CASE("writing to a peer that has closed raises an error and does not kill the process") {
+  // The default action of SIGPIPE kills; sockpat must never raise it.
+  const auto old = std::signal(SIGPIPE, SIG_DFL);
+  auto [client, server] = connected_pair();
+  server.close();
+  std::vector<std::byte> chunk(64 * 1024);
+  std::error_code ec;
+  for (int i = 0; i < 1000 && !ec; ++i) client.write_all(chunk, 5s, ec);
+  CHECK(ec);
+  CHECK((ec == std::errc::broken_pipe || ec == std::errc::connection_reset));
+  CHECK_THROWS_AS(client.write_all(chunk, 5s), sockpat::TransferError);
+  std::signal(SIGPIPE, old);
+}
+
+TEST_CASE("read_exactly that meets end of stream reports it with the bytes that arrived") {
+  auto [client, server] = connected_pair();
+  client.write_all("abc", 5s);
+  client.shutdown(sockpat::Shutdown::send);
+  std::string buf(10, '\0');
+  try {
+    server.read_exactly(buf, 5s);
+    FAIL("read_exactly should have thrown");
+  } catch (const sockpat::TransferError& e) {
+    CHECK(e.code() == sockpat::errc::end_of_stream);
+    CHECK(e.bytes_transferred() == 3);
+    CHECK(buf.substr(0, 3) == "abc");
+  }
+  std::error_code ec;
+  std::array<std::byte, 4> more{};
+  CHECK(server.read_exactly(more, 5s, ec) == 0);
+  CHECK(ec == sockpat::errc::end_of_stream);
+}
+
+TEST_CASE("read_some returns 0 at end of stream, and a half-closed peer can still read the answer") {
+  auto [client, server] = connected_pair();
+  client.write_all("question", 5s);
+  client.shutdown(sockpat::Shutdown::send);
+  std::string q(8, '\0');
+  server.read_exactly(q, 5s);
+  std::array<std::byte, 8> buf{};
+  CHECK(server.read_some(buf, 5s) == 0);
+  server.write_all("answer", 5s);
+  server.close();
+  std::string a(6, '\0');
+  client.read_exactly(a, 5s);
+  CHECK(a == "answer");
+}
+
+TEST_CASE("socket options set on a connection read back") {
+  auto [client, server] = connected_pair();
+  client.set_no_delay(true);
+  CHECK(client.no_delay());
+  client.set_keep_alive(true);
+  CHECK(client.keep_alive());
+  client.set_send_buffer_size(64 * 1024);
+  CHECK(client.send_buffer_size() >= 64 * 1024);
+  client.set_linger(std::chrono::seconds(0));
+  client.set_linger(std::nullopt);
+}
+
+TEST_CASE("a Unix socket pair carries bytes both ways") {
+  auto [a, b] = sockpat::UnixConnection::pair();
+  a.write_all("ping", 5s);
+  std::string got(4, '\0');
+  b.read_exactly(got, 5s);
+  CHECK(got == "ping");
+  b.write_all("pong", 5s);
+  a.read_exactly(got, 5s);
+  CHECK(got == "pong");
+}
+
+TEST_CASE("operations on a closed or moved-from connection report not_connected") {
+  auto [client, server] = connected_pair();
+  auto moved = std::move(client);
+  CHECK(moved.is_open());
+  CHECK_FALSE(client.is_open());  // NOLINT: testing the moved-from state on purpose
+  std::error_code ec;
+  std::array<std::byte, 1> buf{};
+  (void)client.read_some(buf, 10ms, ec);  // NOLINT
+  CHECK(ec == sockpat::errc::not_connected);
+  CHECK_THROWS_AS((void)client.write_some("x"), std::system_error);  // NOLINT
+}
+
+TEST_CASE("close reports success once and the destructor of a closed connection is quiet") {
+  auto [client, server] = connected_pair();
+  std::error_code ec;
+  client.close(ec);
+  CHECK_FALSE(ec);
+  CHECK_FALSE(client.is_open());
+  client.close(ec);  // closing twice is not an error
+  CHECK_FALSE(ec);
+}
+
+TEST_CASE("release hands the descriptor over, and nothing closes it behind the caller's back") {
+  auto [client, server] = connected_pair();
+  const auto h = client.release();
+  CHECK_FALSE(client.is_open());
+  sockpat::TcpConnection adopted(sockpat::TcpSocket(sockpat::detail::UniqueHandle(h), sockpat::Family::ipv4));
+  adopted.write_all("ok", 5s);
+  std::string got(2, '\0');
+  server.read_exactly(got, 5s);
+  CHECK(got == "ok");
+}
+}

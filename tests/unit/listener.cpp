@@ -1,0 +1,146 @@
+#include "sockpat/listener.hpp"
+
+#include <doctest/doctest.h>
+
+#include "support/printing.hpp"
+
+#include <chrono>
+#include <future>
+#include <stop_token>
+#include <thread>
+
+#include "support/loopback.hpp"
+
+using namespace std::chrono_literals;
+
+TEST_SUITE("listener") {
+TEST_CASE("binding port 0 picks a free port that local_endpoint reads back") {
+  auto listener = sockpat::TcpListener::bind({"127.0.0.1", 0});
+  const auto local = listener.local_endpoint();
+  CHECK(local.host() == "127.0.0.1");
+  CHECK(local.port() != 0);
+  auto client = sockpat::TcpConnection::connect(local, 5s);
+  auto server = listener.accept(5s);
+  CHECK(server.remote_endpoint() == client.local_endpoint());
+  CHECK(server.local_endpoint() == local);
+}
+
+TEST_CASE("an IPv6 listener on ::1 accepts") {
+  auto listener = sockpat::TcpListener::bind({"::1", 0});
+  auto client = sockpat::TcpConnection::connect(listener.local_endpoint(), 5s);
+  auto server = listener.accept(5s);
+  CHECK(server.remote_endpoint().is_v6());
+}
+
+TEST_CASE("accept returns timed_out when no client arrives before the deadline") {
+  auto listener = test::loopback_listener();
+  const auto start = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH_AS((void)listener.accept(50ms), doctest::Contains("timed out"), std::system_error);
+  const auto took = std::chrono::steady_clock::now() - start;
+  CHECK(took >= 50ms);
+  CHECK(took < 5s);
+  std::error_code ec;
+  auto none = listener.accept(10ms, ec);
+  CHECK(ec == std::errc::timed_out);
+  CHECK_FALSE(none.is_open());
+}
+
+TEST_CASE("an accept blocked in another thread is stopped through a stop token") {
+  auto listener = test::loopback_listener();
+  std::stop_source stop;
+  auto blocked = std::async(std::launch::async, [&] {
+    std::error_code ec;
+    (void)listener.accept(sockpat::Deadline(30s, stop.get_token()), ec);
+    return ec;
+  });
+  // The accept may not have started waiting yet; a stop requested before it waits counts too.
+  stop.request_stop();
+  REQUIRE(blocked.wait_for(10s) == std::future_status::ready);
+  CHECK(blocked.get() == std::errc::operation_canceled);
+  // The listener still works afterwards.
+  auto client = sockpat::TcpConnection::connect(listener.local_endpoint(), 5s);
+  CHECK(listener.accept(5s).is_open());
+}
+
+TEST_CASE("the stop really wakes an accept that is already waiting") {
+  auto listener = test::loopback_listener();
+  std::stop_source stop;
+  std::promise<void> started;
+  auto blocked = std::async(std::launch::async, [&] {
+    started.set_value();
+    std::error_code ec;
+    (void)listener.accept(sockpat::Deadline(stop.get_token()), ec);
+    return ec;
+  });
+  started.get_future().wait();
+  // Give the accept no deadline: only the stop can end it, so a hang here fails the test by timeout.
+  CHECK(blocked.wait_for(100ms) == std::future_status::timeout);
+  stop.request_stop();
+  REQUIRE(blocked.wait_for(10s) == std::future_status::ready);
+  CHECK(blocked.get() == std::errc::operation_canceled);
+}
+
+TEST_CASE("binding a port in use fails with address_in_use, naming the endpoint") {
+  auto first = test::loopback_listener();
+  const auto taken = first.local_endpoint();
+  CHECK_THROWS_WITH_AS((void)sockpat::TcpListener::bind(taken), doctest::Contains(taken.to_string().c_str()),
+                       std::system_error);
+  std::error_code ec;
+  auto second = sockpat::TcpListener::bind(taken, {}, ec);
+  CHECK(ec == std::errc::address_in_use);
+  CHECK_FALSE(second.is_open());
+}
+
+TEST_CASE("reuse_port lets two listeners share a port") {
+  sockpat::ListenOptions o;
+  o.reuse_port = true;
+  auto a = sockpat::TcpListener::bind({"127.0.0.1", 0}, o);
+  auto b = sockpat::TcpListener::bind(a.local_endpoint(), o);
+  CHECK(b.local_endpoint() == a.local_endpoint());
+}
+
+TEST_CASE("binding by host name resolves it") {
+  auto listener = sockpat::TcpListener::bind("localhost", 0);
+  CHECK(listener.local_endpoint().port() != 0);
+  auto client = sockpat::TcpConnection::connect("localhost", listener.local_endpoint().port(), 5s);
+  CHECK(listener.accept(5s).is_open());
+}
+
+TEST_CASE("a Unix-domain listener accepts on a path and in the abstract namespace") {
+  test::TempSocketPath path("listener");
+  auto listener = sockpat::UnixListener::bind(sockpat::Endpoint::unix_path(path.path()));
+  CHECK(listener.local_endpoint().path() == path.path());
+  auto client = sockpat::UnixConnection::connect(listener.local_endpoint(), 5s);
+  auto server = listener.accept(5s);
+  client.write_all("unix", 5s);
+  std::string got(4, '\0');
+  server.read_exactly(got, 5s);
+  CHECK(got == "unix");
+
+  const auto name = sockpat::Endpoint::unix_abstract("sockpat-test-" + std::to_string(::getpid()));
+  auto abstract = sockpat::UnixListener::bind(name);
+  CHECK(abstract.local_endpoint() == name);
+  auto c2 = sockpat::UnixConnection::connect(name, 5s);
+  CHECK(abstract.accept(5s).is_open());
+}
+
+TEST_CASE("a closed listener reports not_connected instead of touching a stale descriptor") {
+  auto listener = test::loopback_listener();
+  listener.close();
+  CHECK_FALSE(listener.is_open());
+  std::error_code ec;
+  (void)listener.accept(10ms, ec);
+  CHECK(ec == sockpat::errc::not_connected);
+}
+
+TEST_CASE("1000 connect/accept/close cycles leave the descriptor count where it was") {
+  auto listener = test::loopback_listener();
+  const auto local = listener.local_endpoint();
+  const int before = test::open_descriptors();
+  for (int i = 0; i < 1000; ++i) {
+    auto c = sockpat::TcpConnection::connect(local, 5s);
+    auto s = listener.accept(5s);
+  }
+  CHECK(test::open_descriptors() == before);
+}
+}
