@@ -285,7 +285,7 @@ struct Totals {
 
 class Worker {
  public:
-  Worker(Shared& s, std::vector<std::uint32_t> ids) : s_(s), o_(s.opt) {
+  Worker(Shared& s, std::vector<std::uint32_t> ids) : s_(s), o_(s.opt), stream_(s.opt.mode == "stream") {
     ep_ = ::epoll_create1(EPOLL_CLOEXEC);
     std::size_t ring = 1;
     while (ring < static_cast<std::size_t>(o_.depth) + 2) ring <<= 1;
@@ -399,7 +399,7 @@ class Worker {
 
   [[nodiscard]] std::uint64_t send_limit(const Conn& c) const {
     const std::uint64_t window = static_cast<std::uint64_t>(o_.depth) * o_.size;
-    const std::uint64_t l = o_.mode == "stream" ? c.rx + window : (c.rx / o_.size) * o_.size + window;
+    const std::uint64_t l = stream_ ? c.rx + window : (c.rx / o_.size) * o_.size + window;
     return std::min(l, c.limit);
   }
 
@@ -586,6 +586,7 @@ class Worker {
  private:
   Shared& s_;
   const Options& o_;
+  bool stream_;  // stream: the window slides by bytes; pingpong: by whole messages
   int ep_ = -1;
   std::size_t mask_ = 0;
   std::vector<Conn> conns_;

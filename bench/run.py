@@ -191,7 +191,10 @@ class RunningServer:
         except subprocess.TimeoutExpired:
             self.kill()
             return f"server did not stop within {timeout:.0f} s of SIGTERM (killed)"
-        return None if rc in (0, -signal.SIGTERM) else f"server exited with {rc} on SIGTERM"
+        if rc == 0:
+            return None
+        how = f"was killed by signal {-rc}" if rc < 0 else f"exited with status {rc}"
+        return f"server {how} on SIGTERM instead of stopping cleanly: {self.stderr_text()}"
 
     def kill(self) -> None:
         if self.proc.poll() is None:
