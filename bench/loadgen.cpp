@@ -21,6 +21,7 @@
 #include <cstdio>      // std::printf, std::fprintf
 #include <cstdlib>     // std::strtod, std::strtoll
 #include <cstring>     // std::memcmp, std::strerror
+#include <filesystem>  // std::filesystem::directory_iterator: /proc/PID/task
 #include <fstream>     // std::ifstream: /proc
 #include <latch>       // std::latch
 #include <limits>      // std::numeric_limits
@@ -229,6 +230,22 @@ long read_rss_kib(int pid) {
     if (line.rfind("VmRSS:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
   }
   return -1;
+}
+
+// Voluntary context switches of every thread of the process: how often the server went to sleep
+// waiting for work. Threads that already exited are not counted.
+long long read_sleeps(int pid) {
+  if (pid <= 0) return -1;
+  long long total = 0;
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream f(task.path() / "status");
+    std::string line;
+    while (std::getline(f, line)) {
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0) total += std::strtoll(line.c_str() + 24, nullptr, 10);
+    }
+  }
+  return ec ? -1 : total;
 }
 
 double self_cpu_seconds() {
@@ -648,6 +665,8 @@ int main(int argc, char** argv) {
   long rss_after = -1;
   ProcCpu cpu0{};
   ProcCpu cpu1{};
+  long long sleeps0 = -1;
+  long long sleeps1 = -1;
   double self0 = 0;
   double self1 = 0;
   std::int64_t win_begin = 0;
@@ -684,16 +703,19 @@ int main(int argc, char** argv) {
       // The samples are taken at the window's edges; the workers keep their own clocks.
       if (!counted) std::this_thread::sleep_until(at(win_begin));
       cpu0 = read_cpu(o.watch_pid);
+      sleeps0 = read_sleeps(o.watch_pid);
       self0 = self_cpu_seconds();
       if (!counted) {
         std::this_thread::sleep_until(at(win_end));
         cpu1 = read_cpu(o.watch_pid);
+        sleeps1 = read_sleeps(o.watch_pid);
         self1 = self_cpu_seconds();
       }
       threads.clear();  // joins
       if (counted) {
         win_end = now_ns();
         cpu1 = read_cpu(o.watch_pid);
+        sleeps1 = read_sleeps(o.watch_pid);
         self1 = self_cpu_seconds();
       }
     }
@@ -723,6 +745,9 @@ int main(int argc, char** argv) {
   const bool have_cpu = cpu0.ok && cpu1.ok;
   const double server_cpu = have_cpu ? cpu1.seconds - cpu0.seconds : -1;
   const double cpu_per_rt_us = have_cpu && all.round_trips > 0 ? server_cpu / static_cast<double>(all.round_trips) * 1e6 : -1;
+  const double sleeps_per_rt = sleeps0 >= 0 && sleeps1 >= 0 && all.round_trips > 0
+                                   ? static_cast<double>(sleeps1 - sleeps0) / static_cast<double>(all.round_trips)
+                                   : -1;
   const double rss_per_conn = rss_before >= 0 && rss_after >= 0 && all.connected > 0
                                   ? static_cast<double>(rss_after - rss_before) * 1024.0 / static_cast<double>(all.connected)
                                   : -1;
@@ -745,13 +770,13 @@ int main(int argc, char** argv) {
       "{\"mode\":\"%s\",\"connections\":%d,\"size\":%zu,\"depth\":%d,\"threads\":%d,\"count\":%lld,"
       "\"window_s\":%.6f,\"round_trips\":%llu,\"all_round_trips\":%llu,\"round_trips_per_s\":%.1f,"
       "\"mb_per_s\":%.3f,\"p50_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f,\"max_us\":%.2f,"
-      "\"server_cpu_s\":%.3f,\"server_cpu_us_per_rt\":%.4f,\"client_cpu_s\":%.3f,"
+      "\"server_cpu_s\":%.3f,\"server_cpu_us_per_rt\":%.4f,\"server_sleeps_per_rt\":%.4f,\"client_cpu_s\":%.3f,"
       "\"connected\":%llu,\"alive_after_hold\":%llu,\"server_rss_before_kib\":%ld,\"server_rss_after_kib\":%ld,"
       "\"server_rss_per_conn_bytes\":%.1f,\"nofile\":%ld,\"errors\":%llu,\"mismatches\":%llu,"
       "\"first_error\":\"%s\"}\n",
       o.mode.c_str(), o.connections, o.size, o.depth, o.threads, o.count, window_s,
       static_cast<unsigned long long>(all.round_trips), static_cast<unsigned long long>(all.all_round_trips), rts, mbs,
-      p50, p99, p999, pmax, server_cpu, cpu_per_rt_us, have_cpu ? self1 - self0 : -1.0,
+      p50, p99, p999, pmax, server_cpu, cpu_per_rt_us, sleeps_per_rt, have_cpu ? self1 - self0 : -1.0,
       static_cast<unsigned long long>(all.connected), static_cast<unsigned long long>(all.alive_after_hold), rss_before,
       rss_after, rss_per_conn, nofile, static_cast<unsigned long long>(all.errors),
       static_cast<unsigned long long>(all.mismatches),

@@ -515,19 +515,19 @@ def report(ctx: Context, args, servers: list[Server], missing: dict[str, str], s
         w(f"## {sc.title}")
         w("")
         w("| server | round trips/s | vs raw epoll | MB/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/rt "
-          "| loadgen CPU % | errors / mismatches |")
-        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| server sleeps/rt | loadgen CPU % | errors / mismatches |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         ref_rate = med(results[sc.key].get(ref, []), "round_trips_per_s") if ref else None
         for s in servers:
             if s.name in missing:
-                w(f"| {s.name} | {missing[s.name]} | | | | | | | | |")
+                w(f"| {s.name} | {missing[s.name]} | | | | | | | | | |")
                 continue
             if sc.conns > s.max_conns:
-                w(f"| {s.name} | n/a: {s.why_not} | | | | | | | | |")
+                w(f"| {s.name} | n/a: {s.why_not} | | | | | | | | | |")
                 continue
             runs = results[sc.key].get(s.name, [])
             if not runs:
-                w(f"| {s.name} | failed (see FAILURES) | | | | | | | | |")
+                w(f"| {s.name} | failed (see FAILURES) | | | | | | | | | |")
                 continue
             rate = med(runs, "round_trips_per_s")
             ratio = f"{rate / ref_rate:.2f}×" if rate and ref_rate else "–"
@@ -536,7 +536,8 @@ def report(ctx: Context, args, servers: list[Server], missing: dict[str, str], s
             mism = sum(r["mismatches"] for r in runs)
             w(f"| {s.name} | {fmt(rate)}{spread(runs, 'round_trips_per_s')} | {ratio} | {fmt(med(runs, 'mb_per_s'), 1)} "
               f"| {fmt(med(runs, 'p50_us'), 1)} | {fmt(med(runs, 'p99_us'), 1)} | {fmt(med(runs, 'p999_us'), 1)} "
-              f"| {fmt(med(runs, 'server_cpu_us_per_rt'), 2)} | {loadgen_pct:.0f} | {errs} / {mism} |")
+              f"| {fmt(med(runs, 'server_cpu_us_per_rt'), 2)} | {fmt(med(runs, 'server_sleeps_per_rt'), 3)} "
+              f"| {loadgen_pct:.0f} | {errs} / {mism}{' **FAIL**' if errs or mism else ''} |")
         w("")
 
     if idle_sc is not None:
@@ -562,7 +563,8 @@ def report(ctx: Context, args, servers: list[Server], missing: dict[str, str], s
             w(f"| {s.name} | {fmt(med(runs, 'connected'))} | {fmt(med(runs, 'alive_after_hold'))} "
               f"| {fmt(med(runs, 'server_rss_before_kib'))} | {fmt(med(runs, 'server_rss_after_kib'))} "
               f"| {fmt(med(runs, 'server_rss_per_conn_bytes'))} "
-              f"| {sum(r['errors'] for r in runs)} / {sum(r['mismatches'] for r in runs)} |")
+              f"| {sum(r['errors'] for r in runs)} / {sum(r['mismatches'] for r in runs)}"
+              f"{' **FAIL**' if any(r['errors'] or r['mismatches'] or r['exit'] for r in runs) else ''} |")
         w("")
 
     if callgrind_rows is not None:
