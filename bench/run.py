@@ -383,11 +383,11 @@ def compile_once(cxx: str, opt: str, source: Path) -> tuple[float, float, int]:
     argv = [cxx, "-std=c++20", opt, "-I", str(ROOT / "include"), "-c", str(source), "-o", os.devnull]
     t0 = time.monotonic()
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = p.stderr.read().decode(errors="replace")  # until the compiler exits: a full pipe must not block it
+    p.stderr.close()
     # wait4 reports the child's usage including the compiler proper (cc1plus) it waited for.
     _, status, usage = os.wait4(p.pid, 0)
     wall = time.monotonic() - t0
-    err = p.stderr.read().decode(errors="replace")
-    p.stderr.close()
     p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode != 0:
         raise HarnessError(f"{shlex.join(argv)} failed: {err[-1000:]}")
@@ -644,6 +644,7 @@ def main() -> int:
     ap.add_argument("--servers", help="comma-separated substrings: run only the servers whose name matches")
     ap.add_argument("--only", help="comma-separated parts to run: matrix,idle,callgrind,include")
     ap.add_argument("--include-reps", type=int, help="compilations per include-cost figure (default 5; --quick: 1)")
+    ap.add_argument("--cxx", help="compiler for the include cost (default: the build's, e.g. g++; try clang++)")
     ap.add_argument("--label", help="free text describing the conditions, e.g. 'machine busy with other builds'")
     ap.add_argument("--output", help="where the Markdown report goes (default bench/RESULTS.md; --quick: "
                                      "BUILD_DIR/RESULTS-quick.md)")
@@ -716,7 +717,7 @@ def main() -> int:
             callgrind_rows = run_callgrind(ctx, cg_servers, short, long_)
 
     include_rows = None
-    cxx = cmake_cache(build_dir, "CMAKE_CXX_COMPILER") or shutil.which("c++") or "c++"
+    cxx = args.cxx or cmake_cache(build_dir, "CMAKE_CXX_COMPILER") or shutil.which("c++") or "c++"
     if "include" in parts:
         have_asio = bool(cmake_cache(build_dir, "SOCKPAT_ASIO_INCLUDE_DIR")) and \
             not cmake_cache(build_dir, "SOCKPAT_ASIO_INCLUDE_DIR").endswith("NOTFOUND")
