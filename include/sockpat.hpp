@@ -8,6 +8,7 @@
 #include "sockpat/error.hpp"
 #include "sockpat/listener.hpp"
 #include "sockpat/protocol.hpp"
+#include "sockpat/rendezvous.hpp"
 #include "sockpat/signals.hpp"
 #include "sockpat/socket.hpp"
 #include "sockpat/version.hpp"

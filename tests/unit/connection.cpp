@@ -58,7 +58,7 @@ TEST_CASE("connect to a closed port gives connection_refused, in both forms") {
   CHECK_THROWS_WITH_AS((void)sockpat::TcpConnection::connect(closed, 5s),
                        doctest::Contains(("connect " + closed.to_string()).c_str()), std::system_error);
   std::error_code ec;
-  auto c = sockpat::TcpConnection::connect(closed, {{}, true, 5s}, ec);
+  auto c = sockpat::TcpConnection::connect(closed, sockpat::ConnectOptions::with_deadline(5s), ec);
   CHECK(ec == std::errc::connection_refused);
   CHECK_FALSE(c.is_open());
 }
@@ -72,7 +72,7 @@ TEST_CASE("connect with a timeout to a listener whose backlog is full returns ti
   std::vector<sockpat::TcpConnection> fillers;
   std::error_code ec;
   for (int i = 0; i < 64 && !ec; ++i) {
-    auto c = sockpat::TcpConnection::connect(target, {{}, true, 200ms}, ec);
+    auto c = sockpat::TcpConnection::connect(target, sockpat::ConnectOptions::with_deadline(200ms), ec);
     if (!ec) fillers.push_back(std::move(c));
   }
   REQUIRE(ec == std::errc::timed_out);
