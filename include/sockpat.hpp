@@ -7,6 +7,7 @@
 #include "sockpat/endpoint.hpp"
 #include "sockpat/error.hpp"
 #include "sockpat/listener.hpp"
+#include "sockpat/peer_wire.hpp"
 #include "sockpat/protocol.hpp"
 #include "sockpat/rendezvous.hpp"
 #include "sockpat/signals.hpp"
