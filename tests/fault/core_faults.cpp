@@ -18,18 +18,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-struct Pair {
-  sockpat::TcpConnection client;
-  sockpat::TcpConnection server;
-};
-
-Pair connected_pair() {
-  auto listener = test::loopback_listener();
-  auto client = sockpat::TcpConnection::connect(listener.local_endpoint(), 5s);
-  auto server = listener.accept(5s);
-  return {std::move(client), std::move(server)};
-}
-
 std::vector<std::byte> pattern(std::size_t n) {
   std::vector<std::byte> v(n);
   for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<std::byte>((i * 7919u) >> 3);
@@ -44,7 +32,7 @@ extern "C" void count_signal(int) { signals_received.fetch_add(1, std::memory_or
 
 TEST_SUITE("faults") {
 TEST_CASE("a client that resets mid-message gives the reader connection_reset and the bytes before it") {
-  auto [client, server] = connected_pair();
+  auto [client, server] = test::connected_pair();
   client.write_all("half a mess", 5s);
   std::string first(11, '\0');
   server.read_exactly(first, 5s);  // the first part has surely arrived before the reset
@@ -66,7 +54,7 @@ TEST_CASE("a storm of signals during blocking reads and writes loses no byte") {
   sa.sa_flags = 0;  // no SA_RESTART: every signal interrupts the system call it lands in
   REQUIRE(::sigaction(SIGUSR1, &sa, &old) == 0);
 
-  auto [client, server] = connected_pair();
+  auto [client, server] = test::connected_pair();
   client.set_send_buffer_size(16 * 1024);
   server.set_receive_buffer_size(16 * 1024);
   const auto data = pattern(16u << 20);
@@ -105,7 +93,7 @@ TEST_CASE("a storm of signals during blocking reads and writes loses no byte") {
 }
 
 TEST_CASE("a reader that never reads: write_all with a deadline stops with timed_out, having written a bounded amount") {
-  auto [client, server] = connected_pair();
+  auto [client, server] = test::connected_pair();
   const auto data = pattern(256u << 20);
   try {
     client.write_all(data, 300ms);
@@ -120,7 +108,7 @@ TEST_CASE("a reader that never reads: write_all with a deadline stops with timed
 TEST_CASE("writing to a closed peer never raises SIGPIPE, with SIGPIPE at its default action") {
   const auto old = std::signal(SIGPIPE, SIG_DFL);
   for (int round = 0; round < 20; ++round) {
-    auto [client, server] = connected_pair();
+    auto [client, server] = test::connected_pair();
     server.close();
     std::error_code ec;
     for (int i = 0; i < 200 && !ec; ++i) client.write_some("data after close", 5s, ec);

@@ -21,7 +21,7 @@ std::vector<wire::Message> samples() {
   peers.peers.push_back({8, sockpat::Endpoint("::1", 4001)});
   peers.peers.push_back({9, sockpat::Endpoint::unix_path("/tmp/node.sock")});
   peers.peers.push_back({10, {}});
-  return {wire::Hello{wire::protocol_version, 0x0102030405060708ULL, sockpat::Endpoint("127.0.0.1", 5000)},
+  return {wire::Hello{wire::protocol_version, 0x0102030405060708ULL, sockpat::Endpoint("127.0.0.1", 4002)},
           wire::Hello{wire::protocol_version, 1, {}},
           peers,
           wire::Peers{},
