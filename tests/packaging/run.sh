@@ -42,6 +42,9 @@ run_app() {
 # Every file under $1 (relative), sorted.
 files_under() { (cd "$1" && find . -type f -o -type l) | sed 's,^\./,,' | LC_ALL=C sort; }
 
+step "the README's Install snippets are the lines below"
+python3 "$here/check_readme.py" "$src" | sed 's/^/   /'
+
 step "source tarball of the checkout (what a release tarball holds)"
 # Tracked and new files, nothing .gitignore'd: build directories stay out.
 (cd "$src" && git ls-files -z --cached --others --exclude-standard) |
@@ -50,28 +53,32 @@ unpack_to() {  # unpack_to DIR: the tarball's sockpat-VERSION/ becomes DIR
   rm -rf "$1" && mkdir -p "$1" && tar -xzf "$tarball" -C "$1" --strip-components=1
 }
 
+# The README's command lines run verbatim from $work, where sockpat/ is the checkout.
+cd "$work"
+rm -rf sockpat sockpat-build sockpat-prefix
+ln -s "$src" sockpat
+
 step "cmake --install to a staging prefix"
-stage=$work/stage
-rm -rf "$stage" "$work/sockpat-build"
-quiet cmake -S "$src" -B "$work/sockpat-build" -DSOCKPAT_BUILD_TESTS=OFF -DSOCKPAT_BUILD_EXAMPLES=OFF
-quiet cmake --install "$work/sockpat-build" --prefix "$stage"
+prefix=$PWD/sockpat-prefix
+quiet cmake -S sockpat -B sockpat-build -DSOCKPAT_BUILD_TESTS=OFF -DSOCKPAT_BUILD_EXAMPLES=OFF
+quiet cmake --install sockpat-build --prefix "$prefix"
 
 step "the prefix holds headers, the CMake package, sockpat.pc and the license, nothing else"
 expected_headers=$( (cd "$src" && find include -name '*.hpp') | LC_ALL=C sort)
 expected=$(printf '%s\n' "$expected_headers" share/cmake/sockpat/sockpatConfig.cmake \
              share/cmake/sockpat/sockpatConfigVersion.cmake share/cmake/sockpat/sockpatTargets.cmake \
              share/doc/sockpat/LICENSE share/pkgconfig/sockpat.pc | LC_ALL=C sort)
-if ! diff <(echo "$expected") <(files_under "$stage"); then
+if ! diff <(echo "$expected") <(files_under "$prefix"); then
   fail "cmake --install: unexpected file set under the prefix (< expected, > installed)"
 fi
-if grep -rq "$work" "$stage/share"; then
-  fail "installed package files name the build machine's paths: $(grep -rl "$work" "$stage/share")"
+if grep -rq "$work" "$prefix/share"; then
+  fail "installed package files name the build machine's paths: $(grep -rl "$work" "$prefix/share")"
 fi
 
 step "find_package consumer"
 consumer find_package find_package
-quiet cmake -S "$work/find_package" -B "$work/find_package/build" -DCMAKE_PREFIX_PATH="$stage"
-grep -q "^sockpat_DIR:PATH=$stage/share/cmake/sockpat$" "$work/find_package/build/CMakeCache.txt" ||
+quiet cmake -S "$work/find_package" -B "$work/find_package/build" -DCMAKE_PREFIX_PATH="$prefix"
+grep -q "^sockpat_DIR:PATH=$prefix/share/cmake/sockpat$" "$work/find_package/build/CMakeCache.txt" ||
   fail "find_package did not take sockpat from the staging prefix"
 quiet cmake --build "$work/find_package/build"
 run_app "$work/find_package/build/app"
@@ -99,9 +106,9 @@ run_app "$work/fetchcontent/build/app"
 
 step "FetchContent consumer, an installed sockpat wins (FIND_PACKAGE_ARGS)"
 quiet cmake -S "$work/fetchcontent" -B "$work/fetchcontent/build-installed" -DSOCKPAT_URL="file://$tarball" \
-  -DCMAKE_PREFIX_PATH="$stage"
+  -DCMAKE_PREFIX_PATH="$prefix"
 [[ ! -e $work/fetchcontent/build-installed/_deps/sockpat-src ]] || fail "FetchContent fetched despite an installed sockpat"
-grep -q "^sockpat_DIR:PATH=$stage/share/cmake/sockpat$" "$work/fetchcontent/build-installed/CMakeCache.txt" ||
+grep -q "^sockpat_DIR:PATH=$prefix/share/cmake/sockpat$" "$work/fetchcontent/build-installed/CMakeCache.txt" ||
   fail "FetchContent did not use the installed sockpat"
 quiet cmake --build "$work/fetchcontent/build-installed"
 run_app "$work/fetchcontent/build-installed/app"
@@ -137,7 +144,7 @@ quiet meson compile -C "$work/meson-wrap/build" -j 2
 run_app "$work/meson-wrap/build/app"
 
 step "pkg-config consumer"
-export PKG_CONFIG_PATH=$stage/share/pkgconfig
+export PKG_CONFIG_PATH="$prefix/share/pkgconfig"
 [[ $(pkg-config --modversion sockpat) == "$version" ]] || fail "pkg-config --modversion sockpat: $(pkg-config --modversion sockpat)"
 [[ -z $(pkg-config --libs sockpat) ]] || fail "pkg-config --libs sockpat is not empty: $(pkg-config --libs sockpat)"
 mkdir -p "$work/pkg-config" && cp "$here/app.cpp" "$work/pkg-config/"
@@ -147,8 +154,9 @@ unset PKG_CONFIG_PATH
 
 step "copy-the-include-folder consumer"
 rm -rf "$work/copy" && mkdir -p "$work/copy/third_party/sockpat" && cp "$here/app.cpp" "$work/copy/"
-cp -r "$src/include" "$work/copy/third_party/sockpat/"
-(cd "$work/copy" && c++ -std=c++20 -Ithird_party/sockpat/include app.cpp -o app) || fail "bare c++ compile"
+ln -s "$src" "$work/copy/sockpat"
+(cd "$work/copy" && cp -r sockpat/include third_party/sockpat/ &&
+  c++ -std=c++20 -Ithird_party/sockpat/include app.cpp -o app) || fail "bare c++ compile"
 run_app "$work/copy/app"
 
 step "meson install as the main project: headers, sockpat.pc and the license, as CMake's"
@@ -158,7 +166,7 @@ expected=$(printf '%s\n' "$expected_headers" share/doc/sockpat/LICENSE share/pkg
 if ! diff <(echo "$expected") <(files_under "$work/meson-stage/usr"); then
   fail "meson install: unexpected file set (< expected, > installed)"
 fi
-diff "$stage/share/pkgconfig/sockpat.pc" "$work/meson-stage/usr/share/pkgconfig/sockpat.pc" ||
+diff "$prefix/share/pkgconfig/sockpat.pc" "$work/meson-stage/usr/share/pkgconfig/sockpat.pc" ||
   fail "CMake and Meson install different sockpat.pc files"
 
 step "all routes passed"
