@@ -46,9 +46,14 @@ step "the README's Install snippets are the lines below"
 python3 "$here/check_readme.py" "$src" | sed 's/^/   /'
 
 step "source tarball of the checkout (what a release tarball holds)"
-# Tracked and new files, nothing .gitignore'd: build directories stay out.
-(cd "$src" && git ls-files -z --cached --others --exclude-standard) |
-  tar -C "$src" --null -T - --ignore-failed-read --transform "s,^,sockpat-$version/," -czf "$tarball"
+# Tracked and new files, nothing .gitignore'd: build directories stay out. Outside a git
+# checkout (an unpacked release), everything but build/ and builddir/.
+if git -C "$src" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  (cd "$src" && git ls-files -z --cached --others --exclude-standard) |
+    tar -C "$src" --null -T - --ignore-failed-read --transform "s,^,sockpat-$version/," -czf "$tarball"
+else
+  tar -C "$src" --exclude=./build --exclude=./builddir --transform "s,^\.,sockpat-$version," -czf "$tarball" .
+fi
 unpack_to() {  # unpack_to DIR: the tarball's sockpat-VERSION/ becomes DIR
   rm -rf "$1" && mkdir -p "$1" && tar -xzf "$tarball" -C "$1" --strip-components=1
 }
