@@ -5,6 +5,7 @@
 #include "support/printing.hpp"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <csignal>
 #include <cstddef>
@@ -271,5 +272,47 @@ TEST_CASE("release hands the descriptor over, and nothing closes it behind the c
   std::string got(2, '\0');
   server.read_exactly(got, 5s);
   CHECK(got == "ok");
+}
+
+TEST_CASE("the connection's own timeout bounds every call, and the earlier bound wins") {
+  auto [a, b] = sockpat::UnixConnection::pair();
+  CHECK_FALSE(b.timeout().has_value());
+  b.set_timeout(30ms);
+  CHECK(b.timeout() == std::chrono::steady_clock::duration(30ms));
+  std::array<char, 8> buf{};
+  std::error_code ec;
+  const auto start = std::chrono::steady_clock::now();
+  (void)b.read_some(buf, sockpat::Deadline{}, ec);
+  CHECK(ec == std::errc::timed_out);
+  (void)b.read_some(buf, 10s, ec);  // a longer deadline does not lift the connection's timeout
+  CHECK(ec == std::errc::timed_out);
+  CHECK(std::chrono::steady_clock::now() - start < 5s);
+  b.set_timeout(std::nullopt);
+  a.write_all("x", 5s);
+  CHECK(b.read_some(buf, 5s) == 1);
+}
+
+TEST_CASE("the connection's stop token cancels a read blocked in another thread") {
+  auto [a, b] = sockpat::UnixConnection::pair();
+  std::stop_source cancel;
+  b.set_stop_token(cancel.get_token());
+  std::promise<void> started;
+  auto blocked = std::async(std::launch::async, [&] {
+    std::array<char, 8> buf{};
+    std::error_code ec;
+    started.set_value();
+    // Its own deadline carries another stop token: both are watched.
+    std::stop_source own;
+    (void)b.read_some(buf, sockpat::Deadline(30s, own.get_token()), ec);
+    return ec;
+  });
+  started.get_future().wait();
+  CHECK(blocked.wait_for(50ms) == std::future_status::timeout);
+  cancel.request_stop();
+  REQUIRE(blocked.wait_for(10s) == std::future_status::ready);
+  CHECK(blocked.get() == std::errc::operation_canceled);
+  std::error_code ec;
+  b.write_all("late", 1s, ec);  // later calls are canceled at once
+  CHECK(ec == std::errc::operation_canceled);
 }
 }
