@@ -358,11 +358,7 @@ class FramedConnection {
   /// timed_out, operation_canceled or the OS error.
   template <Framing F>
   [[nodiscard]] std::optional<std::string> read(const F& framing, Deadline d = {}) {
-    std::error_code ec;
-    auto frame = read(framing, std::move(d), ec);
-    if (ec) detail::throw_error(ec, detail::describe("read frame from", remote()));
-    if (!frame) return std::nullopt;
-    return std::string(*frame);
+    return read_named("read frame from", framing, std::move(d));
   }
   /// The view lives until the next call on this object. std::nullopt with ec clear: end of stream.
   template <Framing F>
@@ -420,7 +416,9 @@ class FramedConnection {
 
   /// The next line without its "\n" or "\r\n"; std::nullopt at end of stream with nothing
   /// buffered; throws as read() does (frame_too_large past FramingOptions::max_line).
-  [[nodiscard]] std::optional<std::string> read_line(Deadline d = {}) { return read(lines_, std::move(d)); }
+  [[nodiscard]] std::optional<std::string> read_line(Deadline d = {}) {
+    return read_named("read_line from", lines_, std::move(d));
+  }
   [[nodiscard]] std::optional<std::string_view> read_line(Deadline d, std::error_code& ec) noexcept {
     return read(lines_, std::move(d), ec);
   }
@@ -455,7 +453,9 @@ class FramedConnection {
 
   /// The next length-prefixed frame; std::nullopt at end of stream with nothing buffered.
   /// A length over FramingOptions::max_frame is frame_too_large before anything is allocated.
-  [[nodiscard]] std::optional<std::string> read_frame(Deadline d = {}) { return read(frames_, std::move(d)); }
+  [[nodiscard]] std::optional<std::string> read_frame(Deadline d = {}) {
+    return read_named("read_frame from", frames_, std::move(d));
+  }
   [[nodiscard]] std::optional<std::string_view> read_frame(Deadline d, std::error_code& ec) noexcept {
     return read(frames_, std::move(d), ec);
   }
@@ -496,6 +496,15 @@ class FramedConnection {
   [[nodiscard]] Endpoint remote() const noexcept {
     std::error_code ignored;
     return conn_->remote_endpoint(ignored);
+  }
+
+  template <Framing F>
+  [[nodiscard]] std::optional<std::string> read_named(const char* what, const F& framing, Deadline d) {
+    std::error_code ec;
+    auto frame = read(framing, std::move(d), ec);
+    if (ec) detail::throw_error(ec, detail::describe(what, remote()));
+    if (!frame) return std::nullopt;
+    return std::string(*frame);
   }
 
   std::size_t take_into(std::span<char> out) noexcept {

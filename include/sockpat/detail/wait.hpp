@@ -96,6 +96,9 @@ inline int poll_timeout_ms(steady_time deadline) noexcept {
 
 enum class Readiness : short { read = POLLIN, write = POLLOUT };
 
+/// How often a wait without a wake-up descriptor looks at its stop tokens.
+inline constexpr int poll_slice_ms = 20;
+
 struct WakeOnStop {
   const Waker* waker;
   void operator()() const noexcept { waker->notify(); }
@@ -114,16 +117,26 @@ inline std::error_code wait_ready(native_handle h, Readiness what, steady_time d
   Waker* waker = nullptr;
   std::optional<std::stop_callback<WakeOnStop>> on_stop;
   std::optional<std::stop_callback<WakeOnStop>> on_also;
+  // Without a wake-up descriptor (the process is out of them: EMFILE, ENFILE) a stop is still
+  // seen, by waking every poll_slice_ms to look; out of descriptors is no time to fail a read.
+  int slice = -1;
   if (stop.stop_possible() || also.stop_possible()) {
     waker = thread_waker(ec);
-    if (ec) return ec;
-    fds[1].fd = waker->read_handle();
-    count = 2;
-    if (stop.stop_possible()) on_stop.emplace(stop, WakeOnStop{waker});
-    if (also.stop_possible()) on_also.emplace(also, WakeOnStop{waker});
+    if (ec) {
+      ec.clear();
+      waker = nullptr;
+      slice = poll_slice_ms;
+    } else {
+      fds[1].fd = waker->read_handle();
+      count = 2;
+      if (stop.stop_possible()) on_stop.emplace(stop, WakeOnStop{waker});
+      if (also.stop_possible()) on_also.emplace(also, WakeOnStop{waker});
+    }
   }
   for (;;) {
-    const int r = ::poll(fds, count, poll_timeout_ms(deadline));
+    int timeout = poll_timeout_ms(deadline);
+    if (slice >= 0 && (timeout < 0 || timeout > slice)) timeout = slice;
+    const int r = ::poll(fds, count, timeout);
     if (r < 0) {
       if (errno == EINTR) continue;
       ec = last_error();
