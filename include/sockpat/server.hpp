@@ -68,7 +68,7 @@ struct ServerOptions {
   /// Called with what a handler threw (its peer, if still known) and with accept errors (no peer;
   /// once per run of failures). Called from the thread that met the error, so it must be
   /// thread-safe; what it throws is ignored. Unset: a line on stderr, as socketserver does.
-  std::function<void(std::exception_ptr error, const Endpoint& peer)> on_error;
+  std::function<void(std::exception_ptr error, const Endpoint& peer)> on_error = {};
 };
 
 /// Counters of a Server, read at one moment.
