@@ -275,7 +275,9 @@ TEST_CASE("release hands the descriptor over, and nothing closes it behind the c
 }
 
 TEST_CASE("the connection's own timeout bounds every call, and the earlier bound wins") {
-  auto [a, b] = sockpat::UnixConnection::pair();
+  auto ab = sockpat::UnixConnection::pair();  // clang 14 cannot capture structured bindings
+  auto& a = ab.first;
+  auto& b = ab.second;
   CHECK_FALSE(b.timeout().has_value());
   b.set_timeout(30ms);
   CHECK(b.timeout() == std::chrono::steady_clock::duration(30ms));
@@ -293,7 +295,8 @@ TEST_CASE("the connection's own timeout bounds every call, and the earlier bound
 }
 
 TEST_CASE("the connection's stop token cancels a read blocked in another thread") {
-  auto [a, b] = sockpat::UnixConnection::pair();
+  auto ab = sockpat::UnixConnection::pair();  // clang 14 cannot capture structured bindings
+  auto& b = ab.second;
   std::stop_source cancel;
   b.set_stop_token(cancel.get_token());
   std::promise<void> started;
