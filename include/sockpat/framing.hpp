@@ -7,7 +7,7 @@
 #include <algorithm>     // std::search, std::min, std::max
 #include <concepts>      // std::same_as
 #include <cstddef>       // std::byte, std::size_t
-#include <cstdint>       // std::uint64_t
+#include <cstdint>       // std::uint64_t, SIZE_MAX
 #include <cstring>       // std::memcpy, std::memmove
 #include <optional>      // std::optional
 #include <span>          // std::span
@@ -75,7 +75,8 @@ inline FrameScan frame_error(errc e) noexcept {
 /// the bytes past the first `max` cannot be the start of its end.
 inline FrameScan scan_delimited(std::string_view data, std::size_t from, std::string_view delim, std::size_t max,
                                 bool strip_cr) noexcept {
-  const std::size_t limit = max + delim.size() + (strip_cr ? 1 : 0);
+  const std::size_t end_size = delim.size() + (strip_cr ? 1 : 0);
+  const std::size_t limit = max > SIZE_MAX - end_size ? SIZE_MAX : max + end_size;
   const std::string_view window = data.substr(0, std::min(data.size(), limit));
   const std::size_t start = std::min(from, window.size());
   const auto it = std::search(window.begin() + static_cast<std::ptrdiff_t>(start), window.end(), delim.begin(), delim.end());
@@ -154,6 +155,7 @@ class LengthPrefixFraming {
       const std::uint64_t widest = (std::uint64_t{1} << (8 * width_)) - 1;
       if (max_ > widest) max_ = static_cast<std::size_t>(widest);
     }
+    if (max_ > SIZE_MAX - width_) max_ = SIZE_MAX - width_;  // prefix + frame must fit a size_t
   }
 
   [[nodiscard]] FrameScan scan(std::string_view data, std::size_t /*from*/ = 0) const noexcept {

@@ -141,26 +141,23 @@ class Server {
   /// `stop`), then stops gracefully and returns when every handler has returned and every thread
   /// is joined. Returns at once on a server already stopped. Throws std::logic_error if it runs already.
   void serve(std::stop_token stop = {}) {
-    {
-      std::lock_guard lock(mutex_);
-      if (state_ == State::serving) throw std::logic_error("sockpat: Server::serve is running already");
-      if (state_ == State::stopped) return;
-      state_ = State::serving;
-    }
-    std::stop_callback on_stop(stop, [this]() noexcept { request_stop(); });
-    run();
-    {
-      std::lock_guard lock(mutex_);
-      state_ = State::stopped;
-    }
-    cv_.notify_all();
+    if (!begin_serving()) return;
+    serve_begun(std::move(stop));
   }
 
   /// serve() on a thread of its own; returns at once. stop() or the destructor joins it.
+  /// Throws std::logic_error if the server runs already, std::system_error if no thread starts.
   void start(std::stop_token stop = {}) {
-    std::lock_guard lock(join_mutex_);
+    std::lock_guard join_lock(join_mutex_);
     if (background_.joinable()) throw std::logic_error("sockpat: Server::start was called already");
-    background_ = std::thread([this, stop] { serve(stop); });
+    if (!begin_serving()) return;
+    try {
+      background_ = std::thread([this, stop] { serve_begun(stop); });
+    } catch (...) {
+      std::lock_guard lock(mutex_);
+      state_ = State::idle;
+      throw;
+    }
   }
 
   /// Asks the server to stop and returns at once; safe from any thread, a handler included.
@@ -215,6 +212,25 @@ class Server {
   };
   using SessionList = std::list<Session>;
   enum class State { idle, serving, stopped };
+
+  /// Marks the server as serving; false if it stopped already. Throws std::logic_error if it serves.
+  bool begin_serving() {
+    std::lock_guard lock(mutex_);
+    if (state_ == State::serving) throw std::logic_error("sockpat: Server::serve is running already");
+    if (state_ == State::stopped) return false;
+    state_ = State::serving;
+    return true;
+  }
+
+  void serve_begun(std::stop_token stop) noexcept {
+    std::stop_callback on_stop(stop, [this]() noexcept { request_stop(); });
+    run();
+    {
+      std::lock_guard lock(mutex_);
+      state_ = State::stopped;
+    }
+    cv_.notify_all();
+  }
 
   void run() noexcept {
     try {

@@ -373,6 +373,12 @@ TEST_CASE("serve() runs on the calling thread until its stop token, or a handler
   CHECK(server.stop_requested());
   server.serve();  // a stopped server returns at once
 
+  sockpat::TcpServer twice(test::loopback_listener(), line_echo);
+  twice.start();
+  CHECK_THROWS_AS(twice.start(), std::logic_error);
+  CHECK_THROWS_AS(twice.serve(), std::logic_error);
+  twice.stop();
+
   sockpat::TcpServer* self = nullptr;
   sockpat::TcpServer quitting(test::loopback_listener(), [&](sockpat::TcpConnection&) { self->stop(); });
   self = &quitting;
