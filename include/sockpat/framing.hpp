@@ -229,6 +229,7 @@ class ByteBuffer {
   /// `n` bytes were written into the span prepare() returned.
   void commit(std::size_t n) noexcept { end_ += std::min(n, bytes_.size() - end_); }
   void append(std::string_view bytes) {
+    if (bytes.empty()) return;  // memcpy may not see the null data() of an empty view
     const auto room = prepare(bytes.size());
     std::memcpy(room.data(), bytes.data(), bytes.size());
     commit(bytes.size());
@@ -390,9 +391,12 @@ class FramedConnection {
     // A small frame goes out in one send (one segment, no Nagle delay between its parts).
     char small[2048];
     if (total <= sizeof small) {
-      std::memcpy(small, prefix.data(), prefix.size());
-      std::memcpy(small + prefix.size(), payload.data(), payload.size());
-      std::memcpy(small + prefix.size() + payload.size(), parts.suffix.data(), parts.suffix.size());
+      char* at = small;
+      for (const auto piece : {prefix, payload, parts.suffix}) {
+        if (piece.empty()) continue;  // memcpy may not see the null data() of an empty view
+        std::memcpy(at, piece.data(), piece.size());
+        at += piece.size();
+      }
       return conn_->write_all(std::string_view(small, total), d, ec);
     }
     std::size_t done = 0;
@@ -512,6 +516,7 @@ class FramedConnection {
   std::size_t take_into(std::span<char> out) noexcept {
     const auto data = buffer_.data();
     const std::size_t n = std::min(out.size(), data.size());
+    if (n == 0) return 0;
     std::memcpy(out.data(), data.data(), n);
     buffer_.consume(n);
     return n;
