@@ -388,6 +388,23 @@ TEST_CASE("serve() runs on the calling thread until its stop token, or a handler
   serving2.get();
 }
 
+TEST_CASE("a Unix-domain server serves clients on a path") {
+  test::TempSocketPath path("server");
+  sockpat::UnixServer server(sockpat::UnixListener::bind(sockpat::Endpoint::unix_path(path.path())),
+                             [](sockpat::UnixConnection& c) {
+                               sockpat::FramedConnection f(c);
+                               while (auto frame = f.read_frame()) f.write_frame("got " + *frame);
+                             });
+  server.start();
+  for (int i = 0; i < 3; ++i) {
+    auto c = sockpat::UnixConnection::connect(server.local_endpoint(), 10s);
+    sockpat::FramedConnection f(c);
+    CHECK(f.request(sockpat::LengthPrefixFraming{}, "frame " + std::to_string(i), 10s) == "got frame " + std::to_string(i));
+  }
+  server.stop();
+  CHECK(server.stats().accepted == 3);
+}
+
 TEST_CASE("a server with a low descriptor limit survives a connection flood and accepts again afterwards") {
   int port_pipe[2];
   REQUIRE(::pipe(port_pipe) == 0);
