@@ -24,7 +24,7 @@ sockpat::Endpoint free_endpoint() {
 }  // namespace
 
 TEST_SUITE("client") {
-TEST_CASE("connect_with_retry keeps trying until the server starts listening") {
+TEST_CASE("connect_with_retry keeps trying until the server starts listening" * doctest::timeout(60)) {
   const auto where = free_endpoint();
   std::promise<void> refused_once;
   sockpat::RetryOptions retry;
@@ -50,7 +50,7 @@ TEST_CASE("connect_with_retry keeps trying until the server starts listening") {
   server.get();
 }
 
-TEST_CASE("connect_with_retry gives up at the deadline with the last error, in both forms") {
+TEST_CASE("connect_with_retry gives up at the deadline with the last error, in both forms" * doctest::timeout(60)) {
   const auto nowhere = free_endpoint();
   sockpat::RetryOptions retry;
   retry.first_delay = 5ms;
@@ -69,7 +69,7 @@ TEST_CASE("connect_with_retry gives up at the deadline with the last error, in b
                        std::system_error);
 }
 
-TEST_CASE("connect_with_retry stops at once on a stop request and does not retry hopeless errors") {
+TEST_CASE("connect_with_retry stops at once on a stop request and does not retry hopeless errors" * doctest::timeout(60)) {
   const auto nowhere = free_endpoint();
   std::stop_source stop;
   sockpat::RetryOptions retry;
@@ -96,7 +96,7 @@ TEST_CASE("connect_with_retry stops at once on a stop request and does not retry
   CHECK(retried == 0);
 }
 
-TEST_CASE("request exchanges one framed message with a server") {
+TEST_CASE("request exchanges one framed message with a server" * doctest::timeout(60)) {
   auto listener = test::loopback_listener();
   auto server = std::async(std::launch::async, [&] {
     auto c = listener.accept(10s);

@@ -213,7 +213,7 @@ TEST_CASE("encoding rejects what cannot be framed") {
 }
 
 TEST_SUITE("framed connection") {
-TEST_CASE("read_line returns each line and keeps the bytes read past it") {
+TEST_CASE("read_line returns each line and keeps the bytes read past it" * doctest::timeout(60)) {
   auto ab = sockpat::UnixConnection::pair();  // clang 14 cannot capture structured bindings
   auto& a = ab.first;
   auto& b = ab.second;
@@ -232,7 +232,7 @@ TEST_CASE("read_line returns each line and keeps the bytes read past it") {
   CHECK_FALSE(ec);
 }
 
-TEST_CASE("read_until stops at any delimiter and raw reads take the buffered bytes first") {
+TEST_CASE("read_until stops at any delimiter and raw reads take the buffered bytes first" * doctest::timeout(60)) {
   auto ab = sockpat::UnixConnection::pair();  // clang 14 cannot capture structured bindings
   auto& a = ab.first;
   auto& b = ab.second;
@@ -247,7 +247,7 @@ TEST_CASE("read_until stops at any delimiter and raw reads take the buffered byt
   CHECK(ec == std::errc::invalid_argument);
 }
 
-TEST_CASE("length-prefixed frames of every size cross a real connection") {
+TEST_CASE("length-prefixed frames of every size cross a real connection" * doctest::timeout(60)) {
   auto ab = sockpat::UnixConnection::pair();  // clang 14 cannot capture structured bindings
   auto& a = ab.first;
   auto& b = ab.second;
@@ -266,7 +266,7 @@ TEST_CASE("length-prefixed frames of every size cross a real connection") {
   CHECK(got == sent);
 }
 
-TEST_CASE("an oversized frame on a connection is frame_too_large in both forms, bytes kept") {
+TEST_CASE("an oversized frame on a connection is frame_too_large in both forms, bytes kept" * doctest::timeout(60)) {
   auto ab = sockpat::UnixConnection::pair();  // clang 14 cannot capture structured bindings
   auto& a = ab.first;
   auto& b = ab.second;
@@ -292,7 +292,7 @@ TEST_CASE("an oversized frame on a connection is frame_too_large in both forms, 
   CHECK(ec == sockpat::errc::malformed_frame);
 }
 
-TEST_CASE("a frame cut short by the end of the stream is end_of_stream, partial bytes kept") {
+TEST_CASE("a frame cut short by the end of the stream is end_of_stream, partial bytes kept" * doctest::timeout(60)) {
   auto ab = sockpat::UnixConnection::pair();  // clang 14 cannot capture structured bindings
   auto& a = ab.first;
   auto& b = ab.second;
@@ -306,7 +306,7 @@ TEST_CASE("a frame cut short by the end of the stream is end_of_stream, partial 
   CHECK_THROWS_WITH_AS((void)reader.read_frame(5s), doctest::Contains("end of stream"), std::system_error);
 }
 
-TEST_CASE("a silent peer makes read_line time out, through the deadline or the connection's timeout") {
+TEST_CASE("a silent peer makes read_line time out, through the deadline or the connection's timeout" * doctest::timeout(60)) {
   auto ab = sockpat::UnixConnection::pair();
   auto& b = ab.second;
   sockpat::FramedConnection reader(b);
@@ -319,7 +319,7 @@ TEST_CASE("a silent peer makes read_line time out, through the deadline or the c
   CHECK(std::chrono::steady_clock::now() - start < 5s);
 }
 
-TEST_CASE("the connection's timeout bounds a whole line, so a dribbling peer cannot stretch it") {
+TEST_CASE("the connection's timeout bounds a whole line, so a dribbling peer cannot stretch it" * doctest::timeout(60)) {
   auto ab = sockpat::UnixConnection::pair();  // clang 14 cannot capture structured bindings
   auto& a = ab.first;
   auto& b = ab.second;
@@ -346,7 +346,7 @@ TEST_CASE("the connection's timeout bounds a whole line, so a dribbling peer can
   CHECK_FALSE(reader.buffered().empty());  // what did arrive is still there
 }
 
-TEST_CASE("request sends a frame and returns the one-frame reply") {
+TEST_CASE("request sends a frame and returns the one-frame reply" * doctest::timeout(60)) {
   auto ab = sockpat::UnixConnection::pair();  // clang 14 cannot capture structured bindings
   auto& a = ab.first;
   auto& b = ab.second;

@@ -84,7 +84,7 @@ void line_echo(sockpat::TcpConnection& c) {
 }  // namespace
 
 TEST_SUITE("server") {
-TEST_CASE("200 concurrent clients against a 4-thread pool each get their own bytes back") {
+TEST_CASE("200 concurrent clients against a 4-thread pool each get their own bytes back" * doctest::timeout(60)) {
   ServerOptions o;
   o.strategy = Strategy::thread_pool;
   o.threads = 4;
@@ -111,7 +111,7 @@ TEST_CASE("200 concurrent clients against a 4-thread pool each get their own byt
   CHECK(server.stats().handler_errors == 0);
 }
 
-TEST_CASE("a handler that throws is reported, its client is closed, and the server goes on") {
+TEST_CASE("a handler that throws is reported, its client is closed, and the server goes on" * doctest::timeout(60)) {
   for (const auto strategy : {Strategy::sequential, Strategy::thread_per_connection, Strategy::thread_pool}) {
     CAPTURE(static_cast<int>(strategy));
     std::mutex m;
@@ -149,7 +149,7 @@ TEST_CASE("a handler that throws is reported, its client is closed, and the serv
   }
 }
 
-TEST_CASE("an idle client is dropped after the idle timeout while others keep working") {
+TEST_CASE("an idle client is dropped after the idle timeout while others keep working" * doctest::timeout(60)) {
   ServerOptions o;
   o.threads = 4;
   o.idle_timeout = 200ms;
@@ -193,7 +193,7 @@ TEST_CASE("an idle client is dropped after the idle timeout while others keep wo
   CHECK(timeouts >= 1);
 }
 
-TEST_CASE("a client dribbling a line one byte at a time is dropped at the idle timeout") {
+TEST_CASE("a client dribbling a line one byte at a time is dropped at the idle timeout" * doctest::timeout(60)) {
   ServerOptions o;
   o.threads = 2;
   o.idle_timeout = 300ms;
@@ -222,7 +222,7 @@ TEST_CASE("a client dribbling a line one byte at a time is dropped at the idle t
   server.stop();
 }
 
-TEST_CASE("stop() with 50 clients connected returns within the grace period and leaves nothing behind") {
+TEST_CASE("stop() with 50 clients connected returns within the grace period and leaves nothing behind" * doctest::timeout(60)) {
   for (const auto strategy : {Strategy::thread_per_connection, Strategy::thread_pool}) {
     CAPTURE(static_cast<int>(strategy));
     const int fds_before = test::open_descriptors();
@@ -269,7 +269,7 @@ TEST_CASE("stop() with 50 clients connected returns within the grace period and 
   }
 }
 
-TEST_CASE("handlers finish their work within the grace period, and may watch the stop token") {
+TEST_CASE("handlers finish their work within the grace period, and may watch the stop token" * doctest::timeout(60)) {
   std::promise<void> waiting;
   auto handler = [&](sockpat::TcpConnection& c, std::stop_token stop) {
     sockpat::FramedConnection f(c);
@@ -300,7 +300,7 @@ TEST_CASE("handlers finish their work within the grace period, and may watch the
   CHECK(ec == std::errc::connection_refused);
 }
 
-TEST_CASE("1000 connect/close cycles leave the descriptor count where it was") {
+TEST_CASE("1000 connect/close cycles leave the descriptor count where it was" * doctest::timeout(60)) {
   const int fds_before = test::open_descriptors();
   {
     ServerOptions o;
@@ -324,7 +324,7 @@ TEST_CASE("1000 connect/close cycles leave the descriptor count where it was") {
   CHECK(test::open_descriptors() == fds_before);
 }
 
-TEST_CASE("sequential serves one client at a time, in order") {
+TEST_CASE("sequential serves one client at a time, in order" * doctest::timeout(60)) {
   ServerOptions o;
   o.strategy = Strategy::sequential;
   sockpat::TcpServer server(test::loopback_listener(), line_echo, o);
@@ -342,7 +342,7 @@ TEST_CASE("sequential serves one client at a time, in order") {
   CHECK(f2.read_line(10s) == "echo: two");
 }
 
-TEST_CASE("past max_connections, Overload::refuse closes new clients at once") {
+TEST_CASE("past max_connections, Overload::refuse closes new clients at once" * doctest::timeout(60)) {
   ServerOptions o;
   o.strategy = Strategy::thread_per_connection;
   o.max_connections = 1;
@@ -361,7 +361,7 @@ TEST_CASE("past max_connections, Overload::refuse closes new clients at once") {
   CHECK(fh.request(sockpat::DelimiterFraming::lines(), "still mine", 10s) == "echo: still mine");
 }
 
-TEST_CASE("serve() runs on the calling thread until its stop token, or a handler, stops it") {
+TEST_CASE("serve() runs on the calling thread until its stop token, or a handler, stops it" * doctest::timeout(60)) {
   std::stop_source outside;
   sockpat::TcpServer server(test::loopback_listener(), line_echo);
   auto serving = std::async(std::launch::async, [&] { server.serve(outside.get_token()); });
@@ -388,7 +388,7 @@ TEST_CASE("serve() runs on the calling thread until its stop token, or a handler
   serving2.get();
 }
 
-TEST_CASE("a Unix-domain server serves clients on a path") {
+TEST_CASE("a Unix-domain server serves clients on a path" * doctest::timeout(60)) {
   test::TempSocketPath path("server");
   sockpat::UnixServer server(sockpat::UnixListener::bind(sockpat::Endpoint::unix_path(path.path())),
                              [](sockpat::UnixConnection& c) {
@@ -405,7 +405,7 @@ TEST_CASE("a Unix-domain server serves clients on a path") {
   CHECK(server.stats().accepted == 3);
 }
 
-TEST_CASE("a server with a low descriptor limit survives a connection flood and accepts again afterwards") {
+TEST_CASE("a server with a low descriptor limit survives a connection flood and accepts again afterwards" * doctest::timeout(60)) {
   int port_pipe[2];
   REQUIRE(::pipe(port_pipe) == 0);
   const pid_t child = ::fork();
