@@ -30,7 +30,7 @@ extern "C" void count_signal(int) { signals_received.fetch_add(1, std::memory_or
 
 }  // namespace
 
-TEST_SUITE("faults") {
+TEST_SUITE("faults" * doctest::timeout(120)) {
 TEST_CASE("a client that resets mid-message gives the reader connection_reset and the bytes before it") {
   auto [client, server] = test::connected_pair();
   client.write_all("half a mess", 5s);

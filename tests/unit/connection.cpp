@@ -25,7 +25,7 @@
 
 using namespace std::chrono_literals;
 
-TEST_SUITE("connection") {
+TEST_SUITE("connection" * doctest::timeout(60)) {
 TEST_CASE("bytes written on one side arrive on the other, both ways") {
   auto [client, server] = test::connected_pair();
   CHECK(client.write_all("Hello, server!", 5s) == 14);

@@ -36,7 +36,7 @@ void check_one_link(sockpat::TcpConnection& a, sockpat::TcpConnection& b) {
 
 }  // namespace
 
-TEST_SUITE("rendezvous") {
+TEST_SUITE("rendezvous" * doctest::timeout(60)) {
 TEST_CASE("two peers dialing each other at the same moment end with one working connection") {
   for (int round = 0; round < 10; ++round) {
     CAPTURE(round);
