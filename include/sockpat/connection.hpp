@@ -2,8 +2,11 @@
 #ifndef SOCKPAT_CONNECTION_HPP
 #define SOCKPAT_CONNECTION_HPP
 
+#include <chrono>        // std::chrono::steady_clock
 #include <cstddef>       // std::byte, std::size_t
+#include <optional>      // std::optional
 #include <span>          // std::span
+#include <stop_token>    // std::stop_token
 #include <string>        // std::string
 #include <string_view>   // std::string_view
 #include <system_error>  // std::error_code
@@ -22,8 +25,17 @@ struct ConnectOptions {
   Endpoint local;
   /// SO_REUSEADDR on the socket before binding `local`, so a restarted peer can rebind its port.
   bool reuse_address = true;
+  /// SO_REUSEPORT before binding `local`, so the socket can dial from a port that a listener
+  /// (with reuse_port too) holds: the rendezvous of two peers uses it.
+  bool reuse_port = false;
   /// Bounds the whole connect, over every address tried.
   Deadline deadline;
+
+  [[nodiscard]] static ConnectOptions with_deadline(Deadline d) noexcept {
+    ConnectOptions o;
+    o.deadline = std::move(d);
+    return o;
+  }
 };
 
 /// A connected stream socket. read_some returning 0 means the peer closed its side.
@@ -71,7 +83,7 @@ class Connection : private Socket<P> {
   /// Connects to `remote`. Throws std::system_error ("connect 127.0.0.1:9: Connection refused",
   /// timed_out when the deadline passes, operation_canceled on stop).
   [[nodiscard]] static Connection connect(const Endpoint& remote, Deadline d = {}) {
-    return connect(remote, ConnectOptions{{}, true, std::move(d)});
+    return connect(remote, ConnectOptions::with_deadline(std::move(d)));
   }
   [[nodiscard]] static Connection connect(const Endpoint& remote, const ConnectOptions& options) {
     std::error_code ec;
@@ -86,6 +98,9 @@ class Connection : private Socket<P> {
     if (ec) return {};
     if (!options.local.empty()) {
       if (options.reuse_address) ec = detail::set_int_option(s.native_handle(), detail::option::reuse_address, 1);
+#if defined(SOCKPAT_HAS_REUSE_PORT)
+      if (!ec && options.reuse_port) ec = detail::set_int_option(s.native_handle(), detail::option::reuse_port, 1);
+#endif
       if (!ec) s.bind(options.local, ec);
       if (ec) return {};
     }
@@ -98,7 +113,7 @@ class Connection : private Socket<P> {
   [[nodiscard]] static Connection connect(std::string_view host, int port, Deadline d = {})
     requires InternetProtocol<P>
   {
-    return connect(host, port, ConnectOptions{{}, true, std::move(d)});
+    return connect(host, port, ConnectOptions::with_deadline(std::move(d)));
   }
   [[nodiscard]] static Connection connect(std::string_view host, int port, const ConnectOptions& options)
     requires InternetProtocol<P>
@@ -145,6 +160,27 @@ class Connection : private Socket<P> {
             Connection(Socket<P>(detail::UniqueHandle(h[1]), Family::unix_domain))};
   }
 
+  // --- bounds of the connection itself, applied to every blocking call ---
+
+  /// Bounds each later blocking call by `timeout` from the moment it starts (the earlier of this
+  /// and the call's own Deadline wins), like Python's socket.settimeout; std::nullopt removes it.
+  /// A silent peer then makes a read fail with timed_out instead of holding a thread.
+  void set_timeout(std::optional<std::chrono::steady_clock::duration> timeout) noexcept { timeout_ = timeout; }
+  [[nodiscard]] std::optional<std::chrono::steady_clock::duration> timeout() const noexcept { return timeout_; }
+
+  /// Once `stop` is requested, pending and later blocking calls end with operation_canceled,
+  /// whatever Deadline they were given: how another thread (a Server) cancels a handler's I/O
+  /// without touching the descriptor. Set it before sharing the connection with other threads.
+  void set_stop_token(std::stop_token stop) noexcept { stop_ = std::move(stop); }
+  [[nodiscard]] const std::stop_token& stop_token() const noexcept { return stop_; }
+
+  /// `d` capped by this connection's timeout counted from now: the bound a call starting now gets.
+  /// Composite operations (FramedConnection::read_line) fix it once, so the timeout bounds all of it.
+  [[nodiscard]] Deadline bounded(Deadline d) const noexcept {
+    if (!timeout_) return d;
+    return d.capped(detail::time_after(*timeout_));
+  }
+
   // --- reading ---
 
   /// Reads what is there, up to buffer.size(), waiting for at least one byte.
@@ -158,7 +194,7 @@ class Connection : private Socket<P> {
   std::size_t read_some(std::span<std::byte> buffer, Deadline d, std::error_code& ec) noexcept {
     ec = this->open_check();
     if (ec) return 0;
-    return detail::blocking_recv(native_handle(), buffer.data(), buffer.size(), detail::bound_of(d), ec);
+    return detail::blocking_recv(native_handle(), buffer.data(), buffer.size(), bound(d), ec);
   }
   std::size_t read_some(std::span<char> buffer, Deadline d = {}) { return read_some(std::as_writable_bytes(buffer), d); }
   std::size_t read_some(std::span<char> buffer, Deadline d, std::error_code& ec) noexcept {
@@ -177,7 +213,7 @@ class Connection : private Socket<P> {
     ec = this->open_check();
     if (ec) return 0;
     bool eof = false;
-    const auto n = detail::blocking_recv_all(native_handle(), buffer.data(), buffer.size(), detail::bound_of(d), ec, eof);
+    const auto n = detail::blocking_recv_all(native_handle(), buffer.data(), buffer.size(), bound(d), ec, eof);
     if (eof) ec = make_error_code(errc::end_of_stream);
     return n;
   }
@@ -200,7 +236,7 @@ class Connection : private Socket<P> {
   std::size_t write_some(std::span<const std::byte> data, Deadline d, std::error_code& ec) noexcept {
     ec = this->open_check();
     if (ec) return 0;
-    return detail::blocking_send(native_handle(), data.data(), data.size(), detail::bound_of(d), ec);
+    return detail::blocking_send(native_handle(), data.data(), data.size(), bound(d), ec);
   }
   std::size_t write_some(std::string_view data, Deadline d = {}) { return write_some(detail::bytes_of(data), d); }
   std::size_t write_some(std::string_view data, Deadline d, std::error_code& ec) noexcept {
@@ -218,7 +254,7 @@ class Connection : private Socket<P> {
   std::size_t write_all(std::span<const std::byte> data, Deadline d, std::error_code& ec) noexcept {
     ec = this->open_check();
     if (ec) return 0;
-    return detail::blocking_send_all(native_handle(), data.data(), data.size(), detail::bound_of(d), ec);
+    return detail::blocking_send_all(native_handle(), data.data(), data.size(), bound(d), ec);
   }
   std::size_t write_all(std::string_view data, Deadline d = {}) { return write_all(detail::bytes_of(data), d); }
   std::size_t write_all(std::string_view data, Deadline d, std::error_code& ec) noexcept {
@@ -239,6 +275,20 @@ class Connection : private Socket<P> {
                                                 : detail::shut_both;
     ec = detail::shutdown_handle(native_handle(), native);
   }
+
+ private:
+  [[nodiscard]] detail::Bound bound(const Deadline& d) const noexcept {
+    detail::Bound b = detail::bound_of(d);
+    if (timeout_) {
+      const auto t = detail::time_after(*timeout_);
+      if (t < b.deadline) b.deadline = t;
+    }
+    if (stop_.stop_possible()) b.also = &stop_;
+    return b;
+  }
+
+  std::optional<std::chrono::steady_clock::duration> timeout_;
+  std::stop_token stop_;
 };
 
 using TcpConnection = Connection<Tcp>;

@@ -30,7 +30,7 @@ bool wait_stopped(const std::stop_token& token, std::chrono::milliseconds bound)
 
 }  // namespace
 
-TEST_SUITE("signals") {
+TEST_SUITE("signals" * doctest::timeout(60)) {
 TEST_CASE("SIGTERM requests a stop instead of killing the process") {
   sockpat::SignalStop signals;
   CHECK_FALSE(signals.stop_requested());

@@ -15,16 +15,20 @@ namespace sockpat::detail {
 struct Bound {
   steady_time deadline = no_deadline;
   const std::stop_token* stop = nullptr;
+  /// The object's own cancel token (Connection::set_stop_token), watched as well as `stop`.
+  const std::stop_token* also = nullptr;
 };
 
 inline std::error_code canceled_if_stopped(const Bound& b) noexcept {
-  if (b.stop != nullptr && b.stop->stop_requested()) return std::make_error_code(std::errc::operation_canceled);
+  if ((b.stop != nullptr && b.stop->stop_requested()) || (b.also != nullptr && b.also->stop_requested())) {
+    return std::make_error_code(std::errc::operation_canceled);
+  }
   return {};
 }
 
 inline std::error_code wait_for(native_handle h, Readiness what, const Bound& b) noexcept {
   static const std::stop_token never;
-  return wait_ready(h, what, b.deadline, b.stop != nullptr ? *b.stop : never);
+  return wait_ready(h, what, b.deadline, b.stop != nullptr ? *b.stop : never, b.also != nullptr ? *b.also : never);
 }
 
 // Errors after which accept() should simply try again: the connection died in the queue.

@@ -77,6 +77,14 @@ inline Waker* thread_waker(std::error_code& ec) noexcept {
   return ec ? nullptr : &waker;
 }
 
+/// now + d, saturating at no_deadline instead of overflowing into the past.
+inline steady_time time_after(std::chrono::steady_clock::duration d) noexcept {
+  const auto now = std::chrono::steady_clock::now();
+  if (d <= d.zero()) return now;
+  if (d >= no_deadline - now) return no_deadline;
+  return now + d;
+}
+
 inline int poll_timeout_ms(steady_time deadline) noexcept {
   if (deadline == no_deadline) return -1;
   const auto left = deadline - std::chrono::steady_clock::now();
@@ -88,36 +96,53 @@ inline int poll_timeout_ms(steady_time deadline) noexcept {
 
 enum class Readiness : short { read = POLLIN, write = POLLOUT };
 
+/// How often a wait without a wake-up descriptor looks at its stop tokens.
+inline constexpr int poll_slice_ms = 20;
+
 struct WakeOnStop {
   const Waker* waker;
   void operator()() const noexcept { waker->notify(); }
 };
 
-/// Blocks until `h` is ready for `what`, the deadline passes (timed_out) or stop is requested
-/// (operation_canceled). An error or hang-up on the socket counts as ready: the next call reports it.
-inline std::error_code wait_ready(native_handle h, Readiness what, steady_time deadline,
-                                  const std::stop_token& stop) noexcept {
-  if (stop.stop_requested()) return std::make_error_code(std::errc::operation_canceled);
+/// Blocks until `h` is ready for `what`, the deadline passes (timed_out) or stop is requested on
+/// either token (operation_canceled). An error or hang-up on the socket counts as ready: the next
+/// call reports it. The second token is an object's own cancel token (a server's per-connection stop).
+inline std::error_code wait_ready(native_handle h, Readiness what, steady_time deadline, const std::stop_token& stop,
+                                  const std::stop_token& also) noexcept {
+  const auto stopped = [&] { return stop.stop_requested() || also.stop_requested(); };
+  if (stopped()) return std::make_error_code(std::errc::operation_canceled);
   ::pollfd fds[2] = {{h, static_cast<short>(what), 0}, {invalid_handle, POLLIN, 0}};
   ::nfds_t count = 1;
   std::error_code ec;
   Waker* waker = nullptr;
   std::optional<std::stop_callback<WakeOnStop>> on_stop;
-  if (stop.stop_possible()) {
+  std::optional<std::stop_callback<WakeOnStop>> on_also;
+  // Without a wake-up descriptor (the process is out of them: EMFILE, ENFILE) a stop is still
+  // seen, by waking every poll_slice_ms to look; out of descriptors is no time to fail a read.
+  int slice = -1;
+  if (stop.stop_possible() || also.stop_possible()) {
     waker = thread_waker(ec);
-    if (ec) return ec;
-    fds[1].fd = waker->read_handle();
-    count = 2;
-    on_stop.emplace(stop, WakeOnStop{waker});
+    if (ec) {
+      ec.clear();
+      waker = nullptr;
+      slice = poll_slice_ms;
+    } else {
+      fds[1].fd = waker->read_handle();
+      count = 2;
+      if (stop.stop_possible()) on_stop.emplace(stop, WakeOnStop{waker});
+      if (also.stop_possible()) on_also.emplace(also, WakeOnStop{waker});
+    }
   }
   for (;;) {
-    const int r = ::poll(fds, count, poll_timeout_ms(deadline));
+    int timeout = poll_timeout_ms(deadline);
+    if (slice >= 0 && (timeout < 0 || timeout > slice)) timeout = slice;
+    const int r = ::poll(fds, count, timeout);
     if (r < 0) {
       if (errno == EINTR) continue;
       ec = last_error();
       break;
     }
-    if (stop.stop_requested()) {
+    if (stopped()) {
       ec = std::make_error_code(std::errc::operation_canceled);
       break;
     }
@@ -129,8 +154,15 @@ inline std::error_code wait_ready(native_handle h, Readiness what, steady_time d
   }
   // After the callback is gone no one can signal the waker any more; empty it for the next wait.
   on_stop.reset();
-  if (waker != nullptr && stop.stop_requested()) waker->drain();
+  on_also.reset();
+  if (waker != nullptr && stopped()) waker->drain();
   return ec;
+}
+
+inline std::error_code wait_ready(native_handle h, Readiness what, steady_time deadline,
+                                  const std::stop_token& stop) noexcept {
+  static const std::stop_token never;
+  return wait_ready(h, what, deadline, stop, never);
 }
 
 }  // namespace sockpat::detail
