@@ -317,9 +317,7 @@ class [[nodiscard]] GatherAwaiter final : private Pending, private Joiner {
 
   auto await_resume() {
     runners_.clear();
-    for (auto& s : slots_) {
-      if (s.error) std::rethrow_exception(s.error);
-    }
+    if (first_error_) std::rethrow_exception(first_error_);
     if constexpr (std::is_void_v<T>) {
       return;
     } else {
@@ -340,6 +338,7 @@ class [[nodiscard]] GatherAwaiter final : private Pending, private Joiner {
         if (s.error) {
           // The first failure cancels the siblings; the parent resumes once all have ended.
           failed_ = true;
+          first_error_ = s.error;
           for (auto& r : runners_) r.scope().cancel(canceled());
           break;
         }
@@ -355,6 +354,7 @@ class [[nodiscard]] GatherAwaiter final : private Pending, private Joiner {
   std::vector<Runner> runners_;
   std::size_t remaining_ = 0;
   bool failed_ = false;
+  std::exception_ptr first_error_;
   std::coroutine_handle<> parent_;
   CancelScope* scope_ = nullptr;
 };
