@@ -130,6 +130,9 @@ class EventLoop final : public detail::Reactor {
   /// The default writes its what() to stderr.
   void set_exception_handler(std::function<void(std::exception_ptr)> handler) { on_error_ = std::move(handler); }
 
+  /// Reports `e` as a failed spawned task would be (operation_canceled is not reported).
+  void report_exception(std::exception_ptr e) noexcept { report(e); }
+
   /// The spawned tasks still running.
   [[nodiscard]] std::size_t spawned_tasks() const noexcept { return spawned_count_; }
   /// The timers armed now (sleeps and operation deadlines).
