@@ -6,10 +6,13 @@
 #include "sockpat/deadline.hpp"
 #include "sockpat/endpoint.hpp"
 #include "sockpat/error.hpp"
+#include "sockpat/event_loop.hpp"
 #include "sockpat/listener.hpp"
 #include "sockpat/protocol.hpp"
 #include "sockpat/signals.hpp"
 #include "sockpat/socket.hpp"
+#include "sockpat/streams.hpp"
+#include "sockpat/task.hpp"
 #include "sockpat/version.hpp"
 
 #endif  // SOCKPAT_HPP

@@ -740,14 +740,15 @@ class Server {
     if (s_) s_->close();
   }
   /// Waits until it is closed and every handler has ended.
-  [[nodiscard]] detail::ServerClosedAwaiter wait_closed() const { return detail::ServerClosedAwaiter(s_); }
+  [[nodiscard]] Task<void> wait_closed() const { return wait(s_); }
   /// Serves until close() (from a handler, another task or a posted function), then waits as wait_closed.
-  [[nodiscard]] detail::ServerClosedAwaiter serve_forever() const { return detail::ServerClosedAwaiter(s_); }
+  [[nodiscard]] Task<void> serve_forever() const { return wait(s_); }
   [[nodiscard]] bool is_serving() const noexcept { return s_ && !s_->closing; }
   /// Handlers running now.
   [[nodiscard]] std::size_t connections() const noexcept { return s_ ? s_->active() : 0; }
 
  private:
+  static Task<void> wait(std::shared_ptr<detail::ServerState> s) { co_await detail::ServerClosedAwaiter(std::move(s)); }
   std::shared_ptr<detail::ServerState> s_;
 };
 
