@@ -19,6 +19,19 @@ inline sockpat::TcpListener loopback_listener(const sockpat::ListenOptions& o = 
   return sockpat::TcpListener::bind({"127.0.0.1", 0}, o);
 }
 
+/// Both ends of one loopback TCP connection.
+struct ConnectedPair {
+  sockpat::TcpConnection client;
+  sockpat::TcpConnection server;
+};
+
+inline ConnectedPair connected_pair() {
+  auto listener = loopback_listener();
+  auto client = sockpat::TcpConnection::connect(listener.local_endpoint(), 5s);
+  auto server = listener.accept(5s);
+  return {std::move(client), std::move(server)};
+}
+
 /// The number of open descriptors of this process.
 inline int open_descriptors() {
   int n = 0;
