@@ -70,6 +70,7 @@ class EventLoop final : public detail::Reactor {
   /// Runs until stop() is called (asyncio's run_forever).
   void run() {
     check_thread();
+    const Running running(in_run_);
     while (!stop_.exchange(false, std::memory_order_acq_rel)) run_once();
   }
 
@@ -78,6 +79,7 @@ class EventLoop final : public detail::Reactor {
   template <class T>
   T run_until_complete(Task<T> task) {
     check_thread();
+    const Running running(in_run_);
     detail::ChildSlot<T> slot;
     MainJoiner joiner;
     auto runner = detail::run_child(std::move(task), slot);
@@ -282,7 +284,16 @@ class EventLoop final : public detail::Reactor {
 
   void check_thread() const {
     if (detail::thread_reactor() != this) throw std::logic_error("sockpat: an EventLoop runs on the thread that made it");
+    if (in_run_) throw std::logic_error("sockpat: the EventLoop is already running (co_await instead)");
   }
+
+  struct Running {
+    bool& flag;
+    explicit Running(bool& f) noexcept : flag(f) { flag = true; }
+    Running(const Running&) = delete;
+    Running& operator=(const Running&) = delete;
+    ~Running() { flag = false; }
+  };
 
   void wake() noexcept {
     if (!wake_pending_.exchange(true, std::memory_order_acq_rel)) waker_.notify();
@@ -439,6 +450,7 @@ class EventLoop final : public detail::Reactor {
   std::size_t spawned_count_ = 0;
   const bool* interrupt_ = nullptr;
   bool woken_ = false;
+  bool in_run_ = false;
   std::atomic<bool> stop_{false};
   std::atomic<bool> stops_{false};
   std::atomic<bool> wake_pending_{false};

@@ -78,6 +78,15 @@ TEST_CASE("the loop is reachable from the thread that made it, and only one per 
   CHECK_THROWS_AS(sockpat::get_running_loop(), std::logic_error);
 }
 
+TEST_CASE("a running loop refuses to be run again from inside") {
+  sockpat::EventLoop loop;
+  auto nested = [&]() -> sockpat::Task<void> {
+    CHECK_THROWS_AS(loop.run_until_complete(answer()), std::logic_error);
+    co_return;
+  };
+  loop.run_until_complete(nested());
+}
+
 TEST_CASE("timers fire in order and on time within a tolerance") {
   sockpat::EventLoop loop;
   std::vector<int> order;
