@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <span>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -13,10 +14,16 @@
 
 sockpat::Task<void> echo(sockpat::StreamReader reader, sockpat::StreamWriter writer) {
   std::array<std::byte, 16384> buf{};
-  for (;;) {
-    const auto n = co_await reader.read_some(buf);
-    if (n == 0) break;  // the client closed its side
-    co_await writer.write(std::span<const std::byte>(buf.data(), n));
+  try {
+    for (;;) {
+      const auto n = co_await reader.read_some(buf);
+      if (n == 0) break;  // the client closed its side
+      co_await writer.write(std::span<const std::byte>(buf.data(), n));
+    }
+  } catch (const std::system_error& e) {
+    // A client that vanishes (reset, or gone while we write) is routine for a server; anything
+    // else goes on to the loop, which reports it.
+    if (e.code() != std::errc::connection_reset && e.code() != std::errc::broken_pipe) throw;
   }
 }
 

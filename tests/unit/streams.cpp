@@ -203,4 +203,49 @@ TEST_CASE("closing the server stops accepting and cancels handlers after the gra
   });
   CHECK(handler_cancelled);
 }
+
+TEST_CASE("serve_forever returns once the server is closed; wait_closed waits for the writer's close" *
+          doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    auto once = [](sockpat::StreamReader r, sockpat::StreamWriter w) -> sockpat::Task<void> {
+      co_await w.write(co_await r.read_line());
+      w.close();
+      CHECK(w.is_closing());
+      co_await w.wait_closed();
+    };
+    auto server = co_await sockpat::start_server(once, "127.0.0.1", 0);
+    auto client = [&]() -> sockpat::Task<void> {
+      auto [r, w] = co_await sockpat::open_connection("127.0.0.1", server.local_endpoint().port(), 5s);
+      co_await w.write("bye\n");
+      CHECK(co_await r.read_line() == "bye\n");
+      CHECK(co_await r.read(10) == "");
+      CHECK(r.at_eof());
+      server.close();
+    };
+    sockpat::spawn(client());
+    co_await server.serve_forever();  // until the client task closes it
+    CHECK_FALSE(server.is_serving());
+    CHECK(server.connections() == 0);
+  });
+}
+
+TEST_CASE("writing after write_eof fails with broken_pipe; the peer reads end of stream" * doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    auto pair = sockpat::UnixConnection::pair();
+    auto [r1, w1] = sockpat::make_streams(std::move(pair.first));
+    auto [r2, w2] = sockpat::make_streams(std::move(pair.second));
+    co_await w1.write("last words");
+    w1.write_eof();
+    try {
+      co_await w1.write("more");
+      FAIL("expected broken_pipe");
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == std::errc::broken_pipe);
+    }
+    CHECK(co_await r2.read_exactly(10) == "last words");
+    CHECK(co_await r2.read(10) == "");
+    co_await w2.write("reply");  // the other direction still works
+    CHECK(co_await r1.read_exactly(5) == "reply");
+  });
+}
 }

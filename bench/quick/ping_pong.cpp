@@ -1,7 +1,7 @@
-// loadgen: a tiny ping-pong load generator over raw epoll (no sockpat, so it cannot flatter it).
+// ping_pong: a tiny ping-pong load generator over raw epoll (no sockpat, so it cannot flatter it).
 // Each of C connections sends an S-byte message and waits for the same bytes back, checking
 // them, for D seconds after a warm-up. Prints round trips per second.
-// Run: loadgen PORT [CONNECTIONS=100] [SIZE=64] [SECONDS=3]
+// Run: ping_pong PORT [CONNECTIONS=100] [SIZE=64] [SECONDS=3]
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -23,7 +23,7 @@ struct Conn {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: loadgen PORT [CONNECTIONS] [SIZE] [SECONDS]\n");
+    std::fprintf(stderr, "usage: ping_pong PORT [CONNECTIONS] [SIZE] [SECONDS]\n");
     return 2;
   }
   const int port = std::atoi(argv[1]);
