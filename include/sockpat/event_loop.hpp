@@ -146,7 +146,11 @@ class EventLoop final : public detail::Reactor {
     if (h < 0) return std::make_error_code(std::errc::bad_file_descriptor);
     const auto i = static_cast<std::size_t>(h);
     try {
-      if (i >= fds_.size()) fds_.resize(std::max(i + 1, 2 * fds_.size()));
+      if (i >= fds_.size()) {
+        const std::size_t n = std::max(i + 1, 2 * fds_.size());
+        hints_.resize(n, hint_unknown);
+        fds_.resize(n);
+      }
       auto& st = fds_[i];
       detail::Pending*& slot = d == detail::Direction::read ? st.reader : st.writer;
       if (slot != nullptr && slot != p) return std::make_error_code(std::errc::device_or_resource_busy);
@@ -228,6 +232,7 @@ class EventLoop final : public detail::Reactor {
     const auto i = static_cast<std::size_t>(h);
     if (h < 0 || i >= fds_.size()) return;
     auto& st = fds_[i];
+    hints_[i] = hint_unknown;  // the number's next socket starts unknown
     if (st.reader == nullptr && st.writer == nullptr && !st.registered) return;
     detail::Pending* r = std::exchange(st.reader, nullptr);
     detail::Pending* w = std::exchange(st.writer, nullptr);
@@ -316,8 +321,8 @@ class EventLoop final : public detail::Reactor {
 
   void run_once() {
     run_ready();
-    auto ec = poller_.wait(poll_timeout(), [this](std::uint64_t tag, bool readable, bool writable) {
-      dispatch(tag, readable, writable);
+    auto ec = poller_.wait(poll_timeout(), [this](std::uint64_t tag, bool readable, bool writable, bool hangup) {
+      dispatch(tag, readable, writable, hangup);
     });
     if (ec) throw std::system_error(ec, "event loop wait");
     fire_timers();
@@ -332,11 +337,13 @@ class EventLoop final : public detail::Reactor {
     }
   }
 
-  void dispatch(std::uint64_t tag, bool readable, bool writable) noexcept {
+  void dispatch(std::uint64_t tag, bool readable, bool writable, bool hangup) noexcept {
     const auto i = static_cast<std::size_t>(static_cast<std::uint32_t>(tag));
     if (i >= fds_.size()) return;
     auto& st = fds_[i];
     if (st.generation != static_cast<std::uint32_t>(tag >> 32)) return;
+    hints_[i] = static_cast<unsigned char>(hints_[i] | (readable ? hint_read : 0) | (writable ? hint_write : 0) |
+                                           (hangup ? hint_sticky : 0));
     // on_ready only performs the system call and schedules; it cannot close the descriptor.
     if (readable && st.reader != nullptr) st.reader->on_ready();
     if (writable && st.writer != nullptr) st.writer->on_ready();

@@ -47,6 +47,75 @@ TEST_CASE("connect, accept, write and read on one loop" * doctest::timeout(30)) 
   CHECK(got == "hello async");
 }
 
+TEST_CASE("a short read with the peer's end of stream behind it still sees the end at once" * doctest::timeout(30)) {
+  auto listener = test::loopback_listener();
+  run_on_loop([&]() -> sockpat::Task<void> {
+    auto client = co_await sockpat::TcpConnection::async_connect(listener.local_endpoint(), 5s);
+    auto server = co_await listener.async_accept(5s);
+    std::size_t first = 99;
+    std::size_t second = 99;
+    std::error_code second_error;
+    bool done = false;
+    auto reader = [&]() -> sockpat::Task<void> {
+      std::array<char, 64> buf{};
+      first = co_await client.async_read_some(buf, 5s);  // waits: nothing sent yet
+      second = co_await client.async_read_some(std::as_writable_bytes(std::span(buf)), 2s, second_error);
+      done = true;
+    };
+    sockpat::spawn(reader());
+    CHECK_FALSE(done);
+    // Data and FIN leave together, so one readiness event reports both.
+    co_await server.async_write_all("abc");
+    server.shutdown();
+    for (int i = 0; i < 5000 && !done; ++i) co_await sockpat::sleep(1ms);
+    CHECK(done);
+    CHECK(first == 3);
+    CHECK(second == 0);
+    CHECK_FALSE(second_error);  // not timed_out: no event was needed for the end of stream
+  });
+}
+
+TEST_CASE("many small reads and writes in both directions keep flowing" * doctest::timeout(30)) {
+  auto listener = test::loopback_listener();
+  run_on_loop([&]() -> sockpat::Task<void> {
+    auto client = co_await sockpat::TcpConnection::async_connect(listener.local_endpoint(), 5s);
+    auto server = co_await listener.async_accept(5s);
+    // Small writes answered by small writes: without TCP_NODELAY, Nagle's algorithm and
+    // delayed ACKs would make each round wait tens of milliseconds.
+    client.set_no_delay(true);
+    server.set_no_delay(true);
+    std::size_t echoed = 0;
+    auto echo = [&]() -> sockpat::Task<void> {
+      std::array<std::byte, 7> buf{};  // small on purpose: many short and full reads
+      for (;;) {
+        const auto n = co_await server.async_read_some(buf, 10s);
+        if (n == 0) break;
+        co_await server.async_write_all(std::span<const std::byte>(buf.data(), n), 10s);
+        echoed += n;
+      }
+      server.shutdown();
+    };
+    sockpat::spawn(echo());
+    std::string sent;
+    std::string got;
+    std::array<char, 5> in{};
+    for (int i = 0; i < 1000; ++i) {
+      const std::string m = std::to_string(i * 7919);
+      sent += m;
+      co_await client.async_write_all(m, 10s);
+      while (got.size() < sent.size()) {
+        const auto n = co_await client.async_read_some(in, 10s);
+        REQUIRE(n > 0);
+        got.append(in.data(), n);
+      }
+    }
+    client.shutdown();
+    CHECK(co_await client.async_read_some(in, 10s) == 0);
+    CHECK(got == sent);
+    CHECK(echoed == sent.size());
+  });
+}
+
 TEST_CASE("connect by host name tries each resolved address" * doctest::timeout(30)) {
   auto listener = sockpat::TcpListener::bind("localhost", 0);
   const int port = listener.local_endpoint().port();

@@ -48,7 +48,9 @@ class [[nodiscard]] IoAwaiter final : private Pending {
       ec_ = std::make_error_code(std::errc::operation_canceled);
       return true;
     }
-    return op_.perform(fd_, ec_);  // the fast path: no suspension when the kernel is ready
+    // A direction found drained and not reported ready since would only say EAGAIN: wait first.
+    if (!reactor_->maybe_ready(fd_, Op::direction)) return false;
+    return perform();  // the fast path: no suspension when the kernel is ready
   }
 
   template <class Promise>
@@ -91,8 +93,15 @@ class [[nodiscard]] IoAwaiter final : private Pending {
   }
 
  private:
+  bool perform() noexcept {
+    if (!op_.perform(fd_, ec_)) return false;
+    if constexpr (requires { op_.drained(); }) {
+      if (!ec_ && op_.drained()) reactor_->drained(fd_, Op::direction);
+    }
+    return true;
+  }
   void on_ready() noexcept override {
-    if (op_.perform(fd_, ec_)) complete();
+    if (perform()) complete();
   }
   void on_timer() noexcept override {
     ec_ = std::make_error_code(std::errc::timed_out);
@@ -137,6 +146,8 @@ struct RecvSomeOp {
     done = recv_some(h, data, size, 0, ec);
     return !would_block(ec);
   }
+  /// A short read emptied the socket (0, end of stream, does not count: it stays readable).
+  [[nodiscard]] bool drained() const noexcept { return done > 0 && done < size; }
   [[nodiscard]] std::size_t result() const noexcept { return done; }
   [[noreturn]] static void raise(std::error_code ec) { throw std::system_error(ec, "async_read_some"); }
 };
@@ -173,6 +184,8 @@ struct SendSomeOp {
     done = send_some(h, data, size, ec);
     return !would_block(ec);
   }
+  /// A short write filled the socket's buffer.
+  [[nodiscard]] bool drained() const noexcept { return done < size; }
   [[nodiscard]] std::size_t result() const noexcept { return done; }
   [[noreturn]] static void raise(std::error_code ec) { throw std::system_error(ec, "async_write_some"); }
 };

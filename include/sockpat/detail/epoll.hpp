@@ -54,8 +54,8 @@ class EpollPoller {
     registered = false;
   }
 
-  /// Waits up to `timeout_ms` (-1: no limit) and calls on_event(tag, readable, writable) for
-  /// each ready descriptor. An error or hang-up counts as both, so the operation reports it.
+  /// Waits up to `timeout_ms` (-1: no limit) and calls on_event(tag, readable, writable, hangup)
+  /// for each ready descriptor. An error or hang-up counts as both, so the operation reports it.
   template <class F>
   std::error_code wait(int timeout_ms, F&& on_event) {
     const int n = ::epoll_wait(fd_, events_, max_events, timeout_ms);
@@ -63,7 +63,8 @@ class EpollPoller {
     for (int i = 0; i < n; ++i) {
       const auto e = events_[i].events;
       const bool broken = (e & (EPOLLERR | EPOLLHUP)) != 0;
-      on_event(events_[i].data.u64, broken || (e & (EPOLLIN | EPOLLRDHUP)) != 0, broken || (e & EPOLLOUT) != 0);
+      on_event(events_[i].data.u64, broken || (e & (EPOLLIN | EPOLLRDHUP)) != 0, broken || (e & EPOLLOUT) != 0,
+               broken || (e & EPOLLRDHUP) != 0);
     }
     return {};
   }

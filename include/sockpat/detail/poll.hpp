@@ -60,7 +60,7 @@ class PollPoller {
     }
     for (const auto& [tag, re] : ready_) {
       const bool broken = (re & (POLLERR | POLLHUP | POLLNVAL)) != 0;
-      on_event(tag, broken || (re & POLLIN) != 0, broken || (re & POLLOUT) != 0);
+      on_event(tag, broken || (re & POLLIN) != 0, broken || (re & POLLOUT) != 0, broken);
     }
     return {};
   }

@@ -11,6 +11,7 @@
 #include <stdexcept>     // std::logic_error
 #include <stop_token>    // std::stop_token
 #include <system_error>  // std::error_code
+#include <vector>        // std::vector: the readiness hints
 
 #include "sockpat/detail/handle_observer.hpp"
 #include "sockpat/detail/syscall.hpp"
@@ -96,7 +97,30 @@ class Reactor : public HandleObserver {
   /// True once the loop is shutting down: every new wait then fails with operation_canceled.
   [[nodiscard]] bool closing() const noexcept { return closing_; }
 
+  // Readiness hints, so an operation can skip a system call that would only say EAGAIN: a
+  // direction is "drained" after a short read or write, until the backend reports readiness
+  // on it again. Never wrong in the unsafe direction: every readiness change after the short
+  // call is reported (edge-triggered epoll queues it; poll sees the level when asked), and a
+  // hang-up or error seen once keeps the descriptor "maybe ready" for good, since a peer's
+  // FIN can sit behind the data a short read took without any further event.
+  static constexpr unsigned char hint_read = 1;
+  static constexpr unsigned char hint_write = 2;
+  static constexpr unsigned char hint_sticky = 4;
+  static constexpr unsigned char hint_unknown = hint_read | hint_write;
+
+  [[nodiscard]] bool maybe_ready(native_handle h, Direction d) const noexcept {
+    const auto i = static_cast<std::size_t>(h);
+    return i >= hints_.size() || (hints_[i] & bit_of(d)) != 0;
+  }
+  void drained(native_handle h, Direction d) noexcept {
+    const auto i = static_cast<std::size_t>(h);
+    if (i < hints_.size() && (hints_[i] & hint_sticky) == 0) hints_[i] = static_cast<unsigned char>(hints_[i] & ~bit_of(d));
+  }
+
  protected:
+  static constexpr unsigned char bit_of(Direction d) noexcept { return d == Direction::read ? hint_read : hint_write; }
+  std::vector<unsigned char> hints_;  // by descriptor number; descriptors past its end are "maybe ready"
+
   Reactor() = default;
   Reactor(const Reactor&) = delete;
   Reactor& operator=(const Reactor&) = delete;
