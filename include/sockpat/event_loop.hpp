@@ -5,7 +5,6 @@
 #include <algorithm>     // std::max
 #include <atomic>        // std::atomic
 #include <chrono>        // std::chrono::steady_clock
-#include <climits>       // INT_MAX
 #include <coroutine>     // std::coroutine_handle
 #include <cstddef>       // std::size_t
 #include <cstdint>       // std::uint32_t, std::uint64_t
