@@ -7,6 +7,7 @@
 #include "sockpat/deadline.hpp"
 #include "sockpat/endpoint.hpp"
 #include "sockpat/error.hpp"
+#include "sockpat/event_loop.hpp"
 #include "sockpat/framing.hpp"
 #include "sockpat/listener.hpp"
 #include "sockpat/peer_wire.hpp"
@@ -15,6 +16,8 @@
 #include "sockpat/server.hpp"
 #include "sockpat/signals.hpp"
 #include "sockpat/socket.hpp"
+#include "sockpat/streams.hpp"
+#include "sockpat/task.hpp"
 #include "sockpat/version.hpp"
 
 #endif  // SOCKPAT_HPP

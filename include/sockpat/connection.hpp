@@ -11,8 +11,10 @@
 #include <string_view>   // std::string_view
 #include <system_error>  // std::error_code
 #include <utility>       // std::pair, std::move
+#include <vector>        // std::vector
 
 #include "sockpat/socket.hpp"
+#include "sockpat/task.hpp"
 
 namespace sockpat {
 
@@ -259,6 +261,95 @@ class Connection : private Socket<P> {
   std::size_t write_all(std::string_view data, Deadline d = {}) { return write_all(detail::bytes_of(data), d); }
   std::size_t write_all(std::string_view data, Deadline d, std::error_code& ec) noexcept {
     return write_all(detail::bytes_of(data), d, ec);
+  }
+
+  // --- awaited I/O, on the running EventLoop (event_loop.hpp) ---
+  // Each tries the system call first and waits only if it would block. The awaiters throw
+  // when awaited (async_read_exactly and async_write_all throw TransferError, with the count);
+  // the error_code& forms store the error instead. A Deadline bounds each (timed_out, or
+  // operation_canceled from its stop token); closing the connection on the loop's thread
+  // finishes them with operation_canceled. One reader and one writer at a time.
+  // The buffer must live until the co_await ends.
+
+  /// Awaits what is there, up to buffer.size(); 0 means end of stream.
+  [[nodiscard]] detail::IoAwaiter<detail::RecvSomeOp> async_read_some(std::span<std::byte> buffer, Deadline d = {}) noexcept {
+    return {native_handle(), detail::RecvSomeOp{buffer.data(), buffer.size()}, d, nullptr};
+  }
+  [[nodiscard]] detail::IoAwaiter<detail::RecvSomeOp> async_read_some(std::span<std::byte> buffer, Deadline d,
+                                                                     std::error_code& ec) noexcept {
+    return {native_handle(), detail::RecvSomeOp{buffer.data(), buffer.size()}, d, &ec};
+  }
+  [[nodiscard]] detail::IoAwaiter<detail::RecvSomeOp> async_read_some(std::span<char> buffer, Deadline d = {}) noexcept {
+    return async_read_some(std::as_writable_bytes(buffer), d);
+  }
+
+  /// Awaits the whole buffer; end of stream first is errc::end_of_stream.
+  [[nodiscard]] detail::IoAwaiter<detail::RecvExactlyOp> async_read_exactly(std::span<std::byte> buffer,
+                                                                           Deadline d = {}) noexcept {
+    return {native_handle(), detail::RecvExactlyOp{buffer.data(), buffer.size()}, d, nullptr};
+  }
+  [[nodiscard]] detail::IoAwaiter<detail::RecvExactlyOp> async_read_exactly(std::span<std::byte> buffer, Deadline d,
+                                                                           std::error_code& ec) noexcept {
+    return {native_handle(), detail::RecvExactlyOp{buffer.data(), buffer.size()}, d, &ec};
+  }
+  [[nodiscard]] detail::IoAwaiter<detail::RecvExactlyOp> async_read_exactly(std::span<char> buffer,
+                                                                           Deadline d = {}) noexcept {
+    return async_read_exactly(std::as_writable_bytes(buffer), d);
+  }
+
+  /// Awaits writing what the socket takes (at least one byte).
+  [[nodiscard]] detail::IoAwaiter<detail::SendSomeOp> async_write_some(std::span<const std::byte> data,
+                                                                      Deadline d = {}) noexcept {
+    return {native_handle(), detail::SendSomeOp{data.data(), data.size()}, d, nullptr};
+  }
+  [[nodiscard]] detail::IoAwaiter<detail::SendSomeOp> async_write_some(std::span<const std::byte> data, Deadline d,
+                                                                      std::error_code& ec) noexcept {
+    return {native_handle(), detail::SendSomeOp{data.data(), data.size()}, d, &ec};
+  }
+  [[nodiscard]] detail::IoAwaiter<detail::SendSomeOp> async_write_some(std::string_view data, Deadline d = {}) noexcept {
+    return async_write_some(detail::bytes_of(data), d);
+  }
+
+  /// Awaits writing every byte.
+  [[nodiscard]] detail::IoAwaiter<detail::SendAllOp> async_write_all(std::span<const std::byte> data,
+                                                                    Deadline d = {}) noexcept {
+    return {native_handle(), detail::SendAllOp{data.data(), data.size()}, d, nullptr};
+  }
+  [[nodiscard]] detail::IoAwaiter<detail::SendAllOp> async_write_all(std::span<const std::byte> data, Deadline d,
+                                                                    std::error_code& ec) noexcept {
+    return {native_handle(), detail::SendAllOp{data.data(), data.size()}, d, &ec};
+  }
+  [[nodiscard]] detail::IoAwaiter<detail::SendAllOp> async_write_all(std::string_view data, Deadline d = {}) noexcept {
+    return async_write_all(detail::bytes_of(data), d);
+  }
+
+  /// Connects to `remote` on the running loop. Throws std::system_error ("connect 127.0.0.1:9").
+  static Task<Connection> async_connect(Endpoint remote, Deadline d = {}) {
+    std::error_code ec;
+    Socket<P> s(remote.family(), ec);
+    if (!ec) {
+      co_await detail::IoAwaiter<detail::ConnectOp>(s.native_handle(), detail::ConnectOp{remote.raw()}, d, &ec);
+    }
+    if (ec) detail::throw_error(ec, detail::describe("connect", remote));
+    co_return Connection(std::move(s));
+  }
+
+  /// Resolves `host` (blocking, as getaddrinfo is) and tries each address in turn, all within `d`.
+  static Task<Connection> async_connect(std::string host, int port, Deadline d = {})
+    requires InternetProtocol<P>
+  {
+    const std::vector<Endpoint> addresses = resolve(host, port);
+    std::error_code ec = std::make_error_code(std::errc::host_unreachable);
+    for (const auto& remote : addresses) {
+      Socket<P> s(remote.family(), ec);
+      if (ec) continue;
+      co_await detail::IoAwaiter<detail::ConnectOp>(s.native_handle(), detail::ConnectOp{remote.raw()}, d, &ec);
+      if (!ec) co_return Connection(std::move(s));
+      if (ec == std::errc::timed_out || ec == std::errc::operation_canceled) break;
+    }
+    std::string what = "connect " + host + ':' + std::to_string(port) + " (tried";
+    for (const auto& a : addresses) what += ' ' + a.to_string();
+    detail::throw_error(ec, what + ')');
   }
 
   /// Ends one or both directions; Shutdown::send tells the peer "end of stream" (a half-close).

@@ -6,7 +6,7 @@
 #include <string>        // std::string
 #include <string_view>   // std::string_view
 #include <system_error>  // std::error_code
-#include <utility>       // std::move
+#include <utility>       // std::move, std::exchange
 
 #include "sockpat/connection.hpp"
 
@@ -25,6 +25,17 @@ struct ListenOptions {
 
 /// A listening stream socket. accept() can be bounded by a timeout and stopped from another
 /// thread through the Deadline's stop token.
+namespace detail {
+template <class P>
+struct AcceptOp : AcceptHandleOp {
+  Family family;
+  [[nodiscard]] Connection<P> result() noexcept {
+    if (accepted == invalid_handle) return {};
+    return Connection<P>(Socket<P>(UniqueHandle(std::exchange(accepted, invalid_handle)), family));
+  }
+};
+}  // namespace detail
+
 template <StreamProtocol P>
 class Listener : private Socket<P> {
   using Base = Socket<P>;
@@ -97,6 +108,16 @@ class Listener : private Socket<P> {
     const auto h = detail::blocking_accept(native_handle(), peer, detail::bound_of(d), ec);
     if (ec) return {};
     return Connection<P>(Socket<P>(detail::UniqueHandle(h), family()));
+  }
+
+  /// Awaits one connection on the running loop. Throws std::system_error when awaited
+  /// (timed_out, operation_canceled when the listener is closed or the stop token fires, or the
+  /// OS error such as too_many_files_open, after which the listener still works).
+  [[nodiscard]] detail::IoAwaiter<detail::AcceptOp<P>> async_accept(Deadline d = {}) noexcept {
+    return {native_handle(), detail::AcceptOp<P>{{}, family()}, d, nullptr};
+  }
+  [[nodiscard]] detail::IoAwaiter<detail::AcceptOp<P>> async_accept(Deadline d, std::error_code& ec) noexcept {
+    return {native_handle(), detail::AcceptOp<P>{{}, family()}, d, &ec};
   }
 };
 

@@ -12,6 +12,7 @@
 #include <system_error>  // std::error_code, std::system_error
 
 #include "sockpat/deadline.hpp"
+#include "sockpat/detail/async_io.hpp"
 #include "sockpat/detail/blocking.hpp"
 #include "sockpat/detail/unique_handle.hpp"
 #include "sockpat/endpoint.hpp"
@@ -299,6 +300,42 @@ class Socket {
     requires DatagramProtocol<P>
   {
     return receive(std::as_writable_bytes(buffer), d);
+  }
+
+  // --- awaited datagrams (on the running EventLoop; see event_loop.hpp) ---
+
+  /// Awaits one datagram into `buffer` and its sender into `from` (which must outlive the
+  /// co_await). Throws std::system_error when awaited; the error_code& form stores the error.
+  [[nodiscard]] detail::IoAwaiter<detail::RecvFromOp> async_receive_from(std::span<std::byte> buffer, Endpoint& from,
+                                                                        Deadline d = {}) noexcept
+    requires DatagramProtocol<P>
+  {
+    return {native_handle(), detail::RecvFromOp{buffer.data(), buffer.size(), &from}, d, nullptr};
+  }
+  [[nodiscard]] detail::IoAwaiter<detail::RecvFromOp> async_receive_from(std::span<std::byte> buffer, Endpoint& from,
+                                                                        Deadline d, std::error_code& ec) noexcept
+    requires DatagramProtocol<P>
+  {
+    return {native_handle(), detail::RecvFromOp{buffer.data(), buffer.size(), &from}, d, &ec};
+  }
+  /// Awaits sending one datagram to `to`.
+  [[nodiscard]] detail::IoAwaiter<detail::SendToOp> async_send_to(std::span<const std::byte> data, const Endpoint& to,
+                                                                 Deadline d = {}) noexcept
+    requires DatagramProtocol<P>
+  {
+    return {native_handle(), detail::SendToOp{data.data(), data.size(), to.raw()}, d, nullptr};
+  }
+  [[nodiscard]] detail::IoAwaiter<detail::SendToOp> async_send_to(std::span<const std::byte> data, const Endpoint& to,
+                                                                 Deadline d, std::error_code& ec) noexcept
+    requires DatagramProtocol<P>
+  {
+    return {native_handle(), detail::SendToOp{data.data(), data.size(), to.raw()}, d, &ec};
+  }
+  [[nodiscard]] detail::IoAwaiter<detail::SendToOp> async_send_to(std::string_view data, const Endpoint& to,
+                                                                 Deadline d = {}) noexcept
+    requires DatagramProtocol<P>
+  {
+    return async_send_to(detail::bytes_of(data), to, d);
   }
 
  protected:

@@ -143,6 +143,60 @@ def scenario_udp_echo(b):
         expect(rc == 0, 'udp_echo exits 0 on SIGINT', rc, err)
 
 
+def scenario_async_hello(b):
+    server = Server([bin_path(b, 'async_hello_server'), '--port', '0'])
+    # The seed's blocking client, then many asyncio clients at once, then the C++ async client.
+    rc, out, err = run(seed('client', server.port))
+    expect(rc == 0 and out == 'Received from server: Hello, client!\n', "the seed's client output", rc, out, err)
+    rc, out, err = run(seed('asyncio_clients', server.port, 200, 'Hello, client!'))
+    expect(rc == 0 and out == '200 of 200 asyncio clients got the right answer\n', 'asyncio clients', rc, out, err)
+    rc, out, err = run([bin_path(b, 'async_client'), '--port', str(server.port), '--clients', '100',
+                        '--expect', 'Hello, client!'])
+    expect(rc == 0 and out == '100 of 100 clients got the right answer\n', 'async_client output', rc, out, err)
+    rc, _, err = server.stop(signal.SIGINT)
+    expect(rc == 0, 'async_hello_server exits 0 on SIGINT', rc, err)
+
+
+def scenario_async_echo(b):
+    for threads in ['1', '3']:
+        server = Server([bin_path(b, 'async_echo_server'), '--port', '0', '--threads', threads])
+        rc, out, err = run(seed('asyncio_clients', server.port, 300))
+        expect(rc == 0 and out == '300 of 300 asyncio clients got the right answer\n', 'asyncio clients', rc, out, err)
+        rc, out, err = run([bin_path(b, 'async_client'), '--port', str(server.port), '--clients', '300'])
+        expect(rc == 0 and out == '300 of 300 clients got the right answer\n', 'async_client output', rc, out, err)
+        with socket.create_connection(('127.0.0.1', server.port), timeout=TIMEOUT) as s:
+            big = bytes(range(256)) * 4096  # 1 MiB, more than any socket buffer
+            s.sendall(big)
+            s.shutdown(socket.SHUT_WR)
+            got = b''
+            while True:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                got += chunk
+            expect(got == big, 'async_echo_server echoes 1 MiB', len(got))
+        rc, _, err = server.stop(signal.SIGTERM)
+        expect(rc == 0, 'async_echo_server --threads %s exits 0 on SIGTERM' % threads, rc, err)
+
+
+def scenario_async_client_vs_asyncio_echo_server(b):
+    server = Server(seed('asyncio_echo_server'))
+    rc, out, err = run([bin_path(b, 'async_client'), '--host', 'localhost', '--port', str(server.port),
+                        '--clients', '100'])
+    expect(rc == 0 and out == '100 of 100 clients got the right answer\n', 'async_client output', rc, out, err)
+    rc, _, err = server.stop(signal.SIGTERM)
+    expect(rc == 0, 'the asyncio echo server exits 0 on SIGTERM', rc, err)
+
+
+def scenario_async_client_vs_asyncio_seed_server(b):
+    server = Server(seed('asyncio_server'))
+    rc, out, err = run([bin_path(b, 'async_client'), '--port', str(server.port), '--clients', '50',
+                        '--expect', 'Hello, client!'])
+    expect(rc == 0 and out == '50 of 50 clients got the right answer\n', 'async_client output', rc, out, err)
+    rc, _, err = server.stop(signal.SIGINT)
+    expect(rc == 0, "the seed's asyncio server exits 0 on SIGINT", rc, err)
+
+
 def free_port():
     """A loopback port that was free a moment ago (bound to 0, read back, released)."""
     with socket.socket() as s:

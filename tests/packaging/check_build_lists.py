@@ -17,7 +17,8 @@ meson_examples = (src / 'examples' / 'meson.build').read_text()
 
 def cmake_calls(text, function):
     """{first argument: [other arguments]} for each call of `function`."""
-    return {args[0]: args[1:] for args in (m.split() for m in re.findall(r'^\s*' + function + r'\(([^)]*)\)', text, re.M))}
+    calls = (m.split() for m in re.findall(r'^\s*' + function + r'\(([^)]*)\)', text, re.M))
+    return {args[0]: args[1:] for args in calls if '$' not in args[0]}  # not the calls inside function bodies
 
 
 def meson_list(text, variable):
@@ -44,6 +45,13 @@ compare('test', cmake_test_files, meson_test_files,
 for name in sorted(set(cmake_test_files) & set(meson_test_files)):
     if sorted(cmake_test_files[name]) != sorted(meson_test_files[name]):
         problems.append(f'test {name!r}: CMake builds {cmake_test_files[name]}, Meson {meson_test_files[name]}')
+
+async_body = re.search(r'^sockpat_async_tests = \{(.*?)^\}', meson_tests, re.S | re.M)
+meson_async = {name: re.findall(r"'([^']+)'", files)
+               for name, files in re.findall(r"^\s*'([^']+)': files\(([^)]*)\)", async_body.group(1) if async_body else '', re.M)}
+cmake_async = cmake_calls(cmake_tests, 'sockpat_add_async_test')
+compare('event-loop test', cmake_async, meson_async,
+        lambda n: "`'%s': files(%s),` to sockpat_async_tests in tests/meson.build" % (n, ', '.join(f"'{f}'" for f in cmake_async[n])))
 
 compare('fuzz target', cmake_calls(cmake_tests, 'sockpat_add_fuzz_target'), meson_list(meson_tests, 'sockpat_fuzz_targets'),
         lambda n: f"`'{n}',` to sockpat_fuzz_targets in tests/meson.build")

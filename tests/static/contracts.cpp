@@ -104,4 +104,19 @@ static_assert(noexcept(std::declval<Framed&>().write_frame("x", sockpat::Deadlin
 static_assert(noexcept(sockpat::connect_with_retry<sockpat::Tcp>(std::declval<const sockpat::Endpoint&>(), sockpat::Deadline{},
                                                                  std::declval<const sockpat::RetryOptions&>(), std::declval<std::error_code&>())));
 
+// The event-loop layer: tasks and streams are move-only; the loop is neither copied nor moved.
+static_assert(move_only_nothrow<sockpat::Task<int>> && move_only_nothrow<sockpat::Task<void>>);
+static_assert(!std::is_copy_constructible_v<sockpat::EventLoop> && !std::is_move_constructible_v<sockpat::EventLoop>);
+static_assert(move_only_nothrow<sockpat::StreamWriter> && move_only_nothrow<sockpat::StreamServer>);
+
+// The async_ members build their awaiters without throwing (errors surface when awaited).
+static_assert(noexcept(std::declval<sockpat::TcpConnection&>().async_read_some(std::declval<std::span<std::byte>>())));
+static_assert(noexcept(std::declval<sockpat::TcpConnection&>().async_write_all(std::declval<std::span<const std::byte>>())));
+static_assert(noexcept(std::declval<sockpat::TcpListener&>().async_accept()));
+
+// Datagram awaiters exist on datagram sockets only.
+template <class S>
+concept can_async_send_to = requires(S s, std::span<const std::byte> b, sockpat::Endpoint e) { s.async_send_to(b, e); };
+static_assert(can_async_send_to<sockpat::UdpSocket> && !can_async_send_to<sockpat::TcpSocket>);
+
 }  // namespace

@@ -17,7 +17,8 @@
 #include <sys/un.h>       // sockaddr_un
 #include <unistd.h>       // close, pipe, write, read
 #if defined(SOCKPAT_LINUX)
-#include <sys/eventfd.h>  // eventfd: the stop-token wake-up
+#include <sys/epoll.h>    // epoll: the event loop's Linux backend
+#include <sys/eventfd.h>  // eventfd: the stop-token and event-loop wake-up
 #endif
 #endif
 

@@ -4,6 +4,7 @@
 
 #include <utility>  // std::exchange
 
+#include "sockpat/detail/handle_observer.hpp"
 #include "sockpat/detail/syscall.hpp"
 
 namespace sockpat::detail {
@@ -28,11 +29,17 @@ class UniqueHandle {
 
   [[nodiscard]] native_handle get() const noexcept { return h_; }
   [[nodiscard]] bool valid() const noexcept { return h_ != invalid_handle; }
-  [[nodiscard]] native_handle release() noexcept { return std::exchange(h_, invalid_handle); }
+  [[nodiscard]] native_handle release() noexcept {
+    if (valid()) notify_closing(h_, true);  // the event loop of this thread must forget it
+    return std::exchange(h_, invalid_handle);
+  }
 
   /// Closes the handle (if any) and reports what close said.
   std::error_code close() noexcept {
     if (!valid()) return {};
+    // Before close: the event loop of this thread finishes the operations pending on it while
+    // the number still names this socket.
+    notify_closing(h_, false);
     return close_handle(std::exchange(h_, invalid_handle));
   }
   void reset() noexcept { (void)close(); }

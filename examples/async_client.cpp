@@ -1,0 +1,67 @@
+// async_client: many concurrent clients on one event loop, gathered. Each opens a connection,
+// sends its message, half-closes, reads the answer to the end and checks it.
+// Run: async_client --port P [--host H] [--clients N] [--message M] [--expect TEXT]
+// Without --expect each client expects its own bytes back (an echo server).
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "args.hpp"
+#include "sockpat.hpp"
+
+using namespace std::chrono_literals;
+
+sockpat::Task<bool> one_client(std::string host, int port, std::string message, std::string expect) {
+  auto [reader, writer] = co_await sockpat::open_connection(host, port, 10s);
+  co_await writer.write(message);
+  writer.write_eof();
+  std::string answer;
+  for (;;) {
+    auto chunk = co_await reader.read(65536);
+    if (chunk.empty()) break;
+    answer += chunk;
+  }
+  if (answer != expect) {
+    std::fprintf(stderr, "wrong answer to %.40s: %zu bytes, %.40s\n", message.c_str(), answer.size(), answer.c_str());
+  }
+  co_return answer == expect;
+}
+
+sockpat::Task<int> all_clients(const example::Args& args) {
+  const int clients = args.get_int("clients", 10);
+  const int port = args.get_int("port", 0);
+  std::vector<sockpat::Task<bool>> tasks;
+  for (int i = 0; i < clients; ++i) {
+    // Messages differ in content (and, for an echo server, in length up to 6 kB), so a mixed-up
+    // answer cannot pass. A server with a fixed answer reads one short message, as the seed's.
+    const bool echo = !args.has("expect");
+    std::string message = args.get("message", "Hello, server!") + " #" + std::to_string(i);
+    if (echo) message += std::string(i % 7 * 1000, '.');
+    const std::string expect = echo ? message : args.get("expect", "");
+    tasks.push_back(one_client(args.get("host", "127.0.0.1"), port, std::move(message), expect));
+  }
+  // Within 30 s in all: a server that stops answering makes this fail, not hang.
+  const auto results = co_await sockpat::wait_for(
+      [](std::vector<sockpat::Task<bool>> t) -> sockpat::Task<std::vector<bool>> {
+        co_return co_await sockpat::gather(std::move(t));
+      }(std::move(tasks)),
+      30s);
+  int good = 0;
+  for (bool ok : results) good += ok ? 1 : 0;
+  co_return good;
+}
+
+int main(int argc, char** argv) {
+  const example::Args args(argc, argv, {},
+                           "async_client --port PORT [--host HOST] [--clients N] [--message M] [--expect TEXT]");
+  if (!args.has("port")) args.fail("--port is required");
+  try {
+    const int clients = args.get_int("clients", 10);
+    const int good = sockpat::run(all_clients(args));
+    std::printf("%d of %d clients got the right answer\n", good, clients);
+    return good == clients ? 0 : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "async_client: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,769 @@
+// sockpat: asyncio-shaped streams: start_server, open_connection, StreamReader, StreamWriter.
+#ifndef SOCKPAT_STREAMS_HPP
+#define SOCKPAT_STREAMS_HPP
+
+#include <algorithm>     // std::min, std::max, std::remove
+#include <chrono>        // std::chrono::milliseconds
+#include <coroutine>     // std::coroutine_handle
+#include <cstddef>       // std::byte, std::size_t, std::ptrdiff_t
+#include <cstring>       // std::memcpy, std::memmove
+#include <exception>     // std::exception_ptr
+#include <functional>    // std::function
+#include <memory>        // std::shared_ptr, std::make_shared, std::enable_shared_from_this
+#include <new>           // std::bad_alloc
+#include <span>          // std::span
+#include <stdexcept>     // std::invalid_argument
+#include <string>        // std::string
+#include <string_view>   // std::string_view
+#include <system_error>  // std::error_code, std::system_error
+#include <utility>       // std::move, std::exchange, std::pair
+#include <vector>        // std::vector
+
+#include "sockpat/connection.hpp"
+#include "sockpat/event_loop.hpp"
+#include "sockpat/listener.hpp"
+#include "sockpat/task.hpp"
+
+namespace sockpat {
+
+/// Buffer sizes of a StreamReader / StreamWriter pair.
+struct StreamOptions {
+  /// The most bytes a StreamReader holds while looking for a separator (asyncio's `limit`);
+  /// read_until / read_line fail with errc::buffer_full past it.
+  std::size_t limit = 64 * 1024;
+  /// A StreamWriter never buffers more than this: `co_await write()` waits for room.
+  std::size_t high_water = 64 * 1024;
+  /// drain() and a waiting write() resume once the buffer is at or below this.
+  std::size_t low_water = 16 * 1024;
+};
+
+namespace detail {
+
+/// The connection and both buffers, shared by a StreamReader and its StreamWriter.
+class StreamState final : public std::enable_shared_from_this<StreamState> {
+ public:
+  StreamState(UniqueHandle h, Family f, const StreamOptions& o) : handle_(std::move(h)), family_(f), options_(o) {
+    if (options_.low_water > options_.high_water) options_.low_water = options_.high_water;
+    if (options_.high_water == 0) options_.high_water = 1;
+  }
+  StreamState(const StreamState&) = delete;
+  StreamState& operator=(const StreamState&) = delete;
+  ~StreamState() {
+    stop_flushing();
+    (void)handle_.close();
+  }
+
+  [[nodiscard]] native_handle fd() const noexcept { return handle_.get(); }
+  [[nodiscard]] Family family() const noexcept { return family_; }
+  [[nodiscard]] const StreamOptions& options() const noexcept { return options_; }
+
+  // --- reading ---
+  std::vector<std::byte> rbuf;
+  std::size_t rbegin = 0;
+  std::size_t rend = 0;
+  bool eof = false;
+
+  [[nodiscard]] std::size_t available() const noexcept { return rend - rbegin; }
+  [[nodiscard]] const std::byte* rdata() const noexcept { return rbuf.data() + rbegin; }
+  void consume(std::size_t n) noexcept {
+    rbegin += n;
+    if (rbegin == rend) rbegin = rend = 0;
+  }
+
+  /// Reads more into the buffer; false at end of stream. Throws buffer_full when `limit`
+  /// bytes are already buffered.
+  Task<bool> fill() {
+    if (eof) co_return false;
+    if (available() >= options_.limit) {
+      throw std::system_error(make_error_code(errc::buffer_full),
+                              "StreamReader: more than " + std::to_string(options_.limit) + " bytes buffered (the limit)");
+    }
+    if (rbegin > 0 && rbuf.size() - rend < 2048) {  // compact before growing
+      std::memmove(rbuf.data(), rbuf.data() + rbegin, available());
+      rend -= rbegin;
+      rbegin = 0;
+    }
+    if (rbuf.size() - rend < 1024 || rbuf.empty()) {
+      const std::size_t want = std::max<std::size_t>(rbuf.size() * 2, 4096);
+      rbuf.resize(std::min(want, std::max(options_.limit, rend + 1024)));
+    }
+    const std::size_t room = std::min(rbuf.size() - rend, options_.limit - available());
+    const auto n = co_await IoAwaiter<RecvSomeOp>(fd(), RecvSomeOp{rbuf.data() + rend, room}, Deadline{}, nullptr);
+    if (n == 0) {
+      eof = true;
+      co_return false;
+    }
+    rend += n;
+    co_return true;
+  }
+
+  // --- writing ---
+
+  [[nodiscard]] std::size_t buffered() const noexcept { return wbuf_.size() - wbegin_; }
+  [[nodiscard]] std::error_code write_error() const noexcept { return werror_; }
+  [[nodiscard]] bool closing() const noexcept { return close_pending_ || closed_; }
+  [[nodiscard]] bool closed() const noexcept { return closed_; }
+
+  /// Sends or buffers from [data, data + left) what the high-water mark allows; true once
+  /// all of it is taken or an error is stored in `ec`.
+  bool take(const std::byte*& data, std::size_t& left, std::error_code& ec) noexcept {
+    if (werror_) {
+      ec = werror_;
+      return true;
+    }
+    if (closing() || eof_pending_ || eof_sent_) {
+      ec = std::make_error_code(std::errc::broken_pipe);
+      return true;
+    }
+    if (buffered() == 0) {
+      // Nothing queued: write straight from the caller's bytes, no copy.
+      while (left > 0) {
+        std::error_code e;
+        const auto n = send_some(fd(), data, left, e);
+        if (e) {
+          if (would_block(e)) break;
+          fail(e);
+          ec = e;
+          return true;
+        }
+        data += n;
+        left -= n;
+      }
+      if (left == 0) return true;
+    }
+    const std::size_t room = options_.high_water - std::min(options_.high_water, buffered());
+    const std::size_t n = std::min(room, left);
+    if (n > 0) {
+      if (wbegin_ > 0) {  // keep the buffer's bytes at its front
+        wbuf_.erase(wbuf_.begin(), wbuf_.begin() + static_cast<std::ptrdiff_t>(wbegin_));
+        wbegin_ = 0;
+      }
+      try {
+        wbuf_.insert(wbuf_.end(), data, data + n);
+      } catch (const std::bad_alloc&) {
+        ec = std::make_error_code(std::errc::not_enough_memory);
+        return true;
+      }
+      data += n;
+      left -= n;
+    }
+    start_flushing();
+    return left == 0;
+  }
+
+  /// The one waiting writer-side coroutine (write waiting for room, drain, wait_closed).
+  Pending* waiter = nullptr;
+
+  void write_eof() noexcept {
+    if (eof_sent_ || closing()) return;
+    eof_pending_ = true;
+    if (buffered() == 0) finish_pending();
+  }
+
+  /// Closes once the buffer is sent; the state keeps itself alive until then.
+  void close() noexcept {
+    if (closing()) return;
+    close_pending_ = true;
+    if (buffered() == 0 || werror_) {
+      finish_close();
+    } else {
+      self_ = shared_from_this();
+    }
+  }
+
+  /// Closes now, dropping what is buffered.
+  void abort() noexcept {
+    if (closed_) return;
+    wbuf_.clear();
+    wbegin_ = 0;
+    close_pending_ = true;
+    finish_close();
+  }
+
+ private:
+  class Flusher final : public Pending {
+   public:
+    explicit Flusher(StreamState* s) noexcept : s_(s) {}
+    void on_ready() noexcept override { s_->flush(); }
+    void cancel(std::error_code why) noexcept override {
+      // The descriptor was closed elsewhere or the loop is closing.
+      s_->flushing_ = false;
+      s_->fail(why);
+    }
+
+   private:
+    StreamState* s_;
+  };
+
+  void start_flushing() noexcept {
+    if (flushing_ || buffered() == 0) return;
+    Reactor* r = thread_reactor();
+    if (r == nullptr) return;
+    if (auto ec = r->wait_io(fd(), Direction::write, &flusher_)) {
+      fail(ec);
+      return;
+    }
+    reactor_ = r;
+    flushing_ = true;
+  }
+  void stop_flushing() noexcept {
+    if (!flushing_) return;
+    flushing_ = false;
+    reactor_->unwait_io(fd(), Direction::write, &flusher_);
+  }
+
+  void flush() noexcept {
+    while (buffered() > 0) {
+      std::error_code ec;
+      const auto n = send_some(fd(), wbuf_.data() + wbegin_, buffered(), ec);
+      if (ec) {
+        if (!would_block(ec)) fail(ec);
+        break;
+      }
+      wbegin_ += n;
+    }
+    if (buffered() == 0) {
+      wbuf_.clear();
+      wbegin_ = 0;
+      stop_flushing();
+    }
+    wake();
+    if (buffered() == 0) finish_pending();
+  }
+
+  void fail(std::error_code ec) noexcept {
+    if (!werror_) werror_ = ec;
+    wbuf_.clear();
+    wbegin_ = 0;
+    stop_flushing();
+    wake();
+    if (close_pending_) finish_close();
+  }
+
+  void wake() noexcept {
+    if (waiter != nullptr && (buffered() <= options_.low_water || werror_ || closed_)) waiter->on_ready();
+  }
+
+  void finish_pending() noexcept {
+    if (eof_pending_ && !eof_sent_) {
+      eof_pending_ = false;
+      eof_sent_ = true;
+      (void)shutdown_handle(fd(), shut_send);
+    }
+    if (close_pending_) finish_close();
+  }
+
+  void finish_close() noexcept {
+    if (closed_) return;
+    stop_flushing();
+    closed_ = true;
+    (void)handle_.close();  // also cancels a pending read on it
+    wake();
+    auto keep = std::move(self_);  // may destroy *this on return: nothing after it
+  }
+
+  UniqueHandle handle_;
+  Family family_;
+  StreamOptions options_;
+  std::vector<std::byte> wbuf_;
+  std::size_t wbegin_ = 0;
+  std::error_code werror_;
+  bool flushing_ = false;
+  bool eof_pending_ = false;
+  bool eof_sent_ = false;
+  bool close_pending_ = false;
+  bool closed_ = false;
+  Reactor* reactor_ = nullptr;
+  Flusher flusher_{this};
+  std::shared_ptr<StreamState> self_;
+};
+
+/// Waits on the writer side of a StreamState: for room (write), for the low-water mark
+/// (drain) or for the close (wait_closed). Lives in the awaiting frame.
+class [[nodiscard]] WriterAwaiter final : private Pending {
+ public:
+  enum class Kind { write, drain, closed };
+  WriterAwaiter(std::shared_ptr<StreamState> s, Kind k, const std::byte* data, std::size_t size) noexcept
+      : s_(std::move(s)), kind_(k), data_(data), left_(size) {}
+
+  bool await_ready() {
+    reactor_ = &current_reactor();
+    if (!s_) {
+      ec_ = make_error_code(errc::not_connected);
+      return true;
+    }
+    return done();
+  }
+  template <class Promise>
+  bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
+    scope_ = scope_of(h);
+    if (reactor_->closing() || (scope_ != nullptr && scope_->cancelled())) {
+      ec_ = std::make_error_code(std::errc::operation_canceled);
+      return false;
+    }
+    if (s_->waiter != nullptr) {
+      ec_ = std::make_error_code(std::errc::device_or_resource_busy);
+      return false;
+    }
+    s_->waiter = this;
+    handle_ = h;
+    if (scope_ != nullptr) scope_->leaf = this;
+    return true;
+  }
+  void await_resume() const {
+    if (ec_) throw std::system_error(ec_, kind_ == Kind::write ? "StreamWriter write" : kind_ == Kind::drain ? "StreamWriter drain" : "StreamWriter wait_closed");
+  }
+
+ private:
+  bool done() noexcept {
+    switch (kind_) {
+      case Kind::write:
+        return s_->take(data_, left_, ec_);
+      case Kind::drain:
+        if (s_->write_error()) ec_ = s_->write_error();
+        return s_->buffered() <= s_->options().low_water || static_cast<bool>(ec_);
+      case Kind::closed:
+        return s_->closed();
+    }
+    return true;
+  }
+  void on_ready() noexcept override {
+    if (done()) complete();
+  }
+  void cancel(std::error_code why) noexcept override {
+    ec_ = why;
+    complete();
+  }
+  void complete() noexcept {
+    s_->waiter = nullptr;
+    if (scope_ != nullptr) scope_->leaf = nullptr;
+    reactor_->schedule(handle_);
+  }
+
+  std::shared_ptr<StreamState> s_;
+  Kind kind_;
+  const std::byte* data_;
+  std::size_t left_;
+  std::error_code ec_;
+  Reactor* reactor_ = nullptr;
+  CancelScope* scope_ = nullptr;
+  std::coroutine_handle<> handle_;
+};
+
+inline std::string_view view_of(const std::byte* p, std::size_t n) noexcept {
+  return {reinterpret_cast<const char*>(p), n};
+}
+
+}  // namespace detail
+
+/// The reading half of a stream, as asyncio's: every read returns bytes as a std::string
+/// (empty at end of stream). Reads of one reader must not overlap.
+class StreamReader {
+ public:
+  StreamReader() noexcept = default;
+  explicit StreamReader(std::shared_ptr<detail::StreamState> s) noexcept : s_(std::move(s)) {}
+
+  /// Up to `n` bytes, waiting for at least one; empty at end of stream.
+  Task<std::string> read(std::size_t n = 65536) {
+    auto* s = state();
+    if (s->available() == 0) co_await s->fill();
+    const std::size_t k = std::min(n, s->available());
+    std::string out(detail::view_of(s->rdata(), k));
+    s->consume(k);
+    co_return out;
+  }
+
+  /// Up to buffer.size() bytes into `buffer` (no allocation); 0 at end of stream.
+  Task<std::size_t> read_some(std::span<std::byte> buffer) {
+    auto* s = state();
+    if (s->available() == 0 && !buffer.empty()) co_await s->fill();
+    const std::size_t k = std::min(buffer.size(), s->available());
+    if (k > 0) std::memcpy(buffer.data(), s->rdata(), k);
+    s->consume(k);
+    co_return k;
+  }
+
+  /// Exactly `n` bytes. End of stream first throws TransferError (errc::end_of_stream) whose
+  /// bytes_transferred() says how many arrived; those bytes stay readable.
+  Task<std::string> read_exactly(std::size_t n) {
+    auto* s = state();
+    std::string out;
+    out.reserve(n);
+    for (;;) {
+      const std::size_t k = std::min(n - out.size(), s->available());
+      out.append(detail::view_of(s->rdata(), k));
+      s->consume(k);
+      if (out.size() == n) co_return out;
+      if (!co_await s->fill()) {
+        const std::size_t got = out.size();
+        // Give the partial bytes back, as asyncio keeps them in IncompleteReadError.partial.
+        s->rbuf.assign(reinterpret_cast<const std::byte*>(out.data()), reinterpret_cast<const std::byte*>(out.data()) + got);
+        s->rbegin = 0;
+        s->rend = got;
+        throw TransferError(make_error_code(errc::end_of_stream), "StreamReader read_exactly", got);
+      }
+    }
+  }
+
+  /// Everything up to and including `separator`. Throws TransferError (end_of_stream) if the
+  /// stream ends first, and std::system_error (errc::buffer_full) if `limit` bytes arrive
+  /// without it; in both cases the buffered bytes stay readable.
+  Task<std::string> read_until(std::string separator = "\n") {
+    auto* s = state();
+    if (separator.empty()) throw std::invalid_argument("sockpat: read_until needs a non-empty separator");
+    std::size_t searched = 0;
+    for (;;) {
+      const auto hay = detail::view_of(s->rdata(), s->available());
+      const auto at = hay.find(separator, searched);
+      if (at != std::string_view::npos) {
+        std::string out(hay.substr(0, at + separator.size()));
+        s->consume(out.size());
+        co_return out;
+      }
+      searched = hay.size() >= separator.size() ? hay.size() - separator.size() + 1 : 0;
+      if (!co_await s->fill()) {
+        throw TransferError(make_error_code(errc::end_of_stream), "StreamReader read_until", s->available());
+      }
+    }
+  }
+
+  /// One line with its "\n"; at end of stream, what is left (possibly empty), as asyncio's readline.
+  Task<std::string> read_line() {
+    auto* s = state();
+    try {
+      co_return co_await read_until("\n");
+    } catch (const TransferError& e) {
+      if (e.code() != errc::end_of_stream) throw;
+    }
+    std::string rest(detail::view_of(s->rdata(), s->available()));
+    s->consume(rest.size());
+    co_return rest;
+  }
+
+  /// True once the peer has ended the stream and every buffered byte was read.
+  [[nodiscard]] bool at_eof() const noexcept { return s_ && s_->eof && s_->available() == 0; }
+  /// Bytes buffered and not yet read.
+  [[nodiscard]] std::size_t buffered() const noexcept { return s_ ? s_->available() : 0; }
+
+ private:
+  detail::StreamState* state() const {
+    if (!s_) detail::throw_error(make_error_code(errc::not_connected), "StreamReader");
+    return s_.get();
+  }
+  std::shared_ptr<detail::StreamState> s_;
+};
+
+/// The writing half of a stream. `co_await write(bytes)` buffers (sending at once when it can)
+/// and waits only when the buffer is at its high-water mark, so a peer that does not read
+/// can never make it grow past it, drain() or not. Destroying the last writer closes the
+/// stream once its buffer is sent.
+class StreamWriter {
+ public:
+  StreamWriter() noexcept = default;
+  explicit StreamWriter(std::shared_ptr<detail::StreamState> s) noexcept : s_(std::move(s)) {}
+  StreamWriter(StreamWriter&&) noexcept = default;
+  StreamWriter& operator=(StreamWriter&& o) noexcept {
+    if (this != &o) {
+      release();
+      s_ = std::move(o.s_);
+    }
+    return *this;
+  }
+  StreamWriter(const StreamWriter&) = delete;
+  StreamWriter& operator=(const StreamWriter&) = delete;
+  ~StreamWriter() { release(); }
+
+  /// Buffers `data` (which must live until the co_await ends). Throws std::system_error
+  /// when the connection failed (broken_pipe after close or write_eof).
+  [[nodiscard]] detail::WriterAwaiter write(std::span<const std::byte> data) {
+    return {s_, detail::WriterAwaiter::Kind::write, data.data(), data.size()};
+  }
+  [[nodiscard]] detail::WriterAwaiter write(std::string_view data) { return write(detail::bytes_of(data)); }
+
+  /// Waits until the buffer is at or below the low-water mark; throws if the connection failed.
+  [[nodiscard]] detail::WriterAwaiter drain() { return {s_, detail::WriterAwaiter::Kind::drain, nullptr, 0}; }
+
+  /// Half-closes once the buffer is sent: the peer reads end of stream.
+  void write_eof() {
+    if (s_) s_->write_eof();
+  }
+  /// Closes once the buffer is sent (asyncio's close); wait_closed() waits for that.
+  void close() noexcept {
+    if (s_) s_->close();
+  }
+  /// Closes now, dropping what is buffered.
+  void abort() noexcept {
+    if (s_) s_->abort();
+  }
+  [[nodiscard]] detail::WriterAwaiter wait_closed() { return {s_, detail::WriterAwaiter::Kind::closed, nullptr, 0}; }
+  [[nodiscard]] bool is_closing() const noexcept { return !s_ || s_->closing(); }
+
+  /// Bytes buffered and not yet taken by the kernel (never above the high-water mark).
+  [[nodiscard]] std::size_t buffered() const noexcept { return s_ ? s_->buffered() : 0; }
+  /// The peer's address (asyncio's get_extra_info('peername')); empty once closed.
+  [[nodiscard]] Endpoint peer_endpoint() const noexcept {
+    if (!s_ || s_->closed()) return {};
+    detail::RawAddress a;
+    a.size = sizeof a.storage;
+    if (detail::peer_address(s_->fd(), a.data(), &a.size)) return {};
+    return Endpoint::from_native(a.data(), a.size);
+  }
+
+ private:
+  void release() noexcept {
+    if (s_) s_->close();
+    s_.reset();
+  }
+  std::shared_ptr<detail::StreamState> s_;
+};
+
+/// Wraps a connected stream into a reader and a writer.
+template <StreamProtocol P>
+[[nodiscard]] std::pair<StreamReader, StreamWriter> make_streams(Connection<P>&& c, const StreamOptions& o = {}) {
+  const Family f = c.family();
+  auto s = std::make_shared<detail::StreamState>(detail::UniqueHandle(c.release()), f, o);
+  return {StreamReader(s), StreamWriter(s)};
+}
+
+/// Connects (trying each resolved address, within `d`) and returns asyncio's (reader, writer).
+inline Task<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, int port, Deadline d = {},
+                                                                  StreamOptions options = {}) {
+  auto c = co_await TcpConnection::async_connect(std::move(host), port, std::move(d));
+  co_return make_streams(std::move(c), options);
+}
+
+/// What start_server takes besides the handler.
+struct StreamServerOptions {
+  ListenOptions listen;
+  StreamOptions streams;
+  /// close() lets running handlers finish for this long, then cancels them.
+  std::chrono::milliseconds grace{5000};
+};
+
+using StreamHandler = std::function<Task<void>(StreamReader, StreamWriter)>;
+
+namespace detail {
+
+class ServerState final : public std::enable_shared_from_this<ServerState> {
+ public:
+  ServerState(TcpListener l, StreamHandler h, StreamServerOptions o)
+      : listener(std::move(l)), handler(std::move(h)), options(std::move(o)), loop(&get_running_loop()) {
+    grace_.server = this;
+  }
+  ServerState(const ServerState&) = delete;
+  ServerState& operator=(const ServerState&) = delete;
+  ~ServerState() {
+    if (grace_.heap_index != not_in_heap) loop->remove_timer(&grace_);
+  }
+
+  TcpListener listener;
+  StreamHandler handler;
+  StreamServerOptions options;
+  EventLoop* loop;
+  Endpoint local;
+  bool accepting = true;
+  bool closing = false;
+  std::vector<Pending*> closed_waiters;
+
+  [[nodiscard]] std::size_t active() const noexcept { return active_; }
+  [[nodiscard]] bool closed() const noexcept { return closing && !accepting && active_ == 0; }
+
+  static Task<void> accept_loop(std::shared_ptr<ServerState> self) {
+    while (!self->closing) {
+      std::error_code ec;
+      auto conn = co_await self->listener.async_accept(Deadline{}, ec);
+      if (self->closing || ec == std::errc::operation_canceled) break;
+      if (ec) {
+        // Out of descriptors or memory: let other connections finish instead of spinning.
+        try {
+          co_await sleep(std::chrono::milliseconds(50));
+        } catch (const std::system_error&) {
+          break;
+        }
+        continue;
+      }
+      self->start_handler(std::move(conn));
+    }
+    self->accepting = false;
+    self->check_closed();
+  }
+
+  void close() noexcept {
+    if (closing) return;
+    closing = true;
+    listener.close(ignored_);  // cancels the pending accept
+    if (active_ > 0 && EventLoop::current() == loop) {
+      grace_.when = std::chrono::steady_clock::now() + options.grace;
+      loop->add_timer(&grace_);
+    }
+    check_closed();
+  }
+
+  void cancel_handlers() noexcept {
+    for (Handler* h = handlers_; h != nullptr; h = h->next) h->runner.scope().cancel();
+  }
+
+  void check_closed() noexcept {
+    if (!closed()) return;
+    if (grace_.heap_index != not_in_heap) loop->remove_timer(&grace_);
+    auto waiters = std::move(closed_waiters);
+    closed_waiters.clear();
+    for (Pending* p : waiters) p->on_ready();
+  }
+
+ private:
+  struct Handler final : Joiner {
+    std::shared_ptr<ServerState> server;
+    std::shared_ptr<StreamState> stream;
+    ChildSlot<void> slot;
+    Runner runner;
+    Handler* prev = nullptr;
+    Handler* next = nullptr;
+    std::coroutine_handle<> arrive() noexcept override {
+      server->finished(this);
+      return std::noop_coroutine();
+    }
+  };
+
+  struct Grace final : Pending {
+    ServerState* server = nullptr;
+    void on_timer() noexcept override { server->cancel_handlers(); }
+    void cancel(std::error_code) noexcept override { server->cancel_handlers(); }
+  };
+
+  void start_handler(TcpConnection conn) {
+    const Family family = conn.family();
+    auto stream = std::make_shared<StreamState>(UniqueHandle(conn.release()), family, options.streams);
+    auto* h = new Handler();
+    h->server = shared_from_this();
+    h->stream = stream;
+    try {
+      h->runner = run_child(handler(StreamReader(stream), StreamWriter(stream)), h->slot);
+    } catch (...) {
+      delete h;
+      loop->report_exception(std::current_exception());
+      return;
+    }
+    h->next = handlers_;
+    if (handlers_ != nullptr) handlers_->prev = h;
+    handlers_ = h;
+    ++active_;
+    h->runner.start(h);
+  }
+
+  void finished(Handler* h) noexcept {
+    if (h->prev != nullptr) h->prev->next = h->next;
+    else handlers_ = h->next;
+    if (h->next != nullptr) h->next->prev = h->prev;
+    --active_;
+    if (h->slot.error) {
+      loop->report_exception(h->slot.error);
+      h->stream->abort();  // a failed handler's connection is closed, not left half-written
+    }
+    auto keep = std::move(h->server);  // the server state outlives this call
+    delete h;
+    keep->check_closed();
+  }
+
+  Handler* handlers_ = nullptr;
+  std::size_t active_ = 0;
+  Grace grace_;
+  std::error_code ignored_;
+};
+
+/// Waits for a server to be closed.
+class [[nodiscard]] ServerClosedAwaiter final : private Pending {
+ public:
+  explicit ServerClosedAwaiter(std::shared_ptr<ServerState> s) noexcept : s_(std::move(s)) {}
+  bool await_ready() {
+    reactor_ = &current_reactor();
+    return !s_ || s_->closed();
+  }
+  template <class Promise>
+  bool await_suspend(std::coroutine_handle<Promise> h) {
+    scope_ = scope_of(h);
+    if (reactor_->closing() || (scope_ != nullptr && scope_->cancelled())) {
+      ec_ = std::make_error_code(std::errc::operation_canceled);
+      return false;
+    }
+    handle_ = h;
+    s_->closed_waiters.push_back(this);
+    if (scope_ != nullptr) scope_->leaf = this;
+    return true;
+  }
+  void await_resume() const {
+    if (ec_) throw std::system_error(ec_, "StreamServer wait_closed");
+  }
+
+ private:
+  void on_ready() noexcept override { complete(); }
+  void cancel(std::error_code why) noexcept override {
+    ec_ = why;
+    auto& w = s_->closed_waiters;
+    w.erase(std::remove(w.begin(), w.end(), static_cast<Pending*>(this)), w.end());
+    complete();
+  }
+  void complete() noexcept {
+    if (scope_ != nullptr) scope_->leaf = nullptr;
+    reactor_->schedule(handle_);
+  }
+  std::shared_ptr<ServerState> s_;
+  std::error_code ec_;
+  Reactor* reactor_ = nullptr;
+  CancelScope* scope_ = nullptr;
+  std::coroutine_handle<> handle_;
+};
+
+}  // namespace detail
+
+/// A running stream server (asyncio's Server; named StreamServer beside the blocking Server<P>). Moves; destroying it closes it.
+class StreamServer {
+ public:
+  StreamServer() noexcept = default;
+  explicit StreamServer(std::shared_ptr<detail::ServerState> s) noexcept : s_(std::move(s)) {}
+  StreamServer(StreamServer&&) noexcept = default;
+  StreamServer& operator=(StreamServer&& o) noexcept {
+    if (this != &o) {
+      close();
+      s_ = std::move(o.s_);
+    }
+    return *this;
+  }
+  StreamServer(const StreamServer&) = delete;
+  StreamServer& operator=(const StreamServer&) = delete;
+  ~StreamServer() { close(); }
+
+  /// Where it listens (port 0 resolved to the port the OS picked).
+  [[nodiscard]] Endpoint local_endpoint() const { return s_ ? s_->local : Endpoint{}; }
+  /// Stops accepting at once; running handlers get StreamServerOptions::grace, then are cancelled.
+  void close() noexcept {
+    if (s_) s_->close();
+  }
+  /// Waits until it is closed and every handler has ended.
+  [[nodiscard]] Task<void> wait_closed() const { return wait(s_); }
+  /// Serves until close() (from a handler, another task or a posted function), then waits as wait_closed.
+  [[nodiscard]] Task<void> serve_forever() const { return wait(s_); }
+  [[nodiscard]] bool is_serving() const noexcept { return s_ && !s_->closing; }
+  /// Handlers running now.
+  [[nodiscard]] std::size_t connections() const noexcept { return s_ ? s_->active() : 0; }
+
+ private:
+  static Task<void> wait(std::shared_ptr<detail::ServerState> s) { co_await detail::ServerClosedAwaiter(std::move(s)); }
+  std::shared_ptr<detail::ServerState> s_;
+};
+
+/// Listens on host:port ("localhost" and port 0 work) and runs `handler(reader, writer)` for
+/// each connection as its own task on the running loop (asyncio.start_server). A handler that
+/// throws is reported (EventLoop::set_exception_handler) and its connection closed; the server
+/// goes on. Throws std::system_error if it cannot listen.
+inline Task<StreamServer> start_server(StreamHandler handler, std::string host, int port, StreamServerOptions options = {}) {
+  auto listener = TcpListener::bind(host, port, options.listen);
+  auto state = std::make_shared<detail::ServerState>(std::move(listener), std::move(handler), std::move(options));
+  state->local = state->listener.local_endpoint();
+  state->loop->spawn(detail::ServerState::accept_loop(state));
+  co_return StreamServer(std::move(state));
+}
+
+}  // namespace sockpat
+
+#endif  // SOCKPAT_STREAMS_HPP

@@ -1,0 +1,506 @@
+// sockpat: Task<T>, the lazy coroutine type of the event-loop layer, and what combines tasks:
+// gather / when_all, wait_for, sleep. (spawn and run need the loop: event_loop.hpp.)
+#ifndef SOCKPAT_TASK_HPP
+#define SOCKPAT_TASK_HPP
+
+#include <chrono>        // std::chrono::steady_clock, std::chrono::duration
+#include <coroutine>     // std::coroutine_handle, std::suspend_always, std::noop_coroutine
+#include <cstddef>       // std::size_t
+#include <exception>     // std::exception_ptr, std::rethrow_exception, std::terminate
+#include <new>           // placement new, ::operator new
+#include <optional>      // std::optional
+#include <stdexcept>     // std::logic_error
+#include <system_error>  // std::error_code, std::system_error
+#include <type_traits>   // std::is_void_v
+#include <utility>       // std::exchange, std::move
+#include <vector>        // std::vector
+
+#include "sockpat/detail/reactor.hpp"
+
+namespace sockpat {
+
+template <class T = void>
+class Task;
+
+namespace detail {
+
+/// Coroutine frames come from a small per-thread cache of freed frames, so that a task
+/// started per message does not cost a heap allocation in steady state.
+class FrameCache {
+ public:
+  static constexpr std::size_t granule = 64;
+  static constexpr std::size_t classes = 32;  // frames up to 2 KiB are cached
+  static constexpr std::size_t max_cached = 256;
+
+  static void* allocate(std::size_t n) {
+    const std::size_t c = class_of(n);
+    if (c < classes) {
+      auto& cache = instance();
+      if (Free* f = cache.free_[c]) {
+        cache.free_[c] = f->next;
+        --cache.count_[c];
+        return f;
+      }
+      return ::operator new((c + 1) * granule);
+    }
+    return ::operator new(n);
+  }
+  static void deallocate(void* p, std::size_t n) noexcept {
+    const std::size_t c = class_of(n);
+    if (c < classes) {
+      auto& cache = instance();
+      if (cache.count_[c] < max_cached) {
+        cache.free_[c] = new (p) Free{cache.free_[c]};
+        ++cache.count_[c];
+        return;
+      }
+    }
+    ::operator delete(p);
+  }
+
+  FrameCache() = default;
+  FrameCache(const FrameCache&) = delete;
+  FrameCache& operator=(const FrameCache&) = delete;
+  ~FrameCache() {
+    for (Free* f : free_) {
+      while (f != nullptr) ::operator delete(std::exchange(f, f->next));
+    }
+  }
+
+ private:
+  struct Free {
+    Free* next;
+  };
+  static std::size_t class_of(std::size_t n) noexcept { return n == 0 ? 0 : (n - 1) / granule; }
+  static FrameCache& instance() noexcept {
+    thread_local FrameCache cache;
+    return cache;
+  }
+  Free* free_[classes] = {};
+  std::size_t count_[classes] = {};
+};
+
+/// What every sockpat coroutine promise shares: its frame allocator and its cancel scope.
+struct PromiseBase {
+  static void* operator new(std::size_t n) { return FrameCache::allocate(n); }
+  static void operator delete(void* p, std::size_t n) noexcept { FrameCache::deallocate(p, n); }
+
+  [[nodiscard]] CancelScope* cancel_scope() const noexcept { return scope; }
+
+  CancelScope* scope = nullptr;
+};
+
+template <class Promise>
+struct FinalAwaiter {
+  static bool await_ready() noexcept { return false; }
+  // Symmetric transfer: the awaiting coroutine resumes without growing the stack.
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> h) noexcept {
+    auto c = h.promise().continuation;
+    return c ? c : std::noop_coroutine();
+  }
+  static void await_resume() noexcept {}
+};
+
+template <class T>
+struct TaskPromise : PromiseBase {
+  std::coroutine_handle<> continuation;
+  std::exception_ptr error;
+  std::optional<T> value;
+
+  Task<T> get_return_object() noexcept;
+  static std::suspend_always initial_suspend() noexcept { return {}; }
+  static FinalAwaiter<TaskPromise> final_suspend() noexcept { return {}; }
+  template <class U>
+  void return_value(U&& v) {
+    value.emplace(std::forward<U>(v));
+  }
+  void unhandled_exception() noexcept { error = std::current_exception(); }
+  T take() {
+    if (error) std::rethrow_exception(error);
+    return std::move(*value);
+  }
+};
+
+template <>
+struct TaskPromise<void> : PromiseBase {
+  std::coroutine_handle<> continuation;
+  std::exception_ptr error;
+
+  Task<void> get_return_object() noexcept;
+  static std::suspend_always initial_suspend() noexcept { return {}; }
+  static FinalAwaiter<TaskPromise> final_suspend() noexcept { return {}; }
+  static void return_void() noexcept {}
+  void unhandled_exception() noexcept { error = std::current_exception(); }
+  void take() const {
+    if (error) std::rethrow_exception(error);
+  }
+};
+
+}  // namespace detail
+
+/// A lazy coroutine: it starts when awaited (or handed to EventLoop::spawn / run), then runs
+/// until its first suspension. Move-only; destroying an unstarted or finished task frees it.
+/// An exception thrown inside is rethrown by co_await. Cancelling its scope (wait_for,
+/// server close, loop stop) makes its pending operation finish with operation_canceled.
+template <class T>
+class [[nodiscard]] Task {
+ public:
+  using promise_type = detail::TaskPromise<T>;
+  using value_type = T;
+
+  Task() noexcept = default;
+  explicit Task(std::coroutine_handle<promise_type> h) noexcept : h_(h) {}
+  Task(Task&& o) noexcept : h_(std::exchange(o.h_, {})) {}
+  Task& operator=(Task&& o) noexcept {
+    if (this != &o) {
+      if (h_) h_.destroy();
+      h_ = std::exchange(o.h_, {});
+    }
+    return *this;
+  }
+  Task(const Task&) = delete;
+  Task& operator=(const Task&) = delete;
+  ~Task() {
+    if (h_) h_.destroy();
+  }
+
+  [[nodiscard]] bool valid() const noexcept { return static_cast<bool>(h_); }
+  [[nodiscard]] bool done() const noexcept { return h_ && h_.done(); }
+
+  struct Awaiter {
+    std::coroutine_handle<promise_type> h;
+    [[nodiscard]] bool await_ready() const noexcept { return !h || h.done(); }
+    template <class Promise>
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> caller) noexcept {
+      h.promise().continuation = caller;
+      h.promise().scope = detail::scope_of(caller);  // cancelling the caller reaches into the callee
+      return h;
+    }
+    T await_resume() {
+      if (!h) throw std::logic_error("sockpat: co_await on an empty Task");
+      return h.promise().take();
+    }
+  };
+  Awaiter operator co_await() && noexcept { return Awaiter{h_}; }
+
+  /// For the loop and the combinators: the coroutine itself.
+  [[nodiscard]] std::coroutine_handle<promise_type> handle() const noexcept { return h_; }
+
+ private:
+  std::coroutine_handle<promise_type> h_;
+};
+
+template <class T>
+Task<T> detail::TaskPromise<T>::get_return_object() noexcept {
+  return Task<T>(std::coroutine_handle<TaskPromise>::from_promise(*this));
+}
+inline Task<void> detail::TaskPromise<void>::get_return_object() noexcept {
+  return Task<void>(std::coroutine_handle<TaskPromise>::from_promise(*this));
+}
+
+namespace detail {
+
+/// Told when one of the tasks it started finishes; returns the coroutine to resume then.
+class Joiner {
+ public:
+  virtual std::coroutine_handle<> arrive() noexcept = 0;
+
+ protected:
+  Joiner() = default;
+  Joiner(const Joiner&) = default;
+  Joiner& operator=(const Joiner&) = default;
+  ~Joiner() = default;
+};
+
+template <class T>
+struct ChildSlot {
+  std::optional<T> value;
+  std::exception_ptr error;
+};
+template <>
+struct ChildSlot<void> {
+  bool value = false;
+  std::exception_ptr error;
+};
+
+/// Runs one child task in a cancel scope of its own and tells its Joiner when it is done.
+class Runner {
+ public:
+  struct promise_type : PromiseBase {
+    CancelScope own;
+    Joiner* joiner = nullptr;
+    promise_type() noexcept { scope = &own; }
+    Runner get_return_object() noexcept { return Runner(std::coroutine_handle<promise_type>::from_promise(*this)); }
+    static std::suspend_always initial_suspend() noexcept { return {}; }
+    struct Final {
+      static bool await_ready() noexcept { return false; }
+      std::coroutine_handle<> await_suspend(std::coroutine_handle<promise_type> h) noexcept {
+        return h.promise().joiner->arrive();
+      }
+      static void await_resume() noexcept {}
+    };
+    static Final final_suspend() noexcept { return {}; }
+    static void return_void() noexcept {}
+    [[noreturn]] static void unhandled_exception() noexcept { std::terminate(); }  // run_child catches all
+  };
+
+  Runner() noexcept = default;
+  explicit Runner(std::coroutine_handle<promise_type> h) noexcept : h_(h) {}
+  Runner(Runner&& o) noexcept : h_(std::exchange(o.h_, {})) {}
+  Runner& operator=(Runner&& o) noexcept {
+    if (this != &o) {
+      if (h_) h_.destroy();
+      h_ = std::exchange(o.h_, {});
+    }
+    return *this;
+  }
+  Runner(const Runner&) = delete;
+  Runner& operator=(const Runner&) = delete;
+  ~Runner() {
+    if (h_) h_.destroy();
+  }
+
+  void start(Joiner* j) noexcept {
+    h_.promise().joiner = j;
+    h_.resume();
+  }
+  [[nodiscard]] CancelScope& scope() noexcept { return h_.promise().own; }
+
+ private:
+  std::coroutine_handle<promise_type> h_;
+};
+
+template <class T>
+Runner run_child(Task<T> task, ChildSlot<T>& slot) {
+  try {
+    if constexpr (std::is_void_v<T>) {
+      co_await std::move(task);
+      slot.value = true;
+    } else {
+      slot.value.emplace(co_await std::move(task));
+    }
+  } catch (...) {
+    slot.error = std::current_exception();
+  }
+}
+
+inline std::error_code canceled() noexcept { return std::make_error_code(std::errc::operation_canceled); }
+
+template <class T>
+class [[nodiscard]] GatherAwaiter final : private Pending, private Joiner {
+ public:
+  explicit GatherAwaiter(std::vector<Task<T>> tasks) : tasks_(std::move(tasks)), slots_(tasks_.size()) {
+    runners_.reserve(tasks_.size());
+  }
+
+  [[nodiscard]] bool await_ready() const noexcept { return tasks_.empty(); }
+
+  template <class Promise>
+  bool await_suspend(std::coroutine_handle<Promise> h) {
+    scope_ = scope_of(h);
+    parent_ = h;
+    for (std::size_t i = 0; i < tasks_.size(); ++i) runners_.push_back(run_child(std::move(tasks_[i]), slots_[i]));
+    // One extra count while starting: a child that finishes at once must not resume the
+    // parent from inside this function.
+    remaining_ = runners_.size() + 1;
+    if (scope_ != nullptr) scope_->leaf = this;
+    for (auto& r : runners_) {
+      if (scope_ != nullptr && scope_->cancelled()) r.scope().cancel(canceled());
+      r.start(this);
+    }
+    if (--remaining_ == 0) {
+      if (scope_ != nullptr) scope_->leaf = nullptr;
+      return false;
+    }
+    return true;
+  }
+
+  auto await_resume() {
+    runners_.clear();
+    if (first_error_) std::rethrow_exception(first_error_);
+    if constexpr (std::is_void_v<T>) {
+      return;
+    } else {
+      std::vector<T> out;
+      out.reserve(slots_.size());
+      for (auto& s : slots_) out.push_back(std::move(*s.value));
+      return out;
+    }
+  }
+
+ private:
+  void cancel(std::error_code) noexcept override {
+    for (auto& r : runners_) r.scope().cancel(canceled());
+  }
+  std::coroutine_handle<> arrive() noexcept override {
+    if (!failed_) {
+      for (auto& s : slots_) {
+        if (s.error) {
+          // The first failure cancels the siblings; the parent resumes once all have ended.
+          failed_ = true;
+          first_error_ = s.error;
+          for (auto& r : runners_) r.scope().cancel(canceled());
+          break;
+        }
+      }
+    }
+    if (--remaining_ != 0) return std::noop_coroutine();
+    if (scope_ != nullptr) scope_->leaf = nullptr;
+    return parent_;
+  }
+
+  std::vector<Task<T>> tasks_;
+  std::vector<ChildSlot<T>> slots_;
+  std::vector<Runner> runners_;
+  std::size_t remaining_ = 0;
+  bool failed_ = false;
+  std::exception_ptr first_error_;
+  std::coroutine_handle<> parent_;
+  CancelScope* scope_ = nullptr;
+};
+
+template <class T>
+class [[nodiscard]] WaitForAwaiter final : private Pending, private Joiner {
+ public:
+  WaitForAwaiter(Task<T> task, std::chrono::steady_clock::duration timeout) : task_(std::move(task)), timeout_(timeout) {}
+
+  static bool await_ready() noexcept { return false; }
+
+  template <class Promise>
+  bool await_suspend(std::coroutine_handle<Promise> h) {
+    reactor_ = &current_reactor();
+    scope_ = scope_of(h);
+    parent_ = h;
+    runner_ = run_child(std::move(task_), slot_);
+    remaining_ = 2;
+    when = std::chrono::steady_clock::now() + timeout_;
+    reactor_->add_timer(this);
+    if (scope_ != nullptr) {
+      scope_->leaf = this;
+      if (scope_->cancelled()) runner_.scope().cancel(canceled());
+    }
+    runner_.start(this);
+    if (--remaining_ == 0) {
+      finish();
+      return false;
+    }
+    return true;
+  }
+
+  T await_resume() {
+    runner_ = Runner();
+    if (slot_.error) {
+      if (timed_out_) throw std::system_error(std::make_error_code(std::errc::timed_out), "wait_for");
+      std::rethrow_exception(slot_.error);
+    }
+    if constexpr (!std::is_void_v<T>) {
+      return std::move(*slot_.value);
+    }
+  }
+
+ private:
+  void on_timer() noexcept override {
+    timed_out_ = true;
+    runner_.scope().cancel(canceled());
+  }
+  void cancel(std::error_code) noexcept override { runner_.scope().cancel(canceled()); }
+  void finish() noexcept {
+    if (heap_index != not_in_heap) reactor_->remove_timer(this);
+    if (scope_ != nullptr) scope_->leaf = nullptr;
+  }
+  std::coroutine_handle<> arrive() noexcept override {
+    if (--remaining_ != 0) return std::noop_coroutine();
+    finish();
+    return parent_;
+  }
+
+  Task<T> task_;
+  std::chrono::steady_clock::duration timeout_;
+  ChildSlot<T> slot_;
+  Runner runner_;
+  std::size_t remaining_ = 0;
+  bool timed_out_ = false;
+  Reactor* reactor_ = nullptr;
+  std::coroutine_handle<> parent_;
+  CancelScope* scope_ = nullptr;
+};
+
+class [[nodiscard]] SleepAwaiter final : private Pending {
+ public:
+  explicit SleepAwaiter(std::chrono::steady_clock::time_point until) noexcept { when = until; }
+
+  bool await_ready() {
+    reactor_ = &current_reactor();
+    if (reactor_->closing()) ec_ = canceled();
+    return static_cast<bool>(ec_);
+  }
+  template <class Promise>
+  void await_suspend(std::coroutine_handle<Promise> h) noexcept {
+    scope_ = scope_of(h);
+    handle_ = h;
+    if (scope_ != nullptr && scope_->cancelled()) {
+      ec_ = canceled();
+      reactor_->schedule(h);
+      return;
+    }
+    reactor_->add_timer(this);
+    if (scope_ != nullptr) scope_->leaf = this;
+  }
+  void await_resume() const {
+    if (ec_) throw std::system_error(ec_, "sleep");
+  }
+
+ private:
+  void on_timer() noexcept override { complete(); }
+  void cancel(std::error_code why) noexcept override {
+    ec_ = why;
+    if (heap_index != not_in_heap) reactor_->remove_timer(this);
+    complete();
+  }
+  void complete() noexcept {
+    if (scope_ != nullptr) scope_->leaf = nullptr;
+    reactor_->schedule(handle_);
+  }
+
+  std::error_code ec_;
+  Reactor* reactor_ = nullptr;
+  CancelScope* scope_ = nullptr;
+  std::coroutine_handle<> handle_;
+};
+
+}  // namespace detail
+
+/// Runs the tasks side by side on the running loop and returns their results in order. The
+/// first exception cancels the others; it is rethrown once every task has ended.
+template <class T>
+[[nodiscard]] detail::GatherAwaiter<T> gather(std::vector<Task<T>> tasks) {
+  return detail::GatherAwaiter<T>(std::move(tasks));
+}
+/// asyncio's other name for gather.
+template <class T>
+[[nodiscard]] detail::GatherAwaiter<T> when_all(std::vector<Task<T>> tasks) {
+  return detail::GatherAwaiter<T>(std::move(tasks));
+}
+
+/// Runs `task` for at most `timeout`. On expiry the task is cancelled (its pending operation
+/// finishes with operation_canceled), and once it has unwound, wait_for throws timed_out.
+template <class T, class Rep, class Period>
+[[nodiscard]] detail::WaitForAwaiter<T> wait_for(Task<T> task, std::chrono::duration<Rep, Period> timeout) {
+  return detail::WaitForAwaiter<T>(std::move(task),
+                                   std::chrono::ceil<std::chrono::steady_clock::duration>(timeout));
+}
+
+/// Suspends for `d` on the running loop (and yields to other tasks even when `d` is 0).
+/// Throws std::system_error(operation_canceled) when cancelled.
+template <class Rep, class Period>
+[[nodiscard]] detail::SleepAwaiter sleep(std::chrono::duration<Rep, Period> d) {
+  return detail::SleepAwaiter(std::chrono::steady_clock::now() +
+                              std::chrono::ceil<std::chrono::steady_clock::duration>(d));
+}
+[[nodiscard]] inline detail::SleepAwaiter sleep_until(std::chrono::steady_clock::time_point t) {
+  return detail::SleepAwaiter(t);
+}
+
+}  // namespace sockpat
+
+#endif  // SOCKPAT_TASK_HPP

@@ -1,0 +1,251 @@
+#include "sockpat/streams.hpp"
+
+#include <doctest/doctest.h>
+
+#include "support/printing.hpp"
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+sockpat::Task<void> echo_lines(sockpat::StreamReader reader, sockpat::StreamWriter writer) {
+  for (;;) {
+    auto line = co_await reader.read_line();
+    if (line.empty()) break;
+    co_await writer.write(line);
+  }
+  co_await writer.drain();
+  writer.close();
+}
+
+template <class F>
+void on_loop(F&& body) {
+  sockpat::EventLoop loop;
+  loop.run_until_complete(body());
+}
+
+}  // namespace
+
+TEST_SUITE("streams") {
+TEST_CASE("start_server and open_connection talk lines, asyncio-style" * doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    auto server = co_await sockpat::start_server(echo_lines, "127.0.0.1", 0);
+    CHECK(server.is_serving());
+    auto [reader, writer] = co_await sockpat::open_connection("127.0.0.1", server.local_endpoint().port(), 5s);
+    CHECK(writer.peer_endpoint() == server.local_endpoint());
+    co_await writer.write("first line\nsecond");
+    co_await writer.write(" line\nno newline");
+    writer.write_eof();
+    CHECK(co_await reader.read_line() == "first line\n");
+    CHECK(co_await reader.read_until("line\n") == "second line\n");
+    CHECK(co_await reader.read_exactly(3) == "no ");
+    CHECK(co_await reader.read(100) == "newline");
+    CHECK(co_await reader.read(100) == "");
+    CHECK(reader.at_eof());
+    server.close();
+    co_await server.wait_closed();
+    CHECK_FALSE(server.is_serving());
+  });
+}
+
+TEST_CASE("read_exactly at end of stream throws with the count and keeps the bytes" * doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    auto send_then_close = [](sockpat::StreamReader, sockpat::StreamWriter w) -> sockpat::Task<void> {
+      co_await w.write("12345");
+      w.close();
+    };
+    auto server = co_await sockpat::start_server(send_then_close, "127.0.0.1", 0);
+    auto [reader, writer] = co_await sockpat::open_connection("127.0.0.1", server.local_endpoint().port(), 5s);
+    try {
+      (void)co_await reader.read_exactly(10);
+      FAIL("expected end_of_stream");
+    } catch (const sockpat::TransferError& e) {
+      CHECK(e.code() == sockpat::errc::end_of_stream);
+      CHECK(e.bytes_transferred() == 5);
+    }
+    CHECK(co_await reader.read(10) == "12345");
+    CHECK(co_await reader.read_line() == "");
+  });
+}
+
+TEST_CASE("read_until fails clearly past the buffer limit" * doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    auto flood = [](sockpat::StreamReader, sockpat::StreamWriter w) -> sockpat::Task<void> {
+      const std::string chunk(4096, 'x');
+      for (int i = 0; i < 64; ++i) co_await w.write(chunk);  // 256 KiB, no newline
+      co_await w.drain();
+    };
+    auto server = co_await sockpat::start_server(flood, "127.0.0.1", 0);
+    sockpat::StreamOptions small;
+    small.limit = 16 * 1024;
+    auto [reader, writer] = co_await sockpat::open_connection("127.0.0.1", server.local_endpoint().port(), 5s, small);
+    try {
+      (void)co_await reader.read_line();
+      FAIL("expected buffer_full");
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == sockpat::errc::buffer_full);
+      CHECK(std::string(e.what()).find("16384") != std::string::npos);
+    }
+    CHECK(reader.buffered() <= small.limit);
+  });
+}
+
+TEST_CASE("a peer that never reads keeps the server's buffer under its high-water mark" * doctest::timeout(90)) {
+  constexpr std::size_t total = 200u << 20;  // 200 MiB
+  constexpr std::size_t chunk = 64 * 1024;
+  std::size_t most_buffered = 0;
+  std::size_t written = 0;
+  bool writer_done = false;
+  sockpat::StreamServerOptions options;
+  options.streams.high_water = 256 * 1024;
+  options.streams.low_water = 64 * 1024;
+  auto producer = [&](sockpat::StreamReader, sockpat::StreamWriter w) -> sockpat::Task<void> {
+    std::string block(chunk, '\0');
+    for (std::size_t i = 0; i < chunk; ++i) block[i] = static_cast<char>('a' + i % 26);
+    while (written < total) {
+      co_await w.write(block);  // never drains
+      written += chunk;
+      most_buffered = std::max(most_buffered, w.buffered());
+    }
+    writer_done = true;
+  };
+  on_loop([&]() -> sockpat::Task<void> {
+    auto server = co_await sockpat::start_server(producer, "127.0.0.1", 0, options);
+    auto conn = co_await sockpat::TcpConnection::async_connect(server.local_endpoint(), 5s);
+    // Not reading: wait until the producer is held back by a full buffer.
+    for (int i = 0; i < 5000 && most_buffered < options.streams.high_water - chunk; ++i) co_await sockpat::sleep(1ms);
+    CHECK(most_buffered >= options.streams.high_water - chunk);
+    CHECK(most_buffered <= options.streams.high_water);
+    CHECK(written < total);
+    // Now read all 200 MiB and check them.
+    std::vector<std::byte> buf(1 << 20);
+    std::size_t got = 0;
+    bool content_ok = true;
+    for (;;) {
+      const auto n = co_await conn.async_read_some(buf, 30s);
+      if (n == 0) break;
+      for (std::size_t i = 0; i < n; i += 4099) {
+        if (buf[i] != static_cast<std::byte>('a' + (got + i) % chunk % 26)) content_ok = false;
+      }
+      got += n;
+    }
+    CHECK(got == total);
+    CHECK(content_ok);
+    CHECK(writer_done);
+    CHECK(most_buffered <= options.streams.high_water);
+  });
+}
+
+TEST_CASE("a handler that throws is reported, its connection closed, and the server goes on" * doctest::timeout(30)) {
+  std::vector<std::string> reports;
+  on_loop([&]() -> sockpat::Task<void> {
+    sockpat::get_running_loop().set_exception_handler([&](std::exception_ptr e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& x) {
+        reports.emplace_back(x.what());
+      }
+    });
+    auto handler = [](sockpat::StreamReader r, sockpat::StreamWriter w) -> sockpat::Task<void> {
+      auto line = co_await r.read_line();
+      if (line == "throw\n") throw std::runtime_error("handler failed");
+      co_await w.write("ok: " + line);
+    };
+    auto server = co_await sockpat::start_server(handler, "127.0.0.1", 0);
+    const int port = server.local_endpoint().port();
+    {
+      auto [r, w] = co_await sockpat::open_connection("127.0.0.1", port, 5s);
+      co_await w.write("throw\n");
+      CHECK(co_await r.read(100) == "");  // closed by the server
+    }
+    auto [r, w] = co_await sockpat::open_connection("127.0.0.1", port, 5s);
+    co_await w.write("fine\n");
+    CHECK(co_await r.read_line() == "ok: fine\n");
+  });
+  CHECK(reports == std::vector<std::string>{"handler failed"});
+}
+
+TEST_CASE("closing the server stops accepting and cancels handlers after the grace period" * doctest::timeout(30)) {
+  bool handler_cancelled = false;
+  on_loop([&]() -> sockpat::Task<void> {
+    auto stuck = [&](sockpat::StreamReader r, sockpat::StreamWriter) -> sockpat::Task<void> {
+      try {
+        (void)co_await r.read(10);  // the client never sends
+      } catch (const std::system_error& e) {
+        handler_cancelled = e.code() == std::errc::operation_canceled;
+        throw;
+      }
+    };
+    sockpat::StreamServerOptions options;
+    options.grace = 50ms;
+    auto server = co_await sockpat::start_server(stuck, "127.0.0.1", 0, options);
+    const auto endpoint = server.local_endpoint();
+    auto client = co_await sockpat::TcpConnection::async_connect(endpoint, 5s);
+    for (int i = 0; i < 1000 && server.connections() == 0; ++i) co_await sockpat::sleep(1ms);
+    CHECK(server.connections() == 1);
+    const auto start = std::chrono::steady_clock::now();
+    server.close();
+    CHECK_FALSE(server.is_serving());
+    co_await server.wait_closed();
+    CHECK(std::chrono::steady_clock::now() - start >= 50ms);
+    CHECK(server.connections() == 0);
+    try {
+      (void)co_await sockpat::TcpConnection::async_connect(endpoint, 5s);
+      FAIL("expected connection_refused: the server no longer listens");
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == std::errc::connection_refused);
+    }
+  });
+  CHECK(handler_cancelled);
+}
+
+TEST_CASE("serve_forever returns once the server is closed; wait_closed waits for the writer's close" *
+          doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    auto once = [](sockpat::StreamReader r, sockpat::StreamWriter w) -> sockpat::Task<void> {
+      co_await w.write(co_await r.read_line());
+      w.close();
+      CHECK(w.is_closing());
+      co_await w.wait_closed();
+    };
+    auto server = co_await sockpat::start_server(once, "127.0.0.1", 0);
+    auto client = [&]() -> sockpat::Task<void> {
+      auto [r, w] = co_await sockpat::open_connection("127.0.0.1", server.local_endpoint().port(), 5s);
+      co_await w.write("bye\n");
+      CHECK(co_await r.read_line() == "bye\n");
+      CHECK(co_await r.read(10) == "");
+      CHECK(r.at_eof());
+      server.close();
+    };
+    sockpat::spawn(client());
+    co_await server.serve_forever();  // until the client task closes it
+    CHECK_FALSE(server.is_serving());
+    CHECK(server.connections() == 0);
+  });
+}
+
+TEST_CASE("writing after write_eof fails with broken_pipe; the peer reads end of stream" * doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    auto pair = sockpat::UnixConnection::pair();
+    auto [r1, w1] = sockpat::make_streams(std::move(pair.first));
+    auto [r2, w2] = sockpat::make_streams(std::move(pair.second));
+    co_await w1.write("last words");
+    w1.write_eof();
+    try {
+      co_await w1.write("more");
+      FAIL("expected broken_pipe");
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == std::errc::broken_pipe);
+    }
+    CHECK(co_await r2.read_exactly(10) == "last words");
+    CHECK(co_await r2.read(10) == "");
+    co_await w2.write("reply");  // the other direction still works
+    CHECK(co_await r1.read_exactly(5) == "reply");
+  });
+}
+}

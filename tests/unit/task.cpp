@@ -1,0 +1,168 @@
+#include "sockpat/task.hpp"
+
+#include <doctest/doctest.h>
+
+#include "support/printing.hpp"
+
+#include <chrono>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "sockpat/event_loop.hpp"
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+static_assert(!std::is_copy_constructible_v<sockpat::Task<int>>);
+static_assert(std::is_nothrow_move_constructible_v<sockpat::Task<int>>);
+static_assert(std::is_nothrow_move_assignable_v<sockpat::Task<void>>);
+
+namespace {
+
+sockpat::Task<int> value(int v) { co_return v; }
+sockpat::Task<std::unique_ptr<int>> move_only(int v) { co_return std::make_unique<int>(v); }
+sockpat::Task<int> add(int a, int b) { co_return co_await value(a) + co_await value(b); }
+sockpat::Task<int> thrower() {
+  co_await sockpat::sleep(1ms);
+  throw std::runtime_error("inner failure");
+}
+sockpat::Task<int> deep(int n) {
+  if (n == 0) co_return 0;
+  co_return 1 + co_await deep(n - 1);
+}
+
+}  // namespace
+
+TEST_SUITE("task") {
+TEST_CASE("a task is lazy: nothing runs until it is awaited") {
+  bool ran = false;
+  auto make = [&]() -> sockpat::Task<void> {
+    ran = true;
+    co_return;
+  };
+  {
+    auto t = make();
+    CHECK_FALSE(ran);
+  }  // destroyed unstarted
+  CHECK_FALSE(ran);
+  sockpat::run(make());
+  CHECK(ran);
+}
+
+TEST_CASE("values and move-only values come back through co_await") {
+  CHECK(sockpat::run(add(2, 3)) == 5);
+  CHECK(*sockpat::run(move_only(7)) == 7);
+}
+
+TEST_CASE("a chain of 10000 tasks each awaiting the next completes") {
+  CHECK(sockpat::run(deep(10000)) == 10000);
+}
+
+TEST_CASE("an exception propagates to the awaiter") {
+  auto outer = []() -> sockpat::Task<std::string> {
+    try {
+      co_await thrower();
+    } catch (const std::runtime_error& e) {
+      co_return std::string("caught ") + e.what();
+    }
+    co_return "not thrown";
+  };
+  CHECK(sockpat::run(outer()) == "caught inner failure");
+}
+
+TEST_CASE("gather runs tasks side by side and keeps their order") {
+  std::vector<int> finished;
+  auto slow = [&](int v, int ms) -> sockpat::Task<int> {
+    co_await sockpat::sleep(std::chrono::milliseconds(ms));
+    finished.push_back(v);
+    co_return v;
+  };
+  auto result = sockpat::run([&]() -> sockpat::Task<std::vector<int>> {
+    std::vector<sockpat::Task<int>> tasks;
+    tasks.push_back(slow(1, 60));
+    tasks.push_back(slow(2, 20));
+    tasks.push_back(slow(3, 40));
+    co_return co_await sockpat::gather(std::move(tasks));
+  }());
+  CHECK(result == std::vector<int>{1, 2, 3});
+  CHECK(finished == std::vector<int>{2, 3, 1});  // concurrent: one after the other would give 1, 2, 3
+}
+
+TEST_CASE("gather of nothing returns at once, and when_all is gather") {
+  CHECK(sockpat::run([]() -> sockpat::Task<std::size_t> {
+          co_return (co_await sockpat::when_all(std::vector<sockpat::Task<int>>{})).size();
+        }()) == 0);
+}
+
+TEST_CASE("the first failure in gather cancels the others and is rethrown") {
+  bool other_cancelled = false;
+  auto waits = [&]() -> sockpat::Task<int> {
+    try {
+      co_await sockpat::sleep(1h);
+    } catch (const std::system_error& e) {
+      other_cancelled = e.code() == std::errc::operation_canceled;
+      throw;
+    }
+    co_return 0;
+  };
+  auto main = [&]() -> sockpat::Task<void> {
+    std::vector<sockpat::Task<int>> tasks;
+    tasks.push_back(waits());
+    tasks.push_back(thrower());
+    (void)co_await sockpat::gather(std::move(tasks));
+  };
+  CHECK_THROWS_WITH_AS(sockpat::run(main()), "inner failure", std::runtime_error);
+  CHECK(other_cancelled);
+}
+
+TEST_CASE("wait_for returns the value when the task is quick enough") {
+  CHECK(sockpat::run([]() -> sockpat::Task<int> { co_return co_await sockpat::wait_for(value(9), 1s); }()) == 9);
+}
+
+TEST_CASE("wait_for times out and cancels the inner operation") {
+  bool inner_cancelled = false;
+  bool inner_finished = false;
+  auto inner = [&]() -> sockpat::Task<int> {
+    try {
+      co_await sockpat::sleep(1h);
+    } catch (const std::system_error& e) {
+      inner_cancelled = e.code() == std::errc::operation_canceled;
+      throw;
+    }
+    inner_finished = true;
+    co_return 1;
+  };
+  const auto start = Clock::now();
+  auto main = [&]() -> sockpat::Task<void> { (void)co_await sockpat::wait_for(inner(), 30ms); };
+  try {
+    sockpat::run(main());
+    FAIL("expected timed_out");
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == std::errc::timed_out);
+  }
+  CHECK(Clock::now() - start >= 30ms);
+  CHECK(Clock::now() - start < 1s);
+  CHECK(inner_cancelled);
+  CHECK_FALSE(inner_finished);
+  CHECK(sockpat::EventLoop::current() == nullptr);
+}
+
+TEST_CASE("nested wait_for: the outer timeout cancels through the inner one") {
+  auto main = []() -> sockpat::Task<void> {
+    auto inner = []() -> sockpat::Task<void> {
+      co_await sockpat::wait_for([]() -> sockpat::Task<void> { co_await sockpat::sleep(1h); }(), 1h);
+    };
+    co_await sockpat::wait_for(inner(), 20ms);
+  };
+  CHECK_THROWS_WITH_AS(sockpat::run(main()), doctest::Contains("timed"), std::system_error);
+}
+
+TEST_CASE("sleep waits at least its duration") {
+  const auto start = Clock::now();
+  sockpat::run([]() -> sockpat::Task<void> { co_await sockpat::sleep(25ms); }());
+  CHECK(Clock::now() - start >= 25ms);
+}
+}
