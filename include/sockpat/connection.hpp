@@ -125,7 +125,7 @@ class Connection : private Socket<P> {
   /// Tries each endpoint in order; the error is the last one met (timed_out once the deadline passed).
   [[nodiscard]] static Connection connect_any(std::span<const Endpoint> endpoints, const ConnectOptions& options,
                                               std::error_code& ec) noexcept {
-    ec = std::make_error_code(std::errc::host_unreachable);
+    ec = detail::make_errc(std::errc::host_unreachable);
     for (const auto& e : endpoints) {
       if (!options.local.empty() && options.local.family() != e.family()) continue;
       auto c = connect(e, options, ec);

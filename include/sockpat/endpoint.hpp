@@ -220,7 +220,7 @@ class Endpoint {
                                                    detail::SocketType type = detail::SocketType::stream) noexcept {
   ec.clear();
   if (host.empty() || port < 0 || port > 65535) {
-    ec = std::make_error_code(std::errc::invalid_argument);
+    ec = detail::make_errc(std::errc::invalid_argument);
     return {};
   }
   std::vector<detail::RawAddress> raw;

@@ -16,6 +16,8 @@ struct ListenOptions {
   /// The kernel's queue of connections not yet accepted (clamped by the OS, e.g. somaxconn).
   int backlog = detail::default_backlog;
   /// SO_REUSEADDR, so a restarted server can bind its port while old connections linger.
+  /// Not applied on Windows, where SO_REUSEADDR allows port stealing: listeners there take
+  /// SO_EXCLUSIVEADDRUSE instead.
   bool reuse_address = true;
   /// SO_REUSEPORT, so several listeners (one per thread) share one port.
   bool reuse_port = false;
@@ -55,7 +57,7 @@ class Listener : private Socket<P> {
     if (ec) return {};
     const auto h = l.native_handle();
     if (!P::local) {
-      if (options.reuse_address) ec = detail::set_int_option(h, detail::option::reuse_address, 1);
+      ec = detail::set_listener_reuse(h, options.reuse_address);
 #if defined(SOCKPAT_HAS_REUSE_PORT)
       if (!ec && options.reuse_port) ec = detail::set_int_option(h, detail::option::reuse_port, 1);
 #endif

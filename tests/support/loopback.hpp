@@ -4,11 +4,17 @@
 
 #include <chrono>      // std::chrono_literals
 #include <filesystem>  // std::filesystem::directory_iterator, temp_directory_path
+#include <stdexcept>   // std::runtime_error
 #include <string>      // std::string
 
-#include <unistd.h>  // getpid
-
 #include "sockpat/listener.hpp"
+
+#if defined(_WIN32)
+#include <process.h>  // _getpid
+#include <windows.h>  // GetProcessHandleCount (sockpat has included it already, lean)
+#else
+#include <unistd.h>  // getpid
+#endif
 
 namespace test {
 
@@ -19,11 +25,32 @@ inline sockpat::TcpListener loopback_listener(const sockpat::ListenOptions& o = 
   return sockpat::TcpListener::bind({"127.0.0.1", 0}, o);
 }
 
-/// The number of open descriptors of this process.
+inline int process_id() {
+#if defined(_WIN32)
+  return ::_getpid();
+#else
+  return static_cast<int>(::getpid());
+#endif
+}
+
+/// The number of open descriptors (on Windows: kernel handles, sockets among them) of this process.
 inline int open_descriptors() {
+#if defined(_WIN32)
+  DWORD n = 0;
+  if (!::GetProcessHandleCount(::GetCurrentProcess(), &n)) throw std::runtime_error("GetProcessHandleCount failed");
+  return static_cast<int>(n);
+#else
   int n = 0;
   for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
   return n;
+#endif
+}
+
+/// Whether this system opens AF_UNIX stream sockets (Windows 10 1803+; not Wine 8).
+inline bool unix_sockets_supported() {
+  std::error_code ec;
+  sockpat::UnixSocket probe(sockpat::Family::unix_domain, ec);
+  return !ec;
 }
 
 /// A fresh path for a Unix-domain socket, removed when the object dies.
@@ -32,7 +59,7 @@ class TempSocketPath {
   explicit TempSocketPath(const std::string& stem) {
     static int counter = 0;
     path_ = (std::filesystem::temp_directory_path() /
-             ("sockpat-" + stem + '-' + std::to_string(::getpid()) + '-' + std::to_string(++counter) + ".sock"))
+             ("sockpat-" + stem + '-' + std::to_string(process_id()) + '-' + std::to_string(++counter) + ".sock"))
                 .string();
     std::filesystem::remove(path_);
   }

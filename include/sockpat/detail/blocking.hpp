@@ -18,7 +18,7 @@ struct Bound {
 };
 
 inline std::error_code canceled_if_stopped(const Bound& b) noexcept {
-  if (b.stop != nullptr && b.stop->stop_requested()) return std::make_error_code(std::errc::operation_canceled);
+  if (b.stop != nullptr && b.stop->stop_requested()) return make_errc(std::errc::operation_canceled);
   return {};
 }
 
@@ -54,7 +54,8 @@ inline std::error_code blocking_connect(native_handle h, const RawAddress& to, c
   if (auto ec = canceled_if_stopped(b)) return ec;
   std::error_code ec = connect_handle(h, to.data(), to.size);
   if (ec != std::errc::operation_in_progress && !would_block(ec)) return ec;
-  ec = wait_for(h, Readiness::write, b);
+  static const std::stop_token never;
+  ec = wait_connected(h, b.deadline, b.stop != nullptr ? *b.stop : never);
   if (ec) return ec;
   return pending_error(h);
 }
@@ -133,11 +134,12 @@ inline std::size_t blocking_recv_from(native_handle h, void* buf, std::size_t n,
     const std::size_t r = recv_from(h, buf, n, addr.data(), &addr.size, ec);
     if (!ec) {
       if (r > n) {
-        ec = std::make_error_code(std::errc::message_size);
+        ec = make_errc(std::errc::message_size);
         return n;
       }
       return r;
     }
+    if (ec == std::errc::message_size) return n;  // Winsock: WSAEMSGSIZE with the buffer filled
     if (!would_block(ec)) return 0;
     ec = wait_for(h, Readiness::read, b);
   }

@@ -14,10 +14,13 @@
 namespace sockpat::detail {
 
 using steady_time = std::chrono::steady_clock::time_point;
-inline constexpr steady_time no_deadline = steady_time::max();
+// Parenthesised: a user's <windows.h> without NOMINMAX makes max a function-like macro.
+inline constexpr steady_time no_deadline = (steady_time::max)();
 
 /// A per-thread wake-up descriptor that a stop callback signals from another thread to end
 /// a poll() early. Opened the first time a thread waits with a stop token, closed at thread exit.
+/// POSIX: an eventfd (Linux) or a pipe. Windows: WSAPoll waits on sockets only, so the channel
+/// is a connected TCP pair over 127.0.0.1; an event loop's post() wake-up is the same pair.
 class Waker {
  public:
   Waker() noexcept = default;
@@ -34,6 +37,13 @@ class Waker {
     const int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (fd < 0) return last_error();
     read_ = write_ = fd;
+#elif defined(SOCKPAT_WINDOWS)
+    native_handle pair[2];
+    if (auto ec = socket_pair(AF_INET, SOCK_STREAM, pair)) return ec;
+    // One byte must go out at once, not wait for Nagle's timer.
+    (void)set_int_option(pair[1], IPPROTO_TCP, TCP_NODELAY, 1);
+    read_ = pair[0];
+    write_ = pair[1];
 #else
     int fds[2];
     if (::pipe(fds) != 0) return last_error();
@@ -52,6 +62,19 @@ class Waker {
 
   [[nodiscard]] native_handle read_handle() const noexcept { return read_; }
 
+#if defined(SOCKPAT_WINDOWS)
+  void notify() const noexcept {
+    const char one = 1;
+    // A full socket buffer already means "woken": the result is not needed.
+    (void)::send(write_, &one, 1, 0);
+  }
+
+  void drain() const noexcept {
+    char buf[64];
+    while (::recv(read_, buf, sizeof buf, 0) > 0) {
+    }
+  }
+#else
   void notify() const noexcept {
     const std::uint64_t one = 1;
     // A full pipe or counter already means "woken": the result is not needed.
@@ -65,6 +88,7 @@ class Waker {
       if (write_ == read_) break;  // an eventfd is emptied by one read
     }
   }
+#endif
 
  private:
   native_handle read_ = invalid_handle;
@@ -86,6 +110,18 @@ inline int poll_timeout_ms(steady_time deadline) noexcept {
   return ms > INT_MAX ? INT_MAX : static_cast<int>(ms);
 }
 
+#if defined(SOCKPAT_WINDOWS)
+using poll_entry = ::WSAPOLLFD;
+using poll_count = ::ULONG;
+inline int poll_handles(poll_entry* fds, poll_count n, int timeout_ms) noexcept { return ::WSAPoll(fds, n, timeout_ms); }
+inline bool interrupted(const std::error_code&) noexcept { return false; }  // no signals interrupt WSAPoll
+#else
+using poll_entry = ::pollfd;
+using poll_count = ::nfds_t;
+inline int poll_handles(poll_entry* fds, poll_count n, int timeout_ms) noexcept { return ::poll(fds, n, timeout_ms); }
+inline bool interrupted(const std::error_code& ec) noexcept { return ec == std::errc::interrupted; }
+#endif
+
 enum class Readiness : short { read = POLLIN, write = POLLOUT };
 
 struct WakeOnStop {
@@ -97,9 +133,9 @@ struct WakeOnStop {
 /// (operation_canceled). An error or hang-up on the socket counts as ready: the next call reports it.
 inline std::error_code wait_ready(native_handle h, Readiness what, steady_time deadline,
                                   const std::stop_token& stop) noexcept {
-  if (stop.stop_requested()) return std::make_error_code(std::errc::operation_canceled);
-  ::pollfd fds[2] = {{h, static_cast<short>(what), 0}, {invalid_handle, POLLIN, 0}};
-  ::nfds_t count = 1;
+  if (stop.stop_requested()) return make_errc(std::errc::operation_canceled);
+  poll_entry fds[2] = {{h, static_cast<short>(what), 0}, {invalid_handle, POLLIN, 0}};
+  poll_count count = 1;
   std::error_code ec;
   Waker* waker = nullptr;
   std::optional<std::stop_callback<WakeOnStop>> on_stop;
@@ -111,19 +147,22 @@ inline std::error_code wait_ready(native_handle h, Readiness what, steady_time d
     on_stop.emplace(stop, WakeOnStop{waker});
   }
   for (;;) {
-    const int r = ::poll(fds, count, poll_timeout_ms(deadline));
+    const int r = poll_handles(fds, count, poll_timeout_ms(deadline));
     if (r < 0) {
-      if (errno == EINTR) continue;
       ec = last_error();
+      if (interrupted(ec)) {
+        ec.clear();
+        continue;
+      }
       break;
     }
     if (stop.stop_requested()) {
-      ec = std::make_error_code(std::errc::operation_canceled);
+      ec = make_errc(std::errc::operation_canceled);
       break;
     }
     if (fds[0].revents != 0) break;
     if (r == 0 && std::chrono::steady_clock::now() >= deadline) {
-      ec = std::make_error_code(std::errc::timed_out);
+      ec = make_errc(std::errc::timed_out);
       break;
     }
   }
@@ -132,6 +171,57 @@ inline std::error_code wait_ready(native_handle h, Readiness what, steady_time d
   if (waker != nullptr && stop.stop_requested()) waker->drain();
   return ec;
 }
+
+#if defined(SOCKPAT_WINDOWS)
+// WSAPoll before Windows 10 2004 never reports a connect that failed (refused, unreachable): it
+// waits out its whole timeout. select() reports the failure in the except set on every version,
+// so the connect wait uses it; one socket and the waker are far below FD_SETSIZE.
+inline std::error_code wait_connected(native_handle h, steady_time deadline, const std::stop_token& stop) noexcept {
+  if (stop.stop_requested()) return make_errc(std::errc::operation_canceled);
+  std::error_code ec;
+  Waker* waker = nullptr;
+  std::optional<std::stop_callback<WakeOnStop>> on_stop;
+  if (stop.stop_possible()) {
+    waker = thread_waker(ec);
+    if (ec) return ec;
+    on_stop.emplace(stop, WakeOnStop{waker});
+  }
+  for (;;) {
+    ::fd_set readable;
+    ::fd_set writable;
+    ::fd_set failed;
+    FD_ZERO(&readable);
+    FD_ZERO(&writable);
+    FD_ZERO(&failed);
+    FD_SET(h, &writable);
+    FD_SET(h, &failed);
+    if (waker != nullptr) FD_SET(waker->read_handle(), &readable);
+    const int ms = poll_timeout_ms(deadline);
+    ::timeval tv{ms / 1000, (ms % 1000) * 1000};
+    const int r = ::select(0, &readable, &writable, &failed, ms < 0 ? nullptr : &tv);
+    if (r < 0) {
+      ec = last_error();
+      break;
+    }
+    if (stop.stop_requested()) {
+      ec = make_errc(std::errc::operation_canceled);
+      break;
+    }
+    if (FD_ISSET(h, &writable) || FD_ISSET(h, &failed)) break;
+    if (r == 0 && std::chrono::steady_clock::now() >= deadline) {
+      ec = make_errc(std::errc::timed_out);
+      break;
+    }
+  }
+  on_stop.reset();
+  if (waker != nullptr && stop.stop_requested()) waker->drain();
+  return ec;
+}
+#else
+inline std::error_code wait_connected(native_handle h, steady_time deadline, const std::stop_token& stop) noexcept {
+  return wait_ready(h, Readiness::write, deadline, stop);
+}
+#endif
 
 }  // namespace sockpat::detail
 
