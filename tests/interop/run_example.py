@@ -1,7 +1,12 @@
 """Runs sockpat's examples as real processes over loopback and checks what they print.
 
-Usage: run_example.py BIN_DIR SCENARIO. Every wait is bounded; servers are stopped with
-SIGINT or SIGTERM and must exit 0, which proves the clean stop the examples promise.
+Usage: run_example.py BIN_DIR SCENARIO [RUNNER...]. Every wait is bounded; servers are stopped
+with SIGINT or SIGTERM and must exit 0, which proves the clean stop the examples promise.
+
+RUNNER is a command that runs the example binaries, such as Wine's loader for a Windows
+cross-build (CMake passes CMAKE_CROSSCOMPILING_EMULATOR). Wine turns a SIGINT it receives into
+the console's CTRL_C_EVENT, which sockpat::SignalStop handles; Windows has no SIGTERM for a
+console program, so under a runner every stop is sent as SIGINT.
 """
 import os
 import signal
@@ -11,6 +16,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TIMEOUT = 20
+RUNNER = []
 
 
 class Server:
@@ -27,7 +33,7 @@ class Server:
         self.port = int(self.endpoint.rsplit(':', 1)[1])
 
     def stop(self, sig=signal.SIGINT):
-        self.proc.send_signal(sig)
+        self.proc.send_signal(signal.SIGINT if RUNNER else sig)
         return self.finish()
 
     def finish(self):
@@ -46,7 +52,10 @@ def expect(cond, what, *details):
 
 
 def bin_path(bin_dir, name):
-    return os.path.join(bin_dir, name)
+    path = os.path.join(bin_dir, name)
+    if os.path.exists(path + '.exe'):
+        path += '.exe'
+    return RUNNER + [path]
 
 
 def seed(*args):
@@ -54,9 +63,9 @@ def seed(*args):
 
 
 def scenario_hello(b):
-    server = Server([bin_path(b, 'hello_server'), '--port', '0'])
+    server = Server(bin_path(b, 'hello_server') + ['--port', '0'])
     for message in ['Hello, server!', 'second client']:
-        rc, out, err = run([bin_path(b, 'hello_client'), '--port', str(server.port), '--message', message])
+        rc, out, err = run(bin_path(b, 'hello_client') + ['--port', str(server.port), '--message', message])
         expect(rc == 0 and out == 'Received from server: Hello, client!\n', 'hello_client output', rc, out, err)
     rc, out, err = server.stop(signal.SIGINT)
     expect(rc == 0, 'hello_server exits 0 on SIGINT', rc, err)
@@ -65,15 +74,15 @@ def scenario_hello(b):
 
 
 def scenario_hello_once(b):
-    server = Server([bin_path(b, 'hello_server'), '--port', '0', '--once', '--host', 'localhost'])
-    rc, out, err = run([bin_path(b, 'hello_client'), '--host', 'localhost', '--port', str(server.port)])
+    server = Server(bin_path(b, 'hello_server') + ['--port', '0', '--once', '--host', 'localhost'])
+    rc, out, err = run(bin_path(b, 'hello_client') + ['--host', 'localhost', '--port', str(server.port)])
     expect(rc == 0 and 'Hello, client!' in out, 'hello_client output', rc, out, err)
     rc, out, err = server.finish()
     expect(rc == 0, '--once exits by itself after one client', rc, err)
 
 
 def scenario_seed_client_vs_hello_server(b):
-    server = Server([bin_path(b, 'hello_server'), '--port', '0'])
+    server = Server(bin_path(b, 'hello_server') + ['--port', '0'])
     rc, out, err = run(seed('client', server.port))
     expect(rc == 0 and out == 'Received from server: Hello, client!\n', "the seed's client output", rc, out, err)
     rc, out, err = server.stop(signal.SIGTERM)
@@ -83,7 +92,7 @@ def scenario_seed_client_vs_hello_server(b):
 
 def scenario_hello_client_vs_seed_server(b):
     server = Server(seed('server'))
-    rc, out, err = run([bin_path(b, 'hello_client'), '--port', str(server.port)])
+    rc, out, err = run(bin_path(b, 'hello_client') + ['--port', str(server.port)])
     expect(rc == 0 and out == 'Received from server: Hello, client!\n', 'hello_client output', rc, out, err)
     rc, out, err = server.finish()
     expect(rc == 0 and out == 'Received from client: Hello, server!\n', "the seed's server output", rc, out, err)
@@ -91,14 +100,14 @@ def scenario_hello_client_vs_seed_server(b):
 
 def scenario_hello_client_vs_seed_upper_server(b):
     server = Server(seed('upper_server'))
-    rc, out, err = run([bin_path(b, 'hello_client'), '--port', str(server.port), '--message', 'Hello from Peer 1'])
+    rc, out, err = run(bin_path(b, 'hello_client') + ['--port', str(server.port), '--message', 'Hello from Peer 1'])
     expect(rc == 0 and out == 'Received from server: HELLO FROM PEER 1\n', 'hello_client output', rc, out, err)
     rc, _, err = server.finish()
     expect(rc == 0, "the seed's upper server exits", rc, err)
 
 
 def scenario_uppercase(b):
-    server = Server([bin_path(b, 'uppercase_server'), '--port', '0'])
+    server = Server(bin_path(b, 'uppercase_server') + ['--port', '0'])
     for text in [b'Hello from Peer 1', b'x' * 100000 + b'end']:
         with socket.create_connection(('127.0.0.1', server.port), timeout=TIMEOUT) as s:
             s.sendall(text)
@@ -116,8 +125,8 @@ def scenario_uppercase(b):
 
 def scenario_udp_echo(b):
     for host in ['127.0.0.1', '::1']:
-        server = Server([bin_path(b, 'udp_echo'), '--host', host, '--port', '0'])
-        rc, out, err = run([bin_path(b, 'udp_echo'), '--connect', server.endpoint, '--message', 'datagram'])
+        server = Server(bin_path(b, 'udp_echo') + ['--host', host, '--port', '0'])
+        rc, out, err = run(bin_path(b, 'udp_echo') + ['--connect', server.endpoint, '--message', 'datagram'])
         expect(rc == 0 and out == 'Received from %s: datagram\n' % server.endpoint, 'udp_echo client output',
                rc, out, err)
         # A datagram from Python gets the same echo.
@@ -133,6 +142,7 @@ def scenario_udp_echo(b):
 
 def main():
     bin_dir, name = sys.argv[1], sys.argv[2]
+    RUNNER.extend(a for a in sys.argv[3:] if a)
     globals()['scenario_' + name](bin_dir)
     print('scenario %s: passed' % name)
 
