@@ -11,8 +11,9 @@
 
 using namespace std::chrono_literals;
 
-int main(int argc, char** argv) {
-  const example::Args args(argc, argv, {"once"}, "hello_server [--host HOST] [--port PORT] [--once]");
+namespace {
+
+int serve(const example::Args& args) {
   sockpat::SignalStop signals;
   auto listener = sockpat::TcpListener::bind(args.get("host", "127.0.0.1"), args.get_int("port", 0));
   std::printf("listening on %s\n", listener.local_endpoint().to_string().c_str());
@@ -41,4 +42,16 @@ int main(int argc, char** argv) {
     if (args.has("once")) break;
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const example::Args args(argc, argv, {"once"}, "hello_server [--host HOST] [--port PORT] [--once]");
+  try {
+    return serve(args);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "hello_server: %s\n", e.what());
+    return 1;
+  }
 }

@@ -22,8 +22,18 @@ struct ConnectOptions {
   Endpoint local;
   /// SO_REUSEADDR on the socket before binding `local`, so a restarted peer can rebind its port.
   bool reuse_address = true;
+  /// SO_REUSEPORT before binding `local`, so the socket can dial from a port that a listener
+  /// (with reuse_port too) holds: the rendezvous of two peers uses it. Windows has no
+  /// SO_REUSEPORT: there the connect fails with operation_not_supported.
+  bool reuse_port = false;
   /// Bounds the whole connect, over every address tried.
   Deadline deadline;
+
+  [[nodiscard]] static ConnectOptions with_deadline(Deadline d) noexcept {
+    ConnectOptions o;
+    o.deadline = std::move(d);
+    return o;
+  }
 };
 
 /// A connected stream socket. read_some returning 0 means the peer closed its side.
@@ -71,7 +81,7 @@ class Connection : private Socket<P> {
   /// Connects to `remote`. Throws std::system_error ("connect 127.0.0.1:9: Connection refused",
   /// timed_out when the deadline passes, operation_canceled on stop).
   [[nodiscard]] static Connection connect(const Endpoint& remote, Deadline d = {}) {
-    return connect(remote, ConnectOptions{{}, true, std::move(d)});
+    return connect(remote, ConnectOptions::with_deadline(std::move(d)));
   }
   [[nodiscard]] static Connection connect(const Endpoint& remote, const ConnectOptions& options) {
     std::error_code ec;
@@ -86,6 +96,7 @@ class Connection : private Socket<P> {
     if (ec) return {};
     if (!options.local.empty()) {
       if (options.reuse_address) ec = detail::set_int_option(s.native_handle(), detail::option::reuse_address, 1);
+      if (!ec && options.reuse_port) ec = detail::set_reuse_port(s.native_handle());
       if (!ec) s.bind(options.local, ec);
       if (ec) return {};
     }
@@ -98,7 +109,7 @@ class Connection : private Socket<P> {
   [[nodiscard]] static Connection connect(std::string_view host, int port, Deadline d = {})
     requires InternetProtocol<P>
   {
-    return connect(host, port, ConnectOptions{{}, true, std::move(d)});
+    return connect(host, port, ConnectOptions::with_deadline(std::move(d)));
   }
   [[nodiscard]] static Connection connect(std::string_view host, int port, const ConnectOptions& options)
     requires InternetProtocol<P>

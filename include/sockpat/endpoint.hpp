@@ -42,6 +42,15 @@ inline std::uint16_t checked_port(long long port, std::string_view context) {
   return static_cast<std::uint16_t>(port);
 }
 
+// getaddrinfo takes the legacy inet_aton forms ("1.2.3" is 1.2.0.3, "127.1" is 127.0.0.1), which
+// turn a typo into a connection to some other host. A host of digits and dots must be a full
+// dotted quad.
+inline bool malformed_dotted_quad(std::string_view host) noexcept {
+  if (host.find_first_not_of("0123456789.") != std::string_view::npos) return false;
+  RawAddress ignored;
+  return !parse_numeric_host(host, 0, ignored);
+}
+
 }  // namespace detail
 
 /// An IPv4, IPv6 or Unix-domain socket address. Cheap to copy, comparable and hashable.
@@ -198,12 +207,16 @@ class Endpoint {
 };
 
 /// Every address getaddrinfo gives for `host` and `port` (numeric hosts too), in its order,
-/// without duplicates. Throws std::invalid_argument for an empty host or a bad port, and
+/// without duplicates. Throws std::invalid_argument for an empty host, a bad port or a
+/// malformed dotted quad ("1.2.3", which getaddrinfo would read as 1.2.0.3), and
 /// std::system_error (resolver category) when the name does not resolve.
 [[nodiscard]] inline std::vector<Endpoint> resolve(std::string_view host, int port, Family family = Family::unspecified,
                                                    detail::SocketType type = detail::SocketType::stream) {
   const auto p = detail::checked_port(port, host);
   if (host.empty()) throw std::invalid_argument("sockpat: cannot resolve an empty host");
+  if (detail::malformed_dotted_quad(host)) {
+    throw std::invalid_argument("sockpat: " + detail::quoted(host) + " is not a valid IPv4 address");
+  }
   std::vector<detail::RawAddress> raw;
   if (auto ec = detail::get_addresses(std::string(host), p, family, type, raw)) {
     throw std::system_error(ec, "resolve " + detail::quoted(host));
@@ -219,7 +232,7 @@ class Endpoint {
                                                    Family family = Family::unspecified,
                                                    detail::SocketType type = detail::SocketType::stream) noexcept {
   ec.clear();
-  if (host.empty() || port < 0 || port > 65535) {
+  if (host.empty() || port < 0 || port > 65535 || detail::malformed_dotted_quad(host)) {
     ec = detail::make_errc(std::errc::invalid_argument);
     return {};
   }

@@ -19,7 +19,8 @@ struct ListenOptions {
   /// Not applied on Windows, where SO_REUSEADDR allows port stealing: listeners there take
   /// SO_EXCLUSIVEADDRUSE instead.
   bool reuse_address = true;
-  /// SO_REUSEPORT, so several listeners (one per thread) share one port.
+  /// SO_REUSEPORT, so several listeners (one per thread) share one port. Windows has no
+  /// SO_REUSEPORT: there bind fails with operation_not_supported.
   bool reuse_port = false;
   /// For an IPv6 listener: IPv6 only (true), also IPv4-mapped (false), or the OS default.
   std::optional<bool> v6_only;
@@ -58,9 +59,7 @@ class Listener : private Socket<P> {
     const auto h = l.native_handle();
     if (!P::local) {
       ec = detail::set_listener_reuse(h, options.reuse_address);
-#if defined(SOCKPAT_HAS_REUSE_PORT)
-      if (!ec && options.reuse_port) ec = detail::set_int_option(h, detail::option::reuse_port, 1);
-#endif
+      if (!ec && options.reuse_port) ec = detail::set_reuse_port(h);
       if (!ec && options.v6_only && local.is_v6()) {
         ec = detail::set_int_option(h, detail::option::v6_only, *options.v6_only ? 1 : 0);
       }

@@ -140,6 +140,53 @@ def scenario_udp_echo(b):
         expect(rc == 0, 'udp_echo exits 0 on SIGINT', rc, err)
 
 
+def free_port():
+    """A loopback port that was free a moment ago (bound to 0, read back, released)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def peer_argv(b, me, other, name):
+    return bin_path(b, 'peer') + ['--listen', '127.0.0.1:%d' % me, '--connect', '127.0.0.1:%d' % other,
+                                  '--name', name, '--timeout', '15']
+
+
+def check_peer(proc, name, other_greeting):
+    out, err = proc.communicate(timeout=TIMEOUT)
+    expect(proc.returncode == 0, 'peer %s exits 0' % name, proc.returncode, out, err)
+    expect(out.endswith('Received from peer: %s\nReceived back: HELLO FROM %s\n' % (other_greeting, name.upper())),
+           'peer %s output' % name, out, err)
+
+
+def scenario_peer(b):
+    # Either order, and both at once: the two peers always end with one link and finish the exchange.
+    for order in ['a-first', 'b-first', 'together']:
+        pa, pb = free_port(), free_port()
+        first, second = (('A', pa, pb), ('B', pb, pa)) if order != 'b-first' else (('B', pb, pa), ('A', pa, pb))
+        p1 = subprocess.Popen(peer_argv(b, first[1], first[2], first[0]), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+        if order != 'together':
+            line = p1.stdout.readline()  # the first peer is up (and dialing) before the second starts
+            expect(line.startswith('listening on '), 'peer prints listening first', line)
+        p2 = subprocess.Popen(peer_argv(b, second[1], second[2], second[0]), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+        check_peer(p1, first[0], 'Hello from ' + second[0])
+        check_peer(p2, second[0], 'Hello from ' + first[0])
+
+
+def scenario_peer_vs_seed_peer(b):
+    # The seed's Python peer never listens, so it must start second: it dials this peer.
+    mine, seeds = free_port(), free_port()
+    p = subprocess.Popen(peer_argv(b, mine, seeds, 'Cpp'), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    line = p.stdout.readline()
+    expect(line.startswith('listening on '), 'peer prints listening first', line)
+    rc, out, err = run(seed('peer', seeds, mine))
+    expect(rc == 0, "the seed's peer finishes", rc, out, err)
+    check_peer(p, 'Cpp', 'Hello from Peer 1')
+
+
 def main():
     bin_dir, name = sys.argv[1], sys.argv[2]
     RUNNER.extend(a for a in sys.argv[3:] if a)

@@ -54,6 +54,18 @@ def upper_server():
     server_socket.close()
 
 
+def peer(local_port, remote_port):
+    # Seed 003: the peer (it binds its own port, then connects; it never listens)
+    peer_socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    peer_socket.bind(('localhost', local_port))
+    peer_socket.connect(('localhost', remote_port))
+    peer_socket.send('Hello from Peer 1'.encode())
+    data = peer_socket.recv(1024).decode()
+    processed_data = data.upper()
+    peer_socket.send(processed_data.encode())
+    peer_socket.close()
+
+
 if __name__ == '__main__':
     what = sys.argv[1]
     if what == 'client':
@@ -62,5 +74,7 @@ if __name__ == '__main__':
         server()
     elif what == 'upper_server':
         upper_server()
+    elif what == 'peer':
+        peer(int(sys.argv[2]), int(sys.argv[3]))
     else:
         sys.exit('unknown seed program ' + what)

@@ -25,6 +25,19 @@ inline sockpat::TcpListener loopback_listener(const sockpat::ListenOptions& o = 
   return sockpat::TcpListener::bind({"127.0.0.1", 0}, o);
 }
 
+/// Both ends of one loopback TCP connection.
+struct ConnectedPair {
+  sockpat::TcpConnection client;
+  sockpat::TcpConnection server;
+};
+
+inline ConnectedPair connected_pair() {
+  auto listener = loopback_listener();
+  auto client = sockpat::TcpConnection::connect(listener.local_endpoint(), 5s);
+  auto server = listener.accept(5s);
+  return {std::move(client), std::move(server)};
+}
+
 inline int process_id() {
 #if defined(_WIN32)
   return ::_getpid();
@@ -43,6 +56,18 @@ inline int open_descriptors() {
   int n = 0;
   for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
   return n;
+#endif
+}
+
+/// Whether this Windows program runs under Wine (whose ntdll exports wine_get_version). Wine runs
+/// Winsock over the host's sockets and differs from Windows in a few places, each listed with
+/// its test in docs/platforms.md.
+inline bool running_under_wine() {
+#if defined(_WIN32)
+  const HMODULE ntdll = ::GetModuleHandleA("ntdll.dll");
+  return ntdll != nullptr && ::GetProcAddress(ntdll, "wine_get_version") != nullptr;
+#else
+  return false;
 #endif
 }
 

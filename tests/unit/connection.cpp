@@ -20,25 +20,9 @@
 
 using namespace std::chrono_literals;
 
-namespace {
-
-struct Pair {
-  sockpat::TcpConnection client;
-  sockpat::TcpConnection server;
-};
-
-Pair connected_pair() {
-  auto listener = test::loopback_listener();
-  auto client = sockpat::TcpConnection::connect(listener.local_endpoint(), 5s);
-  auto server = listener.accept(5s);
-  return {std::move(client), std::move(server)};
-}
-
-}  // namespace
-
 TEST_SUITE("connection") {
 TEST_CASE("bytes written on one side arrive on the other, both ways") {
-  auto [client, server] = connected_pair();
+  auto [client, server] = test::connected_pair();
   CHECK(client.write_all("Hello, server!", 5s) == 14);
   std::string got(14, '\0');
   CHECK(server.read_exactly(got, 5s) == 14);
@@ -58,7 +42,7 @@ TEST_CASE("connect to a closed port gives connection_refused, in both forms") {
   CHECK_THROWS_WITH_AS((void)sockpat::TcpConnection::connect(closed, 5s),
                        doctest::Contains(("connect " + closed.to_string()).c_str()), std::system_error);
   std::error_code ec;
-  auto c = sockpat::TcpConnection::connect(closed, {{}, true, 5s}, ec);
+  auto c = sockpat::TcpConnection::connect(closed, sockpat::ConnectOptions::with_deadline(5s), ec);
   CHECK(ec == std::errc::connection_refused);
   CHECK_FALSE(c.is_open());
 }
@@ -72,7 +56,7 @@ TEST_CASE("connect with a timeout to a listener whose backlog is full returns ti
   std::vector<sockpat::TcpConnection> fillers;
   std::error_code ec;
   for (int i = 0; i < 64 && !ec; ++i) {
-    auto c = sockpat::TcpConnection::connect(target, {{}, true, 200ms}, ec);
+    auto c = sockpat::TcpConnection::connect(target, sockpat::ConnectOptions::with_deadline(200ms), ec);
     if (!ec) fillers.push_back(std::move(c));
   }
   REQUIRE(ec == std::errc::timed_out);
@@ -113,7 +97,7 @@ TEST_CASE("connect can bind a local endpoint first, as the seed's peer does") {
 }
 
 TEST_CASE("a read with a timeout returns timed_out and the connection still works") {
-  auto [client, server] = connected_pair();
+  auto [client, server] = test::connected_pair();
   std::array<std::byte, 16> buf{};
   const auto start = std::chrono::steady_clock::now();
   CHECK_THROWS_WITH_AS((void)server.read_some(buf, 50ms), doctest::Contains("timed out"), std::system_error);
@@ -126,7 +110,7 @@ TEST_CASE("a read with a timeout returns timed_out and the connection still work
 }
 
 TEST_CASE("a read blocked in another thread is stopped through a stop token") {
-  auto [client, server] = connected_pair();
+  auto [client, server] = test::connected_pair();
   std::stop_source stop;
   auto blocked = std::async(std::launch::async, [&, &s = server] {
     std::array<std::byte, 16> buf{};
@@ -146,7 +130,7 @@ TEST_CASE("a read blocked in another thread is stopped through a stop token") {
 }
 
 TEST_CASE("write_all of 64 MiB to a slow reader arrives whole and in order") {
-  auto [client, server] = connected_pair();
+  auto [client, server] = test::connected_pair();
   constexpr std::size_t size = 64u << 20;
   std::vector<std::byte> data(size);
   for (std::size_t i = 0; i < size; ++i) data[i] = static_cast<std::byte>((i * 2654435761u) >> 24);
@@ -174,7 +158,7 @@ TEST_CASE("writing to a peer that has closed raises an error and does not kill t
   // The default action of SIGPIPE kills; sockpat must never raise it. (Windows has no SIGPIPE.)
   const auto old = std::signal(SIGPIPE, SIG_DFL);
 #endif
-  auto [client, server] = connected_pair();
+  auto [client, server] = test::connected_pair();
   server.close();
   std::vector<std::byte> chunk(64 * 1024);
   std::error_code ec;
@@ -188,7 +172,7 @@ TEST_CASE("writing to a peer that has closed raises an error and does not kill t
 }
 
 TEST_CASE("read_exactly that meets end of stream reports it with the bytes that arrived") {
-  auto [client, server] = connected_pair();
+  auto [client, server] = test::connected_pair();
   client.write_all("abc", 5s);
   client.shutdown(sockpat::Shutdown::send);
   std::string buf(10, '\0');
@@ -207,7 +191,7 @@ TEST_CASE("read_exactly that meets end of stream reports it with the bytes that 
 }
 
 TEST_CASE("read_some returns 0 at end of stream, and a half-closed peer can still read the answer") {
-  auto [client, server] = connected_pair();
+  auto [client, server] = test::connected_pair();
   client.write_all("question", 5s);
   client.shutdown(sockpat::Shutdown::send);
   std::string q(8, '\0');
@@ -222,7 +206,7 @@ TEST_CASE("read_some returns 0 at end of stream, and a half-closed peer can stil
 }
 
 TEST_CASE("socket options set on a connection read back") {
-  auto [client, server] = connected_pair();
+  auto [client, server] = test::connected_pair();
   client.set_no_delay(true);
   CHECK(client.no_delay());
   client.set_keep_alive(true);
@@ -251,7 +235,7 @@ TEST_CASE("a Unix socket pair carries bytes both ways") {
 #endif
 
 TEST_CASE("operations on a closed or moved-from connection report not_connected") {
-  auto [client, server] = connected_pair();
+  auto [client, server] = test::connected_pair();
   auto moved = std::move(client);
   CHECK(moved.is_open());
   CHECK_FALSE(client.is_open());  // NOLINT: testing the moved-from state on purpose
@@ -263,7 +247,7 @@ TEST_CASE("operations on a closed or moved-from connection report not_connected"
 }
 
 TEST_CASE("close reports success once and the destructor of a closed connection is quiet") {
-  auto [client, server] = connected_pair();
+  auto [client, server] = test::connected_pair();
   std::error_code ec;
   client.close(ec);
   CHECK_FALSE(ec);
@@ -273,7 +257,7 @@ TEST_CASE("close reports success once and the destructor of a closed connection 
 }
 
 TEST_CASE("release hands the descriptor over, and nothing closes it behind the caller's back") {
-  auto [client, server] = connected_pair();
+  auto [client, server] = test::connected_pair();
   const auto h = client.release();
   CHECK_FALSE(client.is_open());
   sockpat::TcpConnection adopted(sockpat::TcpSocket(sockpat::detail::UniqueHandle(h), sockpat::Family::ipv4));

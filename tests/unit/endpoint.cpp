@@ -163,7 +163,11 @@ TEST_CASE("resolve reports bad input and unknown names") {
   CHECK_THROWS_WITH_AS((void)sockpat::resolve("localhost", 70000), doctest::Contains("70000"), std::invalid_argument);
   CHECK_THROWS_WITH_AS((void)sockpat::resolve("no-such-host.invalid", 80), doctest::Contains("no-such-host.invalid"),
                        std::system_error);
+  CHECK_THROWS_WITH_AS((void)sockpat::resolve("1.2.3", 80), doctest::Contains("\"1.2.3\""), std::invalid_argument);
+  CHECK_THROWS_AS((void)sockpat::resolve("127.1", 80), std::invalid_argument);
   std::error_code ec;
+  CHECK(sockpat::resolve("1.2.3", 80, ec).empty());
+  CHECK(ec == std::errc::invalid_argument);
   CHECK(sockpat::resolve("no-such-host.invalid", 80, ec).empty());
   CHECK(ec);
   CHECK(sockpat::resolve("", 80, ec).empty());

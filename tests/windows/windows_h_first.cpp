@@ -8,6 +8,8 @@
 // only for C. This file plays MSVC's part so that the test means the same on both: sockpat must
 // never write max( or min( where the macro could expand. The standard headers come first, as
 // MSVC's STL guards itself against these macros and libstdc++ does not.
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -18,6 +20,7 @@
 #include <cstring>
 #include <functional>
 #include <optional>
+#include <random>
 #include <span>
 #include <stdexcept>
 #include <stop_token>
@@ -27,6 +30,7 @@
 #include <thread>
 #include <type_traits>
 #include <utility>
+#include <variant>
 #include <vector>
 #if !defined(min)
 #define min(a, b) (((a) < (b)) ? (a) : (b))

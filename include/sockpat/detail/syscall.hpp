@@ -164,6 +164,7 @@ class PortableErrcCategory final : public std::error_category {
       case std::errc::connection_refused: return "Connection refused";
       case std::errc::host_unreachable: return "No route to host";
       case std::errc::invalid_argument: return "Invalid argument";
+      case std::errc::operation_not_supported: return "Operation not supported";
       default: return std::generic_category().message(code);
     }
   }
@@ -630,6 +631,17 @@ inline std::error_code set_listener_reuse(native_handle h, bool reuse_address) n
   return set_int_option(h, option::exclusive_address, 1);
 #else
   return reuse_address ? set_int_option(h, option::reuse_address, 1) : std::error_code{};
+#endif
+}
+
+/// SO_REUSEPORT on, or operation_not_supported where the platform has no such option (Windows),
+/// so that asking for it is never silently ignored.
+inline std::error_code set_reuse_port(native_handle h) noexcept {
+#if defined(SOCKPAT_HAS_REUSE_PORT)
+  return set_int_option(h, option::reuse_port, 1);
+#else
+  (void)h;
+  return make_errc(std::errc::operation_not_supported);
 #endif
 }
 

@@ -1,0 +1,74 @@
+// peer: the second seed's peer. Listens on --listen and dials --connect from that same port until
+// the two peers share one connection (either may start first), sends "Hello from NAME", prints the
+// greeting it receives, sends it back upper-cased, and prints its own greeting as it comes back.
+// Run: peer --listen 127.0.0.1:5000 --connect 127.0.0.1:6000 [--name NAME] [--timeout SECONDS]
+//
+// The seed binds and connects without listening, so it only works when both start at the same
+// instant; sockpat::rendezvous also listens, so the order does not matter and a seed peer that
+// starts second connects to this one.
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cstdio>
+#include <string>
+
+#include "args.hpp"
+#include "sockpat.hpp"
+
+namespace {
+
+std::string upper(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+int run(const example::Args& args) {
+  sockpat::SignalStop signals;
+  const auto local = sockpat::Endpoint::parse(args.get("listen", "127.0.0.1:0"));
+  const auto remote = sockpat::Endpoint::parse(args.get("connect", ""));
+  const std::string greeting = "Hello from " + args.get("name", "Peer");
+  const sockpat::Deadline deadline(std::chrono::seconds(args.get_int("timeout", 30)), signals.token());
+
+  // rendezvous binds `local` itself; print the endpoint first, as every listening example does.
+  std::printf("listening on %s\n", local.to_string().c_str());
+  std::fflush(stdout);
+  auto conn = sockpat::rendezvous(local, remote, deadline);
+  conn.write_all(greeting, deadline);
+
+  // Like the seed, a greeting is what one read brings; but the other peer's upper-cased copy of
+  // our greeting may come in the same read, so it is split off by its known length.
+  const std::string expected_back = upper(greeting);
+  std::array<char, 1024> buf{};
+  std::string received(buf.data(), conn.read_some(buf, deadline));
+  std::string back;
+  if (received.size() > expected_back.size() && received.ends_with(expected_back)) {
+    back = expected_back;
+    received.resize(received.size() - expected_back.size());
+  }
+  std::printf("Received from peer: %s\n", received.c_str());
+  std::fflush(stdout);
+
+  std::error_code ec;
+  conn.write_all(upper(received), deadline, ec);  // a seed peer may already have closed: not fatal
+  while (back.size() < expected_back.size()) {
+    const auto n = conn.read_some(std::span(buf).first(expected_back.size() - back.size()), deadline, ec);
+    if (ec || n == 0) break;
+    back.append(buf.data(), n);
+  }
+  std::printf("Received back: %s\n", back.c_str());
+  return back == expected_back ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const example::Args args(argc, argv, {},
+                           "peer --listen HOST:PORT --connect HOST:PORT [--name NAME] [--timeout SECONDS]");
+  if (!args.has("connect")) args.fail("--connect is required");
+  try {
+    return run(args);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "peer: %s\n", e.what());
+    return 1;
+  }
+}

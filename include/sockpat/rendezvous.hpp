@@ -1,0 +1,83 @@
+// sockpat: rendezvous, the seed's peer done right: two peers that each know the other's endpoint
+// end with one connection, whichever starts first, or both at once.
+#ifndef SOCKPAT_RENDEZVOUS_HPP
+#define SOCKPAT_RENDEZVOUS_HPP
+
+#include <algorithm>     // std::min
+#include <chrono>        // std::chrono::steady_clock, milliseconds
+#include <random>        // std::minstd_rand: jitter for the backoff
+#include <system_error>  // std::error_code
+
+#include "sockpat/listener.hpp"
+
+namespace sockpat {
+
+struct RendezvousOptions {
+  /// The first wait between two dials; it doubles up to max_backoff, with jitter.
+  std::chrono::milliseconds initial_backoff{20};
+  std::chrono::milliseconds max_backoff{1000};
+};
+
+/// Connects this peer at `local` with the peer at `remote`, as the seed's peer does by binding its
+/// own port and then connecting, but so that the start order does not matter: it listens on
+/// `local` (SO_REUSEPORT) and dials `remote` from that same port, retrying refusals with
+/// exponential backoff and jitter, until a connection exists or `d` runs out.
+///
+/// Both directions use the same pair of endpoints, and TCP allows one connection per pair, so the
+/// two peers always end with the same, single connection, be it the one this side dialed, the one
+/// it accepted, or a TCP simultaneous open. Only a connection from `remote` itself is accepted;
+/// another caller is closed. A peer that only dials from `remote` (the seed's Python peer) works too.
+/// Throws std::system_error (timed_out, operation_canceled) naming both endpoints.
+[[nodiscard]] inline TcpConnection rendezvous(const Endpoint& local, const Endpoint& remote, Deadline d,
+                                              std::error_code& ec, const RendezvousOptions& options = {}) noexcept {
+  ListenOptions lo;
+  lo.reuse_port = true;
+  auto listener = TcpListener::bind(local, lo, ec);
+  if (ec) return {};
+  const auto here = listener.local_endpoint(ec);  // the real port when `local` asked for port 0
+  if (ec) return {};
+  std::minstd_rand jitter(static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count()));
+  auto backoff = options.initial_backoff;
+  for (;;) {
+    // One dial, bounded by a second so that a lost SYN does not hold the loop.
+    ConnectOptions co;
+    co.local = here;
+    co.reuse_port = true;
+    co.deadline = d.capped(std::chrono::steady_clock::now() + std::chrono::seconds(1));
+    auto dialed = TcpConnection::connect(remote, co, ec);
+    if (!ec) return dialed;
+    // Refused: nobody there yet. address_not_available: the pair of endpoints is taken, which
+    // means the other side's dial reached our listener. Anything else ends the rendezvous.
+    if (ec != std::errc::connection_refused && ec != std::errc::address_not_available &&
+        ec != std::errc::timed_out) {
+      return {};
+    }
+    if (ec == std::errc::timed_out && d.expired()) return {};
+    // Wait for the other side's dial for the backoff time, then dial again.
+    const auto wait = backoff / 2 + std::chrono::milliseconds(jitter() % (backoff.count() / 2 + 1));
+    const auto until = std::chrono::steady_clock::now() + wait;
+    while (true) {
+      auto accepted = listener.accept(d.capped(until), ec);
+      if (!ec) {
+        if (accepted.remote_endpoint(ec) == remote && !ec) return accepted;
+        continue;  // a stranger, or a connection already gone: keep waiting for the peer
+      }
+      if (ec != std::errc::timed_out) return {};
+      if (d.expired()) return {};
+      break;
+    }
+    backoff = (std::min)(backoff * 2, options.max_backoff);  // parenthesised: <windows.h>'s min macro
+  }
+}
+
+[[nodiscard]] inline TcpConnection rendezvous(const Endpoint& local, const Endpoint& remote, Deadline d = {},
+                                              const RendezvousOptions& options = {}) {
+  std::error_code ec;
+  auto c = rendezvous(local, remote, d, ec, options);
+  if (ec) detail::throw_error(ec, "rendezvous " + local.to_string() + " <-> " + remote.to_string());
+  return c;
+}
+
+}  // namespace sockpat
+
+#endif  // SOCKPAT_RENDEZVOUS_HPP
