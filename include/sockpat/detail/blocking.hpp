@@ -27,10 +27,11 @@ inline std::error_code wait_for(native_handle h, Readiness what, const Bound& b)
   return wait_ready(h, what, b.deadline, b.stop != nullptr ? *b.stop : never);
 }
 
-// Errors after which accept() should simply try again: the connection died in the queue.
+// Errors after which accept() should simply try again: the connection died in the queue
+// (Winsock reports a client that reset before the accept as WSAECONNRESET).
 inline bool transient_accept_error(const std::error_code& ec) noexcept {
   return ec == std::errc::connection_aborted || ec == std::errc::protocol_error ||
-         ec == std::errc::interrupted;
+         ec == std::errc::interrupted || ec == std::errc::connection_reset;
 }
 
 inline native_handle blocking_accept(native_handle h, RawAddress& peer, const Bound& b, std::error_code& ec) noexcept {
