@@ -1,0 +1,27 @@
+# Overlay port: builds from this repository's own source, the checkout the port sits in.
+# vcpkg install sockpat --overlay-ports=ports
+# The upstream form (from a release tarball) is in ports/README.md.
+
+# Header-only: nothing to build, so no debug build.
+set(VCPKG_BUILD_TYPE release)
+
+get_filename_component(SOURCE_PATH "${CMAKE_CURRENT_LIST_DIR}/../.." ABSOLUTE)
+
+vcpkg_cmake_configure(
+    SOURCE_PATH "${SOURCE_PATH}"
+    OPTIONS
+        -DSOCKPAT_BUILD_TESTS=OFF
+        -DSOCKPAT_BUILD_EXAMPLES=OFF
+        -DSOCKPAT_INSTALL=ON
+)
+
+vcpkg_cmake_install()
+
+vcpkg_cmake_config_fixup(CONFIG_PATH share/cmake/sockpat)
+vcpkg_fixup_pkgconfig()
+
+# The license goes to share/sockpat/copyright, vcpkg's place for it.
+file(REMOVE_RECURSE "${CURRENT_PACKAGES_DIR}/debug" "${CURRENT_PACKAGES_DIR}/lib" "${CURRENT_PACKAGES_DIR}/share/doc")
+
+file(INSTALL "${CMAKE_CURRENT_LIST_DIR}/usage" DESTINATION "${CURRENT_PACKAGES_DIR}/share/${PORT}")
+vcpkg_install_copyright(FILE_LIST "${SOURCE_PATH}/LICENSE")

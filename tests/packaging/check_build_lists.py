@@ -1,0 +1,63 @@
+"""Checks that the Meson build runs the same tests and examples as the CMake build: every
+sockpat_add_test, sockpat_add_fuzz_target, example program and example scenario in the
+CMakeLists.txt files has its line in the meson.build lists, with the same source files.
+
+Usage: check_build_lists.py SOURCE_DIR
+"""
+import pathlib
+import re
+import sys
+
+src = pathlib.Path(sys.argv[1])
+cmake_tests = (src / 'tests' / 'CMakeLists.txt').read_text()
+meson_tests = (src / 'tests' / 'meson.build').read_text()
+cmake_examples = (src / 'examples' / 'CMakeLists.txt').read_text()
+meson_examples = (src / 'examples' / 'meson.build').read_text()
+
+
+def cmake_calls(text, function):
+    """{first argument: [other arguments]} for each call of `function`."""
+    return {args[0]: args[1:] for args in (m.split() for m in re.findall(r'^\s*' + function + r'\(([^)]*)\)', text, re.M))}
+
+
+def meson_list(text, variable):
+    body = re.search(r'^' + variable + r' = \[(.*?)^\]', text, re.S | re.M)
+    return re.findall(r"'([^']+)'", body.group(1)) if body else []
+
+
+problems = []
+
+
+def compare(what, cmake, meson, add_line):
+    for name in sorted(set(cmake) - set(meson)):
+        problems.append(f'{what} {name!r} is built by CMake but not by Meson; add {add_line(name)}')
+    for name in sorted(set(meson) - set(cmake)):
+        problems.append(f'{what} {name!r} is built by Meson but not by CMake')
+
+
+meson_test_files = {}
+for dictionary in ('sockpat_tests', 'sockpat_windows_tests'):  # the second: tests/CMakeLists.txt's if(WIN32)
+    tests_body = re.search(r'^' + dictionary + r' = \{(.*?)^\}', meson_tests, re.S | re.M)
+    meson_test_files.update({name: re.findall(r"'([^']+)'", files)
+                             for name, files in re.findall(r"^\s*'([^']+)': files\(([^)]*)\)", tests_body.group(1) if tests_body else '', re.M)})
+cmake_test_files = cmake_calls(cmake_tests, 'sockpat_add_test')
+compare('test', cmake_test_files, meson_test_files,
+        lambda n: "`'%s': files(%s),` to sockpat_tests in tests/meson.build" % (n, ', '.join(f"'{f}'" for f in cmake_test_files[n])))
+for name in sorted(set(cmake_test_files) & set(meson_test_files)):
+    if sorted(cmake_test_files[name]) != sorted(meson_test_files[name]):
+        problems.append(f'test {name!r}: CMake builds {cmake_test_files[name]}, Meson {meson_test_files[name]}')
+
+compare('fuzz target', cmake_calls(cmake_tests, 'sockpat_add_fuzz_target'), meson_list(meson_tests, 'sockpat_fuzz_targets'),
+        lambda n: f"`'{n}',` to sockpat_fuzz_targets in tests/meson.build")
+
+scenarios = re.search(r'foreach\(scenario\s([^)]*)\)', cmake_tests)
+compare('example scenario', scenarios.group(1).split() if scenarios else [], meson_list(meson_tests, 'sockpat_example_scenarios'),
+        lambda n: f"`'{n}',` to sockpat_example_scenarios in tests/meson.build")
+
+examples = re.search(r'set\(SOCKPAT_EXAMPLES\s([^)]*)\)', cmake_examples)
+compare('example', examples.group(1).split() if examples else [], meson_list(meson_examples, 'sockpat_examples'),
+        lambda n: f"`'{n}',` to sockpat_examples in examples/meson.build")
+
+if problems:
+    sys.exit('The Meson build does not match the CMake build:\n  ' + '\n  '.join(problems))
+print(f'Meson and CMake build the same {len(cmake_test_files)} tests, fuzz targets, examples and scenarios')

@@ -1,0 +1,55 @@
+# Checks that every place naming sockpat's version agrees with include/sockpat/version.hpp:
+# the build's project version, meson.build, the generated sockpat.pc and the vcpkg port.
+# cmake -DSOURCE_DIR=... -DBUILD_SYSTEM=CMake|Meson -DBUILD_VERSION=x.y.z -DPC_FILE=... -P check_versions.cmake
+cmake_minimum_required(VERSION 3.21)
+foreach(var SOURCE_DIR BUILD_SYSTEM BUILD_VERSION PC_FILE)
+  if(NOT DEFINED ${var})
+    message(FATAL_ERROR "check_versions.cmake: -D${var}=... is required")
+  endif()
+endforeach()
+
+set(failures "")
+macro(expect what value)
+  if(NOT "${value}" STREQUAL "${header_version}")
+    string(APPEND failures "\n  ${what} says '${value}'")
+  endif()
+endmacro()
+
+file(READ "${SOURCE_DIR}/include/sockpat/version.hpp" header)
+foreach(part MAJOR MINOR PATCH)
+  if(NOT header MATCHES "#define SOCKPAT_VERSION_${part} ([0-9]+)")
+    message(FATAL_ERROR "version.hpp: no SOCKPAT_VERSION_${part}")
+  endif()
+  set(${part} "${CMAKE_MATCH_1}")
+endforeach()
+set(header_version "${MAJOR}.${MINOR}.${PATCH}")
+if(NOT header MATCHES "#define SOCKPAT_VERSION_STRING \"([^\"]*)\"")
+  message(FATAL_ERROR "version.hpp: no SOCKPAT_VERSION_STRING")
+endif()
+expect("SOCKPAT_VERSION_STRING in version.hpp" "${CMAKE_MATCH_1}")
+
+expect("the ${BUILD_SYSTEM} project version" "${BUILD_VERSION}")
+
+file(READ "${SOURCE_DIR}/meson.build" meson_build)
+if(NOT meson_build MATCHES "project\\('sockpat'[^)]*[^_]version: '([^']*)'")
+  message(FATAL_ERROR "meson.build: no version in project()")
+endif()
+expect("meson.build" "${CMAKE_MATCH_1}")
+
+file(READ "${PC_FILE}" pc)
+if(NOT pc MATCHES "\nVersion: ([^\n]*)")
+  message(FATAL_ERROR "${PC_FILE}: no Version line")
+endif()
+expect("${PC_FILE}" "${CMAKE_MATCH_1}")
+
+file(READ "${SOURCE_DIR}/ports/sockpat/vcpkg.json" port)
+string(JSON port_version ERROR_VARIABLE json_error GET "${port}" version)
+if(json_error)
+  message(FATAL_ERROR "ports/sockpat/vcpkg.json: ${json_error}")
+endif()
+expect("ports/sockpat/vcpkg.json" "${port_version}")
+
+if(failures)
+  message(FATAL_ERROR "include/sockpat/version.hpp says ${header_version}, but:${failures}")
+endif()
+message(STATUS "sockpat ${header_version}: version.hpp, ${BUILD_SYSTEM}, meson.build, sockpat.pc and the vcpkg port agree")
