@@ -41,8 +41,9 @@
 #endif
 #endif
 // <windows.h> without WIN32_LEAN_AND_MEAN includes the old <winsock.h>, which MSVC's <winsock2.h>
-// cannot follow (MinGW's copes, with a warning of its own).
-#if defined(_MSC_VER) && defined(_WINSOCKAPI_) && !defined(_WINSOCK2API_)
+// cannot follow (MinGW's copes, with a warning of its own). INVALID_SOCKET, not _WINSOCKAPI_,
+// tells that <winsock.h> really came in: some code defines _WINSOCKAPI_ itself to keep it out.
+#if defined(_MSC_VER) && defined(INVALID_SOCKET) && !defined(_WINSOCK2API_)
 #error "sockpat: <winsock.h> was included (by <windows.h> without WIN32_LEAN_AND_MEAN); define WIN32_LEAN_AND_MEAN or include <winsock2.h> before <windows.h>"
 #endif
 #include <winsock2.h>  // SOCKET, WSAPoll, WSASocketW, ioctlsocket, closesocket, WSAGetLastError
