@@ -2,14 +2,17 @@
 #ifndef SOCKPAT_HPP
 #define SOCKPAT_HPP
 
+#include "sockpat/client.hpp"
 #include "sockpat/connection.hpp"
 #include "sockpat/deadline.hpp"
 #include "sockpat/endpoint.hpp"
 #include "sockpat/error.hpp"
+#include "sockpat/framing.hpp"
 #include "sockpat/listener.hpp"
 #include "sockpat/peer_wire.hpp"
 #include "sockpat/protocol.hpp"
 #include "sockpat/rendezvous.hpp"
+#include "sockpat/server.hpp"
 #include "sockpat/signals.hpp"
 #include "sockpat/socket.hpp"
 #include "sockpat/version.hpp"

@@ -2,8 +2,11 @@
 #ifndef SOCKPAT_CONNECTION_HPP
 #define SOCKPAT_CONNECTION_HPP
 
+#include <chrono>        // std::chrono::steady_clock
 #include <cstddef>       // std::byte, std::size_t
+#include <optional>      // std::optional
 #include <span>          // std::span
+#include <stop_token>    // std::stop_token
 #include <string>        // std::string
 #include <string_view>   // std::string_view
 #include <system_error>  // std::error_code
@@ -156,6 +159,27 @@ class Connection : private Socket<P> {
             Connection(Socket<P>(detail::UniqueHandle(h[1]), Family::unix_domain))};
   }
 
+  // --- bounds of the connection itself, applied to every blocking call ---
+
+  /// Bounds each later blocking call by `timeout` from the moment it starts (the earlier of this
+  /// and the call's own Deadline wins), like Python's socket.settimeout; std::nullopt removes it.
+  /// A silent peer then makes a read fail with timed_out instead of holding a thread.
+  void set_timeout(std::optional<std::chrono::steady_clock::duration> timeout) noexcept { timeout_ = timeout; }
+  [[nodiscard]] std::optional<std::chrono::steady_clock::duration> timeout() const noexcept { return timeout_; }
+
+  /// Once `stop` is requested, pending and later blocking calls end with operation_canceled,
+  /// whatever Deadline they were given: how another thread (a Server) cancels a handler's I/O
+  /// without touching the descriptor. Set it before sharing the connection with other threads.
+  void set_stop_token(std::stop_token stop) noexcept { stop_ = std::move(stop); }
+  [[nodiscard]] const std::stop_token& stop_token() const noexcept { return stop_; }
+
+  /// `d` capped by this connection's timeout counted from now: the bound a call starting now gets.
+  /// Composite operations (FramedConnection::read_line) fix it once, so the timeout bounds all of it.
+  [[nodiscard]] Deadline bounded(Deadline d) const noexcept {
+    if (!timeout_) return d;
+    return d.capped(detail::time_after(*timeout_));
+  }
+
   // --- reading ---
 
   /// Reads what is there, up to buffer.size(), waiting for at least one byte.
@@ -169,7 +193,7 @@ class Connection : private Socket<P> {
   std::size_t read_some(std::span<std::byte> buffer, Deadline d, std::error_code& ec) noexcept {
     ec = this->open_check();
     if (ec) return 0;
-    return detail::blocking_recv(native_handle(), buffer.data(), buffer.size(), detail::bound_of(d), ec);
+    return detail::blocking_recv(native_handle(), buffer.data(), buffer.size(), bound(d), ec);
   }
   std::size_t read_some(std::span<char> buffer, Deadline d = {}) { return read_some(std::as_writable_bytes(buffer), d); }
   std::size_t read_some(std::span<char> buffer, Deadline d, std::error_code& ec) noexcept {
@@ -188,7 +212,7 @@ class Connection : private Socket<P> {
     ec = this->open_check();
     if (ec) return 0;
     bool eof = false;
-    const auto n = detail::blocking_recv_all(native_handle(), buffer.data(), buffer.size(), detail::bound_of(d), ec, eof);
+    const auto n = detail::blocking_recv_all(native_handle(), buffer.data(), buffer.size(), bound(d), ec, eof);
     if (eof) ec = make_error_code(errc::end_of_stream);
     return n;
   }
@@ -211,7 +235,7 @@ class Connection : private Socket<P> {
   std::size_t write_some(std::span<const std::byte> data, Deadline d, std::error_code& ec) noexcept {
     ec = this->open_check();
     if (ec) return 0;
-    return detail::blocking_send(native_handle(), data.data(), data.size(), detail::bound_of(d), ec);
+    return detail::blocking_send(native_handle(), data.data(), data.size(), bound(d), ec);
   }
   std::size_t write_some(std::string_view data, Deadline d = {}) { return write_some(detail::bytes_of(data), d); }
   std::size_t write_some(std::string_view data, Deadline d, std::error_code& ec) noexcept {
@@ -229,7 +253,7 @@ class Connection : private Socket<P> {
   std::size_t write_all(std::span<const std::byte> data, Deadline d, std::error_code& ec) noexcept {
     ec = this->open_check();
     if (ec) return 0;
-    return detail::blocking_send_all(native_handle(), data.data(), data.size(), detail::bound_of(d), ec);
+    return detail::blocking_send_all(native_handle(), data.data(), data.size(), bound(d), ec);
   }
   std::size_t write_all(std::string_view data, Deadline d = {}) { return write_all(detail::bytes_of(data), d); }
   std::size_t write_all(std::string_view data, Deadline d, std::error_code& ec) noexcept {
@@ -250,6 +274,20 @@ class Connection : private Socket<P> {
                                                 : detail::shut_both;
     ec = detail::shutdown_handle(native_handle(), native);
   }
+
+ private:
+  [[nodiscard]] detail::Bound bound(const Deadline& d) const noexcept {
+    detail::Bound b = detail::bound_of(d);
+    if (timeout_) {
+      const auto t = detail::time_after(*timeout_);
+      if (t < b.deadline) b.deadline = t;
+    }
+    if (stop_.stop_possible()) b.also = &stop_;
+    return b;
+  }
+
+  std::optional<std::chrono::steady_clock::duration> timeout_;
+  std::stop_token stop_;
 };
 
 using TcpConnection = Connection<Tcp>;

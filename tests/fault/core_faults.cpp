@@ -34,7 +34,7 @@ extern "C" void count_signal(int) { signals_received.fetch_add(1, std::memory_or
 
 }  // namespace
 
-TEST_SUITE("faults") {
+TEST_SUITE("faults" * doctest::timeout(120)) {
 // Wine 8 closes a socket with SO_LINGER {on, 0} gracefully (FIN, not RST): skipped there only.
 TEST_CASE("a client that resets mid-message gives the reader connection_reset and the bytes before it" *
           doctest::skip(test::running_under_wine())) {

@@ -9,10 +9,14 @@ the console's CTRL_C_EVENT, which sockpat::SignalStop handles; Windows has no SI
 console program, so under a runner every stop is sent as SIGINT.
 """
 import os
+import resource
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TIMEOUT = 20
@@ -22,13 +26,17 @@ RUNNER = []
 class Server:
     """A process whose first line of output is 'listening on HOST:PORT'."""
 
-    def __init__(self, argv):
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def __init__(self, argv, preexec_fn=None):
+        # stderr goes to a file: a chatty server must never block on a full pipe nobody reads.
+        self.stderr = tempfile.TemporaryFile(mode='w+')
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
+                                     preexec_fn=preexec_fn)
         line = self.proc.stdout.readline()
         if not line.startswith('listening on '):
             self.proc.kill()
+            self.proc.wait(TIMEOUT)
             raise AssertionError('expected "listening on HOST:PORT", got %r (stderr: %r)'
-                                 % (line, self.proc.stderr.read()))
+                                 % (line, self.read_stderr()))
         self.endpoint = line.split()[-1]
         self.port = int(self.endpoint.rsplit(':', 1)[1])
 
@@ -37,8 +45,12 @@ class Server:
         return self.finish()
 
     def finish(self):
-        out, err = self.proc.communicate(timeout=TIMEOUT)
-        return self.proc.returncode, out, err
+        out, _ = self.proc.communicate(timeout=TIMEOUT)
+        return self.proc.returncode, out, self.read_stderr()
+
+    def read_stderr(self):
+        self.stderr.seek(0)
+        return self.stderr.read()
 
 
 def run(argv):
@@ -185,6 +197,169 @@ def scenario_peer_vs_seed_peer(b):
     rc, out, err = run(seed('peer', seeds, mine))
     expect(rc == 0, "the seed's peer finishes", rc, out, err)
     check_peer(p, 'Cpp', 'Hello from Peer 1')
+def recv_until_closed(sock):
+    got = b''
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return got
+        got += chunk
+
+
+def echo_once(port, payload):
+    with socket.create_connection(('127.0.0.1', port), timeout=TIMEOUT) as s:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        return recv_until_closed(s)
+
+
+def run_threads(count, work):
+    """Runs work(i) for i in range(count) on as many threads; returns the results in order."""
+    results = [None] * count
+    errors = []
+
+    def one(i):
+        try:
+            results[i] = work(i)
+        except Exception as e:  # reported below, so a failure names its client
+            errors.append('client %d: %r' % (i, e))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    expect(not any(t.is_alive() for t in threads), 'every client thread finished')
+    expect(not errors, 'no client failed', *errors[:5])
+    return results
+
+
+def scenario_threaded_echo(b):
+    server = Server(bin_path(b, 'threaded_echo_server') + ['--port', '0', '--threads', '4'])
+    # 100 Python clients at once, each with its own 20 kB, on a pool of 4 threads.
+    payloads = [(b'client %d;' % i) * 2000 for i in range(100)]
+    got = run_threads(100, lambda i: echo_once(server.port, payloads[i]))
+    expect(got == payloads, 'each Python client gets its own bytes back',
+           sum(1 for g, p in zip(got, payloads) if g != p))
+    rc, _, err = server.stop(signal.SIGTERM)
+    expect(rc == 0, 'threaded_echo_server exits 0 on SIGTERM', rc, err)
+
+
+def scenario_threaded_echo_idle(b):
+    server = Server(bin_path(b, 'threaded_echo_server') + ['--port', '0', '--threads', '2', '--idle-timeout', '1'])
+    idle = socket.create_connection(('127.0.0.1', server.port), timeout=TIMEOUT)
+    slow = socket.create_connection(('127.0.0.1', server.port), timeout=TIMEOUT)
+    start = time.monotonic()
+    # The slow client sends a byte every 0.2 s and reads it back: slow, but never idle for 1 s.
+    for i in range(10):
+        slow.sendall(b'%d' % i)
+        expect(slow.recv(10) == b'%d' % i, 'a slow client is still served')
+        time.sleep(0.2)
+    # The idle client was dropped after about a second, without a byte sent.
+    expect(recv_until_closed(idle) == b'', 'the idle client sees the server close')
+    waited = time.monotonic() - start
+    expect(waited < 10, 'the idle client was dropped in time', waited)
+    idle.close()
+    slow.close()
+    expect(echo_once(server.port, b'after') == b'after', 'the server still serves new clients')
+    rc, _, err = server.stop(signal.SIGINT)
+    expect(rc == 0, 'threaded_echo_server exits 0 on SIGINT', rc, err)
+
+
+def cpu_seconds(pid):
+    with open('/proc/%d/stat' % pid) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def scenario_threaded_echo_flood(b):
+    # A descriptor limit of 64 and a flood of 300 clients: the server runs out of descriptors,
+    # must not spin or die, keeps serving the clients it has, and accepts again afterwards.
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    server = Server(bin_path(b, 'threaded_echo_server') + ['--port', '0', '--threads', '4',
+                     '--max-connections', '1000'], preexec_fn=low_limit)
+    first = socket.create_connection(('127.0.0.1', server.port), timeout=TIMEOUT)
+    first.sendall(b'first')
+    expect(first.recv(100) == b'first', 'the first client is served')
+    flood = []
+    for i in range(300):
+        s = socket.create_connection(('127.0.0.1', server.port), timeout=TIMEOUT)
+        s.sendall(b'flood')
+        flood.append(s)
+    # Out of descriptors, the server should sit in its back-off, not burn a CPU.
+    before = cpu_seconds(server.proc.pid)
+    time.sleep(1)
+    used = cpu_seconds(server.proc.pid) - before
+    expect(used < 0.5, 'the server does not spin while out of descriptors', used)
+    first.sendall(b'during')
+    expect(first.recv(100) == b'during', 'the server keeps serving the client it has')
+    for s in flood:
+        s.close()
+    expect(echo_once(server.port, b'after the flood') == b'after the flood', 'the server accepts again')
+    first.close()
+    rc, _, err = server.stop(signal.SIGTERM)
+    expect(rc == 0, 'threaded_echo_server exits 0 after the flood', rc, err[-2000:])
+    expect('Too many open files' in err, 'the server reported running out of descriptors', err[-500:])
+
+
+def scenario_line_kv(b):
+    server = Server(bin_path(b, 'line_server') + ['--port', '0'])
+    client = bin_path(b, 'line_client') + ['--port', str(server.port)]
+    rc, out, err = run(client + ['--command', 'SET greeting hello, world', '--command', 'GET greeting',
+                                 '--command', 'GET nothing', '--command', 'SET n 1'])
+    expect(rc == 0 and out == 'OK\nVALUE hello, world\nNOT_FOUND\nOK\n', 'line_client output', rc, out, err)
+    # Another client (another process) sees the same store.
+    rc, out, err = run(client + ['--command', 'GET n', '--command', 'DEL n', '--command', 'DEL n',
+                                 '--command', 'GET n', '--command', 'FLY away', '--command', 'QUIT'])
+    expect(rc == 0 and out == 'VALUE 1\nDELETED\nNOT_FOUND\nNOT_FOUND\nERROR unknown command FLY\nBYE\n',
+           'the store is shared', rc, out, err)
+    rc, _, err = server.stop(signal.SIGINT)
+    expect(rc == 0, 'line_server exits 0 on SIGINT', rc, err)
+
+
+def scenario_line_python(b):
+    server = Server(bin_path(b, 'line_server') + ['--port', '0', '--threads', '4'])
+
+    def talk(i):
+        with socket.create_connection(('127.0.0.1', server.port), timeout=TIMEOUT) as s:
+            f = s.makefile('rwb')
+            for j in range(20):
+                f.write(b'SET key-%d-%d value %d %d\r\n' % (i, j, i, j))  # CRLF, as telnet sends
+            f.flush()
+            replies = [f.readline() for _ in range(20)]
+            f.write(b'GET key-%d-19\n' % i)
+            f.flush()
+            return replies, f.readline()
+
+    results = run_threads(30, talk)
+    for i, (replies, got) in enumerate(results):
+        expect(replies == [b'OK\n'] * 20, 'every SET answered OK', i, replies[:3])
+        expect(got == b'VALUE value %d 19\n' % i, 'GET returns what SET stored', i, got)
+    with socket.create_connection(('127.0.0.1', server.port), timeout=TIMEOUT) as s:
+        f = s.makefile('rwb')
+        f.write(b'GET key-7-3\n' + b'SET big ' + b'x' * 10000 + b'\n')
+        f.flush()
+        expect(f.readline() == b'VALUE value 7 3\n', 'another connection sees the shared store')
+        expect(f.readline() == b'ERROR line too long\n', 'an overlong line is refused')
+        expect(f.readline() == b'', 'and that client is closed')
+    rc, _, err = server.stop(signal.SIGTERM)
+    expect(rc == 0, 'line_server exits 0 on SIGTERM', rc, err)
+
+
+def scenario_line_client_first(b):
+    # The client starts before its server and retries until the server listens.
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+    client = subprocess.Popen(bin_path(b, 'line_client') + ['--port', str(port), '--command', 'SET early bird',
+                               '--command', 'GET early'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = Server(bin_path(b, 'line_server') + ['--port', str(port)])
+    out, err = client.communicate(timeout=TIMEOUT)
+    expect(client.returncode == 0 and out == 'OK\nVALUE bird\n', 'line_client retried its connect',
+           client.returncode, out, err)
+    rc, _, err = server.stop(signal.SIGINT)
+    expect(rc == 0, 'line_server exits 0', rc, err)
 
 
 def main():

@@ -3,6 +3,8 @@
 
 #include <cstddef>
 #include <span>
+#include <stop_token>
+#include <string>
 #include <type_traits>
 
 namespace {
@@ -75,5 +77,31 @@ static_assert(can_pair<sockpat::UnixConnection> && !can_pair<sockpat::TcpConnect
 template <class C>
 concept can_bind = requires(C c, sockpat::Endpoint e) { c.bind(e); };
 static_assert(can_bind<sockpat::TcpSocket> && !can_bind<sockpat::TcpConnection>);
+
+// A Server owns threads that point at it: neither copied nor moved. One for datagrams does not exist.
+static_assert(!std::is_copy_constructible_v<sockpat::TcpServer> && !std::is_move_constructible_v<sockpat::TcpServer>);
+template <class P>
+concept server_exists = requires { typename sockpat::Server<P>; };
+static_assert(server_exists<sockpat::Tcp> && server_exists<sockpat::Unix> && !server_exists<sockpat::Udp>);
+// A handler takes the connection (and perhaps the stop token); anything else is rejected.
+template <class H>
+concept server_handler = std::is_constructible_v<sockpat::TcpServer, sockpat::TcpListener, H>;
+static_assert(server_handler<void (*)(sockpat::TcpConnection&)>);
+static_assert(server_handler<void (*)(sockpat::TcpConnection&, std::stop_token)>);
+static_assert(!server_handler<void (*)(int)> && !server_handler<void (*)(sockpat::UnixConnection&)>);
+
+// The framings satisfy the concept that decoders and framed connections take.
+static_assert(sockpat::Framing<sockpat::DelimiterFraming> && sockpat::Framing<sockpat::LengthPrefixFraming>);
+static_assert(!sockpat::Framing<int> && !sockpat::Framing<std::string>);
+static_assert(std::is_nothrow_move_constructible_v<sockpat::LineDecoder>);
+
+// The framed error_code& twins never throw.
+using Framed = sockpat::FramedConnection<sockpat::Tcp>;
+static_assert(noexcept(std::declval<Framed&>().read_line(sockpat::Deadline{}, std::declval<std::error_code&>())));
+static_assert(noexcept(std::declval<Framed&>().read_until("\n", sockpat::Deadline{}, std::declval<std::error_code&>())));
+static_assert(noexcept(std::declval<Framed&>().read_frame(sockpat::Deadline{}, std::declval<std::error_code&>())));
+static_assert(noexcept(std::declval<Framed&>().write_frame("x", sockpat::Deadline{}, std::declval<std::error_code&>())));
+static_assert(noexcept(sockpat::connect_with_retry<sockpat::Tcp>(std::declval<const sockpat::Endpoint&>(), sockpat::Deadline{},
+                                                                 std::declval<const sockpat::RetryOptions&>(), std::declval<std::error_code&>())));
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <filesystem>  // std::filesystem::directory_iterator, temp_directory_path
 #include <stdexcept>   // std::runtime_error
 #include <string>      // std::string
+#include <utility>     // std::pair, std::move
 
 #include "sockpat/listener.hpp"
 
@@ -37,6 +38,18 @@ inline ConnectedPair connected_pair() {
   auto server = listener.accept(5s);
   return {std::move(client), std::move(server)};
 }
+
+#if defined(_WIN32)
+// Windows has no socketpair: where a test needs any two connected stream ends, a loopback TCP pair.
+using LocalConnection = sockpat::TcpConnection;
+inline std::pair<LocalConnection, LocalConnection> local_pair() {
+  auto p = connected_pair();
+  return {std::move(p.client), std::move(p.server)};
+}
+#else
+using LocalConnection = sockpat::UnixConnection;
+inline std::pair<LocalConnection, LocalConnection> local_pair() { return sockpat::UnixConnection::pair(); }
+#endif
 
 inline int process_id() {
 #if defined(_WIN32)

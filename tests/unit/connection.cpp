@@ -5,6 +5,7 @@
 #include "support/printing.hpp"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <csignal>
 #include <cstddef>
@@ -15,12 +16,18 @@
 #include <thread>
 #include <vector>
 
+#if !defined(_WIN32)
+#include <sys/resource.h>  // setrlimit
+#include <sys/wait.h>      // waitpid
+#include <unistd.h>        // fork, _exit, alarm
+#endif
+
 #include "sockpat/listener.hpp"
 #include "support/loopback.hpp"
 
 using namespace std::chrono_literals;
 
-TEST_SUITE("connection") {
+TEST_SUITE("connection" * doctest::timeout(60)) {
 TEST_CASE("bytes written on one side arrive on the other, both ways") {
   auto [client, server] = test::connected_pair();
   CHECK(client.write_all("Hello, server!", 5s) == 14);
@@ -266,4 +273,97 @@ TEST_CASE("release hands the descriptor over, and nothing closes it behind the c
   server.read_exactly(got, 5s);
   CHECK(got == "ok");
 }
+
+TEST_CASE("the connection's own timeout bounds every call, and the earlier bound wins") {
+  auto ab = test::local_pair();  // clang 14 cannot capture structured bindings
+  auto& a = ab.first;
+  auto& b = ab.second;
+  CHECK_FALSE(b.timeout().has_value());
+  b.set_timeout(30ms);
+  CHECK(b.timeout() == std::chrono::steady_clock::duration(30ms));
+  std::array<char, 8> buf{};
+  std::error_code ec;
+  const auto start = std::chrono::steady_clock::now();
+  (void)b.read_some(buf, sockpat::Deadline{}, ec);
+  CHECK(ec == std::errc::timed_out);
+  (void)b.read_some(buf, 10s, ec);  // a longer deadline does not lift the connection's timeout
+  CHECK(ec == std::errc::timed_out);
+  CHECK(std::chrono::steady_clock::now() - start < 5s);
+  b.set_timeout(std::nullopt);
+  a.write_all("x", 5s);
+  CHECK(b.read_some(buf, 5s) == 1);
+}
+
+TEST_CASE("the connection's stop token cancels a read blocked in another thread") {
+  auto ab = test::local_pair();  // clang 14 cannot capture structured bindings
+  auto& b = ab.second;
+  std::stop_source cancel;
+  b.set_stop_token(cancel.get_token());
+  std::promise<void> started;
+  auto blocked = std::async(std::launch::async, [&] {
+    std::array<char, 8> buf{};
+    std::error_code ec;
+    started.set_value();
+    // Its own deadline carries another stop token: both are watched.
+    std::stop_source own;
+    (void)b.read_some(buf, sockpat::Deadline(30s, own.get_token()), ec);
+    return ec;
+  });
+  started.get_future().wait();
+  CHECK(blocked.wait_for(50ms) == std::future_status::timeout);
+  cancel.request_stop();
+  REQUIRE(blocked.wait_for(10s) == std::future_status::ready);
+  CHECK(blocked.get() == std::errc::operation_canceled);
+  std::error_code ec;
+  b.write_all("late", 1s, ec);  // later calls are canceled at once
+  CHECK(ec == std::errc::operation_canceled);
+}
+
+// Windows has neither fork nor a descriptor limit to lower (docs/platforms.md).
+#if !defined(_WIN32)
+TEST_CASE("a stop still ends a wait when the process has no descriptor left for the wake-up") {
+  // In a child process: lower the limit to the descriptors open now, so the waiting thread
+  // cannot open its wake-up descriptor; the stop must still end the read, by polling.
+  auto ab = test::local_pair();
+  auto& b = ab.second;
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::alarm(30);
+    const rlim_t limit = static_cast<rlim_t>(test::open_descriptors());
+    const ::rlimit rl{limit, limit};
+    if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) ::_exit(10);
+    // The limit caps descriptor numbers, not their count: fill any holes below it.
+    for (int i = 0; i < 100000 && ::dup(0) >= 0; ++i) {
+    }
+    if (::dup(0) >= 0) ::_exit(14);  // there must be no descriptor to spare
+    int status = 11;
+    try {
+      std::stop_source cancel;
+      b.set_stop_token(cancel.get_token());
+      std::promise<void> started;
+      auto reader = std::async(std::launch::async, [&] {
+        std::array<char, 8> buf{};
+        std::error_code ec;
+        started.set_value();
+        (void)b.read_some(buf, 20s, ec);
+        return ec;
+      });
+      started.get_future().wait();
+      // Still waiting (not failed for want of a descriptor), until the stop.
+      if (reader.wait_for(100ms) != std::future_status::timeout) ::_exit(15);
+      cancel.request_stop();
+      if (reader.wait_for(10s) != std::future_status::ready) ::_exit(16);
+      status = reader.get() == std::errc::operation_canceled ? 0 : 12;
+    } catch (...) {
+      status = 13;
+    }
+    ::_exit(status);
+  }
+  int status = -1;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}
+#endif
 }

@@ -10,7 +10,7 @@
 
 using sockpat::Endpoint;
 
-TEST_SUITE("endpoint") {
+TEST_SUITE("endpoint" * doctest::timeout(60)) {
 TEST_CASE("an IPv4 endpoint from a host and a port") {
   const Endpoint e("127.0.0.1", 80);
   CHECK(e.is_v4());

@@ -13,7 +13,7 @@
 
 using namespace std::chrono_literals;
 
-TEST_SUITE("listener") {
+TEST_SUITE("listener" * doctest::timeout(60)) {
 TEST_CASE("binding port 0 picks a free port that local_endpoint reads back") {
   auto listener = sockpat::TcpListener::bind({"127.0.0.1", 0});
   const auto local = listener.local_endpoint();

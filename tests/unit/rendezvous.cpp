@@ -36,7 +36,7 @@ sockpat::Endpoint free_endpoint() {
 
 }  // namespace
 
-TEST_SUITE("rendezvous") {
+TEST_SUITE("rendezvous" * doctest::timeout(60)) {
 #if defined(_WIN32)
 // Windows has no SO_REUSEPORT, so a listener and a dialer cannot share the peer's port: rendezvous
 // says so instead of failing in some later, stranger way (docs/platforms.md).

@@ -30,7 +30,7 @@ bool wait_stopped(const std::stop_token& token, std::chrono::milliseconds bound)
 
 }  // namespace
 
-TEST_SUITE("signals") {
+TEST_SUITE("signals" * doctest::timeout(60)) {
 #if defined(_WIN32)
 // Windows has no SIGINT/SIGTERM to raise: SignalStop listens for console control events, which
 // Windows delivers by calling the handler on a thread of its own. The tests call the installed

@@ -13,7 +13,7 @@
 using namespace std::chrono_literals;
 using sockpat::Endpoint;
 
-TEST_SUITE("socket") {
+TEST_SUITE("socket" * doctest::timeout(60)) {
 TEST_CASE("a default socket is closed and owns nothing") {
   sockpat::TcpSocket s;
   CHECK_FALSE(s.is_open());

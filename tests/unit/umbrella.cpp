@@ -8,7 +8,7 @@
 
 using namespace std::chrono_literals;
 
-TEST_SUITE("umbrella") {
+TEST_SUITE("umbrella" * doctest::timeout(60)) {
 TEST_CASE("the umbrella header alone is enough for a loopback exchange") {
   auto listener = sockpat::TcpListener::bind({"127.0.0.1", 0});
   auto client = sockpat::TcpConnection::connect(listener.local_endpoint(), 5s);

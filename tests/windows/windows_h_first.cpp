@@ -14,11 +14,17 @@
 #include <chrono>
 #include <climits>
 #include <concepts>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
+#include <deque>
+#include <exception>
 #include <functional>
+#include <list>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <span>

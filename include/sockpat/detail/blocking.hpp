@@ -15,16 +15,20 @@ namespace sockpat::detail {
 struct Bound {
   steady_time deadline = no_deadline;
   const std::stop_token* stop = nullptr;
+  /// The object's own cancel token (Connection::set_stop_token), watched as well as `stop`.
+  const std::stop_token* also = nullptr;
 };
 
 inline std::error_code canceled_if_stopped(const Bound& b) noexcept {
-  if (b.stop != nullptr && b.stop->stop_requested()) return make_errc(std::errc::operation_canceled);
+  if ((b.stop != nullptr && b.stop->stop_requested()) || (b.also != nullptr && b.also->stop_requested())) {
+    return make_errc(std::errc::operation_canceled);
+  }
   return {};
 }
 
 inline std::error_code wait_for(native_handle h, Readiness what, const Bound& b) noexcept {
   static const std::stop_token never;
-  return wait_ready(h, what, b.deadline, b.stop != nullptr ? *b.stop : never);
+  return wait_ready(h, what, b.deadline, b.stop != nullptr ? *b.stop : never, b.also != nullptr ? *b.also : never);
 }
 
 // Errors after which accept() should simply try again: the connection died in the queue
@@ -56,7 +60,7 @@ inline std::error_code blocking_connect(native_handle h, const RawAddress& to, c
   std::error_code ec = connect_handle(h, to.data(), to.size);
   if (ec != std::errc::operation_in_progress && !would_block(ec)) return ec;
   static const std::stop_token never;
-  ec = wait_connected(h, b.deadline, b.stop != nullptr ? *b.stop : never);
+  ec = wait_connected(h, b.deadline, b.stop != nullptr ? *b.stop : never, b.also != nullptr ? *b.also : never);
   if (ec) return ec;
   return pending_error(h);
 }

@@ -165,6 +165,7 @@ class PortableErrcCategory final : public std::error_category {
       case std::errc::host_unreachable: return "No route to host";
       case std::errc::invalid_argument: return "Invalid argument";
       case std::errc::operation_not_supported: return "Operation not supported";
+      case std::errc::not_enough_memory: return "Not enough memory";
       default: return std::generic_category().message(code);
     }
   }

@@ -101,6 +101,14 @@ inline Waker* thread_waker(std::error_code& ec) noexcept {
   return ec ? nullptr : &waker;
 }
 
+/// now + d, saturating at no_deadline instead of overflowing into the past.
+inline steady_time time_after(std::chrono::steady_clock::duration d) noexcept {
+  const auto now = std::chrono::steady_clock::now();
+  if (d <= d.zero()) return now;
+  if (d >= no_deadline - now) return no_deadline;
+  return now + d;
+}
+
 inline int poll_timeout_ms(steady_time deadline) noexcept {
   if (deadline == no_deadline) return -1;
   const auto left = deadline - std::chrono::steady_clock::now();
@@ -124,68 +132,98 @@ inline bool interrupted(const std::error_code& ec) noexcept { return ec == std::
 
 enum class Readiness : short { read = POLLIN, write = POLLOUT };
 
+/// How often a wait without a wake-up descriptor looks at its stop tokens.
+inline constexpr int poll_slice_ms = 20;
+
 struct WakeOnStop {
   const Waker* waker;
   void operator()() const noexcept { waker->notify(); }
 };
 
-/// Blocks until `h` is ready for `what`, the deadline passes (timed_out) or stop is requested
-/// (operation_canceled). An error or hang-up on the socket counts as ready: the next call reports it.
-inline std::error_code wait_ready(native_handle h, Readiness what, steady_time deadline,
-                                  const std::stop_token& stop) noexcept {
-  if (stop.stop_requested()) return make_errc(std::errc::operation_canceled);
+/// The wake-up side of a wait: the thread's Waker with a stop callback per token that can stop,
+/// or, when the process is out of descriptors for a Waker (EMFILE, ENFILE), a time slice after
+/// which the wait looks at the tokens again: out of descriptors is no time to fail a read.
+class StopWatch {
+ public:
+  StopWatch(const std::stop_token& stop, const std::stop_token& also) noexcept : stop_(stop), also_(also) {
+    if (!stop.stop_possible() && !also.stop_possible()) return;
+    std::error_code ec;
+    waker_ = thread_waker(ec);
+    if (ec) {
+      waker_ = nullptr;
+      slice_ = poll_slice_ms;
+      return;
+    }
+    if (stop.stop_possible()) on_stop_.emplace(stop, WakeOnStop{waker_});
+    if (also.stop_possible()) on_also_.emplace(also, WakeOnStop{waker_});
+  }
+  StopWatch(const StopWatch&) = delete;
+  StopWatch& operator=(const StopWatch&) = delete;
+  // After the callbacks are gone no one can signal the waker any more; empty it for the next wait.
+  ~StopWatch() {
+    on_stop_.reset();
+    on_also_.reset();
+    if (waker_ != nullptr && stopped()) waker_->drain();
+  }
+
+  [[nodiscard]] bool stopped() const noexcept { return stop_.stop_requested() || also_.stop_requested(); }
+  [[nodiscard]] const Waker* waker() const noexcept { return waker_; }
+  /// The poll timeout for `deadline`, shortened to the slice when there is no waker.
+  [[nodiscard]] int timeout_ms(steady_time deadline) const noexcept {
+    int timeout = poll_timeout_ms(deadline);
+    if (slice_ >= 0 && (timeout < 0 || timeout > slice_)) timeout = slice_;
+    return timeout;
+  }
+
+ private:
+  const std::stop_token& stop_;
+  const std::stop_token& also_;
+  Waker* waker_ = nullptr;
+  int slice_ = -1;
+  std::optional<std::stop_callback<WakeOnStop>> on_stop_;
+  std::optional<std::stop_callback<WakeOnStop>> on_also_;
+};
+
+/// Blocks until `h` is ready for `what`, the deadline passes (timed_out) or stop is requested on
+/// either token (operation_canceled). An error or hang-up on the socket counts as ready: the next
+/// call reports it. The second token is an object's own cancel token (a server's per-connection stop).
+inline std::error_code wait_ready(native_handle h, Readiness what, steady_time deadline, const std::stop_token& stop,
+                                  const std::stop_token& also) noexcept {
+  if (stop.stop_requested() || also.stop_requested()) return make_errc(std::errc::operation_canceled);
+  const StopWatch watch(stop, also);
   poll_entry fds[2] = {{h, static_cast<short>(what), 0}, {invalid_handle, POLLIN, 0}};
   poll_count count = 1;
-  std::error_code ec;
-  Waker* waker = nullptr;
-  std::optional<std::stop_callback<WakeOnStop>> on_stop;
-  if (stop.stop_possible()) {
-    waker = thread_waker(ec);
-    if (ec) return ec;
-    fds[1].fd = waker->read_handle();
+  if (watch.waker() != nullptr) {
+    fds[1].fd = watch.waker()->read_handle();
     count = 2;
-    on_stop.emplace(stop, WakeOnStop{waker});
   }
   for (;;) {
-    const int r = poll_handles(fds, count, poll_timeout_ms(deadline));
+    const int r = poll_handles(fds, count, watch.timeout_ms(deadline));
     if (r < 0) {
-      ec = last_error();
-      if (interrupted(ec)) {
-        ec.clear();
-        continue;
-      }
-      break;
+      const auto ec = last_error();
+      if (interrupted(ec)) continue;
+      return ec;
     }
-    if (stop.stop_requested()) {
-      ec = make_errc(std::errc::operation_canceled);
-      break;
-    }
-    if (fds[0].revents != 0) break;
-    if (r == 0 && std::chrono::steady_clock::now() >= deadline) {
-      ec = make_errc(std::errc::timed_out);
-      break;
-    }
+    if (watch.stopped()) return make_errc(std::errc::operation_canceled);
+    if (fds[0].revents != 0) return {};
+    if (r == 0 && std::chrono::steady_clock::now() >= deadline) return make_errc(std::errc::timed_out);
   }
-  // After the callback is gone no one can signal the waker any more; empty it for the next wait.
-  on_stop.reset();
-  if (waker != nullptr && stop.stop_requested()) waker->drain();
-  return ec;
+}
+
+inline std::error_code wait_ready(native_handle h, Readiness what, steady_time deadline,
+                                  const std::stop_token& stop) noexcept {
+  static const std::stop_token never;
+  return wait_ready(h, what, deadline, stop, never);
 }
 
 #if defined(SOCKPAT_WINDOWS)
 // WSAPoll before Windows 10 2004 never reports a connect that failed (refused, unreachable): it
 // waits out its whole timeout. select() reports the failure in the except set on every version,
 // so the connect wait uses it; one socket and the waker are far below FD_SETSIZE.
-inline std::error_code wait_connected(native_handle h, steady_time deadline, const std::stop_token& stop) noexcept {
-  if (stop.stop_requested()) return make_errc(std::errc::operation_canceled);
-  std::error_code ec;
-  Waker* waker = nullptr;
-  std::optional<std::stop_callback<WakeOnStop>> on_stop;
-  if (stop.stop_possible()) {
-    waker = thread_waker(ec);
-    if (ec) return ec;
-    on_stop.emplace(stop, WakeOnStop{waker});
-  }
+inline std::error_code wait_connected(native_handle h, steady_time deadline, const std::stop_token& stop,
+                                      const std::stop_token& also) noexcept {
+  if (stop.stop_requested() || also.stop_requested()) return make_errc(std::errc::operation_canceled);
+  const StopWatch watch(stop, also);
   for (;;) {
     ::fd_set readable;
     ::fd_set writable;
@@ -195,31 +233,20 @@ inline std::error_code wait_connected(native_handle h, steady_time deadline, con
     FD_ZERO(&failed);
     FD_SET(h, &writable);
     FD_SET(h, &failed);
-    if (waker != nullptr) FD_SET(waker->read_handle(), &readable);
-    const int ms = poll_timeout_ms(deadline);
+    if (watch.waker() != nullptr) FD_SET(watch.waker()->read_handle(), &readable);
+    const int ms = watch.timeout_ms(deadline);
     ::timeval tv{ms / 1000, (ms % 1000) * 1000};
     const int r = ::select(0, &readable, &writable, &failed, ms < 0 ? nullptr : &tv);
-    if (r < 0) {
-      ec = last_error();
-      break;
-    }
-    if (stop.stop_requested()) {
-      ec = make_errc(std::errc::operation_canceled);
-      break;
-    }
-    if (FD_ISSET(h, &writable) || FD_ISSET(h, &failed)) break;
-    if (r == 0 && std::chrono::steady_clock::now() >= deadline) {
-      ec = make_errc(std::errc::timed_out);
-      break;
-    }
+    if (r < 0) return last_error();
+    if (watch.stopped()) return make_errc(std::errc::operation_canceled);
+    if (FD_ISSET(h, &writable) || FD_ISSET(h, &failed)) return {};
+    if (r == 0 && std::chrono::steady_clock::now() >= deadline) return make_errc(std::errc::timed_out);
   }
-  on_stop.reset();
-  if (waker != nullptr && stop.stop_requested()) waker->drain();
-  return ec;
 }
 #else
-inline std::error_code wait_connected(native_handle h, steady_time deadline, const std::stop_token& stop) noexcept {
-  return wait_ready(h, Readiness::write, deadline, stop);
+inline std::error_code wait_connected(native_handle h, steady_time deadline, const std::stop_token& stop,
+                                      const std::stop_token& also) noexcept {
+  return wait_ready(h, Readiness::write, deadline, stop, also);
 }
 #endif
 

@@ -1,0 +1,37 @@
+// threaded_echo_server: echoes every byte back until the client closes, many clients at once on a
+// pool of threads. Run: threaded_echo_server [--host H] [--port P] [--threads N] [--idle-timeout S]
+//
+// Python's socketserver.ThreadingTCPServer with a StreamRequestHandler, but bounded: a fixed pool
+// (--threads, default one per hardware thread), at most --max-connections clients held (the rest
+// wait in the listen backlog), silent clients dropped after --idle-timeout seconds.
+#include <array>
+#include <cstdio>
+#include <string_view>
+
+#include "args.hpp"
+#include "sockpat.hpp"
+
+int main(int argc, char** argv) {
+  const example::Args args(argc, argv, {},
+                           "threaded_echo_server [--host HOST] [--port PORT] [--threads N] [--max-connections N] "
+                           "[--idle-timeout SECONDS]");
+  if (args.get_int("threads", 0) < 0 || args.get_int("max-connections", 0) < 0) args.fail("counts cannot be negative");
+  sockpat::SignalStop signals;
+  sockpat::ServerOptions options;
+  options.strategy = sockpat::Strategy::thread_pool;
+  options.threads = static_cast<std::size_t>(args.get_int("threads", 0));  // 0: one per hardware thread
+  options.max_connections = static_cast<std::size_t>(args.get_int("max-connections", 0));  // 0: twice the threads
+  options.idle_timeout = std::chrono::seconds(args.get_int("idle-timeout", 60));
+
+  sockpat::TcpServer server(
+      sockpat::TcpListener::bind(args.get("host", "127.0.0.1"), args.get_int("port", 0)),
+      [](sockpat::TcpConnection& conn) {
+        std::array<char, 16384> buf{};
+        while (const auto n = conn.read_some(buf)) conn.write_all(std::string_view(buf.data(), n));
+      },
+      options);
+  std::printf("listening on %s\n", server.local_endpoint().to_string().c_str());
+  std::fflush(stdout);
+  server.serve(signals.token());  // returns after a graceful stop on SIGINT/SIGTERM
+  return 0;
+}

@@ -1,0 +1,90 @@
+// sockpat: client helpers. Connecting with retries until a deadline (for a client that starts
+// before its server), and a one-call request/response exchange over a framing.
+#ifndef SOCKPAT_CLIENT_HPP
+#define SOCKPAT_CLIENT_HPP
+
+#include <algorithm>           // std::min
+#include <chrono>              // std::chrono::steady_clock
+#include <functional>          // std::function
+#include <string>              // std::string
+#include <string_view>         // std::string_view
+#include <system_error>        // std::error_code
+#include <utility>             // std::move
+
+#include "sockpat/connection.hpp"
+#include "sockpat/deadline.hpp"
+#include "sockpat/framing.hpp"
+
+namespace sockpat {
+
+struct RetryOptions {
+  /// The pause after the first failed attempt; each later pause is `factor` times longer, up to max_delay.
+  std::chrono::steady_clock::duration first_delay = std::chrono::milliseconds(50);
+  std::chrono::steady_clock::duration max_delay = std::chrono::seconds(2);
+  int factor = 2;
+  /// Called after each failed attempt that will be retried, with its error and its number (1, 2, ...).
+  /// It must not throw.
+  std::function<void(const std::error_code&, int attempt)> on_retry;
+};
+
+namespace detail {
+
+/// Errors that mean "no server there yet" rather than "this will never work".
+inline bool worth_retrying(const std::error_code& ec) noexcept {
+  return ec == std::errc::connection_refused || ec == std::errc::connection_reset ||
+         ec == std::errc::connection_aborted || ec == std::errc::host_unreachable ||
+         ec == std::errc::network_unreachable || ec == std::errc::no_such_file_or_directory ||  // a Unix path not made yet
+         ec == std::errc::resource_unavailable_try_again;  // a Unix listener with a full backlog
+}
+
+/// Waits until `until` or a stop request; false on the stop. (poll() ignores the invalid handle,
+/// so this is the stop-aware wait of every blocking call, with nothing to wait for.)
+inline bool pause_until(steady_time until, const std::stop_token& stop) noexcept {
+  return wait_ready(invalid_handle, Readiness::read, until, stop) != std::errc::operation_canceled;
+}
+
+}  // namespace detail
+
+/// Connects to `remote`, retrying with exponential backoff while the attempt fails with a
+/// "not there yet" error (connection refused, a Unix path not yet made, ...), until `d`. Throws
+/// std::system_error with the last attempt's error (timed_out if none failed in time; other
+/// errors at once; operation_canceled on stop). The twin reports the same through `ec`.
+template <StreamProtocol P>
+[[nodiscard]] Connection<P> connect_with_retry(const Endpoint& remote, Deadline d = {}, const RetryOptions& retry = {}) {
+  std::error_code ec;
+  auto c = connect_with_retry<P>(remote, std::move(d), retry, ec);
+  if (ec) detail::throw_error(ec, detail::describe("connect (with retries)", remote));
+  return c;
+}
+template <StreamProtocol P>
+[[nodiscard]] Connection<P> connect_with_retry(const Endpoint& remote, Deadline d, const RetryOptions& retry,
+                                               std::error_code& ec) noexcept {
+  auto delay = retry.first_delay;
+  for (int attempt = 1;; ++attempt) {
+    auto c = Connection<P>::connect(remote, ConnectOptions::with_deadline(d), ec);
+    if (!ec) return c;
+    if (!detail::worth_retrying(ec)) return {};
+    const auto now = std::chrono::steady_clock::now();
+    if (d.has_time() && now + delay >= d.time()) return {};  // no time left for another attempt
+    if (retry.on_retry) retry.on_retry(ec, attempt);
+    if (!detail::pause_until(now + delay, d.stop_token())) {
+      ec = detail::make_errc(std::errc::operation_canceled);
+      return {};
+    }
+    delay = (std::min)(delay * retry.factor, retry.max_delay);
+  }
+}
+
+/// One exchange: connects to `remote`, sends `payload` as one frame of `framing`, and returns the
+/// one-frame reply, all within `d`. Throws std::system_error (the connect's or the exchange's error;
+/// end_of_stream if the server closes without a reply).
+template <StreamProtocol P, Framing F>
+[[nodiscard]] std::string request(const Endpoint& remote, std::string_view payload, const F& framing, Deadline d = {}) {
+  auto connection = Connection<P>::connect(remote, d);
+  FramedConnection<P> framed(connection);
+  return framed.request(framing, payload, d);
+}
+
+}  // namespace sockpat
+
+#endif  // SOCKPAT_CLIENT_HPP

@@ -1,0 +1,457 @@
+// sockpat: Server<P>, Python's socketserver for C++: owns a Listener and runs a handler per client,
+// sequentially, on a thread per connection, or on a fixed pool of threads; bounded everywhere;
+// stops gracefully from any thread, a std::stop_token or a signal.
+#ifndef SOCKPAT_SERVER_HPP
+#define SOCKPAT_SERVER_HPP
+
+#include <algorithm>           // std::max, std::min
+#include <atomic>              // std::atomic
+#include <chrono>              // std::chrono::steady_clock
+#include <condition_variable>  // std::condition_variable_any
+#include <cstddef>             // std::size_t
+#include <cstdio>              // std::fprintf: the default error report, as socketserver's handle_error
+#include <deque>               // std::deque: the pool's queue of accepted clients
+#include <exception>           // std::exception_ptr
+#include <functional>          // std::function
+#include <list>                // std::list: live sessions, stable while their handlers run
+#include <mutex>               // std::mutex
+#include <optional>            // std::optional
+#include <stdexcept>           // std::logic_error
+#include <stop_token>          // std::stop_source, std::stop_token, std::stop_callback
+#include <system_error>        // std::system_error
+#include <thread>              // std::thread: threads are the point of this header
+#include <type_traits>         // std::is_invocable_v
+#include <utility>             // std::move
+#include <vector>              // std::vector
+
+#include "sockpat/connection.hpp"
+#include "sockpat/deadline.hpp"
+#include "sockpat/listener.hpp"
+
+namespace sockpat {
+
+/// How a Server runs its handlers.
+enum class Strategy {
+  sequential,             ///< one client at a time (socketserver.TCPServer)
+  thread_per_connection,  ///< a new thread per client (socketserver.ThreadingTCPServer)
+  thread_pool,            ///< a fixed pool of threads fed by a bounded queue
+};
+
+/// What a Server does with a new client while it holds max_connections already.
+enum class Overload {
+  /// Stop accepting: new clients wait in the kernel's listen backlog (their connect succeeds and
+  /// they wait for the first reply); once the backlog is full the OS drops or refuses them.
+  wait,
+  /// Accept and close at once: the client sees its connection end immediately.
+  refuse,
+};
+
+struct ServerOptions {
+  Strategy strategy = Strategy::thread_pool;
+  /// thread_pool: the number of worker threads; 0 means std::thread::hardware_concurrency().
+  std::size_t threads = 0;
+  /// Clients held at once: being handled, plus (sequential, thread_pool) accepted and queued for a
+  /// worker. 0 means 1 for sequential, twice the threads for thread_pool (a queue as long as the
+  /// pool), 256 for thread_per_connection. Past it, `overload` applies; nothing is unbounded.
+  std::size_t max_connections = 0;
+  Overload overload = Overload::wait;
+  /// Set on each client's connection (Connection::set_timeout): a blocking call on it that waits
+  /// longer fails with timed_out, and a FramedConnection read must complete within it, so a silent
+  /// or dribbling client is dropped. std::nullopt: no limit.
+  std::optional<std::chrono::steady_clock::duration> idle_timeout = std::chrono::seconds(60);
+  /// On stop: how long running handlers may go on before their connections are canceled.
+  std::chrono::steady_clock::duration grace = std::chrono::seconds(5);
+  /// After accept fails (out of descriptors or memory): the first pause before accepting again,
+  /// doubled on each failure up to max_accept_backoff; a client leaving ends the pause early.
+  std::chrono::steady_clock::duration accept_backoff = std::chrono::milliseconds(20);
+  std::chrono::steady_clock::duration max_accept_backoff = std::chrono::milliseconds(500);
+  /// Called with what a handler threw (its peer, if still known) and with accept errors (no peer;
+  /// once per run of failures). Called from the thread that met the error, so it must be
+  /// thread-safe; what it throws is ignored. Unset: a line on stderr, as socketserver does.
+  std::function<void(std::exception_ptr error, const Endpoint& peer)> on_error = {};
+};
+
+/// Counters of a Server, read at one moment.
+struct ServerStats {
+  std::size_t accepted = 0;        ///< connections accepted
+  std::size_t refused = 0;         ///< accepted and closed at once (Overload::refuse)
+  std::size_t active = 0;          ///< clients held now: handled or queued
+  std::size_t handler_errors = 0;  ///< handlers that threw
+  std::size_t accept_errors = 0;   ///< accepts that failed (EMFILE, ENFILE, ...)
+  std::size_t canceled = 0;        ///< connections canceled when the grace period ran out
+};
+
+namespace detail {
+/// The server whose handler runs on this thread, so that stop() from a handler does not wait for itself.
+inline const void*& current_server() noexcept {
+  thread_local const void* server = nullptr;
+  return server;
+}
+}  // namespace detail
+
+/// Accepts clients on a Listener and runs `handler(connection)` (or `handler(connection, stop)`,
+/// where `stop` is requested when the server begins to stop) for each, on the strategy's threads.
+/// A handler that throws is reported to on_error and its connection closed; the server goes on.
+///
+/// serve() runs the accept loop on the calling thread until a stop; start() runs it on a thread of
+/// its own. Stopping (stop(), request_stop(), the token given to serve/start, or SignalStop's
+/// token): accepting ends at once and the listener closes; clients queued but not started are
+/// closed; running handlers get `grace` to finish, then their connections are canceled (every
+/// blocking call on them returns operation_canceled); every thread is joined. A handler that does
+/// no I/O on its connection and never returns keeps stop() waiting.
+template <StreamProtocol P>
+class Server {
+ public:
+  using protocol_type = P;
+  using Handler = std::function<void(Connection<P>&, std::stop_token)>;
+
+  /// Serves clients of `listener`. The handler is copied into a std::function, so it must be copyable.
+  template <class H>
+    requires std::is_invocable_v<H&, Connection<P>&> || std::is_invocable_v<H&, Connection<P>&, std::stop_token>
+  Server(Listener<P> listener, H handler, ServerOptions options = {})
+      : listener_(std::move(listener)), local_(listener_.local_endpoint()), options_(std::move(options)) {
+    if constexpr (std::is_invocable_v<H&, Connection<P>&, std::stop_token>) {
+      handler_ = std::move(handler);
+    } else {
+      handler_ = [h = std::move(handler)](Connection<P>& c, std::stop_token) mutable { h(c); };
+    }
+    const std::size_t hardware = (std::max)(1u, std::thread::hardware_concurrency());
+    switch (options_.strategy) {
+      case Strategy::sequential: threads_ = 1; break;
+      case Strategy::thread_pool: threads_ = options_.threads != 0 ? options_.threads : hardware; break;
+      case Strategy::thread_per_connection: threads_ = 0; break;
+    }
+    max_ = options_.max_connections != 0                     ? options_.max_connections
+           : options_.strategy == Strategy::sequential       ? 1
+           : options_.strategy == Strategy::thread_pool      ? 2 * threads_
+                                                             : 256;
+  }
+  /// Binds `local` (port 0 picks a free port: read it back with local_endpoint()) and serves it.
+  template <class H>
+    requires std::is_invocable_v<H&, Connection<P>&> || std::is_invocable_v<H&, Connection<P>&, std::stop_token>
+  Server(const Endpoint& local, H handler, ServerOptions options = {})
+      : Server(Listener<P>::bind(local), std::move(handler), std::move(options)) {}
+
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+  /// Stops and joins, as stop() does. Do not destroy a server from one of its own handlers.
+  ~Server() { stop(); }
+
+  /// Runs the accept loop on this thread until a stop is requested (by stop(), request_stop() or
+  /// `stop`), then stops gracefully and returns when every handler has returned and every thread
+  /// is joined. Returns at once on a server already stopped. Throws std::logic_error if it runs already.
+  void serve(std::stop_token stop = {}) {
+    if (!begin_serving()) return;
+    serve_begun(std::move(stop));
+  }
+
+  /// serve() on a thread of its own; returns at once. stop() or the destructor joins it.
+  /// Throws std::logic_error if the server runs already, std::system_error if no thread starts.
+  void start(std::stop_token stop = {}) {
+    std::lock_guard join_lock(join_mutex_);
+    if (background_.joinable()) throw std::logic_error("sockpat: Server::start was called already");
+    if (!begin_serving()) return;
+    try {
+      background_ = std::thread([this, stop] { serve_begun(stop); });
+    } catch (...) {
+      std::lock_guard lock(mutex_);
+      state_ = State::idle;
+      throw;
+    }
+  }
+
+  /// Asks the server to stop and returns at once; safe from any thread, a handler included.
+  void request_stop() noexcept { stop_.request_stop(); }
+
+  /// Requests a stop and waits until serve() has returned: handlers finished or canceled, threads
+  /// joined, descriptors closed. From a handler it only requests (a handler cannot wait for itself).
+  void stop() noexcept {
+    request_stop();
+    if (detail::current_server() == this) return;
+    {
+      std::lock_guard lock(join_mutex_);
+      if (background_.joinable()) {
+        if (background_.get_id() != std::this_thread::get_id()) background_.join();
+        return;
+      }
+    }
+    std::unique_lock lock(mutex_);
+    if (state_ == State::idle) {
+      state_ = State::stopped;
+      return;
+    }
+    cv_.wait(lock, [this] { return state_ != State::serving; });
+  }
+
+  [[nodiscard]] bool stop_requested() const noexcept { return stop_.stop_requested(); }
+  /// Requested when the server begins to stop; handlers may watch it to finish early.
+  [[nodiscard]] std::stop_token stop_token() const noexcept { return stop_.get_token(); }
+  /// Where the server listens (kept after the listener closes).
+  [[nodiscard]] const Endpoint& local_endpoint() const noexcept { return local_; }
+  /// Worker threads of the pool (1 for sequential, 0 for thread_per_connection).
+  [[nodiscard]] std::size_t threads() const noexcept { return threads_; }
+  [[nodiscard]] std::size_t max_connections() const noexcept { return max_; }
+
+  [[nodiscard]] ServerStats stats() const {
+    ServerStats s;
+    s.accepted = accepted_.load();
+    s.refused = refused_.load();
+    s.handler_errors = handler_errors_.load();
+    s.accept_errors = accept_errors_.load();
+    s.canceled = canceled_.load();
+    std::lock_guard lock(mutex_);
+    s.active = sessions_.size();
+    return s;
+  }
+
+ private:
+  struct Session {
+    Connection<P> connection;
+    std::stop_source cancel;
+    std::thread thread;  // thread_per_connection only
+  };
+  using SessionList = std::list<Session>;
+  enum class State { idle, serving, stopped };
+
+  /// Marks the server as serving; false if it stopped already. Throws std::logic_error if it serves.
+  bool begin_serving() {
+    std::lock_guard lock(mutex_);
+    if (state_ == State::serving) throw std::logic_error("sockpat: Server::serve is running already");
+    if (state_ == State::stopped) return false;
+    state_ = State::serving;
+    return true;
+  }
+
+  void serve_begun(std::stop_token stop) noexcept {
+    std::stop_callback on_stop(stop, [this]() noexcept { request_stop(); });
+    run();
+    {
+      std::lock_guard lock(mutex_);
+      state_ = State::stopped;
+    }
+    cv_.notify_all();
+  }
+
+  void run() noexcept {
+    try {
+      for (std::size_t i = 0; i < threads_; ++i) workers_.emplace_back([this] { work(); });
+    } catch (...) {
+      report(std::current_exception(), {});
+      request_stop();
+    }
+    accept_loop();
+    // Stop accepting at once: clients still in the backlog are refused by the OS.
+    std::error_code ignored;
+    listener_.close(ignored);
+    finish();
+  }
+
+  void accept_loop() noexcept {
+    const std::stop_token stop = stop_.get_token();
+    auto backoff = options_.accept_backoff;
+    bool reported = false;
+    while (!stop.stop_requested()) {
+      join_finished();
+      if (options_.overload == Overload::wait) {
+        std::unique_lock lock(mutex_);
+        if (!cv_.wait(lock, stop, [this] { return sessions_.size() < max_; })) break;
+      }
+      std::error_code ec;
+      auto connection = listener_.accept(Deadline(stop), ec);
+      if (ec == std::errc::operation_canceled) break;
+      if (ec) {
+        ++accept_errors_;
+        if (!reported) report(std::make_exception_ptr(std::system_error(ec, detail::describe("accept on", local_))), {});
+        reported = true;
+        // Out of descriptors (EMFILE, ENFILE) or memory: the clients stay in the backlog, which
+        // keeps the listener readable, so waiting in poll() would spin. Pause instead, and go on
+        // serving the clients we hold; one of them leaving frees a descriptor and ends the pause.
+        std::unique_lock lock(mutex_);
+        const std::size_t held = sessions_.size();
+        (void)cv_.wait_for(lock, stop, backoff, [&] { return sessions_.size() < held; });
+        backoff = (std::min)(backoff * 2, options_.max_accept_backoff);
+        continue;
+      }
+      backoff = options_.accept_backoff;
+      reported = false;
+      ++accepted_;
+      dispatch(std::move(connection));
+    }
+  }
+
+  void dispatch(Connection<P> connection) noexcept {
+    std::unique_lock lock(mutex_);
+    if (sessions_.size() >= max_) {  // Overload::refuse
+      lock.unlock();
+      ++refused_;
+      return;  // `connection` closes here
+    }
+    const auto it = sessions_.emplace(sessions_.end());
+    it->connection = std::move(connection);
+    it->connection.set_timeout(options_.idle_timeout);
+    it->connection.set_stop_token(it->cancel.get_token());
+    if (options_.strategy == Strategy::thread_per_connection) {
+      try {
+        // Started under the lock, so the thread's end_session sees `thread` already assigned.
+        it->thread = std::thread([this, it] {
+          enter_thread();
+          run_session(*it);
+          end_session(it);
+        });
+      } catch (...) {
+        sessions_.erase(it);
+        lock.unlock();
+        report(std::current_exception(), {});
+      }
+      return;
+    }
+    queue_.push_back(it);
+    lock.unlock();
+    cv_.notify_all();
+  }
+
+  // Opens this thread's stop wake-up descriptor now, while descriptors are plenty, rather than
+  // in a handler's first wait, perhaps in the middle of a flood (without one it still works,
+  // looking at the stop token every few milliseconds).
+  void enter_thread() noexcept {
+    detail::current_server() = this;
+    std::error_code ignored;
+    (void)detail::thread_waker(ignored);
+  }
+
+  void work() noexcept {
+    enter_thread();
+    for (;;) {
+      typename SessionList::iterator it;
+      {
+        std::unique_lock lock(mutex_);
+        cv_.wait(lock, [this] { return !queue_.empty() || quit_workers_; });
+        if (queue_.empty()) return;
+        it = queue_.front();
+        queue_.pop_front();
+      }
+      run_session(*it);
+      end_session(it);
+    }
+  }
+
+  void run_session(Session& s) noexcept {
+    try {
+      handler_(s.connection, stop_.get_token());
+    } catch (...) {
+      ++handler_errors_;
+      std::error_code ignored;
+      report(std::current_exception(), s.connection.remote_endpoint(ignored));
+    }
+  }
+
+  void end_session(typename SessionList::iterator it) noexcept {
+    SessionList done;
+    {
+      std::lock_guard lock(mutex_);
+      if (it->thread.joinable()) {
+        try {
+          finished_.push_back(std::move(it->thread));
+        } catch (...) {
+          it->thread.detach();  // no memory to remember it: it ends right after this anyway
+        }
+      }
+      done.splice(done.end(), sessions_, it);
+    }
+    cv_.notify_all();
+    // `done` closes the connection here, outside the lock.
+  }
+
+  void join_finished() noexcept {
+    std::vector<std::thread> finished;
+    {
+      std::lock_guard lock(mutex_);
+      finished.swap(finished_);
+    }
+    for (auto& t : finished) t.join();
+  }
+
+  void finish() noexcept {
+    SessionList dropped;
+    {
+      std::lock_guard lock(mutex_);
+      // Queued clients never started: they are closed like clients left in the backlog.
+      for (const auto it : queue_) dropped.splice(dropped.end(), sessions_, it);
+      queue_.clear();
+      quit_workers_ = true;
+    }
+    cv_.notify_all();
+    dropped.clear();
+    {
+      std::unique_lock lock(mutex_);
+      const auto until = detail::time_after(options_.grace);
+      if (!cv_.wait_until(lock, until, [this] { return sessions_.empty(); })) {
+        for (auto& s : sessions_) {
+          s.cancel.request_stop();
+          ++canceled_;
+        }
+        cv_.wait(lock, [this] { return sessions_.empty(); });
+      }
+    }
+    for (auto& w : workers_) w.join();
+    workers_.clear();
+    join_finished();
+  }
+
+  void report(std::exception_ptr error, const Endpoint& peer) noexcept {
+    try {
+      if (options_.on_error) {
+        options_.on_error(error, peer);
+        return;
+      }
+      try {
+        std::rethrow_exception(error);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "sockpat server %s: %s%s%s\n", local_.to_string().c_str(),
+                     peer.empty() ? "" : peer.to_string().c_str(), peer.empty() ? "" : ": ", e.what());
+      } catch (...) {
+        std::fprintf(stderr, "sockpat server %s: a handler threw a non-standard exception\n", local_.to_string().c_str());
+      }
+    } catch (...) {
+      // An error hook that throws, or a report that cannot allocate, must not stop the server.
+    }
+  }
+
+  Listener<P> listener_;
+  Endpoint local_;
+  Handler handler_;
+  ServerOptions options_;
+  std::size_t threads_ = 0;
+  std::size_t max_ = 0;
+  std::stop_source stop_;
+
+  mutable std::mutex mutex_;         // guards everything below up to the counters
+  std::condition_variable_any cv_;  // sessions ended, work queued, state changed
+  SessionList sessions_;             // clients held: queued or being handled
+  std::deque<typename SessionList::iterator> queue_;
+  std::vector<std::thread> workers_;
+  std::vector<std::thread> finished_;  // thread_per_connection threads that ended, to join
+  bool quit_workers_ = false;
+  State state_ = State::idle;
+
+  std::mutex join_mutex_;
+  std::thread background_;
+
+  std::atomic<std::size_t> accepted_{0};
+  std::atomic<std::size_t> refused_{0};
+  std::atomic<std::size_t> handler_errors_{0};
+  std::atomic<std::size_t> accept_errors_{0};
+  std::atomic<std::size_t> canceled_{0};
+};
+
+template <StreamProtocol P, class H>
+Server(Listener<P>, H) -> Server<P>;
+template <StreamProtocol P, class H>
+Server(Listener<P>, H, ServerOptions) -> Server<P>;
+
+using TcpServer = Server<Tcp>;
+using UnixServer = Server<Unix>;
+
+}  // namespace sockpat
+
+#endif  // SOCKPAT_SERVER_HPP
