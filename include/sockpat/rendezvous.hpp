@@ -5,7 +5,7 @@
 
 #include <algorithm>     // std::min
 #include <chrono>        // std::chrono::steady_clock, milliseconds
-#include <random>        // std::minstd_rand: jitter for the backoff
+#include <cstdint>       // std::uint64_t
 #include <system_error>  // std::error_code
 
 #include "sockpat/listener.hpp"
@@ -36,7 +36,15 @@ struct RendezvousOptions {
   if (ec) return {};
   const auto here = listener.local_endpoint(ec);  // the real port when `local` asked for port 0
   if (ec) return {};
-  std::minstd_rand jitter(static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count()));
+  // Jitter from a xorshift seeded by the clock: two peers started together must not redial in
+  // lockstep, and <random> would cost every includer of this header more than the whole core.
+  auto state = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) | 1;
+  const auto jitter = [&state] {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
   auto backoff = options.initial_backoff;
   for (;;) {
     // One dial, bounded by a second so that a lost SYN does not hold the loop.
@@ -54,7 +62,7 @@ struct RendezvousOptions {
     }
     if (ec == std::errc::timed_out && d.expired()) return {};
     // Wait for the other side's dial for the backoff time, then dial again.
-    const auto wait = backoff / 2 + std::chrono::milliseconds(jitter() % (backoff.count() / 2 + 1));
+    const auto wait = backoff / 2 + std::chrono::milliseconds(static_cast<std::int64_t>(jitter() % static_cast<std::uint64_t>(backoff.count() / 2 + 1)));
     const auto until = std::chrono::steady_clock::now() + wait;
     while (true) {
       auto accepted = listener.accept(d.capped(until), ec);
