@@ -68,10 +68,10 @@ template <StreamProtocol P>
     if (d.has_time() && now + delay >= d.time()) return {};  // no time left for another attempt
     if (retry.on_retry) retry.on_retry(ec, attempt);
     if (!detail::pause_until(now + delay, d.stop_token())) {
-      ec = std::make_error_code(std::errc::operation_canceled);
+      ec = detail::make_errc(std::errc::operation_canceled);
       return {};
     }
-    delay = std::min(delay * retry.factor, retry.max_delay);
+    delay = (std::min)(delay * retry.factor, retry.max_delay);
   }
 }
 

@@ -28,7 +28,8 @@ struct ConnectOptions {
   /// SO_REUSEADDR on the socket before binding `local`, so a restarted peer can rebind its port.
   bool reuse_address = true;
   /// SO_REUSEPORT before binding `local`, so the socket can dial from a port that a listener
-  /// (with reuse_port too) holds: the rendezvous of two peers uses it.
+  /// (with reuse_port too) holds: the rendezvous of two peers uses it. Windows has no
+  /// SO_REUSEPORT: there the connect fails with operation_not_supported.
   bool reuse_port = false;
   /// Bounds the whole connect, over every address tried.
   Deadline deadline;
@@ -100,9 +101,7 @@ class Connection : private Socket<P> {
     if (ec) return {};
     if (!options.local.empty()) {
       if (options.reuse_address) ec = detail::set_int_option(s.native_handle(), detail::option::reuse_address, 1);
-#if defined(SOCKPAT_HAS_REUSE_PORT)
-      if (!ec && options.reuse_port) ec = detail::set_int_option(s.native_handle(), detail::option::reuse_port, 1);
-#endif
+      if (!ec && options.reuse_port) ec = detail::set_reuse_port(s.native_handle());
       if (!ec) s.bind(options.local, ec);
       if (ec) return {};
     }
@@ -142,7 +141,7 @@ class Connection : private Socket<P> {
   /// Tries each endpoint in order; the error is the last one met (timed_out once the deadline passed).
   [[nodiscard]] static Connection connect_any(std::span<const Endpoint> endpoints, const ConnectOptions& options,
                                               std::error_code& ec) noexcept {
-    ec = std::make_error_code(std::errc::host_unreachable);
+    ec = detail::make_errc(std::errc::host_unreachable);
     for (const auto& e : endpoints) {
       if (!options.local.empty() && options.local.family() != e.family()) continue;
       auto c = connect(e, options, ec);

@@ -233,7 +233,7 @@ class Endpoint {
                                                    detail::SocketType type = detail::SocketType::stream) noexcept {
   ec.clear();
   if (host.empty() || port < 0 || port > 65535 || detail::malformed_dotted_quad(host)) {
-    ec = std::make_error_code(std::errc::invalid_argument);
+    ec = detail::make_errc(std::errc::invalid_argument);
     return {};
   }
   std::vector<detail::RawAddress> raw;

@@ -77,8 +77,8 @@ inline FrameScan scan_delimited(std::string_view data, std::size_t from, std::st
                                 bool strip_cr) noexcept {
   const std::size_t end_size = delim.size() + (strip_cr ? 1 : 0);
   const std::size_t limit = max > SIZE_MAX - end_size ? SIZE_MAX : max + end_size;
-  const std::string_view window = data.substr(0, std::min(data.size(), limit));
-  const std::size_t start = std::min(from, window.size());
+  const std::string_view window = data.substr(0, (std::min)(data.size(), limit));
+  const std::size_t start = (std::min)(from, window.size());
   const auto it = std::search(window.begin() + static_cast<std::ptrdiff_t>(start), window.end(), delim.begin(), delim.end());
   if (it != window.end()) {
     const auto at = static_cast<std::size_t>(it - window.begin());
@@ -227,7 +227,7 @@ class ByteBuffer {
     return {bytes_.data() + end_, bytes_.size() - end_};
   }
   /// `n` bytes were written into the span prepare() returned.
-  void commit(std::size_t n) noexcept { end_ += std::min(n, bytes_.size() - end_); }
+  void commit(std::size_t n) noexcept { end_ += (std::min)(n, bytes_.size() - end_); }
   void append(std::string_view bytes) {
     if (bytes.empty()) return;  // memcpy may not see the null data() of an empty view
     const auto room = prepare(bytes.size());
@@ -236,7 +236,7 @@ class ByteBuffer {
   }
   /// Drops `n` bytes from the front. Views from data() stay valid until the next prepare().
   void consume(std::size_t n) noexcept {
-    begin_ += std::min(n, size());
+    begin_ += (std::min)(n, size());
     if (begin_ == end_) begin_ = end_ = 0;
   }
   void clear() noexcept { begin_ = end_ = 0; }
@@ -440,7 +440,7 @@ class FramedConnection {
   [[nodiscard]] std::optional<std::string_view> read_until(std::string_view delimiter, Deadline d,
                                                            std::error_code& ec) noexcept {
     if (delimiter.empty()) {
-      ec = std::make_error_code(std::errc::invalid_argument);
+      ec = detail::make_errc(std::errc::invalid_argument);
       return std::nullopt;
     }
     const std::size_t max = lines_.max_frame_size();
@@ -515,7 +515,7 @@ class FramedConnection {
 
   std::size_t take_into(std::span<char> out) noexcept {
     const auto data = buffer_.data();
-    const std::size_t n = std::min(out.size(), data.size());
+    const std::size_t n = (std::min)(out.size(), data.size());
     if (n == 0) return 0;
     std::memcpy(out.data(), data.data(), n);
     buffer_.consume(n);
@@ -542,9 +542,9 @@ class FramedConnection {
       std::span<char> room;
       try {
         // s.need was checked against the framing's maximum, so this allocation is bounded.
-        room = buffer_.prepare(std::max(s.need, chunk));
+        room = buffer_.prepare((std::max)(s.need, chunk));
       } catch (...) {
-        ec = std::make_error_code(std::errc::not_enough_memory);
+        ec = detail::make_errc(std::errc::not_enough_memory);
         return std::nullopt;
       }
       const std::size_t n = conn_->read_some(room, d, ec);

@@ -16,8 +16,11 @@ struct ListenOptions {
   /// The kernel's queue of connections not yet accepted (clamped by the OS, e.g. somaxconn).
   int backlog = detail::default_backlog;
   /// SO_REUSEADDR, so a restarted server can bind its port while old connections linger.
+  /// Not applied on Windows, where SO_REUSEADDR allows port stealing: listeners there take
+  /// SO_EXCLUSIVEADDRUSE instead.
   bool reuse_address = true;
-  /// SO_REUSEPORT, so several listeners (one per thread) share one port.
+  /// SO_REUSEPORT, so several listeners (one per thread) share one port. Windows has no
+  /// SO_REUSEPORT: there bind fails with operation_not_supported.
   bool reuse_port = false;
   /// For an IPv6 listener: IPv6 only (true), also IPv4-mapped (false), or the OS default.
   std::optional<bool> v6_only;
@@ -66,10 +69,8 @@ class Listener : private Socket<P> {
     if (ec) return {};
     const auto h = l.native_handle();
     if (!P::local) {
-      if (options.reuse_address) ec = detail::set_int_option(h, detail::option::reuse_address, 1);
-#if defined(SOCKPAT_HAS_REUSE_PORT)
-      if (!ec && options.reuse_port) ec = detail::set_int_option(h, detail::option::reuse_port, 1);
-#endif
+      ec = detail::set_listener_reuse(h, options.reuse_address);
+      if (!ec && options.reuse_port) ec = detail::set_reuse_port(h);
       if (!ec && options.v6_only && local.is_v6()) {
         ec = detail::set_int_option(h, detail::option::v6_only, *options.v6_only ? 1 : 0);
       }

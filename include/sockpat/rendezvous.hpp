@@ -74,7 +74,7 @@ struct RendezvousOptions {
       if (d.expired()) return {};
       break;
     }
-    backoff = std::min(backoff * 2, options.max_backoff);
+    backoff = (std::min)(backoff * 2, options.max_backoff);  // parenthesised: <windows.h>'s min macro
   }
 }
 

@@ -115,7 +115,7 @@ class Server {
     } else {
       handler_ = [h = std::move(handler)](Connection<P>& c, std::stop_token) mutable { h(c); };
     }
-    const std::size_t hardware = std::max(1u, std::thread::hardware_concurrency());
+    const std::size_t hardware = (std::max)(1u, std::thread::hardware_concurrency());
     switch (options_.strategy) {
       case Strategy::sequential: threads_ = 1; break;
       case Strategy::thread_pool: threads_ = options_.threads != 0 ? options_.threads : hardware; break;
@@ -269,7 +269,7 @@ class Server {
         std::unique_lock lock(mutex_);
         const std::size_t held = sessions_.size();
         (void)cv_.wait_for(lock, stop, backoff, [&] { return sessions_.size() < held; });
-        backoff = std::min(backoff * 2, options_.max_accept_backoff);
+        backoff = (std::min)(backoff * 2, options_.max_accept_backoff);
         continue;
       }
       backoff = options_.accept_backoff;

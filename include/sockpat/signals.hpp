@@ -12,7 +12,8 @@
 
 namespace sockpat {
 
-/// While alive, SIGINT and SIGTERM request a stop on token() instead of killing the process;
+/// While alive, SIGINT and SIGTERM (on Windows: Ctrl-C, Ctrl-Break and closing the console) request
+/// a stop on token() instead of killing the process;
 /// the previous handlers come back when it is destroyed. One instance at a time per process.
 /// request_stop() is not async-signal-safe, so the handler only writes a byte and a small
 /// watcher thread makes the request.
@@ -44,7 +45,8 @@ class SignalStop {
   [[nodiscard]] bool stop_requested() const noexcept { return source_.stop_requested(); }
   /// Requests the stop by hand, as a signal would.
   void request_stop() noexcept { source_.request_stop(); }
-  /// The signal that requested the stop (SIGINT, SIGTERM), or 0.
+  /// The signal that requested the stop (SIGINT, SIGTERM), or 0. On Windows: SIGINT for Ctrl-C,
+  /// SIGBREAK for Ctrl-Break, SIGTERM for closing the console window.
   [[nodiscard]] int signal() const noexcept { return signal_.load(); }
 
  private:

@@ -65,7 +65,7 @@ class Socket {
   }
   Socket(Family family, std::error_code& ec) noexcept : family_(family) {
     if ((family == Family::unix_domain) != P::local) {
-      ec = std::make_error_code(std::errc::address_family_not_supported);
+      ec = detail::make_errc(std::errc::address_family_not_supported);
       return;
     }
     handle_ = detail::UniqueHandle(detail::open_socket(detail::native_family(family), detail::native_type(P::type), 0, ec));

@@ -7,7 +7,9 @@
 #include <chrono>
 #include <csignal>
 #include <future>
+#if !defined(_WIN32)
 #include <pthread.h>  // pthread_kill: aim signals at the threads blocked in I/O
+#endif
 #include <thread>
 #include <vector>
 
@@ -24,14 +26,18 @@ std::vector<std::byte> pattern(std::size_t n) {
   return v;
 }
 
+#if !defined(_WIN32)
 std::atomic<long> signals_received{0};
 static_assert(std::atomic<long>::is_always_lock_free);  // safe to touch from a handler
 extern "C" void count_signal(int) { signals_received.fetch_add(1, std::memory_order_relaxed); }
+#endif
 
 }  // namespace
 
 TEST_SUITE("faults" * doctest::timeout(120)) {
-TEST_CASE("a client that resets mid-message gives the reader connection_reset and the bytes before it") {
+// Wine 8 closes a socket with SO_LINGER {on, 0} gracefully (FIN, not RST): skipped there only.
+TEST_CASE("a client that resets mid-message gives the reader connection_reset and the bytes before it" *
+          doctest::skip(test::running_under_wine())) {
   auto [client, server] = test::connected_pair();
   client.write_all("half a mess", 5s);
   std::string first(11, '\0');
@@ -46,6 +52,8 @@ TEST_CASE("a client that resets mid-message gives the reader connection_reset an
   CHECK(first == "half a mess");
 }
 
+// Windows has no signals that interrupt a thread's calls (no pthread_kill, no EINTR from Winsock).
+#if !defined(_WIN32)
 TEST_CASE("a storm of signals during blocking reads and writes loses no byte") {
   struct sigaction sa {};
   struct sigaction old {};
@@ -91,6 +99,7 @@ TEST_CASE("a storm of signals during blocking reads and writes loses no byte") {
   CHECK(sent_signals.load() > 0);
   CHECK(signals_received.load() > 0);
 }
+#endif
 
 TEST_CASE("a reader that never reads: write_all with a deadline stops with timed_out, having written a bounded amount") {
   auto [client, server] = test::connected_pair();
@@ -106,7 +115,9 @@ TEST_CASE("a reader that never reads: write_all with a deadline stops with timed
 }
 
 TEST_CASE("writing to a closed peer never raises SIGPIPE, with SIGPIPE at its default action") {
+#if defined(SIGPIPE)  // Windows has no SIGPIPE: the test then checks the error alone
   const auto old = std::signal(SIGPIPE, SIG_DFL);
+#endif
   for (int round = 0; round < 20; ++round) {
     auto [client, server] = test::connected_pair();
     server.close();
@@ -114,7 +125,9 @@ TEST_CASE("writing to a closed peer never raises SIGPIPE, with SIGPIPE at its de
     for (int i = 0; i < 200 && !ec; ++i) client.write_some("data after close", 5s, ec);
     CHECK(ec);
   }
+#if defined(SIGPIPE)
   std::signal(SIGPIPE, old);
+#endif
 }
 
 TEST_CASE("10,000 connect/close cycles leave the descriptor count unchanged") {

@@ -1,7 +1,12 @@
 """Runs sockpat's examples as real processes over loopback and checks what they print.
 
-Usage: run_example.py BIN_DIR SCENARIO. Every wait is bounded; servers are stopped with
-SIGINT or SIGTERM and must exit 0, which proves the clean stop the examples promise.
+Usage: run_example.py BIN_DIR SCENARIO [RUNNER...]. Every wait is bounded; servers are stopped
+with SIGINT or SIGTERM and must exit 0, which proves the clean stop the examples promise.
+
+RUNNER is a command that runs the example binaries, such as Wine's loader for a Windows
+cross-build (CMake passes CMAKE_CROSSCOMPILING_EMULATOR). Wine turns a SIGINT it receives into
+the console's CTRL_C_EVENT, which sockpat::SignalStop handles; Windows has no SIGTERM for a
+console program, so under a runner every stop is sent as SIGINT.
 """
 import os
 import resource
@@ -15,6 +20,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TIMEOUT = 20
+RUNNER = []
 
 
 class Server:
@@ -35,7 +41,7 @@ class Server:
         self.port = int(self.endpoint.rsplit(':', 1)[1])
 
     def stop(self, sig=signal.SIGINT):
-        self.proc.send_signal(sig)
+        self.proc.send_signal(signal.SIGINT if RUNNER else sig)
         return self.finish()
 
     def finish(self):
@@ -58,7 +64,10 @@ def expect(cond, what, *details):
 
 
 def bin_path(bin_dir, name):
-    return os.path.join(bin_dir, name)
+    path = os.path.join(bin_dir, name)
+    if os.path.exists(path + '.exe'):
+        path += '.exe'
+    return RUNNER + [path]
 
 
 def seed(*args):
@@ -66,9 +75,9 @@ def seed(*args):
 
 
 def scenario_hello(b):
-    server = Server([bin_path(b, 'hello_server'), '--port', '0'])
+    server = Server(bin_path(b, 'hello_server') + ['--port', '0'])
     for message in ['Hello, server!', 'second client']:
-        rc, out, err = run([bin_path(b, 'hello_client'), '--port', str(server.port), '--message', message])
+        rc, out, err = run(bin_path(b, 'hello_client') + ['--port', str(server.port), '--message', message])
         expect(rc == 0 and out == 'Received from server: Hello, client!\n', 'hello_client output', rc, out, err)
     rc, out, err = server.stop(signal.SIGINT)
     expect(rc == 0, 'hello_server exits 0 on SIGINT', rc, err)
@@ -77,15 +86,15 @@ def scenario_hello(b):
 
 
 def scenario_hello_once(b):
-    server = Server([bin_path(b, 'hello_server'), '--port', '0', '--once', '--host', 'localhost'])
-    rc, out, err = run([bin_path(b, 'hello_client'), '--host', 'localhost', '--port', str(server.port)])
+    server = Server(bin_path(b, 'hello_server') + ['--port', '0', '--once', '--host', 'localhost'])
+    rc, out, err = run(bin_path(b, 'hello_client') + ['--host', 'localhost', '--port', str(server.port)])
     expect(rc == 0 and 'Hello, client!' in out, 'hello_client output', rc, out, err)
     rc, out, err = server.finish()
     expect(rc == 0, '--once exits by itself after one client', rc, err)
 
 
 def scenario_seed_client_vs_hello_server(b):
-    server = Server([bin_path(b, 'hello_server'), '--port', '0'])
+    server = Server(bin_path(b, 'hello_server') + ['--port', '0'])
     rc, out, err = run(seed('client', server.port))
     expect(rc == 0 and out == 'Received from server: Hello, client!\n', "the seed's client output", rc, out, err)
     rc, out, err = server.stop(signal.SIGTERM)
@@ -95,7 +104,7 @@ def scenario_seed_client_vs_hello_server(b):
 
 def scenario_hello_client_vs_seed_server(b):
     server = Server(seed('server'))
-    rc, out, err = run([bin_path(b, 'hello_client'), '--port', str(server.port)])
+    rc, out, err = run(bin_path(b, 'hello_client') + ['--port', str(server.port)])
     expect(rc == 0 and out == 'Received from server: Hello, client!\n', 'hello_client output', rc, out, err)
     rc, out, err = server.finish()
     expect(rc == 0 and out == 'Received from client: Hello, server!\n', "the seed's server output", rc, out, err)
@@ -103,14 +112,14 @@ def scenario_hello_client_vs_seed_server(b):
 
 def scenario_hello_client_vs_seed_upper_server(b):
     server = Server(seed('upper_server'))
-    rc, out, err = run([bin_path(b, 'hello_client'), '--port', str(server.port), '--message', 'Hello from Peer 1'])
+    rc, out, err = run(bin_path(b, 'hello_client') + ['--port', str(server.port), '--message', 'Hello from Peer 1'])
     expect(rc == 0 and out == 'Received from server: HELLO FROM PEER 1\n', 'hello_client output', rc, out, err)
     rc, _, err = server.finish()
     expect(rc == 0, "the seed's upper server exits", rc, err)
 
 
 def scenario_uppercase(b):
-    server = Server([bin_path(b, 'uppercase_server'), '--port', '0'])
+    server = Server(bin_path(b, 'uppercase_server') + ['--port', '0'])
     for text in [b'Hello from Peer 1', b'x' * 100000 + b'end']:
         with socket.create_connection(('127.0.0.1', server.port), timeout=TIMEOUT) as s:
             s.sendall(text)
@@ -128,8 +137,8 @@ def scenario_uppercase(b):
 
 def scenario_udp_echo(b):
     for host in ['127.0.0.1', '::1']:
-        server = Server([bin_path(b, 'udp_echo'), '--host', host, '--port', '0'])
-        rc, out, err = run([bin_path(b, 'udp_echo'), '--connect', server.endpoint, '--message', 'datagram'])
+        server = Server(bin_path(b, 'udp_echo') + ['--host', host, '--port', '0'])
+        rc, out, err = run(bin_path(b, 'udp_echo') + ['--connect', server.endpoint, '--message', 'datagram'])
         expect(rc == 0 and out == 'Received from %s: datagram\n' % server.endpoint, 'udp_echo client output',
                rc, out, err)
         # A datagram from Python gets the same echo.
@@ -144,13 +153,13 @@ def scenario_udp_echo(b):
 
 
 def scenario_async_hello(b):
-    server = Server([bin_path(b, 'async_hello_server'), '--port', '0'])
+    server = Server(bin_path(b, 'async_hello_server') + ['--port', '0'])
     # The seed's blocking client, then many asyncio clients at once, then the C++ async client.
     rc, out, err = run(seed('client', server.port))
     expect(rc == 0 and out == 'Received from server: Hello, client!\n', "the seed's client output", rc, out, err)
     rc, out, err = run(seed('asyncio_clients', server.port, 200, 'Hello, client!'))
     expect(rc == 0 and out == '200 of 200 asyncio clients got the right answer\n', 'asyncio clients', rc, out, err)
-    rc, out, err = run([bin_path(b, 'async_client'), '--port', str(server.port), '--clients', '100',
+    rc, out, err = run(bin_path(b, 'async_client') + ['--port', str(server.port), '--clients', '100',
                         '--expect', 'Hello, client!'])
     expect(rc == 0 and out == '100 of 100 clients got the right answer\n', 'async_client output', rc, out, err)
     rc, _, err = server.stop(signal.SIGINT)
@@ -159,10 +168,10 @@ def scenario_async_hello(b):
 
 def scenario_async_echo(b):
     for threads in ['1', '3']:
-        server = Server([bin_path(b, 'async_echo_server'), '--port', '0', '--threads', threads])
+        server = Server(bin_path(b, 'async_echo_server') + ['--port', '0', '--threads', threads])
         rc, out, err = run(seed('asyncio_clients', server.port, 300))
         expect(rc == 0 and out == '300 of 300 asyncio clients got the right answer\n', 'asyncio clients', rc, out, err)
-        rc, out, err = run([bin_path(b, 'async_client'), '--port', str(server.port), '--clients', '300'])
+        rc, out, err = run(bin_path(b, 'async_client') + ['--port', str(server.port), '--clients', '300'])
         expect(rc == 0 and out == '300 of 300 clients got the right answer\n', 'async_client output', rc, out, err)
         with socket.create_connection(('127.0.0.1', server.port), timeout=TIMEOUT) as s:
             big = bytes(range(256)) * 4096  # 1 MiB, more than any socket buffer
@@ -181,7 +190,7 @@ def scenario_async_echo(b):
 
 def scenario_async_client_vs_asyncio_echo_server(b):
     server = Server(seed('asyncio_echo_server'))
-    rc, out, err = run([bin_path(b, 'async_client'), '--host', 'localhost', '--port', str(server.port),
+    rc, out, err = run(bin_path(b, 'async_client') + ['--host', 'localhost', '--port', str(server.port),
                         '--clients', '100'])
     expect(rc == 0 and out == '100 of 100 clients got the right answer\n', 'async_client output', rc, out, err)
     rc, _, err = server.stop(signal.SIGTERM)
@@ -190,7 +199,7 @@ def scenario_async_client_vs_asyncio_echo_server(b):
 
 def scenario_async_client_vs_asyncio_seed_server(b):
     server = Server(seed('asyncio_server'))
-    rc, out, err = run([bin_path(b, 'async_client'), '--port', str(server.port), '--clients', '50',
+    rc, out, err = run(bin_path(b, 'async_client') + ['--port', str(server.port), '--clients', '50',
                         '--expect', 'Hello, client!'])
     expect(rc == 0 and out == '50 of 50 clients got the right answer\n', 'async_client output', rc, out, err)
     rc, _, err = server.stop(signal.SIGINT)
@@ -205,8 +214,8 @@ def free_port():
 
 
 def peer_argv(b, me, other, name):
-    return [bin_path(b, 'peer'), '--listen', '127.0.0.1:%d' % me, '--connect', '127.0.0.1:%d' % other,
-            '--name', name, '--timeout', '15']
+    return bin_path(b, 'peer') + ['--listen', '127.0.0.1:%d' % me, '--connect', '127.0.0.1:%d' % other,
+                                  '--name', name, '--timeout', '15']
 
 
 def check_peer(proc, name, other_greeting):
@@ -280,7 +289,7 @@ def run_threads(count, work):
 
 
 def scenario_threaded_echo(b):
-    server = Server([bin_path(b, 'threaded_echo_server'), '--port', '0', '--threads', '4'])
+    server = Server(bin_path(b, 'threaded_echo_server') + ['--port', '0', '--threads', '4'])
     # 100 Python clients at once, each with its own 20 kB, on a pool of 4 threads.
     payloads = [(b'client %d;' % i) * 2000 for i in range(100)]
     got = run_threads(100, lambda i: echo_once(server.port, payloads[i]))
@@ -291,7 +300,7 @@ def scenario_threaded_echo(b):
 
 
 def scenario_threaded_echo_idle(b):
-    server = Server([bin_path(b, 'threaded_echo_server'), '--port', '0', '--threads', '2', '--idle-timeout', '1'])
+    server = Server(bin_path(b, 'threaded_echo_server') + ['--port', '0', '--threads', '2', '--idle-timeout', '1'])
     idle = socket.create_connection(('127.0.0.1', server.port), timeout=TIMEOUT)
     slow = socket.create_connection(('127.0.0.1', server.port), timeout=TIMEOUT)
     start = time.monotonic()
@@ -322,7 +331,7 @@ def scenario_threaded_echo_flood(b):
     # must not spin or die, keeps serving the clients it has, and accepts again afterwards.
     def low_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-    server = Server([bin_path(b, 'threaded_echo_server'), '--port', '0', '--threads', '4',
+    server = Server(bin_path(b, 'threaded_echo_server') + ['--port', '0', '--threads', '4',
                      '--max-connections', '1000'], preexec_fn=low_limit)
     first = socket.create_connection(('127.0.0.1', server.port), timeout=TIMEOUT)
     first.sendall(b'first')
@@ -349,8 +358,8 @@ def scenario_threaded_echo_flood(b):
 
 
 def scenario_line_kv(b):
-    server = Server([bin_path(b, 'line_server'), '--port', '0'])
-    client = [bin_path(b, 'line_client'), '--port', str(server.port)]
+    server = Server(bin_path(b, 'line_server') + ['--port', '0'])
+    client = bin_path(b, 'line_client') + ['--port', str(server.port)]
     rc, out, err = run(client + ['--command', 'SET greeting hello, world', '--command', 'GET greeting',
                                  '--command', 'GET nothing', '--command', 'SET n 1'])
     expect(rc == 0 and out == 'OK\nVALUE hello, world\nNOT_FOUND\nOK\n', 'line_client output', rc, out, err)
@@ -364,7 +373,7 @@ def scenario_line_kv(b):
 
 
 def scenario_line_python(b):
-    server = Server([bin_path(b, 'line_server'), '--port', '0', '--threads', '4'])
+    server = Server(bin_path(b, 'line_server') + ['--port', '0', '--threads', '4'])
 
     def talk(i):
         with socket.create_connection(('127.0.0.1', server.port), timeout=TIMEOUT) as s:
@@ -397,9 +406,9 @@ def scenario_line_client_first(b):
     with socket.socket() as probe:
         probe.bind(('127.0.0.1', 0))
         port = probe.getsockname()[1]
-    client = subprocess.Popen([bin_path(b, 'line_client'), '--port', str(port), '--command', 'SET early bird',
+    client = subprocess.Popen(bin_path(b, 'line_client') + ['--port', str(port), '--command', 'SET early bird',
                                '--command', 'GET early'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    server = Server([bin_path(b, 'line_server'), '--port', str(port)])
+    server = Server(bin_path(b, 'line_server') + ['--port', str(port)])
     out, err = client.communicate(timeout=TIMEOUT)
     expect(client.returncode == 0 and out == 'OK\nVALUE bird\n', 'line_client retried its connect',
            client.returncode, out, err)
@@ -409,6 +418,7 @@ def scenario_line_client_first(b):
 
 def main():
     bin_dir, name = sys.argv[1], sys.argv[2]
+    RUNNER.extend(a for a in sys.argv[3:] if a)
     globals()['scenario_' + name](bin_dir)
     print('scenario %s: passed' % name)
 

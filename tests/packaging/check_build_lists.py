@@ -36,9 +36,11 @@ def compare(what, cmake, meson, add_line):
         problems.append(f'{what} {name!r} is built by Meson but not by CMake')
 
 
-tests_body = re.search(r'^sockpat_tests = \{(.*?)^\}', meson_tests, re.S | re.M)
-meson_test_files = {name: re.findall(r"'([^']+)'", files)
-                    for name, files in re.findall(r"^\s*'([^']+)': files\(([^)]*)\)", tests_body.group(1) if tests_body else '', re.M)}
+meson_test_files = {}
+for dictionary in ('sockpat_tests', 'sockpat_windows_tests'):  # the second: tests/CMakeLists.txt's if(WIN32)
+    tests_body = re.search(r'^' + dictionary + r' = \{(.*?)^\}', meson_tests, re.S | re.M)
+    meson_test_files.update({name: re.findall(r"'([^']+)'", files)
+                             for name, files in re.findall(r"^\s*'([^']+)': files\(([^)]*)\)", tests_body.group(1) if tests_body else '', re.M)})
 cmake_test_files = cmake_calls(cmake_tests, 'sockpat_add_test')
 compare('test', cmake_test_files, meson_test_files,
         lambda n: "`'%s': files(%s),` to sockpat_tests in tests/meson.build" % (n, ', '.join(f"'{f}'" for f in cmake_test_files[n])))

@@ -214,7 +214,7 @@ TEST_CASE("encoding rejects what cannot be framed") {
 
 TEST_SUITE("framed connection") {
 TEST_CASE("read_line returns each line and keeps the bytes read past it" * doctest::timeout(60)) {
-  auto ab = sockpat::UnixConnection::pair();  // clang 14 cannot capture structured bindings
+  auto ab = test::local_pair();  // clang 14 cannot capture structured bindings
   auto& a = ab.first;
   auto& b = ab.second;
   sockpat::FramedConnection framed(b);
@@ -233,7 +233,7 @@ TEST_CASE("read_line returns each line and keeps the bytes read past it" * docte
 }
 
 TEST_CASE("read_until stops at any delimiter and raw reads take the buffered bytes first" * doctest::timeout(60)) {
-  auto ab = sockpat::UnixConnection::pair();  // clang 14 cannot capture structured bindings
+  auto ab = test::local_pair();  // clang 14 cannot capture structured bindings
   auto& a = ab.first;
   auto& b = ab.second;
   sockpat::FramedConnection framed(b);
@@ -248,7 +248,7 @@ TEST_CASE("read_until stops at any delimiter and raw reads take the buffered byt
 }
 
 TEST_CASE("length-prefixed frames of every size cross a real connection" * doctest::timeout(60)) {
-  auto ab = sockpat::UnixConnection::pair();  // clang 14 cannot capture structured bindings
+  auto ab = test::local_pair();  // clang 14 cannot capture structured bindings
   auto& a = ab.first;
   auto& b = ab.second;
   sockpat::FramedConnection writer(a);
@@ -267,7 +267,7 @@ TEST_CASE("length-prefixed frames of every size cross a real connection" * docte
 }
 
 TEST_CASE("an oversized frame on a connection is frame_too_large in both forms, bytes kept" * doctest::timeout(60)) {
-  auto ab = sockpat::UnixConnection::pair();  // clang 14 cannot capture structured bindings
+  auto ab = test::local_pair();  // clang 14 cannot capture structured bindings
   auto& a = ab.first;
   auto& b = ab.second;
   sockpat::FramedConnection reader(b, {.max_line = 4, .max_frame = 4});
@@ -293,7 +293,7 @@ TEST_CASE("an oversized frame on a connection is frame_too_large in both forms, 
 }
 
 TEST_CASE("a frame cut short by the end of the stream is end_of_stream, partial bytes kept" * doctest::timeout(60)) {
-  auto ab = sockpat::UnixConnection::pair();  // clang 14 cannot capture structured bindings
+  auto ab = test::local_pair();  // clang 14 cannot capture structured bindings
   auto& a = ab.first;
   auto& b = ab.second;
   sockpat::FramedConnection reader(b);
@@ -307,7 +307,7 @@ TEST_CASE("a frame cut short by the end of the stream is end_of_stream, partial 
 }
 
 TEST_CASE("a silent peer makes read_line time out, through the deadline or the connection's timeout" * doctest::timeout(60)) {
-  auto ab = sockpat::UnixConnection::pair();
+  auto ab = test::local_pair();
   auto& b = ab.second;
   sockpat::FramedConnection reader(b);
   std::error_code ec;
@@ -320,7 +320,7 @@ TEST_CASE("a silent peer makes read_line time out, through the deadline or the c
 }
 
 TEST_CASE("the connection's timeout bounds a whole line, so a dribbling peer cannot stretch it" * doctest::timeout(60)) {
-  auto ab = sockpat::UnixConnection::pair();  // clang 14 cannot capture structured bindings
+  auto ab = test::local_pair();  // clang 14 cannot capture structured bindings
   auto& a = ab.first;
   auto& b = ab.second;
   b.set_timeout(200ms);
@@ -347,7 +347,7 @@ TEST_CASE("the connection's timeout bounds a whole line, so a dribbling peer can
 }
 
 TEST_CASE("request sends a frame and returns the one-frame reply" * doctest::timeout(60)) {
-  auto ab = sockpat::UnixConnection::pair();  // clang 14 cannot capture structured bindings
+  auto ab = test::local_pair();  // clang 14 cannot capture structured bindings
   auto& a = ab.first;
   auto& b = ab.second;
   auto server = std::async(std::launch::async, [&] {

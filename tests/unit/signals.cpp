@@ -31,6 +31,39 @@ bool wait_stopped(const std::stop_token& token, std::chrono::milliseconds bound)
 }  // namespace
 
 TEST_SUITE("signals" * doctest::timeout(60)) {
+#if defined(_WIN32)
+// Windows has no SIGINT/SIGTERM to raise: SignalStop listens for console control events, which
+// Windows delivers by calling the handler on a thread of its own. The tests call the installed
+// handler the same way (GenerateConsoleCtrlEvent needs a console, which a test run has not).
+TEST_CASE("Ctrl-C requests a stop instead of ending the process") {
+  sockpat::SignalStop signals;
+  CHECK_FALSE(signals.stop_requested());
+  CHECK(sockpat::detail::sockpat_on_console_event(CTRL_C_EVENT));
+  CHECK(wait_stopped(signals.token(), 10s));
+  CHECK(signals.signal() == SIGINT);
+}
+
+TEST_CASE("Ctrl-Break and closing the console request a stop too") {
+  {
+    sockpat::SignalStop signals;
+    CHECK(sockpat::detail::sockpat_on_console_event(CTRL_BREAK_EVENT));
+    CHECK(wait_stopped(signals.token(), 10s));
+    CHECK(signals.signal() == SIGBREAK);
+  }
+  sockpat::SignalStop signals;
+  CHECK(sockpat::detail::sockpat_on_console_event(CTRL_CLOSE_EVENT));
+  CHECK(wait_stopped(signals.token(), 10s));
+  CHECK(signals.signal() == SIGTERM);
+}
+
+TEST_CASE("events are passed on to the next handler when no SignalStop is alive, or not ours") {
+  { sockpat::SignalStop signals; }
+  CHECK_FALSE(sockpat::detail::sockpat_on_console_event(CTRL_C_EVENT));
+  sockpat::SignalStop signals;
+  CHECK_FALSE(sockpat::detail::sockpat_on_console_event(CTRL_LOGOFF_EVENT));
+  CHECK_FALSE(signals.stop_requested());
+}
+#else
 TEST_CASE("SIGTERM requests a stop instead of killing the process") {
   sockpat::SignalStop signals;
   CHECK_FALSE(signals.stop_requested());
@@ -54,6 +87,8 @@ TEST_CASE("the previous handler comes back when the SignalStop is destroyed") {
   CHECK(seen == 1);
   std::signal(SIGTERM, old);
 }
+
+#endif
 
 TEST_CASE("only one SignalStop may be alive at a time") {
   sockpat::SignalStop first;

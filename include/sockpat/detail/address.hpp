@@ -22,6 +22,25 @@ enum class Family : std::uint8_t { unspecified, ipv4, ipv6, unix_domain };
 
 namespace sockpat::detail {
 
+#if defined(SOCKPAT_WINDOWS) && !defined(SOCKPAT_HAS_AFUNIX_H)
+// An SDK older than Windows 10's has no <afunix.h>. The address layout is the documented one, so
+// endpoints still parse; opening an AF_UNIX socket then fails at run time on a Windows without
+// AF_UNIX support, with address_family_not_supported.
+struct fallback_sockaddr_un {
+  ::ADDRESS_FAMILY sun_family;
+  char sun_path[108];
+};
+using unix_address = fallback_sockaddr_un;
+#else
+using unix_address = ::sockaddr_un;
+#endif
+
+#if defined(SOCKPAT_WINDOWS)
+inline constexpr std::size_t interface_name_capacity = 256;
+#else
+inline constexpr std::size_t interface_name_capacity = IF_NAMESIZE;
+#endif
+
 inline int native_family(Family f) noexcept {
   switch (f) {
     case Family::ipv4: return AF_INET;
@@ -51,15 +70,18 @@ struct RawAddress {
   [[nodiscard]] int native_family() const noexcept { return size == 0 ? AF_UNSPEC : storage.ss_family; }
   [[nodiscard]] const ::sockaddr_in& v4() const noexcept { return *reinterpret_cast<const ::sockaddr_in*>(&storage); }
   [[nodiscard]] const ::sockaddr_in6& v6() const noexcept { return *reinterpret_cast<const ::sockaddr_in6*>(&storage); }
-  [[nodiscard]] const ::sockaddr_un& un() const noexcept { return *reinterpret_cast<const ::sockaddr_un*>(&storage); }
+  [[nodiscard]] const unix_address& un() const noexcept { return *reinterpret_cast<const unix_address*>(&storage); }
 };
 
-inline constexpr std::size_t unix_path_capacity = sizeof(::sockaddr_un::sun_path);
+inline constexpr std::size_t unix_path_capacity = sizeof(unix_address::sun_path);
 
 /// Parses a numeric IPv4 or IPv6 host (an IPv6 host may carry a `%scope`) into `out`.
 inline bool parse_numeric_host(std::string_view host, std::uint16_t port, RawAddress& out) noexcept {
-  char buf[INET6_ADDRSTRLEN + IF_NAMESIZE + 2];
+  char buf[INET6_ADDRSTRLEN + interface_name_capacity + 2];
   if (host.empty() || host.size() >= sizeof buf) return false;
+#if defined(SOCKPAT_WINDOWS)
+  if (ensure_winsock()) return false;  // inet_pton is a Winsock function
+#endif
   std::memcpy(buf, host.data(), host.size());
   buf[host.size()] = '\0';
   out = RawAddress{};
@@ -82,8 +104,13 @@ inline bool parse_numeric_host(std::string_view host, std::uint16_t port, RawAdd
     if (*end == '\0' && id <= UINT32_MAX) {
       in6.sin6_scope_id = static_cast<std::uint32_t>(id);
     } else {
+#if defined(SOCKPAT_WINDOWS)
+      // Windows names scopes by number ("fe80::1%12"); if_nametoindex would need iphlpapi.
+      return false;
+#else
       in6.sin6_scope_id = ::if_nametoindex(scope);
       if (in6.sin6_scope_id == 0) return false;
+#endif
     }
   }
   in6.sin6_family = AF_INET6;
@@ -95,14 +122,14 @@ inline bool parse_numeric_host(std::string_view host, std::uint16_t port, RawAdd
 /// A Unix-domain address; `abstract` puts it in Linux's abstract namespace (no file).
 inline bool make_unix_address(std::string_view path, bool abstract, RawAddress& out) noexcept {
   out = RawAddress{};
-  auto& un = *reinterpret_cast<::sockaddr_un*>(&out.storage);
+  auto& un = *reinterpret_cast<unix_address*>(&out.storage);
   const std::size_t offset = abstract ? 1 : 0;
   // A filesystem path needs a byte for its terminating NUL, an abstract name one for its leading NUL.
   if (path.size() > unix_path_capacity - 1) return false;
   if (!abstract && path.find('\0') != std::string_view::npos) return false;
   un.sun_family = AF_UNIX;
   std::memcpy(un.sun_path + offset, path.data(), path.size());
-  out.size = static_cast<socklen>(offsetof(::sockaddr_un, sun_path) + offset + path.size() + (abstract ? 0 : 1));
+  out.size = static_cast<socklen>(offsetof(unix_address, sun_path) + offset + path.size() + (abstract ? 0 : 1));
   return true;
 }
 
@@ -139,10 +166,11 @@ inline std::string host_of(const RawAddress& a) {
 inline std::string_view unix_path_of(const RawAddress& a, bool& abstract) noexcept {
   abstract = false;
   if (a.native_family() != AF_UNIX) return {};
-  const std::size_t header = offsetof(::sockaddr_un, sun_path);
-  if (a.size <= header) return {};  // unnamed (an unbound or socketpair socket)
+  const std::size_t header = offsetof(unix_address, sun_path);
+  const auto size = static_cast<std::size_t>(a.size);  // socklen is int on Windows
+  if (size <= header) return {};  // unnamed (an unbound or socketpair socket)
   const char* p = a.un().sun_path;
-  std::size_t n = a.size - header;
+  std::size_t n = size - header;
   if (p[0] == '\0') {
     abstract = true;
     return {p + 1, n - 1};
@@ -181,6 +209,7 @@ inline std::string_view identity_bytes(const RawAddress& a) noexcept {
   }
 }
 
+#if defined(SOCKPAT_POSIX)
 class ResolverCategory final : public std::error_category {
  public:
   [[nodiscard]] const char* name() const noexcept override { return "sockpat.resolver"; }
@@ -191,13 +220,19 @@ inline const std::error_category& resolver_category() noexcept {
   static const ResolverCategory category;
   return category;
 }
+#else
+// getaddrinfo's EAI_* codes are WSA error codes on Windows (and gai_strerror is not thread-safe
+// there): they belong to the Winsock category.
+inline const std::error_category& resolver_category() noexcept { return winsock_category(); }
+#endif
 
 enum class SocketType { stream, datagram };
 
 inline int native_type(SocketType t) noexcept { return t == SocketType::stream ? SOCK_STREAM : SOCK_DGRAM; }
 
 /// getaddrinfo for `host`, numeric `port`, the given family (unspecified: all) and socket type.
-/// Errors come in the resolver category (EAI_*), or the system one for EAI_SYSTEM.
+/// Errors come in the resolver category (EAI_*), or the system one for EAI_SYSTEM; on Windows
+/// in the Winsock category.
 inline std::error_code get_addresses(const std::string& host, std::uint16_t port, Family family, SocketType type,
                                      std::vector<RawAddress>& out) {
   ::addrinfo hints{};
@@ -206,9 +241,14 @@ inline std::error_code get_addresses(const std::string& host, std::uint16_t port
   hints.ai_flags = AI_NUMERICSERV;
   const std::string service = std::to_string(port);
   ::addrinfo* list = nullptr;
+#if defined(SOCKPAT_WINDOWS)
+  if (auto ec = ensure_winsock()) return ec;
+#endif
   const int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &list);
   if (rc != 0) {
+#if defined(EAI_SYSTEM)
     if (rc == EAI_SYSTEM) return last_error();
+#endif
     return {rc, resolver_category()};
   }
   for (const ::addrinfo* ai = list; ai != nullptr; ai = ai->ai_next) {

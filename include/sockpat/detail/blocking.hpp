@@ -21,7 +21,7 @@ struct Bound {
 
 inline std::error_code canceled_if_stopped(const Bound& b) noexcept {
   if ((b.stop != nullptr && b.stop->stop_requested()) || (b.also != nullptr && b.also->stop_requested())) {
-    return std::make_error_code(std::errc::operation_canceled);
+    return make_errc(std::errc::operation_canceled);
   }
   return {};
 }
@@ -31,10 +31,11 @@ inline std::error_code wait_for(native_handle h, Readiness what, const Bound& b)
   return wait_ready(h, what, b.deadline, b.stop != nullptr ? *b.stop : never, b.also != nullptr ? *b.also : never);
 }
 
-// Errors after which accept() should simply try again: the connection died in the queue.
+// Errors after which accept() should simply try again: the connection died in the queue
+// (Winsock reports a client that reset before the accept as WSAECONNRESET).
 inline bool transient_accept_error(const std::error_code& ec) noexcept {
   return ec == std::errc::connection_aborted || ec == std::errc::protocol_error ||
-         ec == std::errc::interrupted;
+         ec == std::errc::interrupted || ec == std::errc::connection_reset;
 }
 
 inline native_handle blocking_accept(native_handle h, RawAddress& peer, const Bound& b, std::error_code& ec) noexcept {
@@ -58,7 +59,8 @@ inline std::error_code blocking_connect(native_handle h, const RawAddress& to, c
   if (auto ec = canceled_if_stopped(b)) return ec;
   std::error_code ec = connect_handle(h, to.data(), to.size);
   if (ec != std::errc::operation_in_progress && !would_block(ec)) return ec;
-  ec = wait_for(h, Readiness::write, b);
+  static const std::stop_token never;
+  ec = wait_connected(h, b.deadline, b.stop != nullptr ? *b.stop : never, b.also != nullptr ? *b.also : never);
   if (ec) return ec;
   return pending_error(h);
 }
@@ -137,11 +139,12 @@ inline std::size_t blocking_recv_from(native_handle h, void* buf, std::size_t n,
     const std::size_t r = recv_from(h, buf, n, addr.data(), &addr.size, ec);
     if (!ec) {
       if (r > n) {
-        ec = std::make_error_code(std::errc::message_size);
+        ec = make_errc(std::errc::message_size);
         return n;
       }
       return r;
     }
+    if (ec == std::errc::message_size) return n;  // Winsock: WSAEMSGSIZE with the buffer filled
     if (!would_block(ec)) return 0;
     ec = wait_for(h, Readiness::read, b);
   }

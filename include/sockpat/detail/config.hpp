@@ -14,7 +14,10 @@
 
 #if defined(_WIN32)
 #define SOCKPAT_WINDOWS 1
-#error "sockpat: the Winsock platform layer is not written yet (see docs/platforms.md)"
+// WSAPoll and WSA_FLAG_NO_HANDLE_INHERIT need Vista / 7 SP1; a user's lower _WIN32_WINNT would hide them.
+#if defined(_WIN32_WINNT) && _WIN32_WINNT < 0x0600
+#error "sockpat needs _WIN32_WINNT >= 0x0600 (WSAPoll); define it higher or leave it undefined"
+#endif
 #else
 #define SOCKPAT_POSIX 1
 #endif

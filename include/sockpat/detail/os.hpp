@@ -22,4 +22,53 @@
 #endif
 #endif
 
+#if defined(SOCKPAT_WINDOWS)
+// <winsock2.h> pulls in <windows.h>. When sockpat is the first to include it, it asks for the
+// lean form without the min/max and GDI macros (ERROR, ...) and takes its requests back after,
+// so nothing of that leaks into user code. When the user included <windows.h> first, it is
+// already configured the user's way and these defines change nothing; they are never redefined.
+#if !defined(_WINDOWS_)
+#if !defined(WIN32_LEAN_AND_MEAN)
+#define WIN32_LEAN_AND_MEAN
+#define SOCKPAT_DEFINED_WIN32_LEAN_AND_MEAN
+#endif
+#if !defined(NOMINMAX)
+#define NOMINMAX
+#define SOCKPAT_DEFINED_NOMINMAX
+#endif
+#if !defined(NOGDI)
+#define NOGDI
+#define SOCKPAT_DEFINED_NOGDI
+#endif
+#endif
+// <windows.h> without WIN32_LEAN_AND_MEAN includes the old <winsock.h>, which MSVC's <winsock2.h>
+// cannot follow (MinGW's copes, with a warning of its own). INVALID_SOCKET, not _WINSOCKAPI_,
+// tells that <winsock.h> really came in: some code defines _WINSOCKAPI_ itself to keep it out.
+#if defined(_MSC_VER) && defined(INVALID_SOCKET) && !defined(_WINSOCK2API_)
+#error "sockpat: <winsock.h> was included (by <windows.h> without WIN32_LEAN_AND_MEAN); define WIN32_LEAN_AND_MEAN or include <winsock2.h> before <windows.h>"
+#endif
+#include <winsock2.h>  // SOCKET, WSAPoll, WSASocketW, ioctlsocket, closesocket, WSAGetLastError
+#include <ws2tcpip.h>  // getaddrinfo, inet_pton, inet_ntop, sockaddr_in6, socklen_t
+#include <windows.h>   // SetConsoleCtrlHandler, SetHandleInformation, FormatMessageA
+#include <signal.h>    // SIGINT, SIGTERM, SIGBREAK: the numbers SignalStop::signal() reports
+#if defined(__has_include)
+#if __has_include(<afunix.h>)
+#include <afunix.h>  // sockaddr_un (Windows 10 SDK and MinGW-w64 8+)
+#define SOCKPAT_HAS_AFUNIX_H 1
+#endif
+#endif
+#if defined(SOCKPAT_DEFINED_WIN32_LEAN_AND_MEAN)
+#undef WIN32_LEAN_AND_MEAN
+#undef SOCKPAT_DEFINED_WIN32_LEAN_AND_MEAN
+#endif
+#if defined(SOCKPAT_DEFINED_NOMINMAX)
+#undef NOMINMAX
+#undef SOCKPAT_DEFINED_NOMINMAX
+#endif
+#if defined(SOCKPAT_DEFINED_NOGDI)
+#undef NOGDI
+#undef SOCKPAT_DEFINED_NOGDI
+#endif
+#endif
+
 #endif  // SOCKPAT_DETAIL_OS_HPP
