@@ -338,7 +338,7 @@ class Connection : private Socket<P> {
     requires InternetProtocol<P>
   {
     const std::vector<Endpoint> addresses = resolve(host, port);
-    std::error_code ec = std::make_error_code(std::errc::host_unreachable);
+    std::error_code ec = detail::make_errc(std::errc::host_unreachable);
     for (const auto& remote : addresses) {
       Socket<P> s(remote.family(), ec);
       if (ec) continue;

@@ -142,29 +142,29 @@ class EventLoop final : public detail::Reactor {
   // --- detail::Reactor ---
 
   std::error_code wait_io(detail::native_handle h, detail::Direction d, detail::Pending* p) noexcept override {
-    if (h < 0) return std::make_error_code(std::errc::bad_file_descriptor);
+    if (h == detail::invalid_handle) return detail::make_errc(std::errc::bad_file_descriptor);
     const auto i = static_cast<std::size_t>(h);
     try {
       if (i >= fds_.size()) {
-        const std::size_t n = std::max(i + 1, 2 * fds_.size());
+        const std::size_t n = (std::max)(i + 1, 2 * fds_.size());
         hints_.resize(n, hint_unknown);
         fds_.resize(n);
       }
       auto& st = fds_[i];
       detail::Pending*& slot = d == detail::Direction::read ? st.reader : st.writer;
-      if (slot != nullptr && slot != p) return std::make_error_code(std::errc::device_or_resource_busy);
+      if (slot != nullptr && slot != p) return detail::make_errc(std::errc::device_or_resource_busy);
       slot = p;
       auto ec = poller_.watch(h, tag_of(h, st.generation), st.reader != nullptr, st.writer != nullptr, st.registered);
       if (ec) slot = nullptr;
       return ec;
     } catch (const std::bad_alloc&) {
-      return std::make_error_code(std::errc::not_enough_memory);
+      return detail::make_errc(std::errc::not_enough_memory);
     }
   }
 
   void unwait_io(detail::native_handle h, detail::Direction d, detail::Pending* p) noexcept override {
     const auto i = static_cast<std::size_t>(h);
-    if (h < 0 || i >= fds_.size()) return;
+    if (h == detail::invalid_handle || i >= fds_.size()) return;
     auto& st = fds_[i];
     detail::Pending*& slot = d == detail::Direction::read ? st.reader : st.writer;
     if (slot != p) return;
@@ -180,7 +180,7 @@ class EventLoop final : public detail::Reactor {
     try {
       timers_.push_back(p);
     } catch (const std::bad_alloc&) {
-      p->cancel(std::make_error_code(std::errc::not_enough_memory));
+      p->cancel(detail::make_errc(std::errc::not_enough_memory));
       return;
     }
     p->heap_index = timers_.size() - 1;
@@ -229,7 +229,7 @@ class EventLoop final : public detail::Reactor {
 
   void handle_closing(detail::native_handle h, bool released) noexcept override {
     const auto i = static_cast<std::size_t>(h);
-    if (h < 0 || i >= fds_.size()) return;
+    if (h == detail::invalid_handle || i >= fds_.size()) return;
     auto& st = fds_[i];
     hints_[i] = hint_unknown;  // the number's next socket starts unknown
     if (st.reader == nullptr && st.writer == nullptr && !st.registered) return;

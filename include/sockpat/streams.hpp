@@ -84,10 +84,10 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
       rbegin = 0;
     }
     if (rbuf.size() - rend < 1024 || rbuf.empty()) {
-      const std::size_t want = std::max<std::size_t>(rbuf.size() * 2, 4096);
-      rbuf.resize(std::min(want, std::max(options_.limit, rend + 1024)));
+      const std::size_t want = (std::max<std::size_t>)(rbuf.size() * 2, 4096);
+      rbuf.resize((std::min)(want, (std::max)(options_.limit, rend + 1024)));
     }
-    const std::size_t room = std::min(rbuf.size() - rend, options_.limit - available());
+    const std::size_t room = (std::min)(rbuf.size() - rend, options_.limit - available());
     const auto n = co_await IoAwaiter<RecvSomeOp>(fd(), RecvSomeOp{rbuf.data() + rend, room}, Deadline{}, nullptr);
     if (n == 0) {
       eof = true;
@@ -112,7 +112,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
       return true;
     }
     if (closing() || eof_pending_ || eof_sent_) {
-      ec = std::make_error_code(std::errc::broken_pipe);
+      ec = detail::make_errc(std::errc::broken_pipe);
       return true;
     }
     if (buffered() == 0) {
@@ -131,8 +131,8 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
       }
       if (left == 0) return true;
     }
-    const std::size_t room = options_.high_water - std::min(options_.high_water, buffered());
-    const std::size_t n = std::min(room, left);
+    const std::size_t room = options_.high_water - (std::min)(options_.high_water, buffered());
+    const std::size_t n = (std::min)(room, left);
     if (n > 0) {
       if (wbegin_ > 0) {  // keep the buffer's bytes at its front
         wbuf_.erase(wbuf_.begin(), wbuf_.begin() + static_cast<std::ptrdiff_t>(wbegin_));
@@ -141,7 +141,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
       try {
         wbuf_.insert(wbuf_.end(), data, data + n);
       } catch (const std::bad_alloc&) {
-        ec = std::make_error_code(std::errc::not_enough_memory);
+        ec = detail::make_errc(std::errc::not_enough_memory);
         return true;
       }
       data += n;
@@ -298,11 +298,11 @@ class [[nodiscard]] WriterAwaiter final : private Pending {
   bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
     scope_ = scope_of(h);
     if (reactor_->closing() || (scope_ != nullptr && scope_->cancelled())) {
-      ec_ = std::make_error_code(std::errc::operation_canceled);
+      ec_ = detail::make_errc(std::errc::operation_canceled);
       return false;
     }
     if (s_->waiter != nullptr) {
-      ec_ = std::make_error_code(std::errc::device_or_resource_busy);
+      ec_ = detail::make_errc(std::errc::device_or_resource_busy);
       return false;
     }
     s_->waiter = this;
@@ -367,7 +367,7 @@ class StreamReader {
   Task<std::string> read(std::size_t n = 65536) {
     auto* s = state();
     if (s->available() == 0) co_await s->fill();
-    const std::size_t k = std::min(n, s->available());
+    const std::size_t k = (std::min)(n, s->available());
     std::string out(detail::view_of(s->rdata(), k));
     s->consume(k);
     co_return out;
@@ -377,7 +377,7 @@ class StreamReader {
   Task<std::size_t> read_some(std::span<std::byte> buffer) {
     auto* s = state();
     if (s->available() == 0 && !buffer.empty()) co_await s->fill();
-    const std::size_t k = std::min(buffer.size(), s->available());
+    const std::size_t k = (std::min)(buffer.size(), s->available());
     if (k > 0) std::memcpy(buffer.data(), s->rdata(), k);
     s->consume(k);
     co_return k;
@@ -390,7 +390,7 @@ class StreamReader {
     std::string out;
     out.reserve(n);
     for (;;) {
-      const std::size_t k = std::min(n - out.size(), s->available());
+      const std::size_t k = (std::min)(n - out.size(), s->available());
       out.append(detail::view_of(s->rdata(), k));
       s->consume(k);
       if (out.size() == n) co_return out;
@@ -683,7 +683,7 @@ class [[nodiscard]] ServerClosedAwaiter final : private Pending {
   bool await_suspend(std::coroutine_handle<Promise> h) {
     scope_ = scope_of(h);
     if (reactor_->closing() || (scope_ != nullptr && scope_->cancelled())) {
-      ec_ = std::make_error_code(std::errc::operation_canceled);
+      ec_ = detail::make_errc(std::errc::operation_canceled);
       return false;
     }
     handle_ = h;

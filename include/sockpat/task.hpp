@@ -284,7 +284,7 @@ Runner run_child(Task<T> task, ChildSlot<T>& slot) {
   }
 }
 
-inline std::error_code canceled() noexcept { return std::make_error_code(std::errc::operation_canceled); }
+inline std::error_code canceled() noexcept { return detail::make_errc(std::errc::operation_canceled); }
 
 template <class T>
 class [[nodiscard]] GatherAwaiter final : private Pending, private Joiner {
@@ -390,7 +390,7 @@ class [[nodiscard]] WaitForAwaiter final : private Pending, private Joiner {
   T await_resume() {
     runner_ = Runner();
     if (slot_.error) {
-      if (timed_out_) throw std::system_error(std::make_error_code(std::errc::timed_out), "wait_for");
+      if (timed_out_) throw std::system_error(detail::make_errc(std::errc::timed_out), "wait_for");
       std::rethrow_exception(slot_.error);
     }
     if constexpr (!std::is_void_v<T>) {

@@ -14,7 +14,9 @@
 #include <chrono>
 #include <climits>
 #include <concepts>
+#include <cerrno>
 #include <condition_variable>
+#include <coroutine>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -24,7 +26,9 @@
 #include <exception>
 #include <functional>
 #include <list>
+#include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <random>
 #include <span>

@@ -45,7 +45,7 @@ class [[nodiscard]] IoAwaiter final : private Pending {
       return true;
     }
     if (reactor_->closing() || stop_.stop_requested()) {
-      ec_ = std::make_error_code(std::errc::operation_canceled);
+      ec_ = make_errc(std::errc::operation_canceled);
       return true;
     }
     // A direction found drained and not reported ready since would only say EAGAIN: wait first.
@@ -57,11 +57,11 @@ class [[nodiscard]] IoAwaiter final : private Pending {
   bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
     scope_ = scope_of(h);
     if (scope_ != nullptr && scope_->cancelled()) {
-      ec_ = std::make_error_code(std::errc::operation_canceled);
+      ec_ = make_errc(std::errc::operation_canceled);
       return false;
     }
     if (at_ != no_deadline && std::chrono::steady_clock::now() >= at_) {
-      ec_ = std::make_error_code(std::errc::timed_out);
+      ec_ = make_errc(std::errc::timed_out);
       return false;
     }
     if (auto ec = reactor_->wait_io(fd_, Op::direction, this)) {
@@ -104,7 +104,7 @@ class [[nodiscard]] IoAwaiter final : private Pending {
     if (perform()) complete();
   }
   void on_timer() noexcept override {
-    ec_ = std::make_error_code(std::errc::timed_out);
+    ec_ = make_errc(std::errc::timed_out);
     complete();
   }
   void cancel(std::error_code why) noexcept override {
@@ -256,7 +256,7 @@ struct RecvFromOp {
     if (ec) return !would_block(ec);
     if (done > size) {  // Linux's MSG_TRUNC told the real length: report, do not truncate silently
       done = size;
-      ec = std::make_error_code(std::errc::message_size);
+      ec = make_errc(std::errc::message_size);
     }
     return true;
   }

@@ -11,6 +11,7 @@
 #include <vector>        // std::vector
 
 #include "sockpat/detail/syscall.hpp"
+#include "sockpat/detail/wait.hpp"  // poll_entry, poll_handles: poll() or WSAPoll()
 
 namespace sockpat::detail {
 
@@ -37,7 +38,7 @@ class PollPoller {
     if (i >= slot_.size()) slot_.resize(i + 1 > 2 * slot_.size() ? i + 1 : 2 * slot_.size(), npos);
     if (slot_[i] == npos) {
       slot_[i] = fds_.size();
-      fds_.push_back(::pollfd{h, events, 0});
+      fds_.push_back(poll_entry{h, events, 0});
       tags_.push_back(tag);
     } else {
       fds_[slot_[i]].events = events;
@@ -51,8 +52,11 @@ class PollPoller {
 
   template <class F>
   std::error_code wait(int timeout_ms, F&& on_event) {
-    const int n = ::poll(fds_.data(), static_cast<::nfds_t>(fds_.size()), timeout_ms);
-    if (n < 0) return errno == EINTR ? std::error_code{} : last_error();
+    const int n = poll_handles(fds_.data(), static_cast<poll_count>(fds_.size()), timeout_ms);
+    if (n < 0) {
+      const auto ec = last_error();
+      return interrupted(ec) ? std::error_code{} : ec;
+    }
     // Collect first: the callbacks change the set.
     ready_.clear();
     for (std::size_t i = 0; i < fds_.size() && ready_.size() < static_cast<std::size_t>(n); ++i) {
@@ -71,7 +75,7 @@ class PollPoller {
   void remove(native_handle h, bool& registered) noexcept {
     registered = false;
     const auto i = static_cast<std::size_t>(h);
-    if (h < 0 || i >= slot_.size() || slot_[i] == npos) return;
+    if (h == invalid_handle || i >= slot_.size() || slot_[i] == npos) return;
     const std::size_t s = slot_[i];
     const std::size_t last = fds_.size() - 1;
     if (s != last) {  // swap-remove keeps the set dense
@@ -84,7 +88,7 @@ class PollPoller {
     slot_[i] = npos;
   }
 
-  std::vector<::pollfd> fds_;
+  std::vector<poll_entry> fds_;
   std::vector<std::uint64_t> tags_;
   std::vector<std::size_t> slot_;  // by descriptor: its index in fds_, or npos
   std::vector<std::pair<std::uint64_t, short>> ready_;

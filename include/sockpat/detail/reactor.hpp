@@ -57,10 +57,10 @@ struct CancelScope {
   Pending* leaf = nullptr;
   std::error_code reason;  ///< set once the scope is cancelled
 
-  void cancel(std::error_code why = std::make_error_code(std::errc::operation_canceled)) noexcept {
+  void cancel(std::error_code why = make_errc(std::errc::operation_canceled)) noexcept {
     if (reason) return;
     reason = why;
-    if (Pending* p = leaf) p->cancel(std::make_error_code(std::errc::operation_canceled));
+    if (Pending* p = leaf) p->cancel(make_errc(std::errc::operation_canceled));
   }
   [[nodiscard]] bool cancelled() const noexcept { return static_cast<bool>(reason); }
 };
