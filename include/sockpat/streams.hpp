@@ -13,6 +13,7 @@
 #include <new>           // std::bad_alloc
 #include <span>          // std::span
 #include <stdexcept>     // std::invalid_argument
+#include <optional>      // std::optional: read_frame at end of stream
 #include <string>        // std::string
 #include <string_view>   // std::string_view
 #include <system_error>  // std::error_code, std::system_error
@@ -21,6 +22,7 @@
 
 #include "sockpat/connection.hpp"
 #include "sockpat/event_loop.hpp"
+#include "sockpat/framing.hpp"  // Framing, FrameScan, encode_frame: read_frame, write_frame
 #include "sockpat/listener.hpp"
 #include "sockpat/task.hpp"
 
@@ -440,6 +442,32 @@ class StreamReader {
     co_return rest;
   }
 
+  /// One frame of `framing` (framing.hpp: DelimiterFraming, LengthPrefixFraming), without its
+  /// delimiter or length prefix; std::nullopt at a clean end of stream. A frame that breaks the
+  /// framing's rule throws std::system_error (errc::frame_too_large, errc::malformed_frame) and
+  /// leaves every byte buffered; a stream that ends inside a frame throws TransferError
+  /// (end_of_stream). A frame must also fit the reader's `limit` (errc::buffer_full otherwise).
+  template <Framing F>
+  Task<std::optional<std::string>> read_frame(F framing) {
+    auto* s = state();
+    std::size_t resume = 0;
+    for (;;) {
+      const auto data = detail::view_of(s->rdata(), s->available());
+      const FrameScan scan = framing.scan(data, resume);
+      if (scan.status == FrameScan::Status::complete) {
+        std::string out(data.substr(scan.offset, scan.size));
+        s->consume(scan.consumed);
+        co_return out;
+      }
+      if (scan.status == FrameScan::Status::error) throw std::system_error(scan.error, "StreamReader read_frame");
+      resume = scan.resume;  // an offset from the first unread byte: still right after fill() moves it
+      if (!co_await s->fill()) {
+        if (s->available() == 0) co_return std::nullopt;
+        throw TransferError(make_error_code(errc::end_of_stream), "StreamReader read_frame", s->available());
+      }
+    }
+  }
+
   /// True once the peer has ended the stream and every buffered byte was read.
   [[nodiscard]] bool at_eof() const noexcept { return s_ && s_->eof && s_->available() == 0; }
   /// Bytes buffered and not yet read.
@@ -481,6 +509,13 @@ class StreamWriter {
   [[nodiscard]] detail::WriterAwaiter write(std::string_view data) { return write(detail::bytes_of(data)); }
 
   /// Waits until the buffer is at or below the low-water mark; throws if the connection failed.
+  /// Writes `payload` as one frame of `framing`; waits for room as write() does. Throws
+  /// std::system_error (frame_too_large, or malformed_frame for a line holding its delimiter).
+  template <Framing F>
+  Task<void> write_frame(F framing, std::string payload) {
+    co_await write(encode_frame(framing, payload));
+  }
+
   [[nodiscard]] detail::WriterAwaiter drain() { return {s_, detail::WriterAwaiter::Kind::drain, nullptr, 0}; }
 
   /// Half-closes once the buffer is sent: the peer reads end of stream.

@@ -53,6 +53,40 @@ TEST_CASE("start_server and open_connection talk lines, asyncio-style" * doctest
   });
 }
 
+TEST_CASE("read_frame and write_frame carry framed messages, split anywhere; an oversized one keeps its bytes" *
+          doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    // The server answers each length-prefixed frame with the same payload as a line.
+    auto frames_to_lines = [](sockpat::StreamReader r, sockpat::StreamWriter w) -> sockpat::Task<void> {
+      const sockpat::LengthPrefixFraming framing(16);
+      std::string verdict;  // no co_await inside a handler: remember, then answer after it
+      try {
+        while (auto frame = co_await r.read_frame(framing)) co_await w.write_frame(sockpat::DelimiterFraming::lines(), *frame);
+      } catch (const std::system_error& e) {
+        verdict = std::string(e.code() == sockpat::errc::frame_too_large ? "too large" : "other") + ", " +
+                  std::to_string(r.buffered()) + " bytes kept\n";
+      }
+      if (!verdict.empty()) co_await w.write(verdict);
+      w.close();
+    };
+    auto server = co_await sockpat::start_server(frames_to_lines, "127.0.0.1", 0);
+    auto [reader, writer] = co_await sockpat::open_connection("127.0.0.1", server.local_endpoint().port(), 5s);
+    const std::string two = sockpat::encode_frame(sockpat::LengthPrefixFraming(16), "hello") +
+                            sockpat::encode_frame(sockpat::LengthPrefixFraming(16), "");
+    co_await writer.write(two.substr(0, 2));  // a frame cut inside its prefix...
+    co_await writer.write(two.substr(2, 5));  // ...and inside its payload
+    co_await writer.write(two.substr(7));
+    const sockpat::DelimiterFraming lines = sockpat::DelimiterFraming::lines();
+    CHECK(co_await reader.read_frame(lines) == std::optional<std::string>("hello"));
+    CHECK(co_await reader.read_frame(lines) == std::optional<std::string>(""));
+    co_await writer.write(std::string("\0\0\0\x11", 4) + std::string(17, 'x'));  // 17 > the maximum of 16
+    CHECK(co_await reader.read_frame(lines) == std::optional<std::string>("too large, 21 bytes kept"));
+    CHECK_FALSE((co_await reader.read_frame(lines)).has_value());  // the server closed: a clean end
+    server.close();
+    co_await server.wait_closed();
+  });
+}
+
 TEST_CASE("read_exactly at end of stream throws with the count and keeps the bytes" * doctest::timeout(30)) {
   on_loop([]() -> sockpat::Task<void> {
     auto send_then_close = [](sockpat::StreamReader, sockpat::StreamWriter w) -> sockpat::Task<void> {
