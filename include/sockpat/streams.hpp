@@ -41,6 +41,61 @@ struct StreamOptions {
 
 namespace detail {
 
+/// Read buffers come from a small per-thread cache of freed blocks (powers of two, 4 KiB to
+/// 64 KiB), so that taking a buffer when data arrives and giving it back when a reader waits
+/// costs no heap allocation in steady state, and an idle connection holds no buffer at all.
+class BufferCache {
+ public:
+  static constexpr std::size_t smallest = 4096;
+  static constexpr std::size_t classes = 5;  // 4, 8, 16, 32, 64 KiB
+  static constexpr std::size_t max_cached = 8;  // per class: at most 8 × 124 KiB per thread
+
+  /// A block of at least `n` bytes (its real size second); null when memory runs out.
+  static std::pair<std::byte*, std::size_t> acquire(std::size_t n) noexcept {
+    const std::size_t c = class_of(n);
+    if (c < classes) {
+      auto& cache = instance();
+      if (cache.count_[c] > 0) return {cache.free_[c][--cache.count_[c]], size_of(c)};
+      n = size_of(c);
+    }
+    return {static_cast<std::byte*>(::operator new(n, std::nothrow)), n};
+  }
+  static void release(std::byte* p, std::size_t n) noexcept {
+    const std::size_t c = class_of(n);
+    if (c < classes && size_of(c) == n) {
+      auto& cache = instance();
+      if (cache.count_[c] < max_cached) {
+        cache.free_[c][cache.count_[c]++] = p;
+        return;
+      }
+    }
+    ::operator delete(p);
+  }
+
+  BufferCache() = default;
+  BufferCache(const BufferCache&) = delete;
+  BufferCache& operator=(const BufferCache&) = delete;
+  ~BufferCache() {
+    for (std::size_t c = 0; c < classes; ++c) {
+      while (count_[c] > 0) ::operator delete(free_[c][--count_[c]]);
+    }
+  }
+
+ private:
+  static constexpr std::size_t size_of(std::size_t c) noexcept { return smallest << c; }
+  static std::size_t class_of(std::size_t n) noexcept {
+    std::size_t c = 0;
+    while (c < classes && size_of(c) < n) ++c;
+    return c;
+  }
+  static BufferCache& instance() noexcept {
+    thread_local BufferCache cache;
+    return cache;
+  }
+  std::byte* free_[classes][max_cached] = {};
+  std::size_t count_[classes] = {};
+};
+
 /// The connection and both buffers, shared by a StreamReader and its StreamWriter.
 class StreamState final : public std::enable_shared_from_this<StreamState> {
  public:
@@ -53,6 +108,8 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   ~StreamState() {
     stop_flushing();
     (void)handle_.close();
+    rbegin = rend = 0;
+    release_rbuf();
   }
 
   [[nodiscard]] native_handle fd() const noexcept { return handle_.get(); }
@@ -60,16 +117,66 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   [[nodiscard]] const StreamOptions& options() const noexcept { return options_; }
 
   // --- reading ---
-  std::vector<std::byte> rbuf;
+  // The read buffer exists only while it holds bytes, or while a read is being tried: a reader
+  // waiting on an idle connection holds none (blocks come from a per-thread cache, so taking one
+  // per message costs no allocation in steady state).
+  std::byte* rbuf = nullptr;
+  std::size_t rcap = 0;
   std::size_t rbegin = 0;
   std::size_t rend = 0;
-  bool eof = false;
+  // `bool eof` (the peer ended the stream) is declared with the writer's flags, to pack them.
 
   [[nodiscard]] std::size_t available() const noexcept { return rend - rbegin; }
-  [[nodiscard]] const std::byte* rdata() const noexcept { return rbuf.data() + rbegin; }
+  [[nodiscard]] const std::byte* rdata() const noexcept { return rbuf + rbegin; }
   void consume(std::size_t n) noexcept {
     rbegin += n;
     if (rbegin == rend) rbegin = rend = 0;
+  }
+  /// Gives the read buffer back to the cache (only when it holds no unread byte).
+  void release_rbuf() noexcept {
+    if (rbuf == nullptr || available() > 0) return;
+    BufferCache::release(std::exchange(rbuf, nullptr), std::exchange(rcap, 0));
+    rbegin = rend = 0;
+  }
+  /// Makes room for at least one more byte (compacting, or taking a larger block); false only
+  /// when memory runs out.
+  bool make_room() noexcept {
+    if (rbuf == nullptr) {
+      auto [p, n] = BufferCache::acquire(first_block());
+      if (p == nullptr) return false;
+      rbuf = p;
+      rcap = n;
+      rbegin = rend = 0;
+      return true;
+    }
+    if (rbegin > 0 && rcap - rend < 2048) {  // compact before growing
+      std::memmove(rbuf, rbuf + rbegin, available());
+      rend -= rbegin;
+      rbegin = 0;
+    }
+    if (rcap - rend < 1024 && rcap < options_.limit + 1024) {
+      auto [p, n] = BufferCache::acquire(rcap * 2);
+      if (p == nullptr) return rend < rcap;
+      std::memcpy(p, rbuf + rbegin, available());
+      BufferCache::release(rbuf, rcap);
+      rbuf = p;
+      rcap = n;
+      rend -= rbegin;
+      rbegin = 0;
+    }
+    return rend < rcap;
+  }
+  /// Replaces the buffer's content with [p, p + n) (read_exactly giving partial bytes back).
+  void put_back(const std::byte* p, std::size_t n) noexcept {
+    rbegin = rend = 0;
+    release_rbuf();
+    if (n == 0) return;
+    auto [b, cap] = BufferCache::acquire(n);
+    if (b == nullptr) return;
+    std::memcpy(b, p, n);
+    rbuf = b;
+    rcap = cap;
+    rend = n;
   }
 
   /// Reads more into the buffer; false at end of stream. Throws buffer_full when `limit`
@@ -80,23 +187,64 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
       throw std::system_error(make_error_code(errc::buffer_full),
                               "StreamReader: more than " + std::to_string(options_.limit) + " bytes buffered (the limit)");
     }
-    if (rbegin > 0 && rbuf.size() - rend < 2048) {  // compact before growing
-      std::memmove(rbuf.data(), rbuf.data() + rbegin, available());
-      rend -= rbegin;
-      rbegin = 0;
+    release_rbuf();  // no buffer held while waiting on an idle connection
+    co_return co_await IoAwaiter<FillOp>(fd(), FillOp{this, options_.limit}, Deadline{}, nullptr) > 0;
+  }
+
+  /// Receives into the state's buffer; the buffer is taken just before the system call and
+  /// given back when the call would block with nothing buffered.
+  struct FillOp {
+    static constexpr Direction direction = Direction::read;
+    StreamState* s;
+    std::size_t limit;  // the most bytes buffered
+    std::size_t room = 0;
+    std::size_t done = 0;
+    bool perform(native_handle h, std::error_code& ec) noexcept {
+      ec.clear();
+      if (!s->make_room()) {
+        ec = detail::make_errc(std::errc::not_enough_memory);
+        return true;
+      }
+      room = (std::min)(s->rcap - s->rend, limit - (std::min)(limit, s->available()));
+      done = recv_some(h, s->rbuf + s->rend, room, 0, ec);
+      if (ec) {
+        if (!would_block(ec)) return true;
+        s->release_rbuf();
+        return false;
+      }
+      if (done == 0) {
+        s->eof = true;
+        s->release_rbuf();
+      }
+      s->rend += done;
+      return true;
     }
-    if (rbuf.size() - rend < 1024 || rbuf.empty()) {
-      const std::size_t want = (std::max<std::size_t>)(rbuf.size() * 2, 4096);
-      rbuf.resize((std::min)(want, (std::max)(options_.limit, rend + 1024)));
+    [[nodiscard]] bool drained() const noexcept { return done > 0 && done < room; }
+    [[nodiscard]] std::size_t result() const noexcept { return done; }
+    [[noreturn]] static void raise(std::error_code ec) { throw std::system_error(ec, "StreamReader read"); }
+  };
+
+  /// Receives straight into a caller's buffer (read_some with nothing buffered).
+  struct DirectOp {
+    static constexpr Direction direction = Direction::read;
+    StreamState* s;
+    std::byte* data;
+    std::size_t size;
+    std::size_t done = 0;
+    bool perform(native_handle h, std::error_code& ec) noexcept {
+      ec.clear();
+      done = recv_some(h, data, size, 0, ec);
+      if (ec) return !would_block(ec);
+      if (done == 0) s->eof = true;
+      return true;
     }
-    const std::size_t room = (std::min)(rbuf.size() - rend, options_.limit - available());
-    const auto n = co_await IoAwaiter<RecvSomeOp>(fd(), RecvSomeOp{rbuf.data() + rend, room}, Deadline{}, nullptr);
-    if (n == 0) {
-      eof = true;
-      co_return false;
-    }
-    rend += n;
-    co_return true;
+    [[nodiscard]] bool drained() const noexcept { return done > 0 && done < size; }
+    [[nodiscard]] std::size_t result() const noexcept { return done; }
+    [[noreturn]] static void raise(std::error_code ec) { throw std::system_error(ec, "StreamReader read_some"); }
+  };
+
+  [[nodiscard]] std::size_t first_block() const noexcept {
+    return (std::min)(options_.limit, std::size_t{64 * 1024});
   }
 
   // --- writing ---
@@ -225,7 +373,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
       wbegin_ += n;
     }
     if (buffered() == 0) {
-      wbuf_.clear();
+      std::vector<std::byte>().swap(wbuf_);  // an idle connection keeps no write buffer
       wbegin_ = 0;
       stop_flushing();
     }
@@ -275,6 +423,11 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   bool eof_sent_ = false;
   bool close_pending_ = false;
   bool closed_ = false;
+
+ public:
+  bool eof = false;  ///< reading: the peer ended the stream
+
+ private:
   Reactor* reactor_ = nullptr;
   Flusher flusher_{this};
   std::shared_ptr<StreamState> self_;
@@ -284,13 +437,13 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
 /// (drain) or for the close (wait_closed). Lives in the awaiting frame.
 class [[nodiscard]] WriterAwaiter final : private Pending {
  public:
-  enum class Kind { write, drain, closed };
-  WriterAwaiter(std::shared_ptr<StreamState> s, Kind k, const std::byte* data, std::size_t size) noexcept
-      : s_(std::move(s)), kind_(k), data_(data), left_(size) {}
+  enum class Kind : unsigned char { write, drain, closed };
+  WriterAwaiter(StreamState* s, Kind k, const std::byte* data, std::size_t size) noexcept
+      : s_(s), data_(data), left_(size), kind_(k) {}
 
   bool await_ready() {
-    reactor_ = &current_reactor();
-    if (!s_) {
+    (void)current_reactor();  // throws without a loop
+    if (s_ == nullptr) {
       ec_ = make_error_code(errc::not_connected);
       return true;
     }
@@ -299,7 +452,7 @@ class [[nodiscard]] WriterAwaiter final : private Pending {
   template <class Promise>
   bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
     scope_ = scope_of(h);
-    if (reactor_->closing() || (scope_ != nullptr && scope_->cancelled())) {
+    if (thread_reactor()->closing() || (scope_ != nullptr && scope_->cancelled())) {
       ec_ = detail::make_errc(std::errc::operation_canceled);
       return false;
     }
@@ -339,13 +492,87 @@ class [[nodiscard]] WriterAwaiter final : private Pending {
   void complete() noexcept {
     s_->waiter = nullptr;
     if (scope_ != nullptr) scope_->leaf = nullptr;
+    thread_reactor()->schedule(handle_);  // called on the loop's thread
+  }
+
+  // Kept small: one is in the frame of every coroutine that writes (its writer outlives it).
+  StreamState* s_;
+  const std::byte* data_;
+  std::size_t left_;
+  std::error_code ec_;
+  CancelScope* scope_ = nullptr;
+  std::coroutine_handle<> handle_;
+  Kind kind_;
+};
+
+/// StreamReader::read_chunk: hands out what is buffered, or receives into the reader's buffer
+/// (taken only once the socket has data) and hands that out. Lives in the awaiting frame; it is
+/// IoAwaiter without the deadline and stop-token parts (a read_chunk has neither), which keeps
+/// an idle connection's coroutine frame small.
+class [[nodiscard]] ChunkAwaiter final : private Pending {
+ public:
+  ChunkAwaiter(StreamState* s, std::size_t max) noexcept : op_{s, s->options().limit}, max_(max) {}
+  ChunkAwaiter(const ChunkAwaiter&) = delete;
+  ChunkAwaiter& operator=(const ChunkAwaiter&) = delete;
+  ~ChunkAwaiter() = default;
+
+  bool await_ready() {
+    StreamState* s = op_.s;
+    if (s->available() > 0 || s->eof || max_ == 0) return true;
+    reactor_ = &current_reactor();
+    s->release_rbuf();  // no buffer held while waiting
+    if (reactor_->closing()) {
+      ec_ = make_errc(std::errc::operation_canceled);
+      return true;
+    }
+    if (!reactor_->maybe_ready(s->fd(), Direction::read)) return false;
+    return perform();
+  }
+  template <class Promise>
+  bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
+    scope_ = scope_of(h);
+    if (scope_ != nullptr && scope_->cancelled()) {
+      ec_ = make_errc(std::errc::operation_canceled);
+      return false;
+    }
+    if (auto ec = reactor_->wait_io(op_.s->fd(), Direction::read, this)) {
+      ec_ = ec;
+      return false;
+    }
+    handle_ = h;
+    if (scope_ != nullptr) scope_->leaf = this;
+    return true;
+  }
+  std::span<const std::byte> await_resume() {
+    if (ec_) throw std::system_error(ec_, "StreamReader read_chunk");
+    StreamState* s = op_.s;
+    const std::size_t k = (std::min)(max_, s->available());
+    const std::span<const std::byte> out(s->rdata(), k);
+    s->consume(k);
+    return out;
+  }
+
+ private:
+  bool perform() noexcept {
+    if (!op_.perform(op_.s->fd(), ec_)) return false;
+    if (!ec_ && op_.drained()) reactor_->drained(op_.s->fd(), Direction::read);
+    return true;
+  }
+  void on_ready() noexcept override {
+    if (perform()) complete();
+  }
+  void cancel(std::error_code why) noexcept override {
+    ec_ = why;
+    complete();
+  }
+  void complete() noexcept {
+    reactor_->unwait_io(op_.s->fd(), Direction::read, this);
+    if (scope_ != nullptr) scope_->leaf = nullptr;
     reactor_->schedule(handle_);
   }
 
-  std::shared_ptr<StreamState> s_;
-  Kind kind_;
-  const std::byte* data_;
-  std::size_t left_;
+  StreamState::FillOp op_;
+  std::size_t max_;
   std::error_code ec_;
   Reactor* reactor_ = nullptr;
   CancelScope* scope_ = nullptr;
@@ -375,14 +602,30 @@ class StreamReader {
     co_return out;
   }
 
-  /// Up to buffer.size() bytes into `buffer` (no allocation); 0 at end of stream.
+  /// Up to buffer.size() bytes into `buffer` (no allocation); 0 at end of stream. With nothing
+  /// buffered it receives straight into `buffer`, without a copy.
   Task<std::size_t> read_some(std::span<std::byte> buffer) {
     auto* s = state();
-    if (s->available() == 0 && !buffer.empty()) co_await s->fill();
+    if (s->available() == 0 && !buffer.empty()) {
+      if (s->eof) co_return 0;
+      s->release_rbuf();
+      const auto n = co_await detail::IoAwaiter<detail::StreamState::DirectOp>(
+          s->fd(), detail::StreamState::DirectOp{s, buffer.data(), buffer.size()}, Deadline{}, nullptr);
+      co_return n;
+    }
     const std::size_t k = (std::min)(buffer.size(), s->available());
     if (k > 0) std::memcpy(buffer.data(), s->rdata(), k);
     s->consume(k);
     co_return k;
+  }
+
+  /// Waits for at least one byte and returns up to `max` buffered bytes as a view into the
+  /// reader's own buffer, valid until the next read on this reader; empty at end of stream.
+  /// No copy and no buffer of the caller's: while it waits on an idle connection the reader
+  /// holds no buffer at all, so a server of many idle connections stays small. An echo:
+  /// `while (auto b = co_await r.read_chunk(); !b.empty()) co_await w.write(b);`
+  [[nodiscard]] detail::ChunkAwaiter read_chunk(std::size_t max = static_cast<std::size_t>(-1)) {
+    return detail::ChunkAwaiter(state(), max);
   }
 
   /// Exactly `n` bytes. End of stream first throws TransferError (errc::end_of_stream) whose
@@ -399,9 +642,7 @@ class StreamReader {
       if (!co_await s->fill()) {
         const std::size_t got = out.size();
         // Give the partial bytes back, as asyncio keeps them in IncompleteReadError.partial.
-        s->rbuf.assign(reinterpret_cast<const std::byte*>(out.data()), reinterpret_cast<const std::byte*>(out.data()) + got);
-        s->rbegin = 0;
-        s->rend = got;
+        s->put_back(reinterpret_cast<const std::byte*>(out.data()), got);
         throw TransferError(make_error_code(errc::end_of_stream), "StreamReader read_exactly", got);
       }
     }
@@ -472,6 +713,9 @@ class StreamReader {
   [[nodiscard]] bool at_eof() const noexcept { return s_ && s_->eof && s_->available() == 0; }
   /// Bytes buffered and not yet read.
   [[nodiscard]] std::size_t buffered() const noexcept { return s_ ? s_->available() : 0; }
+  /// Bytes of buffer memory the reader holds now: 0 while a read waits with nothing buffered
+  /// (and after a read_some that received straight into the caller's buffer).
+  [[nodiscard]] std::size_t buffer_capacity() const noexcept { return s_ ? s_->rcap : 0; }
 
  private:
   detail::StreamState* state() const {
@@ -501,10 +745,10 @@ class StreamWriter {
   StreamWriter& operator=(const StreamWriter&) = delete;
   ~StreamWriter() { release(); }
 
-  /// Buffers `data` (which must live until the co_await ends). Throws std::system_error
+  /// Buffers `data` (which, like this writer, must live until the co_await ends). Throws std::system_error
   /// when the connection failed (broken_pipe after close or write_eof).
   [[nodiscard]] detail::WriterAwaiter write(std::span<const std::byte> data) {
-    return {s_, detail::WriterAwaiter::Kind::write, data.data(), data.size()};
+    return {s_.get(), detail::WriterAwaiter::Kind::write, data.data(), data.size()};
   }
   [[nodiscard]] detail::WriterAwaiter write(std::string_view data) { return write(detail::bytes_of(data)); }
 
@@ -516,7 +760,7 @@ class StreamWriter {
     co_await write(encode_frame(framing, payload));
   }
 
-  [[nodiscard]] detail::WriterAwaiter drain() { return {s_, detail::WriterAwaiter::Kind::drain, nullptr, 0}; }
+  [[nodiscard]] detail::WriterAwaiter drain() { return {s_.get(), detail::WriterAwaiter::Kind::drain, nullptr, 0}; }
 
   /// Half-closes once the buffer is sent: the peer reads end of stream.
   void write_eof() {
@@ -530,7 +774,7 @@ class StreamWriter {
   void abort() noexcept {
     if (s_) s_->abort();
   }
-  [[nodiscard]] detail::WriterAwaiter wait_closed() { return {s_, detail::WriterAwaiter::Kind::closed, nullptr, 0}; }
+  [[nodiscard]] detail::WriterAwaiter wait_closed() { return {s_.get(), detail::WriterAwaiter::Kind::closed, nullptr, 0}; }
   [[nodiscard]] bool is_closing() const noexcept { return !s_ || s_->closing(); }
 
   /// Bytes buffered and not yet taken by the kernel (never above the high-water mark).

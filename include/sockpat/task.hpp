@@ -28,8 +28,8 @@ namespace detail {
 /// started per message does not cost a heap allocation in steady state.
 class FrameCache {
  public:
-  static constexpr std::size_t granule = 64;
-  static constexpr std::size_t classes = 32;  // frames up to 2 KiB are cached
+  static constexpr std::size_t granule = 16;   // fine-grained: a frame held per idle connection
+  static constexpr std::size_t classes = 128;  // frames up to 2 KiB are cached
   static constexpr std::size_t max_cached = 256;
 
   static void* allocate(std::size_t n) {
@@ -77,7 +77,7 @@ class FrameCache {
     return cache;
   }
   Free* free_[classes] = {};
-  std::size_t count_[classes] = {};
+  unsigned short count_[classes] = {};  // at most max_cached
 };
 
 /// What every sockpat coroutine promise shares: its frame allocator and its cancel scope.

@@ -87,6 +87,87 @@ TEST_CASE("read_frame and write_frame carry framed messages, split anywhere; an 
   });
 }
 
+TEST_CASE("read_chunk hands out the reader's buffer without a copy, and an idle reader holds no buffer" *
+          doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    auto chunk_echo = [](sockpat::StreamReader r, sockpat::StreamWriter w) -> sockpat::Task<void> {
+      for (;;) {
+        const auto chunk = co_await r.read_chunk();
+        if (chunk.empty()) break;
+        co_await w.write(chunk);
+      }
+    };
+    auto server = co_await sockpat::start_server(chunk_echo, "127.0.0.1", 0);
+    auto [reader, writer] = co_await sockpat::open_connection("127.0.0.1", server.local_endpoint().port(), 5s);
+
+    // Echo through read_chunk: 300,000 bytes (more than any buffer), every byte back in order.
+    std::string sent(300000, '\0');
+    for (std::size_t i = 0; i < sent.size(); ++i) sent[i] = static_cast<char>('a' + (i * 7 + i / 4093) % 26);
+    co_await writer.write(sent);
+    std::string got;
+    for (int i = 0; i < 100000 && got.size() < sent.size(); ++i) {
+      const auto chunk = co_await reader.read_chunk();
+      REQUIRE_FALSE(chunk.empty());
+      got.append(reinterpret_cast<const char*>(chunk.data()), chunk.size());
+    }
+    CHECK(got == sent);
+
+    // Mixed with the other reads: read_chunk(max) leaves the rest buffered.
+    co_await writer.write("ab\ncdef");
+    CHECK(co_await reader.read_line() == "ab\n");
+    const auto two = co_await reader.read_chunk(2);
+    CHECK(std::string(reinterpret_cast<const char*>(two.data()), two.size()) == "cd");
+    CHECK(reader.buffered() == 2);
+    const auto rest = co_await reader.read_chunk();
+    CHECK(std::string(reinterpret_cast<const char*>(rest.data()), rest.size()) == "ef");
+
+    // While a read_chunk waits on a silent connection the reader holds no buffer; it takes one
+    // when bytes arrive.
+    bool waiting = false;
+    std::string late;
+    sockpat::spawn([](sockpat::StreamReader& r, bool& w, std::string& out) -> sockpat::Task<void> {
+      w = true;
+      const auto chunk = co_await r.read_chunk();
+      out.assign(reinterpret_cast<const char*>(chunk.data()), chunk.size());
+    }(reader, waiting, late));
+    for (int i = 0; i < 1000 && !waiting; ++i) co_await sockpat::sleep(0ms);
+    REQUIRE(waiting);
+    CHECK(reader.buffer_capacity() == 0);
+    co_await writer.write("late");
+    for (int i = 0; i < 100000 && late.empty(); ++i) co_await sockpat::sleep(0ms);
+    CHECK(late == "late");
+    CHECK(reader.buffer_capacity() > 0);
+
+    writer.write_eof();
+    CHECK((co_await reader.read_chunk()).empty());  // the server closed after our end of stream
+    CHECK(reader.at_eof());
+    server.close();
+    co_await server.wait_closed();
+  });
+}
+
+TEST_CASE("read_some with nothing buffered receives straight into the caller's buffer" * doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    auto server = co_await sockpat::start_server(echo_lines, "127.0.0.1", 0);
+    auto [reader, writer] = co_await sockpat::open_connection("127.0.0.1", server.local_endpoint().port(), 5s);
+    co_await writer.write("one\n");
+    std::string got;
+    std::vector<std::byte> buf(64);
+    for (int i = 0; i < 1000 && got.size() < 4; ++i) {
+      const auto n = co_await reader.read_some(buf);
+      REQUIRE(n > 0);
+      got.append(reinterpret_cast<const char*>(buf.data()), n);
+    }
+    CHECK(got == "one\n");
+    CHECK(reader.buffer_capacity() == 0);  // no reader buffer was needed
+    writer.write_eof();
+    CHECK(co_await reader.read_some(buf) == 0);
+    CHECK(co_await reader.read_some(buf) == 0);  // end of stream stays end of stream
+    server.close();
+    co_await server.wait_closed();
+  });
+}
+
 TEST_CASE("read_exactly at end of stream throws with the count and keeps the bytes" * doctest::timeout(30)) {
   on_loop([]() -> sockpat::Task<void> {
     auto send_then_close = [](sockpat::StreamReader, sockpat::StreamWriter w) -> sockpat::Task<void> {
