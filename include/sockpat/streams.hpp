@@ -3,6 +3,7 @@
 #define SOCKPAT_STREAMS_HPP
 
 #include <algorithm>     // std::min, std::max, std::remove
+#include <bit>           // std::bit_width
 #include <chrono>        // std::chrono::milliseconds
 #include <coroutine>     // std::coroutine_handle
 #include <cstddef>       // std::byte, std::size_t, std::ptrdiff_t
@@ -27,6 +28,11 @@
 #include "sockpat/task.hpp"
 
 namespace sockpat {
+
+// Coroutines are templates (`template <class = void>`, invisible at the call site): GCC emits
+// the body of every non-template coroutine defined in a translation unit, used or not, with all
+// it instantiates, so as plain inline functions they cost every includer ~1 s of compile time
+// at -O0 (bench/NOTES.md, include cost). A template is compiled only where it is used.
 
 /// Buffer sizes of a StreamReader / StreamWriter pair.
 struct StreamOptions {
@@ -83,10 +89,9 @@ class BufferCache {
 
  private:
   static constexpr std::size_t size_of(std::size_t c) noexcept { return smallest << c; }
-  static std::size_t class_of(std::size_t n) noexcept {
-    std::size_t c = 0;
-    while (c < classes && size_of(c) < n) ++c;
-    return c;
+  static std::size_t class_of(std::size_t n) noexcept {  // the smallest class holding n; `classes` if none
+    const std::size_t c = n <= smallest ? 0 : static_cast<std::size_t>(std::bit_width((n - 1) / smallest));
+    return (std::min)(c, classes);
   }
   static BufferCache& instance() noexcept {
     thread_local BufferCache cache;
@@ -181,6 +186,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
 
   /// Reads more into the buffer; false at end of stream. Throws buffer_full when `limit`
   /// bytes are already buffered.
+  template <class = void>
   Task<bool> fill() {
     if (eof) co_return false;
     if (available() >= options_.limit) {
@@ -593,6 +599,7 @@ class StreamReader {
   explicit StreamReader(std::shared_ptr<detail::StreamState> s) noexcept : s_(std::move(s)) {}
 
   /// Up to `n` bytes, waiting for at least one; empty at end of stream.
+  template <class = void>
   Task<std::string> read(std::size_t n = 65536) {
     auto* s = state();
     if (s->available() == 0) co_await s->fill();
@@ -604,6 +611,7 @@ class StreamReader {
 
   /// Up to buffer.size() bytes into `buffer` (no allocation); 0 at end of stream. With nothing
   /// buffered it receives straight into `buffer`, without a copy.
+  template <class = void>
   Task<std::size_t> read_some(std::span<std::byte> buffer) {
     auto* s = state();
     if (s->available() == 0 && !buffer.empty()) {
@@ -630,6 +638,7 @@ class StreamReader {
 
   /// Exactly `n` bytes. End of stream first throws TransferError (errc::end_of_stream) whose
   /// bytes_transferred() says how many arrived; those bytes stay readable.
+  template <class = void>
   Task<std::string> read_exactly(std::size_t n) {
     auto* s = state();
     std::string out;
@@ -651,6 +660,7 @@ class StreamReader {
   /// Everything up to and including `separator`. Throws TransferError (end_of_stream) if the
   /// stream ends first, and std::system_error (errc::buffer_full) if `limit` bytes arrive
   /// without it; in both cases the buffered bytes stay readable.
+  template <class = void>
   Task<std::string> read_until(std::string separator = "\n") {
     auto* s = state();
     if (separator.empty()) throw std::invalid_argument("sockpat: read_until needs a non-empty separator");
@@ -671,6 +681,7 @@ class StreamReader {
   }
 
   /// One line with its "\n"; at end of stream, what is left (possibly empty), as asyncio's readline.
+  template <class = void>
   Task<std::string> read_line() {
     auto* s = state();
     try {
@@ -805,7 +816,8 @@ template <StreamProtocol P>
 }
 
 /// Connects (trying each resolved address, within `d`) and returns asyncio's (reader, writer).
-inline Task<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, int port, Deadline d = {},
+template <class = void>
+Task<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, int port, Deadline d = {},
                                                                   StreamOptions options = {}) {
   auto c = co_await TcpConnection::async_connect(std::move(host), port, std::move(d));
   co_return make_streams(std::move(c), options);
@@ -847,6 +859,7 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
   [[nodiscard]] std::size_t active() const noexcept { return active_; }
   [[nodiscard]] bool closed() const noexcept { return closing && !accepting && active_ == 0; }
 
+  template <class = void>
   static Task<void> accept_loop(std::shared_ptr<ServerState> self) {
     while (!self->closing) {
       std::error_code ec;
@@ -910,6 +923,7 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
     void cancel(std::error_code) noexcept override { server->cancel_handlers(); }
   };
 
+  template <class = void>
   void start_handler(TcpConnection conn) {
     const Family family = conn.family();
     auto stream = std::make_shared<StreamState>(UniqueHandle(conn.release()), family, options.streams);
@@ -1019,14 +1033,17 @@ class StreamServer {
     if (s_) s_->close();
   }
   /// Waits until it is closed and every handler has ended.
+  template <class = void>
   [[nodiscard]] Task<void> wait_closed() const { return wait(s_); }
   /// Serves until close() (from a handler, another task or a posted function), then waits as wait_closed.
+  template <class = void>
   [[nodiscard]] Task<void> serve_forever() const { return wait(s_); }
   [[nodiscard]] bool is_serving() const noexcept { return s_ && !s_->closing; }
   /// Handlers running now.
   [[nodiscard]] std::size_t connections() const noexcept { return s_ ? s_->active() : 0; }
 
  private:
+  template <class = void>
   static Task<void> wait(std::shared_ptr<detail::ServerState> s) { co_await detail::ServerClosedAwaiter(std::move(s)); }
   std::shared_ptr<detail::ServerState> s_;
 };
@@ -1035,11 +1052,12 @@ class StreamServer {
 /// each connection as its own task on the running loop (asyncio.start_server). A handler that
 /// throws is reported (EventLoop::set_exception_handler) and its connection closed; the server
 /// goes on. Throws std::system_error if it cannot listen.
-inline Task<StreamServer> start_server(StreamHandler handler, std::string host, int port, StreamServerOptions options = {}) {
+template <class = void>
+Task<StreamServer> start_server(StreamHandler handler, std::string host, int port, StreamServerOptions options = {}) {
   auto listener = TcpListener::bind(host, port, options.listen);
   auto state = std::make_shared<detail::ServerState>(std::move(listener), std::move(handler), std::move(options));
   state->local = state->listener.local_endpoint();
-  state->loop->spawn(detail::ServerState::accept_loop(state));
+  state->loop->spawn(detail::ServerState::accept_loop<>(state));
   co_return StreamServer(std::move(state));
 }
 
