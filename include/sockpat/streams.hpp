@@ -527,6 +527,10 @@ class [[nodiscard]] ChunkAwaiter final : private Pending {
     if (s->available() > 0 || s->eof || max_ == 0) return true;
     reactor_ = &current_reactor();
     s->release_rbuf();  // no buffer held while waiting
+    if (s->fd() == invalid_handle) {  // closed (writer.close() or abort())
+      ec_ = make_error_code(errc::not_connected);
+      return true;
+    }
     if (reactor_->closing()) {
       ec_ = make_errc(std::errc::operation_canceled);
       return true;

@@ -146,6 +146,30 @@ TEST_CASE("read_chunk hands out the reader's buffer without a copy, and an idle 
   });
 }
 
+TEST_CASE("read_chunk and read on a stream closed by its writer fail with not_connected" * doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    auto server = co_await sockpat::start_server(echo_lines, "127.0.0.1", 0);
+    auto [reader, writer] = co_await sockpat::open_connection("127.0.0.1", server.local_endpoint().port(), 5s);
+    writer.abort();
+    bool chunk_failed = false;
+    try {
+      (void)co_await reader.read_chunk();
+    } catch (const std::system_error& e) {
+      chunk_failed = e.code() == sockpat::errc::not_connected;
+    }
+    CHECK(chunk_failed);
+    bool read_failed = false;
+    try {
+      (void)co_await reader.read(10);
+    } catch (const std::system_error& e) {
+      read_failed = e.code() == sockpat::errc::not_connected;
+    }
+    CHECK(read_failed);
+    server.close();
+    co_await server.wait_closed();
+  });
+}
+
 TEST_CASE("read_some with nothing buffered receives straight into the caller's buffer" * doctest::timeout(30)) {
   on_loop([]() -> sockpat::Task<void> {
     auto server = co_await sockpat::start_server(echo_lines, "127.0.0.1", 0);
