@@ -3,7 +3,7 @@
 Usage: reliability_results.py BUILD_DIR [BUILD_DIR...]
 
 For each build tree, runs (with CTest) the tests that the table's "CTest tests" column names and
-that this tree has, and writes each row's result: "passed", "FAILED: name, ..." or "skipped:
+that this tree has and no earlier tree had, and writes each row's result: "passed", "FAILED: name, ..." or "skipped:
 name, ...", the date and the build tree. A row whose tests no given tree has keeps its cell.
 Run it after a change to any of those tests, e.g. `reliability_results.py build/default build/soak`
 (build/soak: configured with -DSOCKPAT_BUILD_SOAK=ON, as .ci/run does). The sizes of the soak come
@@ -57,7 +57,7 @@ def main():
     today = datetime.date.today().isoformat()
     cells = {}  # test name: (result, build)
     for build in builds:
-        have = wanted & ctest_names(build)
+        have = (wanted & ctest_names(build)) - set(cells)  # the first tree that has a test runs it
         if have:
             for name, result in run(build, have).items():
                 cells[name] = (result, os.path.basename(os.path.normpath(build)))
