@@ -18,6 +18,8 @@ import tempfile
 import threading
 import time
 
+import hostile  # tests/interop/hostile.py
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TIMEOUT = 20
 RUNNER = []
@@ -29,7 +31,8 @@ class Server:
     def __init__(self, argv, preexec_fn=None):
         # stderr goes to a file: a chatty server must never block on a full pipe nobody reads.
         self.stderr = tempfile.TemporaryFile(mode='w+')
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
+        # errors='replace': a server may print what a hostile client sent, garbage included.
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.stderr, text=True, errors='replace',
                                      preexec_fn=preexec_fn)
         line = self.proc.stdout.readline()
         if not line.startswith('listening on '):
@@ -415,6 +418,47 @@ def scenario_line_client_first(b):
            client.returncode, out, err)
     rc, _, err = server.stop(signal.SIGINT)
     expect(rc == 0, 'line_server exits 0', rc, err)
+
+
+def hostile_scenario(b, name, proto, during_dribble, during_burst, extra=()):
+    """Every hostile client of hostile.py against one example server, which must then stop cleanly."""
+    server = Server(bin_path(b, name) + ['--port', '0'] + list(extra))
+    try:
+        hostile.attack(server.port, proto, lambda: server.proc.poll() is None, during_dribble, during_burst)
+    except BaseException:
+        server.proc.kill()
+        server.finish()
+        raise
+    rc, _, err = server.stop(signal.SIGTERM)
+    expect(rc == 0, '%s exits 0 on SIGTERM after the hostile clients' % name, rc, err[-2000:])
+
+
+# hello_server and uppercase_server serve one client at a time: no one else is served while a
+# client holds them, so only "after" is checked for those.
+def scenario_hostile_hello(b):
+    hostile_scenario(b, 'hello_server', hostile.Hello, during_dribble=False, during_burst=False)
+
+
+def scenario_hostile_uppercase(b):
+    hostile_scenario(b, 'uppercase_server', hostile.Uppercase, during_dribble=False, during_burst=False)
+
+
+def scenario_hostile_threaded_echo(b):
+    # A pool of 4: the dribbler holds one worker and the rest serve; the burst of 100 idle
+    # connections fills max_connections (8), so others wait in the backlog until it leaves.
+    hostile_scenario(b, 'threaded_echo_server', hostile.Echo, during_dribble=True, during_burst=False, extra=['--threads', '4'])
+
+
+def scenario_hostile_line(b):
+    hostile_scenario(b, 'line_server', hostile.Line, during_dribble=True, during_burst=False, extra=['--threads', '4'])
+
+
+def scenario_hostile_async_echo(b):
+    hostile_scenario(b, 'async_echo_server', hostile.Echo, during_dribble=True, during_burst=True)
+
+
+def scenario_hostile_async_hello(b):
+    hostile_scenario(b, 'async_hello_server', hostile.Hello, during_dribble=True, during_burst=True)
 
 
 def main():
