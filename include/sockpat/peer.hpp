@@ -696,7 +696,8 @@ class PeerState final : public std::enable_shared_from_this<PeerState> {
 
 /// A node of a peer-to-peer mesh, bound to the event loop of the thread that makes it
 /// (docs/peer-protocol.md). Callbacks run on that loop; every member is for that thread only.
-/// Destroying it aborts its links at once; close() ends them gracefully.
+/// Destroying it aborts its links at once, without calling its callbacks any more; close()
+/// ends them gracefully.
 class Peer {
  public:
   explicit Peer(PeerOptions options = {}) : s_(std::make_shared<detail::PeerState>(std::move(options))) {}
@@ -705,7 +706,12 @@ class Peer {
   Peer(const Peer&) = delete;
   Peer& operator=(const Peer&) = delete;
   ~Peer() {
-    if (s_ && !s_->stopping) s_->abort_all();
+    if (!s_) return;
+    // Its tasks unwind after it is gone: they must not call back into its owner.
+    s_->on_message = nullptr;
+    s_->on_joined = nullptr;
+    s_->on_left = nullptr;
+    if (!s_->stopping) s_->abort_all();
   }
 
   /// Listens (throws std::system_error if it cannot) and starts dialing options.join.
