@@ -417,6 +417,73 @@ def scenario_line_client_first(b):
     expect(rc == 0, 'line_server exits 0', rc, err)
 
 
+class Lines:
+    """Collects a process's output lines on a thread, so that a wait for one is bounded."""
+
+    def __init__(self, stream):
+        self.lines = []
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream):
+        for line in stream:
+            with self.cond:
+                self.lines.append(line.rstrip('\n'))
+                self.cond.notify_all()
+
+    def wait_for(self, predicate, timeout=TIMEOUT):
+        with self.cond:
+            return self.cond.wait_for(lambda: predicate(self.lines), timeout)
+
+
+def scenario_mesh_chat(b):
+    # Four processes; nodes 1..3 know node 0 only and find each other. Each waits until the
+    # three others are linked, then says one line; every process prints every other's line once.
+    count = 4
+    procs, outs = [], []
+    first = None
+    for i in range(count):
+        argv = bin_path(b, 'mesh_chat') + ['--listen', '127.0.0.1:0', '--name', 'n%d' % i,
+                                           '--wait-peers', str(count - 1), '--timeout', '15']
+        if first is not None:
+            argv += ['--join', first]
+        p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        procs.append(p)
+        line = p.stdout.readline()
+        expect(line.startswith('listening on 127.0.0.1:'), 'mesh_chat prints listening first', line)
+        if first is None:
+            first = line.split()[-1]
+        outs.append(Lines(p.stdout))
+    try:
+        for i, p in enumerate(procs):
+            p.stdin.write('hello from n%d\n' % i)
+            p.stdin.flush()
+        for i in range(count):
+            wanted = ['n%d: hello from n%d' % (j, j) for j in range(count) if j != i]
+            expect(outs[i].wait_for(lambda lines: all(w in lines for w in wanted)),
+                   'mesh_chat n%d prints every other line' % i, outs[i].lines)
+        for p in procs:
+            p.stdin.close()
+        for i, p in enumerate(procs):
+            err = p.stderr.read()
+            p.wait(TIMEOUT)
+            outs[i].thread.join(TIMEOUT)
+            expect(p.returncode == 0, 'mesh_chat n%d exits 0 at the end of its input' % i, p.returncode, err)
+            lines = outs[i].lines
+            for j in range(count):
+                said = 'n%d: hello from n%d' % (j, j)
+                expect(lines.count(said) == (0 if i == j else 1), 'n%d prints %r %s' % (i, said,
+                       'never' if i == j else 'once'), lines, err)
+            expect(err.count('joined ') >= count - 1, 'n%d reports the nodes that joined' % i, err)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(TIMEOUT)
+
+
 def main():
     bin_dir, name = sys.argv[1], sys.argv[2]
     RUNNER.extend(a for a in sys.argv[3:] if a)
