@@ -90,6 +90,8 @@ struct PeerLinkInfo {
 struct PeerStats {
   std::size_t links = 0;             ///< linked nodes
   std::size_t connections = 0;       ///< open connections: linked, in handshake or being retired
+  std::size_t known = 0;             ///< nodes remembered (with where they listen), for redials
+  std::size_t dialing = 0;           ///< endpoints being dialed or redialled now
   std::size_t queued_bytes = 0;      ///< bytes in every send queue now
   std::size_t max_link_queued = 0;   ///< the most bytes one link's queue ever held
   std::size_t slow_closed = 0;       ///< links closed because their queue passed its bound
@@ -686,6 +688,8 @@ class PeerState final : public std::enable_shared_from_this<PeerState> {
     PeerStats s = counters;
     s.links = up.size();
     s.connections = all.size();
+    s.known = known.size();
+    s.dialing = dialing.size();
     s.queued_bytes = 0;
     for (const auto& l : all) s.queued_bytes += l->queued;
     return s;

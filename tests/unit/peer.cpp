@@ -373,6 +373,31 @@ TEST_CASE("a node killed and restarted on its port is redialled and gets later b
     co_await a.peer.close();
   });
 }
+
+TEST_CASE("a node that stays away is redialled with backoff, then forgotten") {
+  on_loop([]() -> sockpat::Task<void> {
+    auto oa = fast_options();
+    oa.forget_after = 300ms;
+    Node a(oa);
+    co_await a.peer.start();
+    auto ob = fast_options();
+    ob.join = {a.peer.local_endpoint()};
+    auto b = std::make_unique<Node>(ob);
+    co_await b->peer.start();
+    co_await until(a, [&] { return a.peer.peers().size() == 1; });
+    CHECK(a.peer.stats().known == 1);
+    const auto started = std::chrono::steady_clock::now();
+    b->peer.abort();
+    b.reset();
+    co_await until(a, [&] { return a.left == 1; });
+    CHECK(a.peer.stats().dialing == 1);  // a redials the endpoint b listened on
+    co_await until(a, [&] { return a.peer.stats().dialing == 0; }, 5s);
+    CHECK(std::chrono::steady_clock::now() - started >= 300ms);
+    CHECK(a.peer.stats().known == 0);
+    CHECK(a.peer.peers().empty());
+    co_await a.peer.close();
+  });
+}
 }
 
 TEST_SUITE("peer thread" * doctest::timeout(60)) {
