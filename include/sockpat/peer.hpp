@@ -458,12 +458,11 @@ class PeerState final : public std::enable_shared_from_this<PeerState> {
   /// Checks the first frame; links the node or retires a duplicate link (rule 2).
   Outcome handshake(const Link& link, const std::string& body) {
     std::error_code ec;
-    const auto m = wire::decode(std::as_bytes(std::span(body.data(), body.size())), ec);
-    const auto* hello = std::get_if<wire::Hello>(&m);
-    if (ec || hello == nullptr || hello->node_id == 0) return Outcome::failed;
-    if (hello->node_id == id) return Outcome::self;
-    link->id = hello->node_id;
-    link->listen = hello->listen;
+    const auto hello = wire::check_hello(std::as_bytes(std::span(body.data(), body.size())), ec);
+    if (ec) return Outcome::failed;
+    if (hello.node_id == id) return Outcome::self;
+    link->id = hello.node_id;
+    link->listen = hello.listen;
     if (stopping) return Outcome::failed;
     const auto it = up.find(link->id);
     if (it == up.end()) {
