@@ -463,6 +463,11 @@ class PeerState final : public std::enable_shared_from_this<PeerState> {
     if (hello.node_id == id) return Outcome::self;
     link->id = hello.node_id;
     link->listen = hello.listen;
+    if (!link->listen.empty() && !link->listen.is_unix() && (link->listen.host() == "0.0.0.0" || link->listen.host() == "::")) {
+      // It listens on every address: it is reachable where this link came from.
+      const Endpoint from = link->writer.peer_endpoint();
+      if (!from.empty()) link->listen = from.with_port(link->listen.port());
+    }
     if (stopping) return Outcome::failed;
     const auto it = up.find(link->id);
     if (it == up.end()) {
@@ -486,7 +491,9 @@ class PeerState final : public std::enable_shared_from_this<PeerState> {
           }
         }
       }
-      if (on_joined) on_joined(link->id, link->listen);
+      call([&] {
+        if (on_joined) on_joined(link->id, link->listen);
+      });
       changed.notify_all();
       return Outcome::lost;  // "linked"; session() works out how it ended
     }
@@ -596,8 +603,20 @@ class PeerState final : public std::enable_shared_from_this<PeerState> {
     return true;
   }
 
+  // A callback that throws is reported as a failed task would be; the node's tables stay right.
+  template <class F>
+  void call(F f) noexcept {
+    try {
+      f();
+    } catch (...) {
+      loop->report_exception(std::current_exception());
+    }
+  }
+
   void deliver(PeerMessage m) {
-    if (on_message) on_message(m);
+    call([&] {
+      if (on_message) on_message(m);
+    });
     changed.notify_all();
   }
 
@@ -637,7 +656,9 @@ class PeerState final : public std::enable_shared_from_this<PeerState> {
     all.erase(std::remove(all.begin(), all.end(), link), all.end());
     if (was_up) {
       up.erase(it);
-      if (on_left) on_left(link->id);
+      call([&] {
+        if (on_left) on_left(link->id);
+      });
     }
     changed.notify_all();
   }
@@ -786,7 +807,7 @@ struct PeerCallbacks {
 
 /// A Peer running on an EventLoop of its own thread, for blocking programs. send, broadcast,
 /// join, peers and the waits are thread-safe; stop() (or the destructor) closes the node
-/// gracefully and joins the thread.
+/// gracefully and joins the thread, so it must not be called from a callback.
 class PeerThread {
  public:
   /// Starts the thread and returns once the node listens; rethrows what start() threw.

@@ -116,6 +116,32 @@ TEST_CASE("two nodes shake hands, link once, and carry direct messages and broad
   });
 }
 
+TEST_CASE("a node listening on every address is known where its link came from; a throwing callback is reported") {
+  sockpat::EventLoop loop;
+  int reported = 0;
+  loop.set_exception_handler([&](std::exception_ptr) { ++reported; });
+  loop.run_until_complete([&]() -> sockpat::Task<void> {
+    auto oa = fast_options();
+    oa.listen = sockpat::Endpoint("0.0.0.0", 0);
+    Node a(oa);
+    a.peer.on_message([](const sockpat::PeerMessage&) { throw std::runtime_error("callback failed"); });
+    co_await a.peer.start();
+    auto ob = fast_options();
+    ob.join = {sockpat::Endpoint("127.0.0.1", a.peer.local_endpoint().port())};
+    Node b(ob);
+    co_await b.peer.start();
+    co_await until(b, [&] { return b.peer.peers().size() == 1; });
+    CHECK(b.peer.peers()[0].listen == sockpat::Endpoint("127.0.0.1", a.peer.local_endpoint().port()));
+    co_await until(a, [&] { return a.peer.peers().size() == 1; });
+    b.peer.send(a.peer.node_id(), "one");
+    b.peer.send(a.peer.node_id(), "two");
+    co_await until(a, [&] { return reported == 2; });
+    CHECK(a.peer.linked(b.peer.node_id()));  // the link goes on
+    co_await b.peer.close();
+    co_await a.peer.close();
+  }());
+}
+
 TEST_CASE("eight nodes that each know only node 0 come to know each other; a broadcast reaches each once") {
   on_loop([]() -> sockpat::Task<void> {
     constexpr std::size_t count = 8;
