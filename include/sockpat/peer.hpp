@@ -197,12 +197,15 @@ struct PeerLinkState {
   PeerNotify wake;
 };
 
-class PeerState final : public std::enable_shared_from_this<PeerState> {
+// A template only so that a translation unit that does not use a Peer does not pay for
+// compiling its coroutines (the umbrella header includes this one).
+template <class Unused = void>
+class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<Unused>> {
  public:
   using Link = std::shared_ptr<PeerLinkState>;
   enum class Outcome : unsigned char { failed, self, retired, lost, closed_by_us };
 
-  explicit PeerState(PeerOptions o) : options(std::move(o)), loop(EventLoop::current()) {
+  explicit BasicPeerState(PeerOptions o) : options(std::move(o)), loop(EventLoop::current()) {
     if (loop == nullptr) throw std::logic_error("sockpat: a Peer is made on the thread of a running EventLoop");
     if (options.send_queue_limit < options.max_frame + 4) options.send_queue_limit = options.max_frame + 4;
     if (options.peer_limit == 0) options.peer_limit = 1;
@@ -259,10 +262,10 @@ class PeerState final : public std::enable_shared_from_this<PeerState> {
 
   /// Registers the running task for close(); the returned guard unregisters it.
   struct TaskGuard {
-    std::shared_ptr<PeerState> self;
+    std::shared_ptr<BasicPeerState> self;
     CancelScope* scope;
     std::vector<CancelScope*>* list;
-    TaskGuard(std::shared_ptr<PeerState> s, CancelScope* sc, std::vector<CancelScope*>* l) : self(std::move(s)), scope(sc), list(l) {
+    TaskGuard(std::shared_ptr<BasicPeerState> s, CancelScope* sc, std::vector<CancelScope*>* l) : self(std::move(s)), scope(sc), list(l) {
       self->scopes.push_back(scope);
       if (list != nullptr) list->push_back(scope);
     }
@@ -281,7 +284,7 @@ class PeerState final : public std::enable_shared_from_this<PeerState> {
 
   Task<void> start() {
     if (!options.listen.empty()) {
-      std::weak_ptr<PeerState> weak = shared_from_this();
+      std::weak_ptr<BasicPeerState> weak = this->shared_from_this();
       StreamServerOptions so;
       so.streams = stream_options();
       so.grace = std::chrono::hours(24);  // close() ends the links itself, gracefully
@@ -293,7 +296,7 @@ class PeerState final : public std::enable_shared_from_this<PeerState> {
     for (const auto& e : options.join) dial(e, 0, false);
   }
 
-  static Task<void> accepted(std::weak_ptr<PeerState> weak, StreamReader r, StreamWriter w) {
+  static Task<void> accepted(std::weak_ptr<BasicPeerState> weak, StreamReader r, StreamWriter w) {
     auto self = weak.lock();
     if (!self || self->stopping) co_return;
     auto link = std::make_shared<PeerLinkState>(std::move(r), std::move(w), false);
@@ -307,7 +310,7 @@ class PeerState final : public std::enable_shared_from_this<PeerState> {
     const std::string key = e.to_string();
     if (self_endpoints.count(key) != 0 || dialing.count(key) != 0) return;
     dialing.insert(key);
-    loop->spawn(dial_task(shared_from_this(), e, expect, wait_first));
+    loop->spawn(dial_task(this->shared_from_this(), e, expect, wait_first));
   }
 
   void redial_lost(std::uint64_t node) {
@@ -316,7 +319,7 @@ class PeerState final : public std::enable_shared_from_this<PeerState> {
     if (it != known.end()) dial(it->second, node, true);
   }
 
-  static Task<void> dial_task(std::shared_ptr<PeerState> self, Endpoint e, std::uint64_t expect, bool wait_first) {
+  static Task<void> dial_task(std::shared_ptr<BasicPeerState> self, Endpoint e, std::uint64_t expect, bool wait_first) {
     const std::string key = e.to_string();
     const TaskGuard guard(self, co_await ThisScope{}, &self->dial_scopes);
     const auto& o = self->options;
@@ -373,7 +376,7 @@ class PeerState final : public std::enable_shared_from_this<PeerState> {
   }
 
   /// Runs one connection: Hello both ways, then messages until it ends.
-  static Task<Outcome> session(std::shared_ptr<PeerState> self, Link link) {
+  static Task<Outcome> session(std::shared_ptr<BasicPeerState> self, Link link) {
     const TaskGuard guard(self, co_await ThisScope{}, nullptr);
     self->all.push_back(link);
     self->loop->spawn(writer_task(self, link));
@@ -426,7 +429,7 @@ class PeerState final : public std::enable_shared_from_this<PeerState> {
     co_return (bad || self->stopping) ? Outcome::closed_by_us : Outcome::lost;
   }
 
-  static Task<void> writer_task(std::shared_ptr<PeerState> self, Link link) {
+  static Task<void> writer_task(std::shared_ptr<BasicPeerState> self, Link link) {
     const TaskGuard guard(self, co_await ThisScope{}, nullptr);
     bool failed = false;
     try {
@@ -716,20 +719,23 @@ class PeerState final : public std::enable_shared_from_this<PeerState> {
   }
 };
 
+using PeerState = BasicPeerState<>;
+
 }  // namespace detail
 
 /// A node of a peer-to-peer mesh, bound to the event loop of the thread that makes it
 /// (docs/peer-protocol.md). Callbacks run on that loop; every member is for that thread only.
 /// Destroying it aborts its links at once, without calling its callbacks any more; close()
 /// ends them gracefully.
-class Peer {
+template <class Unused = void>
+class BasicPeer {
  public:
-  explicit Peer(PeerOptions options = {}) : s_(std::make_shared<detail::PeerState>(std::move(options))) {}
-  Peer(Peer&&) noexcept = default;
-  Peer& operator=(Peer&&) noexcept = default;
-  Peer(const Peer&) = delete;
-  Peer& operator=(const Peer&) = delete;
-  ~Peer() {
+  explicit BasicPeer(PeerOptions options = {}) : s_(std::make_shared<detail::BasicPeerState<Unused>>(std::move(options))) {}
+  BasicPeer(BasicPeer&&) noexcept = default;
+  BasicPeer& operator=(BasicPeer&&) noexcept = default;
+  BasicPeer(const BasicPeer&) = delete;
+  BasicPeer& operator=(const BasicPeer&) = delete;
+  ~BasicPeer() {
     if (!s_) return;
     // Its tasks unwind after it is gone: they must not call back into its owner.
     s_->on_message = nullptr;
@@ -778,10 +784,10 @@ class Peer {
   void abort() { s_->abort_all(); }
 
  private:
-  static Task<void> wait_until(std::shared_ptr<detail::PeerState> s, std::function<bool()> done) {
+  static Task<void> wait_until(std::shared_ptr<detail::BasicPeerState<Unused>> s, std::function<bool()> done) {
     while (!done()) co_await s->changed.wait();
   }
-  static Task<void> close(std::shared_ptr<detail::PeerState> s, std::chrono::milliseconds grace) {
+  static Task<void> close(std::shared_ptr<detail::BasicPeerState<Unused>> s, std::chrono::milliseconds grace) {
     s->begin_close(true);
     bool late = false;
     try {
@@ -794,8 +800,11 @@ class Peer {
       co_await s->until_idle();
     }
   }
-  std::shared_ptr<detail::PeerState> s_;
+  std::shared_ptr<detail::BasicPeerState<Unused>> s_;
 };
+
+/// A template only so that the umbrella header costs nothing to a program without a Peer.
+using Peer = BasicPeer<>;
 
 /// Callbacks of a PeerThread. They run on its loop thread, one at a time: they must not
 /// block, and may call the PeerThread's send and broadcast.
@@ -808,10 +817,11 @@ struct PeerCallbacks {
 /// A Peer running on an EventLoop of its own thread, for blocking programs. send, broadcast,
 /// join, peers and the waits are thread-safe; stop() (or the destructor) closes the node
 /// gracefully and joins the thread, so it must not be called from a callback.
-class PeerThread {
+template <class Unused = void>
+class BasicPeerThread {
  public:
   /// Starts the thread and returns once the node listens; rethrows what start() threw.
-  explicit PeerThread(PeerOptions options, PeerCallbacks callbacks = {}) : cb_(std::move(callbacks)) {
+  explicit BasicPeerThread(PeerOptions options, PeerCallbacks callbacks = {}) : cb_(std::move(callbacks)) {
     std::promise<void> started;
     auto ready = started.get_future();
     thread_ = std::thread([this, options = std::move(options), started = std::move(started)]() mutable {
@@ -824,9 +834,9 @@ class PeerThread {
       throw;
     }
   }
-  PeerThread(const PeerThread&) = delete;
-  PeerThread& operator=(const PeerThread&) = delete;
-  ~PeerThread() { stop(); }
+  BasicPeerThread(const BasicPeerThread&) = delete;
+  BasicPeerThread& operator=(const BasicPeerThread&) = delete;
+  ~BasicPeerThread() { stop(); }
 
   [[nodiscard]] std::uint64_t node_id() const noexcept { return id_; }
   [[nodiscard]] Endpoint local_endpoint() const { return local_; }
@@ -857,7 +867,7 @@ class PeerThread {
   void stop(std::chrono::milliseconds grace = std::chrono::milliseconds(2000)) {
     if (!thread_.joinable()) return;
     post([this, grace] {
-      loop_->spawn([](PeerThread* self, std::chrono::milliseconds g) -> Task<void> {
+      loop_->spawn([](BasicPeerThread* self, std::chrono::milliseconds g) -> Task<void> {
         co_await self->peer_->close(g);
         self->loop_->stop();
       }(this, grace));
@@ -875,7 +885,7 @@ class PeerThread {
     bool is_started = false;
     try {
       EventLoop loop;
-      Peer peer(std::move(options));
+      BasicPeer<Unused> peer(std::move(options));
       peer.on_message([this](const PeerMessage& m) {
         if (cb_.on_message) cb_.on_message(m);
       });
@@ -929,7 +939,7 @@ class PeerThread {
   std::thread thread_;
   std::mutex loop_mutex_;
   EventLoop* loop_ = nullptr;  // under loop_mutex_; read without it on the loop thread only
-  Peer* peer_ = nullptr;
+  BasicPeer<Unused>* peer_ = nullptr;
   std::uint64_t id_ = 0;
   Endpoint local_;
   mutable std::mutex mutex_;
@@ -937,6 +947,8 @@ class PeerThread {
   std::vector<PeerLinkInfo> peers_;
   bool done_ = false;
 };
+
+using PeerThread = BasicPeerThread<>;
 
 }  // namespace sockpat
 
