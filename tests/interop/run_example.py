@@ -475,6 +475,9 @@ def scenario_mesh_chat(b):
                                            '--timeout', '15']
         p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = p.stdout.readline()
+        if not line:
+            p.wait(TIMEOUT)
+            line = p.stderr.read()
         expect(line.strip() == 'listening on ' + endpoint3, 'the restarted node listens on its old port', line)
         procs[3] = p
         outs[3] = Lines(p.stdout)
