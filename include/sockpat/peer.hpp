@@ -203,6 +203,10 @@ template <class Unused = void>
 class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<Unused>> {
  public:
   using Link = std::shared_ptr<PeerLinkState>;
+  // How a connection ended: failed (before or in the handshake), self (it reached this
+  // node), retired (never linked, or not the kept link), lost (linked, ended by the other side
+  // or the network: redial), closed_by_us (linked, closed for a protocol error or on close()).
+  // handshake() returns lost for "linked" and session() works out the end.
   enum class Outcome : unsigned char { failed, self, retired, lost, closed_by_us };
 
   explicit BasicPeerState(PeerOptions o) : options(std::move(o)), loop(EventLoop::current()) {
@@ -395,7 +399,6 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
       self->finish(link, out == Outcome::failed);
       co_return out;
     }
-    bool ended_by_error = false;
     for (;;) {
       std::optional<std::string> f;
       bool error = false;
@@ -410,17 +413,13 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
         // A frame too large or malformed is the peer's fault; a reset or a close is the network's.
         if (e.code() == errc::frame_too_large || e.code() == errc::malformed_frame || e.code() == errc::buffer_full) link->bad = true;
       }
-      if (error || !f) {
-        ended_by_error = error;
-        break;
-      }
+      if (error || !f) break;
       if (!self->handle(link, *f)) {
         link->bad = true;
         break;
       }
       if (link->phase == PeerLinkState::Phase::closed) break;
     }
-    (void)ended_by_error;
     const auto it = self->up.find(link->id);
     const bool was_up = it != self->up.end() && it->second == link;
     const bool bad = link->bad;
