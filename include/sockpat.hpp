@@ -10,6 +10,7 @@
 #include "sockpat/event_loop.hpp"
 #include "sockpat/framing.hpp"
 #include "sockpat/listener.hpp"
+#include "sockpat/peer.hpp"
 #include "sockpat/peer_wire.hpp"
 #include "sockpat/protocol.hpp"
 #include "sockpat/rendezvous.hpp"

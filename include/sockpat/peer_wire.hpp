@@ -255,6 +255,21 @@ inline void encode(const Message& m, std::string& out) {
   return m;
 }
 
+/// Checks the first body a link receives, as link rule 1 asks: a Hello of this protocol's
+/// magic and version from a node id other than 0. Another magic or version gives
+/// errc::protocol_error; any other body (another message first, garbage, node id 0) gives
+/// errc::malformed_frame. The handshake without I/O; never throws for bad input.
+[[nodiscard]] inline Hello check_hello(std::span<const std::byte> body, std::error_code& ec) {
+  auto m = decode(body, ec);
+  if (ec) return {};
+  auto* hello = std::get_if<Hello>(&m);
+  if (hello == nullptr || hello->node_id == 0) {
+    ec = make_error_code(errc::malformed_frame);
+    return {};
+  }
+  return std::move(*hello);
+}
+
 /// The frame for a message: the 4-byte big-endian body length, then the body.
 [[nodiscard]] inline std::string frame(const Message& m) {
   std::string out(4, '\0');

@@ -73,8 +73,16 @@ class FrameCache {
   };
   static std::size_t class_of(std::size_t n) noexcept { return n == 0 ? 0 : (n - 1) / granule; }
   static FrameCache& instance() noexcept {
+#if defined(SOCKPAT_NO_THREAD_LOCAL_DESTRUCTORS)
+    // Never destroyed: what a thread caches (at most max_cached frames per class) is not
+    // freed when it ends.
+    thread_local FrameCache* cache = nullptr;
+    if (cache == nullptr) cache = new FrameCache();
+    return *cache;
+#else
     thread_local FrameCache cache;
     return cache;
+#endif
   }
   Free* free_[classes] = {};
   unsigned short count_[classes] = {};  // at most max_cached

@@ -110,4 +110,20 @@ TEST_CASE("encoding refuses a Peers message longer than a decoder accepts") {
   p.peers.resize(wire::max_peers_per_message + 1);
   CHECK_THROWS_AS((void)wire::encode(p), std::invalid_argument);
 }
+TEST_CASE("check_hello accepts only a Hello of this version from a node id other than 0") {
+  std::error_code ec;
+  const wire::Hello good{wire::protocol_version, 42, sockpat::Endpoint("127.0.0.1", 4000)};
+  CHECK(wire::check_hello(bytes(wire::encode(good)), ec) == good);
+  CHECK_FALSE(ec);
+  (void)wire::check_hello(bytes(wire::encode(wire::Hello{2, 42, {}})), ec);
+  CHECK(ec == sockpat::errc::protocol_error);
+  (void)wire::check_hello(bytes(wire::encode(wire::Hello{wire::protocol_version, 0, {}})), ec);
+  CHECK(ec == sockpat::errc::malformed_frame);
+  (void)wire::check_hello(bytes(wire::encode(wire::Ping{7})), ec);
+  CHECK(ec == sockpat::errc::malformed_frame);
+  (void)wire::check_hello(bytes(std::string("\x01SPA")), ec);
+  CHECK(ec == sockpat::errc::malformed_frame);
+  CHECK(wire::check_hello(bytes(wire::encode(good)), ec) == good);
+  CHECK_FALSE(ec);  // cleared by a good one
+}
 }

@@ -26,6 +26,13 @@
 #define SOCKPAT_LINUX 1
 #endif
 
+#if defined(__MINGW32__)
+// MinGW-w64 (GCC's emulated TLS): a thread_local object's destructor was seen running on
+// storage already released when its thread ended (task.hpp's frame cache, under Wine), so
+// sockpat keeps no thread_local object with a destructor there.
+#define SOCKPAT_NO_THREAD_LOCAL_DESTRUCTORS 1
+#endif
+
 #if defined(__APPLE__) || defined(__FreeBSD__) || defined(__NetBSD__) || defined(__OpenBSD__) || \
     defined(__DragonFly__)
 #define SOCKPAT_BSD 1

@@ -1,0 +1,475 @@
+#include "sockpat/peer.hpp"
+
+#include <doctest/doctest.h>
+
+#include "support/printing.hpp"
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+template <class F>
+void on_loop(F&& body) {
+  sockpat::EventLoop loop;
+  loop.run_until_complete(body());
+}
+
+sockpat::PeerOptions fast_options() {
+  sockpat::PeerOptions o;
+  o.handshake_timeout = 2s;
+  o.redial_initial = 20ms;
+  o.redial_max = 200ms;
+  return o;
+}
+
+/// A Peer and what it saw.
+struct Node {
+  explicit Node(sockpat::PeerOptions o) : peer(std::move(o)) {
+    peer.on_message([this](const sockpat::PeerMessage& m) { got.push_back(m); });
+    peer.on_peer_joined([this](std::uint64_t, const sockpat::Endpoint&) { ++joined; });
+    peer.on_peer_left([this](std::uint64_t) { ++left; });
+  }
+  [[nodiscard]] std::size_t count(std::uint64_t from, const std::string& payload) const {
+    std::size_t n = 0;
+    for (const auto& m : got) n += (m.from == from && m.payload == payload) ? 1 : 0;
+    return n;
+  }
+  sockpat::Peer peer;
+  std::vector<sockpat::PeerMessage> got;
+  int joined = 0;
+  int left = 0;
+};
+
+sockpat::Task<void> until(Node& n, std::function<bool()> done, std::chrono::milliseconds timeout = 10s) {
+  co_await sockpat::wait_for(n.peer.wait_until(std::move(done)), timeout);
+}
+
+/// A raw client: connects, optionally says Hello, and reads what the node sends.
+struct Raw {
+  sockpat::StreamReader reader;
+  sockpat::StreamWriter writer;
+};
+
+sockpat::Task<Raw> raw_connect(const sockpat::Endpoint& e) {
+  auto [r, w] = co_await sockpat::open_connection("127.0.0.1", e.port(), 5s);
+  co_return Raw{std::move(r), std::move(w)};
+}
+
+/// Reads until the node closes the stream; true if it did within the timeout.
+sockpat::Task<bool> closed_by_node(sockpat::StreamReader& r) {
+  std::optional<std::string> f;
+  try {
+    do {
+      f = co_await sockpat::wait_for(r.read_frame(sockpat::LengthPrefixFraming(1 << 20)), 5s);
+    } while (f);
+  } catch (const std::system_error& e) {
+    co_return e.code() != std::errc::timed_out;  // a reset is a close too
+  }
+  co_return true;
+}
+
+}  // namespace
+
+TEST_SUITE("peer" * doctest::timeout(60)) {
+TEST_CASE("two nodes shake hands, link once, and carry direct messages and broadcasts") {
+  on_loop([]() -> sockpat::Task<void> {
+    Node a(fast_options());
+    co_await a.peer.start();
+    auto ob = fast_options();
+    ob.join = {a.peer.local_endpoint()};
+    Node b(ob);
+    co_await b.peer.start();
+    co_await until(a, [&] { return a.peer.peers().size() == 1; });
+    co_await until(b, [&] { return b.peer.peers().size() == 1; });
+    CHECK(a.peer.peers()[0].id == b.peer.node_id());
+    CHECK(a.peer.peers()[0].listen == b.peer.local_endpoint());
+    CHECK_FALSE(a.peer.peers()[0].dialed);
+    CHECK(b.peer.peers()[0].dialed);
+    CHECK(b.peer.send(a.peer.node_id(), "to a"));
+    CHECK(a.peer.send(b.peer.node_id(), std::string("\0to b", 5)));
+    CHECK_FALSE(a.peer.send(12345, "nobody"));
+    CHECK(a.peer.broadcast("all") == 1);
+    co_await until(a, [&] { return a.got.size() == 1; });
+    co_await until(b, [&] { return b.got.size() == 2; });
+    CHECK(a.got[0].payload == "to a");
+    CHECK(a.got[0].from == b.peer.node_id());
+    CHECK(a.got[0].kind == sockpat::PeerMessageKind::direct);
+    CHECK(b.got[0].payload == std::string("\0to b", 5));
+    CHECK(b.got[1].payload == "all");
+    CHECK(b.got[1].kind == sockpat::PeerMessageKind::broadcast);
+    CHECK(b.got[1].from == a.peer.node_id());
+    co_await b.peer.close();
+    co_await until(a, [&] { return a.left == 1; });
+    CHECK(a.peer.peers().empty());
+    CHECK(b.left == 1);  // closing reports each linked node as gone, on both sides
+    co_await a.peer.close();
+  });
+}
+
+TEST_CASE("a node listening on every address is known where its link came from; a throwing callback is reported") {
+  sockpat::EventLoop loop;
+  int reported = 0;
+  loop.set_exception_handler([&](std::exception_ptr) { ++reported; });
+  loop.run_until_complete([&]() -> sockpat::Task<void> {
+    auto oa = fast_options();
+    oa.listen = sockpat::Endpoint("0.0.0.0", 0);
+    Node a(oa);
+    a.peer.on_message([](const sockpat::PeerMessage&) { throw std::runtime_error("callback failed"); });
+    co_await a.peer.start();
+    auto ob = fast_options();
+    ob.join = {sockpat::Endpoint("127.0.0.1", a.peer.local_endpoint().port())};
+    Node b(ob);
+    co_await b.peer.start();
+    co_await until(b, [&] { return b.peer.peers().size() == 1; });
+    CHECK(b.peer.peers()[0].listen == sockpat::Endpoint("127.0.0.1", a.peer.local_endpoint().port()));
+    co_await until(a, [&] { return a.peer.peers().size() == 1; });
+    b.peer.send(a.peer.node_id(), "one");
+    b.peer.send(a.peer.node_id(), "two");
+    co_await until(a, [&] { return reported == 2; });
+    CHECK(a.peer.linked(b.peer.node_id()));  // the link goes on
+    co_await b.peer.close();
+    co_await a.peer.close();
+  }());
+}
+
+TEST_CASE("eight nodes that each know only node 0 come to know each other; a broadcast reaches each once") {
+  on_loop([]() -> sockpat::Task<void> {
+    constexpr std::size_t count = 8;
+    std::vector<std::unique_ptr<Node>> nodes;
+    nodes.push_back(std::make_unique<Node>(fast_options()));
+    co_await nodes[0]->peer.start();
+    for (std::size_t i = 1; i < count; ++i) {
+      auto o = fast_options();
+      o.join = {nodes[0]->peer.local_endpoint()};
+      nodes.push_back(std::make_unique<Node>(o));
+      co_await nodes[i]->peer.start();
+    }
+    for (auto& n : nodes) co_await until(*n, [&] { return n->peer.peers().size() == count - 1; });
+    for (auto& n : nodes) {
+      std::set<std::uint64_t> ids;
+      for (const auto& p : n->peer.peers()) ids.insert(p.id);
+      CHECK(ids.size() == count - 1);
+      CHECK(ids.count(n->peer.node_id()) == 0);
+    }
+    for (std::size_t i = 0; i < count; ++i) nodes[i]->peer.broadcast("from " + std::to_string(i));
+    for (auto& n : nodes) co_await until(*n, [&] { return n->got.size() == count - 1; });
+    // A second round: anything duplicated from the first would have arrived before it.
+    for (std::size_t i = 0; i < count; ++i) nodes[i]->peer.broadcast("again " + std::to_string(i));
+    for (auto& n : nodes) co_await until(*n, [&] { return n->got.size() >= 2 * (count - 1); });
+    for (std::size_t i = 0; i < count; ++i) {
+      for (std::size_t j = 0; j < count; ++j) {
+        if (i == j) continue;
+        CHECK(nodes[j]->count(nodes[i]->peer.node_id(), "from " + std::to_string(i)) == 1);
+        CHECK(nodes[j]->count(nodes[i]->peer.node_id(), "again " + std::to_string(i)) == 1);
+      }
+      CHECK(nodes[i]->got.size() == 2 * (count - 1));
+      CHECK(nodes[i]->left == 0);
+    }
+    for (auto& n : nodes) co_await n->peer.close();
+  });
+}
+
+TEST_CASE("in a chain, a broadcast from any node is forwarded to every node exactly once") {
+  on_loop([]() -> sockpat::Task<void> {
+    constexpr std::size_t count = 6;
+    std::vector<std::unique_ptr<Node>> nodes;
+    for (std::size_t i = 0; i < count; ++i) {
+      auto o = fast_options();
+      o.discover = false;
+      if (i > 0) o.join = {nodes[i - 1]->peer.local_endpoint()};
+      nodes.push_back(std::make_unique<Node>(o));
+      co_await nodes[i]->peer.start();
+    }
+    for (std::size_t i = 0; i < count; ++i) {
+      const std::size_t expected = (i == 0 || i == count - 1) ? 1 : 2;
+      co_await until(*nodes[i], [&] { return nodes[i]->peer.peers().size() == expected; });
+    }
+    for (std::size_t i = 0; i < count; ++i) nodes[i]->peer.broadcast("line " + std::to_string(i));
+    for (auto& n : nodes) co_await until(*n, [&] { return n->got.size() == count - 1; });
+    for (std::size_t i = 0; i < count; ++i) nodes[i]->peer.broadcast("end " + std::to_string(i));
+    for (auto& n : nodes) co_await until(*n, [&] { return n->got.size() >= 2 * (count - 1); });
+    for (std::size_t i = 0; i < count; ++i) {
+      for (std::size_t j = 0; j < count; ++j) {
+        if (i != j) CHECK(nodes[j]->count(nodes[i]->peer.node_id(), "line " + std::to_string(i)) == 1);
+      }
+      CHECK(nodes[i]->got.size() == 2 * (count - 1));
+      CHECK(nodes[i]->peer.peers().size() == ((i == 0 || i == count - 1) ? 1U : 2U));  // no discovery
+    }
+    for (auto& n : nodes) co_await n->peer.close();
+  });
+}
+
+TEST_CASE("a hop limit stops forwarding") {
+  on_loop([]() -> sockpat::Task<void> {
+    std::vector<std::unique_ptr<Node>> nodes;
+    for (std::size_t i = 0; i < 4; ++i) {
+      auto o = fast_options();
+      o.discover = false;
+      o.hop_limit = 1;  // the origin's neighbours, and theirs
+      if (i > 0) o.join = {nodes[i - 1]->peer.local_endpoint()};
+      nodes.push_back(std::make_unique<Node>(o));
+      co_await nodes[i]->peer.start();
+    }
+    co_await until(*nodes[3], [&] { return nodes[3]->peer.peers().size() == 1; });
+    co_await until(*nodes[2], [&] { return nodes[2]->peer.peers().size() == 2; });
+    co_await until(*nodes[1], [&] { return nodes[1]->peer.peers().size() == 2; });
+    nodes[0]->peer.broadcast("short");
+    co_await until(*nodes[2], [&] { return nodes[2]->got.size() == 1; });
+    // Node 3 is 3 hops away; a direct message sent after the broadcast on the same links
+    // arrives after anything the broadcast could have brought.
+    nodes[2]->peer.send(nodes[3]->peer.node_id(), "marker");
+    co_await until(*nodes[3], [&] { return !nodes[3]->got.empty(); });
+    CHECK(nodes[1]->count(nodes[0]->peer.node_id(), "short") == 1);
+    CHECK(nodes[3]->got.size() == 1);
+    CHECK(nodes[3]->got[0].payload == "marker");
+    for (auto& n : nodes) co_await n->peer.close();
+  });
+}
+
+TEST_CASE("two nodes dialing each other at once end with exactly one link, the same on both sides") {
+  on_loop([]() -> sockpat::Task<void> {
+    std::size_t duplicates = 0;
+    for (int round = 0; round < 10; ++round) {
+      Node a(fast_options());
+      Node b(fast_options());
+      co_await a.peer.start();
+      co_await b.peer.start();
+      a.peer.join(b.peer.local_endpoint());
+      b.peer.join(a.peer.local_endpoint());
+      co_await until(a, [&] { return a.peer.peers().size() == 1 && a.peer.stats().connections == 1; });
+      co_await until(b, [&] { return b.peer.peers().size() == 1 && b.peer.stats().connections == 1; });
+      const auto la = a.peer.peers().at(0);
+      const auto lb = b.peer.peers().at(0);
+      CHECK(la.dialed != lb.dialed);  // one connection, seen from both ends
+      const bool a_smaller = a.peer.node_id() < b.peer.node_id();
+      CHECK(la.dialed == a_smaller);  // the smaller id's dial is kept
+      CHECK(a.joined == 1);
+      CHECK(b.joined == 1);
+      CHECK(a.left == 0);
+      CHECK(b.left == 0);
+      // The kept link carries messages both ways.
+      a.peer.send(b.peer.node_id(), "x");
+      b.peer.send(a.peer.node_id(), "y");
+      co_await until(a, [&] { return a.got.size() == 1; });
+      co_await until(b, [&] { return b.got.size() == 1; });
+      CHECK(a.got[0].payload == "y");
+      CHECK(b.got[0].payload == "x");
+      duplicates += a.peer.stats().duplicate_links + b.peer.stats().duplicate_links;
+      co_await a.peer.close();
+      co_await b.peer.close();
+    }
+    CHECK(duplicates > 0);  // the race happened: both dials got through their handshakes
+    MESSAGE("links closed by the one-link rule over 10 rounds: " << duplicates);
+  });
+}
+
+TEST_CASE("a link that sends garbage, another version, an oversized frame or nothing is closed; the node goes on") {
+  on_loop([]() -> sockpat::Task<void> {
+    auto o = fast_options();
+    o.max_frame = 1024;
+    o.handshake_timeout = 300ms;
+    Node a(o);
+    co_await a.peer.start();
+    const auto at = a.peer.local_endpoint();
+
+    std::vector<std::string> openings;
+    openings.push_back("\x00\x00\x00\x03xyz");                              // no message
+    openings.push_back(sockpat::wire::frame(sockpat::wire::Hello{2, 77, {}}));    // another version
+    openings.push_back(std::string("\x00\x01\x00\x00", 4));                 // 64 KiB > max_frame
+    openings.push_back(sockpat::wire::frame(sockpat::wire::Ping{1}));      // not a Hello first
+    openings.push_back("");                                                 // silence: the timeout
+    for (const auto& bytes : openings) {
+      auto raw = co_await raw_connect(at);
+      if (!bytes.empty()) co_await raw.writer.write(bytes);
+      CHECK(co_await closed_by_node(raw.reader));
+    }
+    // Garbage after a good Hello closes that link too, and the node is reported left.
+    {
+      auto raw = co_await raw_connect(at);
+      co_await raw.writer.write(sockpat::wire::frame(sockpat::wire::Hello{1, 4242, {}}));
+      co_await until(a, [&] { return a.peer.linked(4242); });
+      co_await raw.writer.write(std::string("\x00\x00\x00\x01\x63", 5));
+      CHECK(co_await closed_by_node(raw.reader));
+      co_await until(a, [&] { return a.left == 1; });
+    }
+    CHECK(a.peer.stats().bad_closed >= 5);
+    // The node still links and talks.
+    auto ob = fast_options();
+    ob.join = {at};
+    Node b(ob);
+    co_await b.peer.start();
+    co_await until(a, [&] { return a.peer.peers().size() == 1; });
+    co_await until(b, [&] { return b.peer.peers().size() == 1; });
+    b.peer.broadcast("still here");
+    co_await until(a, [&] { return a.got.size() == 1; });
+    CHECK(a.got[0].payload == "still here");
+    co_await b.peer.close();
+    co_await a.peer.close();
+  });
+}
+
+TEST_CASE("a peer that stops reading is disconnected, and the node's queues stay within their bound") {
+  on_loop([]() -> sockpat::Task<void> {
+    auto o = fast_options();
+    o.max_frame = 64 * 1024;
+    o.send_queue_limit = 256 * 1024;
+    Node a(o);
+    co_await a.peer.start();
+    auto ob = fast_options();
+    ob.join = {a.peer.local_endpoint()};
+    Node b(ob);
+    co_await b.peer.start();
+    // The slow one: says Hello, then never reads.
+    auto raw = co_await raw_connect(a.peer.local_endpoint());
+    co_await raw.writer.write(sockpat::wire::frame(sockpat::wire::Hello{1, 999, {}}));
+    co_await until(a, [&] { return a.peer.peers().size() == 2; });
+
+    const std::string chunk(16 * 1024, 'z');
+    std::size_t sent = 0;
+    std::size_t most = 0;
+    // Enough to fill any loopback socket buffer many times over; stops once the slow one is gone.
+    for (; sent < 4000 && a.peer.linked(999); ++sent) {
+      a.peer.broadcast(chunk);
+      most = (std::max)(most, a.peer.stats().queued_bytes);
+      // Let b read, so that only the slow link backs up.
+      if (b.peer.stats().connections > 0) co_await until(b, [&] { return b.got.size() + 8 > sent; });
+    }
+    CHECK_FALSE(a.peer.linked(999));
+    CHECK(a.peer.stats().slow_closed == 1);
+    CHECK(a.peer.stats().max_link_queued <= o.send_queue_limit);
+    CHECK(most <= 2 * o.send_queue_limit);  // b's queue and the slow one's, each within the bound
+    MESSAGE("broadcasts before the slow peer was dropped: " << sent << ", most queued: " << most);
+    a.peer.broadcast("after");
+    co_await until(b, [&] { return !b.got.empty() && b.got.back().payload == "after"; });
+    CHECK(b.got.size() == sent + 1);
+    CHECK(a.peer.linked(b.peer.node_id()));
+    co_await b.peer.close();
+    co_await a.peer.close();
+  });
+}
+
+TEST_CASE("a node killed and restarted on its port is redialled and gets later broadcasts") {
+  on_loop([]() -> sockpat::Task<void> {
+    Node a(fast_options());
+    co_await a.peer.start();
+    auto oc = fast_options();
+    oc.join = {a.peer.local_endpoint()};
+    auto c = std::make_unique<Node>(oc);
+    co_await c->peer.start();
+    auto ob = fast_options();
+    ob.join = {a.peer.local_endpoint()};
+    Node b(ob);
+    co_await b.peer.start();
+    co_await until(a, [&] { return a.peer.peers().size() == 2; });
+    co_await until(b, [&] { return b.peer.peers().size() == 2; });
+    const auto c_at = c->peer.local_endpoint();
+    const auto old_id = c->peer.node_id();
+
+    c->peer.abort();  // killed: its links drop without a word
+    c.reset();
+    co_await until(a, [&] { return a.peer.peers().size() == 1; });
+    co_await until(b, [&] { return b.peer.peers().size() == 1; });
+    CHECK(a.left == 1);
+
+    // Restarted on the same port, knowing nobody: its old neighbours' redials find it.
+    auto again = fast_options();
+    again.listen = c_at;
+    Node c2(again);
+    co_await c2.peer.start();
+    CHECK(c2.peer.node_id() != old_id);
+    co_await until(c2, [&] { return c2.peer.peers().size() == 2; });
+    co_await until(a, [&] { return a.peer.linked(c2.peer.node_id()); });
+    a.peer.broadcast("welcome back");
+    co_await until(c2, [&] { return c2.got.size() == 1; });
+    CHECK(c2.got[0].payload == "welcome back");
+    CHECK(c2.got[0].from == a.peer.node_id());
+    CHECK_FALSE(a.peer.linked(old_id));
+    co_await c2.peer.close();
+    co_await b.peer.close();
+    co_await a.peer.close();
+  });
+}
+
+TEST_CASE("a node that stays away is redialled with backoff, then forgotten") {
+  on_loop([]() -> sockpat::Task<void> {
+    auto oa = fast_options();
+    oa.forget_after = 300ms;
+    Node a(oa);
+    co_await a.peer.start();
+    auto ob = fast_options();
+    ob.join = {a.peer.local_endpoint()};
+    auto b = std::make_unique<Node>(ob);
+    co_await b->peer.start();
+    co_await until(a, [&] { return a.peer.peers().size() == 1; });
+    CHECK(a.peer.stats().known == 1);
+    const auto started = std::chrono::steady_clock::now();
+    b->peer.abort();
+    b.reset();
+    co_await until(a, [&] { return a.left == 1; });
+    CHECK(a.peer.stats().dialing == 1);  // a redials the endpoint b listened on
+    co_await until(a, [&] { return a.peer.stats().dialing == 0; }, 5s);
+    CHECK(std::chrono::steady_clock::now() - started >= 300ms);
+    CHECK(a.peer.stats().known == 0);
+    CHECK(a.peer.peers().empty());
+    co_await a.peer.close();
+  });
+}
+}
+
+TEST_SUITE("peer thread" * doctest::timeout(60)) {
+TEST_CASE("PeerThread runs a node on its own thread: thread-safe send, broadcast and waits") {
+  std::mutex m;
+  std::condition_variable cv;
+  std::vector<std::string> got_a;
+  std::vector<std::string> got_b;
+  sockpat::PeerCallbacks ca;
+  ca.on_message = [&](const sockpat::PeerMessage& msg) {
+    const std::lock_guard<std::mutex> lock(m);
+    got_a.push_back(msg.payload);
+    cv.notify_all();
+  };
+  sockpat::PeerCallbacks cb;
+  cb.on_message = [&](const sockpat::PeerMessage& msg) {
+    const std::lock_guard<std::mutex> lock(m);
+    got_b.push_back(msg.payload);
+    cv.notify_all();
+  };
+  sockpat::PeerThread a(fast_options(), ca);
+  auto ob = fast_options();
+  ob.join = {a.local_endpoint()};
+  sockpat::PeerThread b(ob, cb);
+  REQUIRE(a.wait_for_peers(1, 10s));
+  REQUIRE(b.wait_for_peers(1, 10s));
+  CHECK(a.peers().at(0).id == b.node_id());
+  a.broadcast("hello b");
+  b.send(a.node_id(), "hello a");
+  {
+    std::unique_lock<std::mutex> lock(m);
+    CHECK(cv.wait_for(lock, 10s, [&] { return got_a.size() == 1 && got_b.size() == 1; }));
+    CHECK(got_a == std::vector<std::string>{"hello a"});
+    CHECK(got_b == std::vector<std::string>{"hello b"});
+  }
+  b.stop();
+  CHECK(b.peers().empty());
+  a.stop();
+  a.stop();  // idempotent
+}
+
+TEST_CASE("PeerThread rethrows a failure to listen") {
+  sockpat::PeerThread a(fast_options());
+  auto o = fast_options();
+  o.listen = a.local_endpoint();
+  // Another listener on a port in use (SO_REUSEADDR does not allow two listeners on Linux).
+  CHECK_THROWS_AS(sockpat::PeerThread{o}, std::system_error);
+}
+}
