@@ -7,6 +7,7 @@
 #include <algorithm>           // std::max, std::min
 #include <atomic>              // std::atomic
 #include <chrono>              // std::chrono::steady_clock
+#include <concepts>            // std::same_as
 #include <condition_variable>  // std::condition_variable_any
 #include <cstddef>             // std::size_t
 #include <cstdio>              // std::fprintf: the default error report, as socketserver's handle_error
@@ -55,6 +56,9 @@ struct ServerOptions {
   /// pool), 256 for thread_per_connection. Past it, `overload` applies; nothing is unbounded.
   std::size_t max_connections = 0;
   Overload overload = Overload::wait;
+  /// TCP servers: TCP_NODELAY on each client's connection, so that the tail of a reply is not
+  /// held back waiting for the client's ACK (Nagle's algorithm). Ignored for Unix-domain servers.
+  bool no_delay = true;
   /// Set on each client's connection (Connection::set_timeout): a blocking call on it that waits
   /// longer fails with timed_out, and a FramedConnection read must complete within it, so a silent
   /// or dribbling client is dropped. std::nullopt: no limit.
@@ -289,6 +293,10 @@ class Server {
     const auto it = sessions_.emplace(sessions_.end());
     it->connection = std::move(connection);
     it->connection.set_timeout(options_.idle_timeout);
+    if constexpr (std::same_as<P, Tcp>) {
+      // Best effort, as in StreamOptions: only a broken socket refuses it, and its first read says so.
+      if (options_.no_delay) (void)detail::set_int_option(it->connection.native_handle(), detail::option::no_delay, 1);
+    }
     it->connection.set_stop_token(it->cancel.get_token());
     if (options_.strategy == Strategy::thread_per_connection) {
       try {

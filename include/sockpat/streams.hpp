@@ -43,6 +43,10 @@ struct StreamOptions {
   std::size_t high_water = 64 * 1024;
   /// drain() and a waiting write() resume once the buffer is at or below this.
   std::size_t low_water = 16 * 1024;
+  /// TCP_NODELAY on a TCP stream (ignored for Unix-domain ones): on by default, as asyncio sets
+  /// it on every TCP transport. A StreamWriter already gathers small writes in its buffer, and
+  /// with Nagle's algorithm on, the tail of a large write waits for the peer's ACK.
+  bool no_delay = true;
 };
 
 namespace detail {
@@ -107,6 +111,9 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   StreamState(UniqueHandle h, Family f, const StreamOptions& o) : handle_(std::move(h)), family_(f), options_(o) {
     if (options_.low_water > options_.high_water) options_.low_water = options_.high_water;
     if (options_.high_water == 0) options_.high_water = 1;
+    // Best effort: it fails only on a socket that is already broken, and the first read or
+    // write on it reports that.
+    if (options_.no_delay && (f == Family::ipv4 || f == Family::ipv6)) (void)set_int_option(fd(), option::no_delay, 1);
   }
   StreamState(const StreamState&) = delete;
   StreamState& operator=(const StreamState&) = delete;
@@ -794,6 +801,13 @@ class StreamWriter {
 
   /// Bytes buffered and not yet taken by the kernel (never above the high-water mark).
   [[nodiscard]] std::size_t buffered() const noexcept { return s_ ? s_->buffered() : 0; }
+  /// Whether Nagle's algorithm is off (TCP_NODELAY; StreamOptions::no_delay); false for a
+  /// Unix-domain stream and once closed.
+  [[nodiscard]] bool no_delay() const noexcept {
+    if (!s_ || s_->closed() || (s_->family() != Family::ipv4 && s_->family() != Family::ipv6)) return false;
+    std::error_code ec;
+    return detail::get_int_option(s_->fd(), detail::option::no_delay, ec) != 0 && !ec;
+  }
   /// The peer's address (asyncio's get_extra_info('peername')); empty once closed.
   [[nodiscard]] Endpoint peer_endpoint() const noexcept {
     if (!s_ || s_->closed()) return {};

@@ -409,6 +409,28 @@ TEST_CASE("serve() runs on the calling thread until its stop token, or a handler
   serving2.get();
 }
 
+TEST_CASE("a TCP server turns Nagle's algorithm off on its clients' connections unless told not to" *
+          doctest::timeout(60)) {
+  for (const bool no_delay : {true, false}) {
+    CAPTURE(no_delay);
+    ServerOptions o;
+    o.strategy = Strategy::thread_pool;
+    o.threads = 1;
+    o.no_delay = no_delay;
+    std::atomic<int> seen{-1};
+    sockpat::TcpServer server(test::loopback_listener(),
+                              [&seen](sockpat::TcpConnection& c) {
+                                seen = c.no_delay() ? 1 : 0;
+                                echo(c);
+                              },
+                              o);
+    server.start();
+    CHECK(echo_exchange(server.local_endpoint(), "hello") == "hello");
+    server.stop();
+    CHECK(seen.load() == (no_delay ? 1 : 0));
+  }
+}
+
 // Windows: AF_UNIX exists from Windows 10 1803 but not in Wine 8, and there is no fork or
 // descriptor limit for the flood test (docs/platforms.md).
 #if !defined(_WIN32)

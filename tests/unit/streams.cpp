@@ -53,6 +53,39 @@ TEST_CASE("start_server and open_connection talk lines, asyncio-style" * doctest
   });
 }
 
+TEST_CASE("TCP streams have Nagle's algorithm off by default, as asyncio's; StreamOptions::no_delay keeps it" *
+          doctest::timeout(30)) {
+  // A 64 KiB write is one full loopback segment and a small tail; with Nagle on, the tail waits
+  // for the peer's ACK, which halved the stream benchmark's throughput (bench/NOTES.md).
+  for (const bool no_delay : {true, false}) {
+    CAPTURE(no_delay);
+    on_loop([no_delay]() -> sockpat::Task<void> {
+      int server_side = -1;
+      sockpat::StreamServerOptions options;
+      options.streams.no_delay = no_delay;
+      auto server = co_await sockpat::start_server(
+          [&server_side](sockpat::StreamReader r, sockpat::StreamWriter w) -> sockpat::Task<void> {
+            server_side = w.no_delay() ? 1 : 0;
+            co_await w.write(co_await r.read_line());
+            w.close();
+          },
+          "127.0.0.1", 0, options);
+      sockpat::StreamOptions client_options;
+      client_options.no_delay = no_delay;
+      auto [reader, writer] =
+          co_await sockpat::open_connection("127.0.0.1", server.local_endpoint().port(), 5s, client_options);
+      CHECK(writer.no_delay() == no_delay);
+      co_await writer.write("ping\n");
+      CHECK(co_await reader.read_line() == "ping\n");
+      CHECK(server_side == (no_delay ? 1 : 0));
+      writer.close();
+      CHECK_FALSE(writer.no_delay());  // closed: no socket to ask
+      server.close();
+      co_await server.wait_closed();
+    });
+  }
+}
+
 TEST_CASE("read_frame and write_frame carry framed messages, split anywhere; an oversized one keeps its bytes" *
           doctest::timeout(30)) {
   on_loop([]() -> sockpat::Task<void> {
