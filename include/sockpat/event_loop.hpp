@@ -307,7 +307,10 @@ class EventLoop final : public detail::Reactor {
     // Handles scheduled while running wait for the next round, after the poller has been
     // asked (with timeout 0), so that a busy task cannot starve I/O.
     std::swap(ready_, running_);
-    for (std::size_t i = 0; i < running_.size(); ++i) running_[i].resume();
+    for (std::size_t i = 0; i < running_.size(); ++i) {
+      inline_left_ = inline_limit;
+      running_[i].resume();
+    }
     running_.clear();
   }
 

@@ -460,10 +460,17 @@ class [[nodiscard]] WriterAwaiter final : private Pending {
       ec_ = make_error_code(errc::not_connected);
       return true;
     }
-    return done();
+    if (!done()) return false;
+    if (thread_reactor()->spend_inline()) return true;
+    yield_ = true;  // taken, but its coroutine has run long enough: let the others run first
+    return false;
   }
   template <class Promise>
   bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
+    if (yield_) {  // finished already: only a turn in the ready queue
+      thread_reactor()->schedule(h);
+      return true;
+    }
     scope_ = scope_of(h);
     if (thread_reactor()->closing() || (scope_ != nullptr && scope_->cancelled())) {
       ec_ = detail::make_errc(std::errc::operation_canceled);
@@ -516,6 +523,7 @@ class [[nodiscard]] WriterAwaiter final : private Pending {
   CancelScope* scope_ = nullptr;
   std::coroutine_handle<> handle_;
   Kind kind_;
+  bool yield_ = false;
 };
 
 /// StreamReader::read_chunk: hands out what is buffered, or receives into the reader's buffer
@@ -543,10 +551,17 @@ class [[nodiscard]] ChunkAwaiter final : private Pending {
       return true;
     }
     if (!reactor_->maybe_ready(s->fd(), Direction::read)) return false;
-    return perform();
+    if (!perform()) return false;
+    if (reactor_->spend_inline()) return true;
+    yield_ = true;  // received, but its coroutine has run long enough: let the others run first
+    return false;
   }
   template <class Promise>
   bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
+    if (yield_) {  // finished already: only a turn in the ready queue
+      reactor_->schedule(h);
+      return true;
+    }
     scope_ = scope_of(h);
     if (scope_ != nullptr && scope_->cancelled()) {
       ec_ = make_errc(std::errc::operation_canceled);
@@ -594,6 +609,7 @@ class [[nodiscard]] ChunkAwaiter final : private Pending {
   Reactor* reactor_ = nullptr;
   CancelScope* scope_ = nullptr;
   std::coroutine_handle<> handle_;
+  bool yield_ = false;
 };
 
 inline std::string_view view_of(const std::byte* p, std::size_t n) noexcept {

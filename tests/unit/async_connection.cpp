@@ -16,6 +16,7 @@
 #include "sockpat/event_loop.hpp"
 #include "sockpat/listener.hpp"
 #include "support/loopback.hpp"
+#include "support/turns.hpp"
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
@@ -297,6 +298,37 @@ TEST_CASE("UDP: async_send_to and async_receive_from" * doctest::timeout(30)) {
     const auto n = co_await b.async_receive_from(buf, from, 5s);
     CHECK(std::string(reinterpret_cast<const char*>(buf.data()), n) == "datagram");
     CHECK(from == a.local_endpoint());
+  });
+}
+
+TEST_CASE("operations that keep completing at once yield to the loop now and then, so other tasks run" *
+          doctest::timeout(30)) {
+  // Datagrams to a socket with room are sent at once, and a queue of them is received at
+  // once (a datagram that fills the buffer says nothing about the next): without the budget
+  // the loop would run nothing else until the loops below ended.
+  constexpr int count = 3 * static_cast<int>(sockpat::detail::Reactor::inline_limit);
+  auto a = sockpat::UdpSocket::bound({"127.0.0.1", 0});
+  auto b = sockpat::UdpSocket::bound({"127.0.0.1", 0});
+  run_on_loop([&]() -> sockpat::Task<void> {
+    int ticks = 0;
+    bool done = false;
+    sockpat::spawn(test::count_turns(ticks, done));  // runs to its first yield at once
+    const int ticks_before = ticks;
+    for (int i = 0; i < count; ++i) co_await a.async_send_to(std::to_string(1000 + i), b.local_endpoint());
+    const int ticks_after_sends = ticks;
+    std::array<std::byte, 4> buf{};  // exactly one datagram's size: a full read, never "drained"
+    sockpat::Endpoint from;
+    int in_order = 0;
+    for (int i = 0; i < count; ++i) {
+      const auto n = co_await b.async_receive_from(buf, from, 5s);
+      in_order += std::string(reinterpret_cast<const char*>(buf.data()), n) == std::to_string(1000 + i) ? 1 : 0;
+    }
+    const int ticks_after_receives = ticks;
+    done = true;
+    co_await test::YieldNow{};  // the counter's last turn: it sees `done` and ends
+    CHECK(ticks_after_sends > ticks_before);
+    CHECK(ticks_after_receives > ticks_after_sends);
+    CHECK(in_order == count);  // yielding lost and reordered nothing
   });
 }
 

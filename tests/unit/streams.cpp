@@ -9,6 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "sockpat/listener.hpp"
+#include "support/loopback.hpp"
+#include "support/turns.hpp"
+
 using namespace std::chrono_literals;
 
 namespace {
@@ -84,6 +88,70 @@ TEST_CASE("TCP streams have Nagle's algorithm off by default, as asyncio's; Stre
       co_await server.wait_closed();
     });
   }
+}
+
+TEST_CASE("a StreamWriter whose writes all complete at once still lets other tasks run" * doctest::timeout(30)) {
+  // Each write is sent or buffered below the high-water mark, so none waits: the writer yields
+  // to the loop every Reactor::inline_limit writes instead, and loses nothing by it.
+  on_loop([]() -> sockpat::Task<void> {
+    std::string received;
+    auto server = co_await sockpat::start_server(
+        [&received](sockpat::StreamReader r, sockpat::StreamWriter) -> sockpat::Task<void> {
+          for (std::string part; !(part = co_await r.read()).empty();) received += part;
+        },
+        "127.0.0.1", 0);
+    auto [reader, writer] = co_await sockpat::open_connection("127.0.0.1", server.local_endpoint().port(), 5s);
+    int ticks = 0;
+    bool done = false;
+    sockpat::spawn(test::count_turns(ticks, done));  // runs to its first yield at once
+    const int ticks_before = ticks;
+    const int count = 3 * static_cast<int>(sockpat::detail::Reactor::inline_limit);
+    std::string sent;
+    for (int i = 0; i < count; ++i) {
+      const std::string piece = "<" + std::to_string(i) + ">";
+      sent += piece;
+      co_await writer.write(piece);
+    }
+    CHECK(ticks > ticks_before);
+    done = true;
+    writer.close();
+    co_await writer.wait_closed();
+    server.close();
+    co_await server.wait_closed();
+    CHECK(received == sent);
+  });
+}
+
+TEST_CASE("a StreamReader whose reads all complete at once still lets other tasks run" * doctest::timeout(30)) {
+  // With a 16-byte limit every receive takes 16 bytes, a full read, so the reader never learns
+  // that the socket is empty until it is: without the budget it would hold the loop throughout.
+  auto listener = test::loopback_listener();
+  on_loop([&]() -> sockpat::Task<void> {
+    const int count = 3 * static_cast<int>(sockpat::detail::Reactor::inline_limit);
+    auto client = co_await sockpat::TcpConnection::async_connect(listener.local_endpoint(), 5s);
+    auto accepted = co_await listener.async_accept(5s);
+    std::string sent;
+    for (int i = 0; i < count; ++i) sent += "sixteen bytes:" + std::to_string(10 + i % 90);
+    REQUIRE(sent.size() == 16 * static_cast<std::size_t>(count));
+    co_await client.async_write_all(sent);  // on loopback, in the receive queue when this returns
+    sockpat::StreamOptions options;
+    options.limit = 16;
+    auto [reader, writer] = sockpat::make_streams(std::move(accepted), options);
+    int ticks = 0;
+    bool done = false;
+    sockpat::spawn(test::count_turns(ticks, done));  // runs to its first yield at once
+    const int ticks_before = ticks;
+    std::string received;
+    while (received.size() < sent.size()) {
+      const auto chunk = co_await reader.read_chunk();
+      REQUIRE_FALSE(chunk.empty());
+      received.append(reinterpret_cast<const char*>(chunk.data()), chunk.size());
+    }
+    CHECK(ticks > ticks_before);
+    CHECK(received == sent);
+    done = true;
+    co_await test::YieldNow{};  // the counter's last turn: it sees `done` and ends
+  });
 }
 
 TEST_CASE("read_frame and write_frame carry framed messages, split anywhere; an oversized one keeps its bytes" *

@@ -50,11 +50,18 @@ class [[nodiscard]] IoAwaiter final : private Pending {
     }
     // A direction found drained and not reported ready since would only say EAGAIN: wait first.
     if (!reactor_->maybe_ready(fd_, Op::direction)) return false;
-    return perform();  // the fast path: no suspension when the kernel is ready
+    if (!perform()) return false;  // would block: wait
+    if (reactor_->spend_inline()) return true;  // the fast path: no suspension when the kernel is ready
+    yield_ = true;  // done, but its coroutine has run long enough: let the others run first
+    return false;
   }
 
   template <class Promise>
   bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
+    if (yield_) {  // finished already: only a turn in the ready queue, whatever else happens
+      reactor_->schedule(h);
+      return true;
+    }
     scope_ = scope_of(h);
     if (scope_ != nullptr && scope_->cancelled()) {
       ec_ = make_errc(std::errc::operation_canceled);
@@ -132,6 +139,7 @@ class [[nodiscard]] IoAwaiter final : private Pending {
   CancelScope* scope_ = nullptr;
   std::coroutine_handle<> handle_;
   std::optional<std::stop_callback<NotifyStop>> on_stop_;
+  bool yield_ = false;
 };
 
 // --- the operations ---
