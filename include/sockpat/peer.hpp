@@ -6,20 +6,19 @@
 #define SOCKPAT_PEER_HPP
 
 #include <algorithm>           // std::find, std::min
+#include <atomic>              // std::atomic: entropy_seed's call count
 #include <chrono>              // std::chrono::milliseconds, steady_clock
-#include <condition_variable>  // std::condition_variable: PeerThread's waits
+#include <condition_variable>  // std::condition_variable: PeerThread's start and waits
 #include <coroutine>           // std::coroutine_handle: ThisScope
 #include <cstddef>             // std::size_t
 #include <cstdint>             // std::uint8_t, std::uint64_t
 #include <deque>               // std::deque: send queues, the seen-set's order
 #include <exception>           // std::exception_ptr
 #include <functional>          // std::function: callbacks
-#include <future>              // std::promise: PeerThread's start
 #include <map>                 // std::map: links by node id
 #include <memory>              // std::shared_ptr, std::weak_ptr
 #include <mutex>               // std::mutex: PeerThread's snapshot
 #include <optional>            // std::optional
-#include <random>              // std::random_device, std::mt19937_64: node ids, jitter
 #include <stop_token>          // std::stop_source: cancels dials on close
 #include <string>              // std::string
 #include <thread>              // std::thread: PeerThread
@@ -102,6 +101,44 @@ struct PeerStats {
 };
 
 namespace detail {
+
+/// splitmix64 (G. Steele, D. Lea, C. Flood, "Fast splittable pseudorandom number generators",
+/// OOPSLA 2014): node ids and redial jitter need spread, not secrecy, and <random> alone cost
+/// every includer of the umbrella header about 0.25 s of compile time (bench/NOTES.md).
+class SplitMix64 {
+ public:
+  explicit SplitMix64(std::uint64_t seed) noexcept : state_(seed) {}
+  std::uint64_t operator()() noexcept {
+    std::uint64_t z = (state_ += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+  }
+  /// Uniform in [0, 1).
+  double unit() noexcept { return static_cast<double>((*this)() >> 11) * 0x1.0p-53; }
+
+ private:
+  std::uint64_t state_;
+};
+
+/// A seed that differs between processes started at the same moment (the addresses of a stack
+/// variable and of this function's static move with address-space layout randomisation, the
+/// clocks with time) and between calls in one process (a counter, the thread). Not a secret.
+inline std::uint64_t entropy_seed() noexcept {
+  static std::atomic<std::uint64_t> calls{0};
+  const int on_stack = 0;
+  const std::uint64_t parts[] = {
+      static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()),
+      static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()),
+      static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(&on_stack)),
+      static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(&calls)),
+      static_cast<std::uint64_t>(std::hash<std::thread::id>{}(std::this_thread::get_id())),
+      calls.fetch_add(1, std::memory_order_relaxed),
+  };
+  std::uint64_t h = 0;
+  for (const std::uint64_t p : parts) h = SplitMix64(h ^ p)();
+  return h;
+}
 
 /// Resumes every coroutine waiting on it when notified. Loop thread only.
 class PeerNotify {
@@ -214,8 +251,6 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
     if (options.send_queue_limit < options.max_frame + 4) options.send_queue_limit = options.max_frame + 4;
     if (options.peer_limit == 0) options.peer_limit = 1;
     if (options.seen_capacity == 0) options.seen_capacity = 1;
-    std::random_device rd;
-    rng.seed((static_cast<std::uint64_t>(rd()) << 32) ^ rd());
     id = options.node_id;
     while (id == 0) id = rng();
   }
@@ -225,7 +260,7 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
   std::uint64_t id = 0;
   Endpoint local;
   StreamServer server;
-  std::mt19937_64 rng;
+  SplitMix64 rng{entropy_seed()};
   std::map<std::uint64_t, Link> up;          // one link per linked node
   std::vector<Link> all;                     // every open connection
   std::unordered_map<std::uint64_t, Endpoint> known;
@@ -375,8 +410,8 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
 
   std::chrono::milliseconds jittered(std::chrono::milliseconds d) {
     const double j = (std::min)((std::max)(options.redial_jitter, 0.0), 1.0);
-    std::uniform_real_distribution<double> f(1.0 - j, 1.0 + j);
-    return std::chrono::milliseconds(static_cast<long long>(static_cast<double>(d.count()) * f(rng)));
+    const double f = 1.0 - j + 2.0 * j * rng.unit();
+    return std::chrono::milliseconds(static_cast<long long>(static_cast<double>(d.count()) * f));
   }
 
   /// Runs one connection: Hello both ways, then messages until it ends.
@@ -821,16 +856,16 @@ class BasicPeerThread {
  public:
   /// Starts the thread and returns once the node listens; rethrows what start() threw.
   explicit BasicPeerThread(PeerOptions options, PeerCallbacks callbacks = {}) : cb_(std::move(callbacks)) {
-    std::promise<void> started;
-    auto ready = started.get_future();
-    thread_ = std::thread([this, options = std::move(options), started = std::move(started)]() mutable {
-      run(std::move(options), started);
-    });
-    try {
-      ready.get();
-    } catch (...) {
+    thread_ = std::thread([this, options = std::move(options)]() mutable { run(std::move(options)); });
+    std::exception_ptr failed;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      cv_.wait(lock, [&] { return started_ || done_; });
+      failed = start_error_;
+    }
+    if (failed) {
       thread_.join();
-      throw;
+      std::rethrow_exception(failed);
     }
   }
   BasicPeerThread(const BasicPeerThread&) = delete;
@@ -880,7 +915,7 @@ class BasicPeerThread {
     if (loop_ != nullptr) loop_->post(std::move(f));
   }
 
-  void run(PeerOptions options, std::promise<void>& started) {
+  void run(PeerOptions options) {
     bool is_started = false;
     try {
       EventLoop loop;
@@ -913,7 +948,11 @@ class BasicPeerThread {
         loop_ = &loop;
       }
       is_started = true;
-      started.set_value();
+      {
+        const std::lock_guard<std::mutex> lock(mutex_);
+        started_ = true;
+      }
+      cv_.notify_all();
       loop.run();
       {
         const std::lock_guard<std::mutex> lock(loop_mutex_);
@@ -924,7 +963,10 @@ class BasicPeerThread {
         const std::lock_guard<std::mutex> lock(loop_mutex_);
         loop_ = nullptr;
       }
-      if (!is_started) started.set_exception(std::current_exception());
+      if (!is_started) {
+        const std::lock_guard<std::mutex> lock(mutex_);
+        start_error_ = std::current_exception();
+      }
     }
     {
       const std::lock_guard<std::mutex> lock(mutex_);
@@ -944,6 +986,8 @@ class BasicPeerThread {
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   std::vector<PeerLinkInfo> peers_;
+  bool started_ = false;            // under mutex_: the node listens
+  std::exception_ptr start_error_;  // under mutex_: what start() threw
   bool done_ = false;
 };
 

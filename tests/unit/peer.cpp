@@ -4,7 +4,9 @@
 
 #include "support/printing.hpp"
 
+#include <array>
 #include <chrono>
+#include <cstdint>
 #include <condition_variable>
 #include <cstddef>
 #include <map>
@@ -81,6 +83,24 @@ sockpat::Task<bool> closed_by_node(sockpat::StreamReader& r) {
 }  // namespace
 
 TEST_SUITE("peer" * doctest::timeout(60)) {
+TEST_CASE("node-id seeds differ from call to call, and the jitter generator spreads over [0, 1)") {
+  std::set<std::uint64_t> seeds;
+  for (int i = 0; i < 10000; ++i) seeds.insert(sockpat::detail::entropy_seed());
+  CHECK(seeds.size() == 10000);
+  sockpat::detail::SplitMix64 a(1);
+  sockpat::detail::SplitMix64 b(1);
+  CHECK(a() == b());  // deterministic for a seed
+  std::array<int, 10> buckets{};
+  for (int i = 0; i < 100000; ++i) {
+    const double u = a.unit();
+    REQUIRE(u >= 0.0);
+    REQUIRE(u < 1.0);
+    ++buckets[static_cast<std::size_t>(u * 10)];
+  }
+  for (const int n : buckets) CHECK(n > 9000);  // 10,000 expected in each tenth
+  for (const int n : buckets) CHECK(n < 11000);
+}
+
 TEST_CASE("two nodes shake hands, link once, and carry direct messages and broadcasts") {
   on_loop([]() -> sockpat::Task<void> {
     Node a(fast_options());
