@@ -51,14 +51,17 @@ struct StreamOptions {
 
 namespace detail {
 
-/// Read buffers come from a small per-thread cache of freed blocks (powers of two, 4 KiB to
+/// Read buffers come from a small per-thread cache of freed blocks (powers of two, 1 KiB to
 /// 64 KiB), so that taking a buffer when data arrives and giving it back when a reader waits
 /// costs no heap allocation in steady state, and an idle connection holds no buffer at all.
+/// Each class keeps up to 256 KiB and at least 8 blocks: 256 blocks of 1 KiB (one poll's worth
+/// of small messages, see StreamState::fit_fresh_block) down to 8 of 64 KiB.
 class BufferCache {
  public:
-  static constexpr std::size_t smallest = 4096;
-  static constexpr std::size_t classes = 5;  // 4, 8, 16, 32, 64 KiB
-  static constexpr std::size_t max_cached = 8;  // per class: at most 8 × 124 KiB per thread
+  static constexpr std::size_t smallest = 1024;
+  static constexpr std::size_t classes = 7;  // 1, 2, 4, 8, 16, 32, 64 KiB
+  static constexpr std::size_t bytes_per_class = std::size_t{256} << 10;
+  static constexpr std::size_t max_cached = bytes_per_class / smallest;
 
   /// A block of at least `n` bytes (its real size second); null when memory runs out.
   static std::pair<std::byte*, std::size_t> acquire(std::size_t n) noexcept {
@@ -74,7 +77,7 @@ class BufferCache {
     const std::size_t c = class_of(n);
     if (c < classes && size_of(c) == n) {
       auto& cache = instance();
-      if (cache.count_[c] < max_cached) {
+      if (cache.count_[c] < capacity(c)) {
         cache.free_[c][cache.count_[c]++] = p;
         return;
       }
@@ -93,6 +96,9 @@ class BufferCache {
 
  private:
   static constexpr std::size_t size_of(std::size_t c) noexcept { return smallest << c; }
+  static constexpr std::size_t capacity(std::size_t c) noexcept {
+    return (std::max)(std::size_t{8}, bytes_per_class / size_of(c));
+  }
   static std::size_t class_of(std::size_t n) noexcept {  // the smallest class holding n; `classes` if none
     const std::size_t c = n <= smallest ? 0 : static_cast<std::size_t>(std::bit_width((n - 1) / smallest));
     return (std::min)(c, classes);
@@ -214,6 +220,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     std::size_t done = 0;
     bool perform(native_handle h, std::error_code& ec) noexcept {
       ec.clear();
+      const bool fresh = s->rbuf == nullptr;
       if (!s->make_room()) {
         ec = detail::make_errc(std::errc::not_enough_memory);
         return true;
@@ -230,6 +237,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
         s->release_rbuf();
       }
       s->rend += done;
+      if (fresh) s->fit_fresh_block(done);
       return true;
     }
     [[nodiscard]] bool drained() const noexcept { return done > 0 && done < room; }
@@ -259,6 +267,23 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   [[nodiscard]] std::size_t first_block() const noexcept {
     return (std::min)(options_.limit, std::size_t{64 * 1024});
   }
+  /// After a receive of `n` bytes into a block taken for it: a few bytes move to a small block,
+  /// and the large one goes back to the cache at once, for the next connection's receive. A
+  /// poll reports up to 256 connections, each of which receives before any handler runs to give
+  /// its block back: as 64 KiB blocks, that was a heap allocation per message past the cache's
+  /// eight (35 % of the server's instructions with 1,000 connections). Every receive still
+  /// offers 64 KiB, as the raw epoll server does: reads sized after the messages seen so far
+  /// fell out of step with the sender's segments and halved a bulk stream in one run of two.
+  void fit_fresh_block(std::size_t n) noexcept {
+    if (n == 0 || n > small_read || rcap <= small_read || rbegin != 0 || rend != n) return;
+    auto [p, cap] = BufferCache::acquire(n);
+    if (p == nullptr) return;  // keeps the large one
+    std::memcpy(p, rbuf, n);
+    BufferCache::release(rbuf, rcap);
+    rbuf = p;
+    rcap = cap;
+  }
+  static constexpr std::size_t small_read = 4096;
 
   // --- writing ---
 

@@ -271,6 +271,28 @@ TEST_CASE("read_chunk and read on a stream closed by its writer fail with not_co
   });
 }
 
+TEST_CASE("a few bytes received are kept in a small block, a bulk receive in a large one" * doctest::timeout(30)) {
+  // Each receive offers 64 KiB; a small result moves to a 1 KiB block so that the large one
+  // serves the next connection (a poll's worth of connections would otherwise each hold 64 KiB).
+  auto listener = test::loopback_listener();
+  on_loop([&]() -> sockpat::Task<void> {
+    auto client = co_await sockpat::TcpConnection::async_connect(listener.local_endpoint(), 5s);
+    auto [reader, writer] = sockpat::make_streams(co_await listener.async_accept(5s));
+    co_await client.async_write_all("hello");
+    CHECK(co_await reader.read_exactly(2) == "he");
+    CHECK(reader.buffer_capacity() == 1024);
+    CHECK(co_await reader.read_exactly(3) == "llo");
+
+    std::string bulk(48 * 1024, 'x');
+    for (std::size_t i = 0; i < bulk.size(); ++i) bulk[i] = static_cast<char>('a' + i % 26);
+    co_await client.async_write_all(bulk);
+    std::string got = co_await reader.read_exactly(1);
+    if (reader.buffered() > 4096) CHECK(reader.buffer_capacity() == 64 * 1024);  // one receive took most of it
+    while (got.size() < bulk.size()) got += co_await reader.read(bulk.size() - got.size());
+    CHECK(got == bulk);
+  });
+}
+
 TEST_CASE("read_some with nothing buffered receives straight into the caller's buffer" * doctest::timeout(30)) {
   on_loop([]() -> sockpat::Task<void> {
     auto server = co_await sockpat::start_server(echo_lines, "127.0.0.1", 0);
