@@ -114,6 +114,7 @@ TEST_CASE("a StreamWriter whose writes all complete at once still lets other tas
     }
     CHECK(ticks > ticks_before);
     done = true;
+    co_await test::YieldNow{};  // the counter's last turn: it sees `done` and ends
     writer.close();
     co_await writer.wait_closed();
     server.close();
