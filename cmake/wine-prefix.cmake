@@ -26,7 +26,7 @@ endif()
 if(STOP)
   # -k ends the wineserver of this prefix and any Wine process a test left behind in it (the
   # prefix is this build tree's own). Nothing running is not an error.
-  execute_process(COMMAND "${WINESERVER}" -k RESULT_VARIABLE kill_result OUTPUT_QUIET ERROR_QUIET TIMEOUT 60)
+  execute_process(COMMAND "${WINESERVER}" -k OUTPUT_QUIET ERROR_QUIET TIMEOUT 60)
   execute_process(COMMAND "${WINESERVER}" -w TIMEOUT 60)
   message(STATUS "Wine server stopped: $ENV{WINEPREFIX}")
   return()

@@ -210,25 +210,6 @@ def scenario_async_client_vs_asyncio_seed_server(b):
     expect(rc == 0, "the seed's asyncio server exits 0 on SIGINT", rc, err)
 
 
-def wait_port_released(endpoint):
-    """Wait until nothing listens on a dead process's endpoint, so that it can be bound again.
-
-    On Linux the kernel closes a process's sockets before its parent can reap it, so the first
-    probe is refused. Under Wine the sockets are also held by wineserver, which drops them only
-    after it notices the process is gone; until then a bind there is WSAEADDRINUSE (10048).
-    Polled: there is no event to wait on. Bounded by TIMEOUT."""
-    host, port = endpoint.rsplit(':', 1)
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        try:
-            with socket.create_connection((host, int(port)), timeout=TIMEOUT):
-                pass
-        except ConnectionRefusedError:
-            return
-        expect(time.monotonic() < deadline, 'the killed process\'s port is released in time', endpoint)
-        time.sleep(0.02)
-
-
 def free_port():
     """A loopback port that was free a moment ago (bound to 0, read back, released)."""
     with socket.socket() as s:
@@ -540,7 +521,6 @@ def scenario_mesh_chat(b):
             procs[3].kill()
         procs[3].wait(TIMEOUT)
         endpoint3 = restart_endpoints[3]
-        wait_port_released(endpoint3)
         argv = bin_path(b, 'mesh_chat') + ['--listen', endpoint3, '--name', 'n3', '--wait-peers', str(count - 1),
                                            '--timeout', '15']
         p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
