@@ -281,6 +281,10 @@ class Connection : private Socket<P> {
   [[nodiscard]] detail::IoAwaiter<detail::RecvSomeOp> async_read_some(std::span<char> buffer, Deadline d = {}) noexcept {
     return async_read_some(std::as_writable_bytes(buffer), d);
   }
+  [[nodiscard]] detail::IoAwaiter<detail::RecvSomeOp> async_read_some(std::span<char> buffer, Deadline d,
+                                                                     std::error_code& ec) noexcept {
+    return async_read_some(std::as_writable_bytes(buffer), d, ec);
+  }
 
   /// Awaits the whole buffer; end of stream first is errc::end_of_stream.
   [[nodiscard]] detail::IoAwaiter<detail::RecvExactlyOp> async_read_exactly(std::span<std::byte> buffer,
@@ -295,6 +299,10 @@ class Connection : private Socket<P> {
                                                                            Deadline d = {}) noexcept {
     return async_read_exactly(std::as_writable_bytes(buffer), d);
   }
+  [[nodiscard]] detail::IoAwaiter<detail::RecvExactlyOp> async_read_exactly(std::span<char> buffer, Deadline d,
+                                                                           std::error_code& ec) noexcept {
+    return async_read_exactly(std::as_writable_bytes(buffer), d, ec);
+  }
 
   /// Awaits writing what the socket takes (at least one byte).
   [[nodiscard]] detail::IoAwaiter<detail::SendSomeOp> async_write_some(std::span<const std::byte> data,
@@ -308,6 +316,10 @@ class Connection : private Socket<P> {
   [[nodiscard]] detail::IoAwaiter<detail::SendSomeOp> async_write_some(std::string_view data, Deadline d = {}) noexcept {
     return async_write_some(detail::bytes_of(data), d);
   }
+  [[nodiscard]] detail::IoAwaiter<detail::SendSomeOp> async_write_some(std::string_view data, Deadline d,
+                                                                      std::error_code& ec) noexcept {
+    return async_write_some(detail::bytes_of(data), d, ec);
+  }
 
   /// Awaits writing every byte.
   [[nodiscard]] detail::IoAwaiter<detail::SendAllOp> async_write_all(std::span<const std::byte> data,
@@ -320,6 +332,10 @@ class Connection : private Socket<P> {
   }
   [[nodiscard]] detail::IoAwaiter<detail::SendAllOp> async_write_all(std::string_view data, Deadline d = {}) noexcept {
     return async_write_all(detail::bytes_of(data), d);
+  }
+  [[nodiscard]] detail::IoAwaiter<detail::SendAllOp> async_write_all(std::string_view data, Deadline d,
+                                                                    std::error_code& ec) noexcept {
+    return async_write_all(detail::bytes_of(data), d, ec);
   }
 
   /// Connects to `remote` on the running loop. Throws std::system_error ("connect 127.0.0.1:9").

@@ -92,6 +92,19 @@ class Listener : private Socket<P> {
     }
     detail::throw_error(ec, "listen on " + std::string(host) + ':' + std::to_string(port));
   }
+  [[nodiscard]] static Listener bind(std::string_view host, int port, const ListenOptions& options,
+                                     std::error_code& ec) noexcept
+    requires InternetProtocol<P>
+  {
+    const auto addresses = resolve(host, port, ec);
+    if (ec) return {};
+    ec = detail::make_errc(std::errc::host_unreachable);  // when the name resolves to no address
+    for (const auto& e : addresses) {
+      auto l = bind(e, options, ec);
+      if (!ec) return l;
+    }
+    return {};
+  }
 
   /// Accepts one connection; blocks until one arrives, the deadline passes or stop is requested.
   /// Throws std::system_error (timed_out, operation_canceled, or the OS error such as

@@ -219,6 +219,11 @@ class Socket {
   {
     return send_to(detail::bytes_of(data), to, d);
   }
+  std::size_t send_to(std::string_view data, const Endpoint& to, Deadline d, std::error_code& ec) noexcept
+    requires DatagramProtocol<P>
+  {
+    return send_to(detail::bytes_of(data), to, d, ec);
+  }
 
   /// Receives one datagram into `buffer` and its sender into `from`. A datagram larger than
   /// the buffer fills it and fails with std::errc::message_size (no silent truncation).
@@ -244,6 +249,11 @@ class Socket {
     requires DatagramProtocol<P>
   {
     return receive_from(std::as_writable_bytes(buffer), from, d);
+  }
+  std::size_t receive_from(std::span<char> buffer, Endpoint& from, Deadline d, std::error_code& ec) noexcept
+    requires DatagramProtocol<P>
+  {
+    return receive_from(std::as_writable_bytes(buffer), from, d, ec);
   }
 
   /// Fixes the peer of a datagram socket: send() and receive() then talk to it alone.
@@ -281,6 +291,11 @@ class Socket {
   {
     return send(detail::bytes_of(data), d);
   }
+  std::size_t send(std::string_view data, Deadline d, std::error_code& ec) noexcept
+    requires DatagramProtocol<P>
+  {
+    return send(detail::bytes_of(data), d, ec);
+  }
   std::size_t receive(std::span<std::byte> buffer, Deadline d = {})
     requires DatagramProtocol<P>
   {
@@ -301,6 +316,11 @@ class Socket {
   {
     return receive(std::as_writable_bytes(buffer), d);
   }
+  std::size_t receive(std::span<char> buffer, Deadline d, std::error_code& ec) noexcept
+    requires DatagramProtocol<P>
+  {
+    return receive(std::as_writable_bytes(buffer), d, ec);
+  }
 
   // --- awaited datagrams (on the running EventLoop; see event_loop.hpp) ---
 
@@ -317,6 +337,18 @@ class Socket {
     requires DatagramProtocol<P>
   {
     return {native_handle(), detail::RecvFromOp{buffer.data(), buffer.size(), &from}, d, &ec};
+  }
+  [[nodiscard]] detail::IoAwaiter<detail::RecvFromOp> async_receive_from(std::span<char> buffer, Endpoint& from,
+                                                                        Deadline d = {}) noexcept
+    requires DatagramProtocol<P>
+  {
+    return async_receive_from(std::as_writable_bytes(buffer), from, d);
+  }
+  [[nodiscard]] detail::IoAwaiter<detail::RecvFromOp> async_receive_from(std::span<char> buffer, Endpoint& from,
+                                                                        Deadline d, std::error_code& ec) noexcept
+    requires DatagramProtocol<P>
+  {
+    return async_receive_from(std::as_writable_bytes(buffer), from, d, ec);
   }
   /// Awaits sending one datagram to `to`.
   [[nodiscard]] detail::IoAwaiter<detail::SendToOp> async_send_to(std::span<const std::byte> data, const Endpoint& to,
@@ -336,6 +368,12 @@ class Socket {
     requires DatagramProtocol<P>
   {
     return async_send_to(detail::bytes_of(data), to, d);
+  }
+  [[nodiscard]] detail::IoAwaiter<detail::SendToOp> async_send_to(std::string_view data, const Endpoint& to, Deadline d,
+                                                                 std::error_code& ec) noexcept
+    requires DatagramProtocol<P>
+  {
+    return async_send_to(detail::bytes_of(data), to, d, ec);
   }
 
  protected:

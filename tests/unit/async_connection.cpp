@@ -301,6 +301,40 @@ TEST_CASE("UDP: async_send_to and async_receive_from" * doctest::timeout(30)) {
   });
 }
 
+TEST_CASE("every awaited call takes bytes and chars, in the throwing and the error_code& form" * doctest::timeout(30)) {
+  auto a = sockpat::UdpSocket::bound({"127.0.0.1", 0});
+  auto b = sockpat::UdpSocket::bound({"127.0.0.1", 0});
+  auto listener = test::loopback_listener();
+  run_on_loop([&]() -> sockpat::Task<void> {
+    std::error_code ec;
+    std::array<char, 16> chars{};
+    sockpat::Endpoint from;
+    // Datagrams: a std::string_view sent in the error_code& form, received into std::span<char> in both.
+    CHECK(co_await a.async_send_to("one", b.local_endpoint(), 5s, ec) == 3);
+    CHECK_FALSE(ec);
+    CHECK(std::string(chars.data(), co_await b.async_receive_from(chars, from, 5s)) == "one");
+    CHECK(co_await a.async_send_to(std::string("two"), b.local_endpoint(), 5s) == 3);
+    CHECK(std::string(chars.data(), co_await b.async_receive_from(chars, from, 5s, ec)) == "two");
+    CHECK_FALSE(ec);
+    CHECK(from == a.local_endpoint());
+    // Streams: std::string_view written and std::span<char> read, in the error_code& form.
+    auto client = co_await sockpat::TcpConnection::async_connect(listener.local_endpoint(), 5s);
+    auto server = co_await listener.async_accept(5s);
+    CHECK(co_await client.async_write_some("abc", 5s, ec) == 3);
+    CHECK_FALSE(ec);
+    CHECK(co_await client.async_write_all(std::string("defg"), 5s, ec) == 4);
+    CHECK_FALSE(ec);
+    std::array<char, 3> three{};
+    CHECK(co_await server.async_read_exactly(three, 5s, ec) == 3);
+    CHECK_FALSE(ec);
+    CHECK(std::string(three.data(), 3) == "abc");
+    std::size_t got = 0;
+    while (got < 4 && !ec) got += co_await server.async_read_some(std::span<char>(chars).subspan(got), 5s, ec);
+    CHECK_FALSE(ec);
+    CHECK(std::string(chars.data(), got) == "defg");
+  });
+}
+
 TEST_CASE("operations that keep completing at once yield to the loop now and then, so other tasks run" *
           doctest::timeout(30)) {
   // Datagrams to a socket with room are sent at once, and a queue of them is received at

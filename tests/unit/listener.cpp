@@ -108,6 +108,19 @@ TEST_CASE("binding by host name resolves it") {
   CHECK(listener.accept(5s).is_open());
 }
 
+TEST_CASE("binding by host name has an error_code& twin, as binding an endpoint does") {
+  std::error_code ec;
+  auto listener = sockpat::TcpListener::bind("localhost", 0, {}, ec);
+  REQUIRE_FALSE(ec);
+  auto client = sockpat::TcpConnection::connect(listener.local_endpoint(), 5s);
+  CHECK(listener.accept(5s).is_open());
+  auto taken = sockpat::TcpListener::bind(listener.local_endpoint().host(), listener.local_endpoint().port(), {}, ec);
+  CHECK(ec == std::errc::address_in_use);
+  CHECK_FALSE(taken.is_open());
+  (void)sockpat::TcpListener::bind("", 0, {}, ec);
+  CHECK(ec == std::errc::invalid_argument);
+}
+
 TEST_CASE("a Unix-domain listener accepts on a path") {
   test::TempSocketPath path("listener");
 #if defined(_WIN32)

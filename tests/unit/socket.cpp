@@ -111,6 +111,52 @@ TEST_CASE("a connected UDP socket uses send and receive") {
   CHECK(std::string(buf.data(), b.receive(buf, 5s)) == "one");
 }
 
+TEST_CASE("every datagram call takes bytes and chars, in the throwing and the error_code& form") {
+  auto a = sockpat::UdpSocket::bound({"127.0.0.1", 0});
+  auto b = sockpat::UdpSocket::bound({"127.0.0.1", 0});
+  const auto to = b.local_endpoint();
+  const std::array<std::byte, 2> bytes{std::byte{'h'}, std::byte{'i'}};
+  const std::string text = "text";
+  std::error_code ec;
+  // send_to: std::span<const std::byte>, std::string_view (a literal, a std::string), both forms.
+  CHECK(a.send_to(bytes, to, 5s) == 2);
+  CHECK(a.send_to(bytes, to, 5s, ec) == 2);
+  CHECK_FALSE(ec);
+  CHECK(a.send_to("lit", to, 5s) == 3);
+  CHECK(a.send_to("lit", to, 5s, ec) == 3);
+  CHECK_FALSE(ec);
+  CHECK(a.send_to(text, to, 5s, ec) == 4);
+  CHECK_FALSE(ec);
+  // receive_from: std::span<std::byte> and std::span<char>, both forms.
+  std::array<std::byte, 16> byte_buf{};
+  std::array<char, 16> char_buf{};
+  Endpoint from;
+  CHECK(b.receive_from(byte_buf, from, 5s) == 2);
+  CHECK(b.receive_from(byte_buf, from, 5s, ec) == 2);
+  CHECK_FALSE(ec);
+  CHECK(std::string(char_buf.data(), b.receive_from(char_buf, from, 5s)) == "lit");
+  CHECK(std::string(char_buf.data(), b.receive_from(char_buf, from, 5s, ec)) == "lit");
+  CHECK_FALSE(ec);
+  CHECK(std::string(char_buf.data(), b.receive_from(std::span<char>(char_buf), from, 5s, ec)) == "text");
+  CHECK_FALSE(ec);
+  CHECK(from == a.local_endpoint());
+  // send and receive on a connected socket: the same kinds, both forms.
+  a.connect(to);
+  b.connect(a.local_endpoint());
+  CHECK(a.send(bytes, 5s) == 2);
+  CHECK(a.send(bytes, 5s, ec) == 2);
+  CHECK_FALSE(ec);
+  CHECK(a.send("lit", 5s) == 3);
+  CHECK(a.send(text, 5s, ec) == 4);
+  CHECK_FALSE(ec);
+  CHECK(b.receive(byte_buf, 5s) == 2);
+  CHECK(b.receive(byte_buf, 5s, ec) == 2);
+  CHECK_FALSE(ec);
+  CHECK(std::string(char_buf.data(), b.receive(char_buf, 5s)) == "lit");
+  CHECK(std::string(char_buf.data(), b.receive(char_buf, 5s, ec)) == "text");
+  CHECK_FALSE(ec);
+}
+
 TEST_CASE("a receive with a timeout gives timed_out") {
   auto a = sockpat::UdpSocket::bound({"127.0.0.1", 0});
   std::array<std::byte, 16> buf{};
