@@ -24,7 +24,7 @@ struct RetryOptions {
   int factor = 2;
   /// Called after each failed attempt that will be retried, with its error and its number (1, 2, ...).
   /// It must not throw.
-  std::function<void(const std::error_code&, int attempt)> on_retry;
+  std::function<void(const std::error_code&, int attempt)> on_retry = {};
 };
 
 namespace detail {

@@ -24,7 +24,7 @@ enum class Shutdown { receive, send, both };
 /// How Connection::connect dials.
 struct ConnectOptions {
   /// When set, the socket is bound here first (the seed's peer binds its own port, then connects).
-  Endpoint local;
+  Endpoint local = {};
   /// SO_REUSEADDR on the socket before binding `local`, so a restarted peer can rebind its port.
   bool reuse_address = true;
   /// SO_REUSEPORT before binding `local`, so the socket can dial from a port that a listener
@@ -32,7 +32,7 @@ struct ConnectOptions {
   /// SO_REUSEPORT: there the connect fails with operation_not_supported.
   bool reuse_port = false;
   /// Bounds the whole connect, over every address tried.
-  Deadline deadline;
+  Deadline deadline = {};
 
   [[nodiscard]] static ConnectOptions with_deadline(Deadline d) noexcept {
     ConnectOptions o;

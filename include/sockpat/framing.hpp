@@ -42,14 +42,14 @@ struct FrameScan {
   std::size_t need = 1;
   std::size_t resume = 0;
   /// error: frame_too_large or malformed_frame. The bytes are left as they were.
-  std::error_code error;
+  std::error_code error = {};
 };
 
 /// The encoded form of one frame, written as prefix + payload + suffix without copying the payload.
 struct FrameParts {
   unsigned char prefix[8] = {};
   std::size_t prefix_size = 0;
-  std::string_view suffix;
+  std::string_view suffix = {};
 };
 
 /// A framing rule: finds the first frame in bytes, and encodes a payload as a frame.

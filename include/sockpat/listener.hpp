@@ -23,7 +23,7 @@ struct ListenOptions {
   /// SO_REUSEPORT: there bind fails with operation_not_supported.
   bool reuse_port = false;
   /// For an IPv6 listener: IPv6 only (true), also IPv4-mapped (false), or the OS default.
-  std::optional<bool> v6_only;
+  std::optional<bool> v6_only = {};
 };
 
 /// A listening stream socket. accept() can be bounded by a timeout and stopped from another

@@ -40,7 +40,7 @@ struct PeerOptions {
   /// Where it listens (port 0: the OS picks; an empty Endpoint: it does not listen). TCP only.
   Endpoint listen = Endpoint("127.0.0.1", 0);
   /// Endpoints to dial at start (a member of the mesh is enough when `discover` is on).
-  std::vector<Endpoint> join;
+  std::vector<Endpoint> join = {};
   /// 0: a random id, new at each start (a restarted node is a new node to the others).
   std::uint64_t node_id = 0;
   /// The Hello of the other side must arrive within this; connecting is bounded by it too.
@@ -73,14 +73,14 @@ enum class PeerMessageKind : unsigned char { direct, broadcast };
 /// A message delivered to the application.
 struct PeerMessage {
   std::uint64_t from = 0;  ///< the sender: for a broadcast, the node it started at
-  std::string payload;
+  std::string payload = {};
   PeerMessageKind kind = PeerMessageKind::direct;
 };
 
 /// One linked node.
 struct PeerLinkInfo {
   std::uint64_t id = 0;
-  Endpoint listen;      ///< where it says it listens (empty: it does not)
+  Endpoint listen = {};  ///< where it says it listens (empty: it does not)
   bool dialed = false;  ///< this node dialed the link
   friend bool operator==(const PeerLinkInfo&, const PeerLinkInfo&) = default;
 };
@@ -843,9 +843,9 @@ using Peer = BasicPeer<>;
 /// Callbacks of a PeerThread. They run on its loop thread, one at a time: they must not
 /// block, and may call the PeerThread's send and broadcast.
 struct PeerCallbacks {
-  std::function<void(const PeerMessage&)> on_message;
-  std::function<void(std::uint64_t, const Endpoint&)> on_peer_joined;
-  std::function<void(std::uint64_t)> on_peer_left;
+  std::function<void(const PeerMessage&)> on_message = {};
+  std::function<void(std::uint64_t, const Endpoint&)> on_peer_joined = {};
+  std::function<void(std::uint64_t)> on_peer_left = {};
 };
 
 /// A Peer running on an EventLoop of its own thread, for blocking programs. send, broadcast,

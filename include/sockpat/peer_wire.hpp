@@ -33,25 +33,25 @@ enum class Type : std::uint8_t { hello = 1, peers = 2, direct = 3, broadcast = 4
 struct Hello {
   std::uint16_t version = protocol_version;
   std::uint64_t node_id = 0;
-  Endpoint listen;  ///< empty: this node does not listen
+  Endpoint listen = {};  ///< empty: this node does not listen
   friend bool operator==(const Hello&, const Hello&) = default;
 };
 
 struct PeerInfo {
   std::uint64_t node_id = 0;
-  Endpoint listen;
+  Endpoint listen = {};
   friend bool operator==(const PeerInfo&, const PeerInfo&) = default;
 };
 
 /// The nodes this node knows, for discovery.
 struct Peers {
-  std::vector<PeerInfo> peers;
+  std::vector<PeerInfo> peers = {};
   friend bool operator==(const Peers&, const Peers&) = default;
 };
 
 /// Application bytes for the node at the other end of the link only.
 struct Direct {
-  std::string payload;
+  std::string payload = {};
   friend bool operator==(const Direct&, const Direct&) = default;
 };
 
@@ -61,7 +61,7 @@ struct Broadcast {
   std::uint64_t origin = 0;
   std::uint64_t message_id = 0;
   std::uint8_t hops_left = 0;
-  std::string payload;
+  std::string payload = {};
   friend bool operator==(const Broadcast&, const Broadcast&) = default;
 };
 

@@ -884,8 +884,8 @@ Task<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, in
 
 /// What start_server takes besides the handler.
 struct StreamServerOptions {
-  ListenOptions listen;
-  StreamOptions streams;
+  ListenOptions listen = {};
+  StreamOptions streams = {};
   /// close() lets running handlers finish for this long, then cancels them.
   std::chrono::milliseconds grace{5000};
 };
