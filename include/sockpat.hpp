@@ -2,6 +2,7 @@
 #ifndef SOCKPAT_HPP
 #define SOCKPAT_HPP
 
+#include "sockpat/backoff.hpp"
 #include "sockpat/client.hpp"
 #include "sockpat/connection.hpp"
 #include "sockpat/deadline.hpp"

@@ -3,7 +3,6 @@
 #ifndef SOCKPAT_CLIENT_HPP
 #define SOCKPAT_CLIENT_HPP
 
-#include <algorithm>           // std::min
 #include <chrono>              // std::chrono::steady_clock
 #include <functional>          // std::function
 #include <string>              // std::string
@@ -11,6 +10,7 @@
 #include <system_error>        // std::error_code
 #include <utility>             // std::move
 
+#include "sockpat/backoff.hpp"  // Backoff, BackoffSequence: the pauses between attempts
 #include "sockpat/connection.hpp"
 #include "sockpat/deadline.hpp"
 #include "sockpat/framing.hpp"
@@ -18,10 +18,9 @@
 namespace sockpat {
 
 struct RetryOptions {
-  /// The pause after the first failed attempt; each later pause is `factor` times longer, up to max_delay.
-  std::chrono::steady_clock::duration first_delay = std::chrono::milliseconds(50);
-  std::chrono::steady_clock::duration max_delay = std::chrono::seconds(2);
-  int factor = 2;
+  /// The pauses after failed attempts: 50 ms doubled up to 2 s, each shortened by up to a quarter
+  /// so that clients that failed together do not retry together.
+  Backoff backoff{.initial = std::chrono::milliseconds(50), .max = std::chrono::seconds(2)};
   /// Called after each failed attempt that will be retried, with its error and its number (1, 2, ...).
   /// It must not throw.
   std::function<void(const std::error_code&, int attempt)> on_retry = {};
@@ -59,19 +58,19 @@ template <StreamProtocol P>
 template <StreamProtocol P>
 [[nodiscard]] Connection<P> connect_with_retry(const Endpoint& remote, Deadline d, const RetryOptions& retry,
                                                std::error_code& ec) noexcept {
-  auto delay = retry.first_delay;
+  BackoffSequence delays(retry.backoff);
   for (int attempt = 1;; ++attempt) {
     auto c = Connection<P>::connect(remote, ConnectOptions::with_deadline(d), ec);
     if (!ec) return c;
     if (!detail::worth_retrying(ec)) return {};
     const auto now = std::chrono::steady_clock::now();
+    const auto delay = delays.next();
     if (d.has_time() && now + delay >= d.time()) return {};  // no time left for another attempt
     if (retry.on_retry) retry.on_retry(ec, attempt);
     if (!detail::pause_until(now + delay, d.stop_token())) {
       ec = detail::make_errc(std::errc::operation_canceled);
       return {};
     }
-    delay = (std::min)(delay * retry.factor, retry.max_delay);
   }
 }
 

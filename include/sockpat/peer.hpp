@@ -27,6 +27,8 @@
 #include <utility>             // std::move, std::exchange
 #include <vector>              // std::vector
 
+#include "sockpat/backoff.hpp"  // Backoff, BackoffSequence: redials
+#include "sockpat/detail/splitmix64.hpp"  // SplitMix64: node ids, redial jitter seeds
 #include "sockpat/event_loop.hpp"
 #include "sockpat/framing.hpp"  // LengthPrefixFraming
 #include "sockpat/peer_wire.hpp"
@@ -53,11 +55,9 @@ struct PeerOptions {
   /// Bytes a link's send queue may hold (at least max_frame + 4); a peer that lets it fill
   /// up (it stopped reading) is disconnected.
   std::size_t send_queue_limit = std::size_t{4} << 20;
-  /// Redialling a lost link or an unreachable endpoint: the first delay, doubled up to the
-  /// maximum, each multiplied by a random factor in [1 - jitter, 1 + jitter].
-  std::chrono::milliseconds redial_initial{100};
-  std::chrono::milliseconds redial_max{10000};
-  double redial_jitter = 0.25;
+  /// Redialling a lost link or an unreachable endpoint: Backoff's defaults, 100 ms doubled up to
+  /// 10 s, each pause shortened by up to a quarter.
+  Backoff redial{};
   /// A node that cannot be reached for this long is forgotten (no more redials).
   std::chrono::milliseconds forget_after{60000};
   /// How many times a broadcast may be forwarded (the mesh's diameter must be below it).
@@ -101,25 +101,6 @@ struct PeerStats {
 };
 
 namespace detail {
-
-/// splitmix64 (G. Steele, D. Lea, C. Flood, "Fast splittable pseudorandom number generators",
-/// OOPSLA 2014): node ids and redial jitter need spread, not secrecy, and <random> alone cost
-/// every includer of the umbrella header about 0.25 s of compile time (bench/NOTES.md).
-class SplitMix64 {
- public:
-  explicit SplitMix64(std::uint64_t seed) noexcept : state_(seed) {}
-  std::uint64_t operator()() noexcept {
-    std::uint64_t z = (state_ += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-  }
-  /// Uniform in [0, 1).
-  double unit() noexcept { return static_cast<double>((*this)() >> 11) * 0x1.0p-53; }
-
- private:
-  std::uint64_t state_;
-};
 
 /// A seed that differs between processes started at the same moment (the addresses of a stack
 /// variable and of this function's static move with address-space layout randomisation, the
@@ -362,19 +343,18 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
     const std::string key = e.to_string();
     const TaskGuard guard(self, co_await ThisScope{}, &self->dial_scopes);
     const auto& o = self->options;
-    auto delay = o.redial_initial;
+    BackoffSequence delays(o.redial, self->rng());
     auto give_up = std::chrono::steady_clock::now() + o.forget_after;
     bool wait = wait_first;
     for (;;) {
       if (wait) {
         bool cancelled = false;
         try {
-          co_await sleep(self->jittered(delay));
+          co_await sleep(delays.next());
         } catch (const std::system_error&) {
           cancelled = true;
         }
         if (cancelled) break;
-        delay = (std::min)(delay * 2, o.redial_max);
       }
       wait = true;
       if (self->stopping || (expect != 0 && self->up.count(expect) != 0)) break;
@@ -402,16 +382,10 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
       // restarted node, and the one before it is forgotten.
       if (expect != 0 && expect != link->id) self->known.erase(expect);
       expect = link->id;
-      delay = o.redial_initial;
+      delays.reset();
       give_up = std::chrono::steady_clock::now() + o.forget_after;
     }
     self->dialing.erase(key);
-  }
-
-  std::chrono::milliseconds jittered(std::chrono::milliseconds d) {
-    const double j = (std::min)((std::max)(options.redial_jitter, 0.0), 1.0);
-    const double f = 1.0 - j + 2.0 * j * rng.unit();
-    return std::chrono::milliseconds(static_cast<long long>(static_cast<double>(d.count()) * f));
   }
 
   /// Runs one connection: Hello both ways, then messages until it ends.

@@ -3,19 +3,18 @@
 #ifndef SOCKPAT_RENDEZVOUS_HPP
 #define SOCKPAT_RENDEZVOUS_HPP
 
-#include <algorithm>     // std::min
-#include <chrono>        // std::chrono::steady_clock, milliseconds
-#include <cstdint>       // std::uint64_t
+#include <chrono>        // std::chrono::steady_clock, milliseconds, seconds
 #include <system_error>  // std::error_code
 
+#include "sockpat/backoff.hpp"  // Backoff, BackoffSequence: the waits between dials
 #include "sockpat/listener.hpp"
 
 namespace sockpat {
 
 struct RendezvousOptions {
-  /// The first wait between two dials; it doubles up to max_backoff, with jitter.
-  std::chrono::milliseconds initial_backoff{20};
-  std::chrono::milliseconds max_backoff{1000};
+  /// The waits between two dials: 20 ms doubled up to 1 s, each somewhere in [wait / 2, wait]
+  /// so that two peers started together do not dial in lockstep.
+  Backoff backoff{.initial = std::chrono::milliseconds(20), .max = std::chrono::seconds(1), .jitter = 0.5};
 };
 
 /// Connects this peer at `local` with the peer at `remote`, as the seed's peer does by binding its
@@ -36,16 +35,7 @@ struct RendezvousOptions {
   if (ec) return {};
   const auto here = listener.local_endpoint(ec);  // the real port when `local` asked for port 0
   if (ec) return {};
-  // Jitter from a xorshift seeded by the clock: two peers started together must not redial in
-  // lockstep, and <random> would cost every includer of this header more than the whole core.
-  auto state = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) | 1;
-  const auto jitter = [&state] {
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    return state;
-  };
-  auto backoff = options.initial_backoff;
+  BackoffSequence waits(options.backoff);
   for (;;) {
     // One dial, bounded by a second so that a lost SYN does not hold the loop.
     ConnectOptions co;
@@ -62,8 +52,7 @@ struct RendezvousOptions {
     }
     if (ec == std::errc::timed_out && d.expired()) return {};
     // Wait for the other side's dial for the backoff time, then dial again.
-    const auto wait = backoff / 2 + std::chrono::milliseconds(static_cast<std::int64_t>(jitter() % static_cast<std::uint64_t>(backoff.count() / 2 + 1)));
-    const auto until = std::chrono::steady_clock::now() + wait;
+    const auto until = std::chrono::steady_clock::now() + waits.next();
     while (true) {
       auto accepted = listener.accept(d.capped(until), ec);
       if (!ec) {
@@ -74,7 +63,6 @@ struct RendezvousOptions {
       if (d.expired()) return {};
       break;
     }
-    backoff = (std::min)(backoff * 2, options.max_backoff);  // parenthesised: <windows.h>'s min macro
   }
 }
 

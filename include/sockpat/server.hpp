@@ -4,7 +4,7 @@
 #ifndef SOCKPAT_SERVER_HPP
 #define SOCKPAT_SERVER_HPP
 
-#include <algorithm>           // std::max, std::min
+#include <algorithm>           // std::max
 #include <atomic>              // std::atomic
 #include <chrono>              // std::chrono::steady_clock
 #include <concepts>            // std::same_as
@@ -25,6 +25,7 @@
 #include <utility>             // std::move
 #include <vector>              // std::vector
 
+#include "sockpat/backoff.hpp"  // Backoff, BackoffSequence: pauses after accept errors
 #include "sockpat/connection.hpp"
 #include "sockpat/deadline.hpp"
 #include "sockpat/listener.hpp"
@@ -65,10 +66,10 @@ struct ServerOptions {
   std::optional<std::chrono::steady_clock::duration> idle_timeout = std::chrono::seconds(60);
   /// On stop: how long running handlers may go on before their connections are canceled.
   std::chrono::steady_clock::duration grace = std::chrono::seconds(5);
-  /// After accept fails (out of descriptors or memory): the first pause before accepting again,
-  /// doubled on each failure up to max_accept_backoff; a client leaving ends the pause early.
-  std::chrono::steady_clock::duration accept_backoff = std::chrono::milliseconds(20);
-  std::chrono::steady_clock::duration max_accept_backoff = std::chrono::milliseconds(500);
+  /// After accept fails (out of descriptors or memory): the pauses before accepting again, 20 ms
+  /// doubled on each failure up to 500 ms, no jitter (one process, no one to fall out of step
+  /// with); a client leaving ends the pause early.
+  Backoff accept_backoff{.initial = std::chrono::milliseconds(20), .max = std::chrono::milliseconds(500), .jitter = 0.0};
   /// Called with what a handler threw (its peer, if still known) and with accept errors (no peer;
   /// once per run of failures). Called from the thread that met the error, so it must be
   /// thread-safe; what it throws is ignored. Unset: a line on stderr, as socketserver does.
@@ -252,7 +253,7 @@ class Server {
 
   void accept_loop() noexcept {
     const std::stop_token stop = stop_.get_token();
-    auto backoff = options_.accept_backoff;
+    BackoffSequence pauses(options_.accept_backoff);
     bool reported = false;
     while (!stop.stop_requested()) {
       join_finished();
@@ -272,11 +273,10 @@ class Server {
         // serving the clients we hold; one of them leaving frees a descriptor and ends the pause.
         std::unique_lock lock(mutex_);
         const std::size_t held = sessions_.size();
-        (void)cv_.wait_for(lock, stop, backoff, [&] { return sessions_.size() < held; });
-        backoff = (std::min)(backoff * 2, options_.max_accept_backoff);
+        (void)cv_.wait_for(lock, stop, pauses.next(), [&] { return sessions_.size() < held; });
         continue;
       }
-      backoff = options_.accept_backoff;
+      pauses.reset();
       reported = false;
       ++accepted_;
       dispatch(std::move(connection));

@@ -28,7 +28,7 @@ TEST_CASE("connect_with_retry keeps trying until the server starts listening" * 
   const auto where = free_endpoint();
   std::promise<void> refused_once;
   sockpat::RetryOptions retry;
-  retry.first_delay = 10ms;
+  retry.backoff.initial = 10ms;
   int attempts = 0;
   retry.on_retry = [&](const std::error_code& ec, int attempt) {
     CHECK(ec == std::errc::connection_refused);
@@ -53,8 +53,8 @@ TEST_CASE("connect_with_retry keeps trying until the server starts listening" * 
 TEST_CASE("connect_with_retry gives up at the deadline with the last error, in both forms" * doctest::timeout(60)) {
   const auto nowhere = free_endpoint();
   sockpat::RetryOptions retry;
-  retry.first_delay = 5ms;
-  retry.max_delay = 20ms;
+  retry.backoff.initial = 5ms;
+  retry.backoff.max = 20ms;
   int attempts = 0;
   retry.on_retry = [&](const std::error_code&, int attempt) { attempts = attempt; };
   const auto start = std::chrono::steady_clock::now();
@@ -73,7 +73,7 @@ TEST_CASE("connect_with_retry stops at once on a stop request and does not retry
   const auto nowhere = free_endpoint();
   std::stop_source stop;
   sockpat::RetryOptions retry;
-  retry.first_delay = 10s;  // only the stop can end this pause
+  retry.backoff = {.initial = 10s, .max = 10s, .jitter = 0.0};  // only the stop can end this pause
   retry.on_retry = [&](const std::error_code&, int) { stop.request_stop(); };
   std::error_code ec;
   (void)sockpat::connect_with_retry<sockpat::Tcp>(nowhere, sockpat::Deadline(30s, stop.get_token()), retry, ec);
@@ -82,7 +82,7 @@ TEST_CASE("connect_with_retry stops at once on a stop request and does not retry
   test::TempSocketPath path("client");
   int retried = 0;
   sockpat::RetryOptions count;
-  count.first_delay = 10ms;
+  count.backoff.initial = 10ms;
   count.on_retry = [&](const std::error_code&, int) { ++retried; };
 #if !defined(_WIN32)  // Windows: AF_UNIX is not in Wine 8, so the retry of a missing path is untested there
   // A Unix path not made yet is "not there yet": retried until the deadline.

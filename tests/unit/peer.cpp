@@ -29,8 +29,8 @@ void on_loop(F&& body) {
 sockpat::PeerOptions fast_options() {
   sockpat::PeerOptions o;
   o.handshake_timeout = 2s;
-  o.redial_initial = 20ms;
-  o.redial_max = 200ms;
+  o.redial.initial = 20ms;
+  o.redial.max = 200ms;
   return o;
 }
 
