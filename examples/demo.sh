@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
 # The README's demo: starts hello_server on a free port, runs hello_client against it twice,
-# then stops the server with SIGINT, as a user would with Ctrl-C. Usage: examples/demo.sh BIN_DIR
+# then stops the server with SIGINT, as a user would with Ctrl-C.
+# Usage: examples/demo.sh            builds the two examples (preset default, build/default) and runs them
+#        examples/demo.sh BIN_DIR    runs the examples already built in BIN_DIR
 set -euo pipefail
-bin=${1:-build/default/examples}
+if (($# == 0)); then
+  cd "$(dirname "$0")/.."
+  cmake --preset default >/dev/null
+  cmake --build --preset default --target hello_server hello_client
+  bin=build/default/examples
+else
+  bin=$1
+fi
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 "$bin/hello_server" --port 0 >"$out" &
