@@ -1,6 +1,8 @@
 # Overlay port: builds from this repository's own source, the checkout the port sits in.
 # vcpkg install sockpat --overlay-ports=ports
 # The upstream form (from a release tarball) is in ports/README.md.
+# vcpkg's ABI hash covers this folder, not the checkout: after editing the headers, reinstall
+# with the binary cache off or raise "port-version" (ports/README.md, "After changing the headers").
 
 # Header-only: nothing to build, so no debug build.
 set(VCPKG_BUILD_TYPE release)
