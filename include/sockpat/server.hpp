@@ -13,12 +13,13 @@
 #include <cstdio>              // std::fprintf: the default error report, as socketserver's handle_error
 #include <deque>               // std::deque: the pool's queue of accepted clients
 #include <exception>           // std::exception_ptr
-#include <functional>          // std::function
+#include <functional>          // std::function: ServerOptions::on_error
 #include <list>                // std::list: live sessions, stable while their handlers run
 #include <mutex>               // std::mutex
 #include <optional>            // std::optional
 #include <stdexcept>           // std::logic_error
 #include <stop_token>          // std::stop_source, std::stop_token, std::stop_callback
+#include <string_view>         // std::string_view: the host of Server(host, port, handler)
 #include <system_error>        // std::system_error
 #include <thread>              // std::thread: threads are the point of this header
 #include <type_traits>         // std::is_invocable_v
@@ -28,6 +29,7 @@
 #include "sockpat/backoff.hpp"  // Backoff, BackoffSequence: pauses after accept errors
 #include "sockpat/connection.hpp"
 #include "sockpat/deadline.hpp"
+#include "sockpat/detail/unique_function.hpp"  // UniqueFunction: a move-only handler
 #include "sockpat/listener.hpp"
 
 namespace sockpat {
@@ -108,9 +110,10 @@ template <StreamProtocol P>
 class Server {
  public:
   using protocol_type = P;
-  using Handler = std::function<void(Connection<P>&, std::stop_token)>;
+  /// Move-only, so a handler may own what it uses (a lambda capturing a std::unique_ptr).
+  using Handler = detail::UniqueFunction<void(Connection<P>&, std::stop_token)>;
 
-  /// Serves clients of `listener`. The handler is copied into a std::function, so it must be copyable.
+  /// Serves clients of `listener`. The handler is moved in; it need not be copyable.
   template <class H>
     requires std::is_invocable_v<H&, Connection<P>&> || std::is_invocable_v<H&, Connection<P>&, std::stop_token>
   Server(Listener<P> listener, H handler, ServerOptions options = {})
@@ -136,6 +139,12 @@ class Server {
     requires std::is_invocable_v<H&, Connection<P>&> || std::is_invocable_v<H&, Connection<P>&, std::stop_token>
   Server(const Endpoint& local, H handler, ServerOptions options = {})
       : Server(Listener<P>::bind(local), std::move(handler), std::move(options)) {}
+  /// Resolves `host` and serves on the first address that binds, as Listener::bind(host, port).
+  template <class H>
+    requires InternetProtocol<P> &&
+             (std::is_invocable_v<H&, Connection<P>&> || std::is_invocable_v<H&, Connection<P>&, std::stop_token>)
+  Server(std::string_view host, int port, H handler, ServerOptions options = {})
+      : Server(Listener<P>::bind(host, port), std::move(handler), std::move(options)) {}
 
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

@@ -2,6 +2,7 @@
 #include "sockpat.hpp"
 
 #include <cstddef>
+#include <memory>  // std::unique_ptr: a move-only handler
 #include <span>
 #include <stop_token>
 #include <string>
@@ -89,6 +90,15 @@ concept server_handler = std::is_constructible_v<sockpat::TcpServer, sockpat::Tc
 static_assert(server_handler<void (*)(sockpat::TcpConnection&)>);
 static_assert(server_handler<void (*)(sockpat::TcpConnection&, std::stop_token)>);
 static_assert(!server_handler<void (*)(int)> && !server_handler<void (*)(sockpat::UnixConnection&)>);
+// A handler may be move-only (it owns what it uses): the server keeps it in a move-only wrapper.
+struct MoveOnlyHandler {
+  std::unique_ptr<int> owned;
+  void operator()(sockpat::TcpConnection&, std::stop_token) {}
+};
+static_assert(move_only_nothrow<sockpat::TcpServer::Handler>);
+static_assert(std::is_constructible_v<sockpat::TcpServer::Handler, MoveOnlyHandler>);
+static_assert(server_handler<MoveOnlyHandler> && std::is_constructible_v<sockpat::TcpServer, const char*, int, MoveOnlyHandler>);
+static_assert(!std::is_constructible_v<sockpat::UnixServer, const char*, int, void (*)(sockpat::UnixConnection&)>);
 
 // The framings satisfy the concept that decoders and framed connections take.
 static_assert(sockpat::Framing<sockpat::DelimiterFraming> && sockpat::Framing<sockpat::LengthPrefixFraming>);

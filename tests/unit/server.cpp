@@ -9,8 +9,10 @@
 #include <chrono>
 #include <filesystem>
 #include <future>
+#include <memory>  // std::unique_ptr: a move-only handler
 #include <mutex>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <thread>
 #include <vector>
@@ -434,6 +436,35 @@ TEST_CASE("a TCP server turns Nagle's algorithm off on its clients' connections 
 // Windows: AF_UNIX exists from Windows 10 1803 but not in Wine 8, and there is no fork or
 // descriptor limit for the flood test (docs/platforms.md).
 #if !defined(_WIN32)
+TEST_CASE("a server binds a host and port, as Listener::bind(host, port) does" * doctest::timeout(60)) {
+  sockpat::TcpServer server("localhost", 0, echo);
+  CHECK(server.local_endpoint().port() != 0);
+  server.start();
+  CHECK(echo_exchange(server.local_endpoint(), "by name") == "by name");
+  server.stop();
+  CHECK_THROWS_AS(sockpat::TcpServer("", 0, echo), std::invalid_argument);
+}
+
+TEST_CASE("a move-only handler serves clients, in both handler forms" * doctest::timeout(60)) {
+  auto prefix = std::make_unique<std::string>("one: ");
+  sockpat::TcpServer one(test::loopback_listener(), [p = std::move(prefix)](sockpat::TcpConnection& c) {
+    std::array<char, 64> buf{};
+    const auto n = c.read_some(buf, 10s);
+    c.write_all(*p + std::string(buf.data(), n), 10s);
+  });
+  one.start();
+  CHECK(echo_exchange(one.local_endpoint(), "hi") == "one: hi");
+  one.stop();
+
+  auto owned = std::make_unique<int>(2);
+  sockpat::TcpServer two({"127.0.0.1", 0},
+                         [p = std::move(owned)](sockpat::TcpConnection& c, std::stop_token) {
+                           c.write_all(std::to_string(*p), 10s);
+                         });
+  two.start();
+  CHECK(echo_exchange(two.local_endpoint(), "") == "2");
+}
+
 TEST_CASE("a Unix-domain server serves clients on a path" * doctest::timeout(60)) {
   test::TempSocketPath path("server");
   sockpat::UnixServer server(sockpat::UnixListener::bind(sockpat::Endpoint::unix_path(path.path())),
