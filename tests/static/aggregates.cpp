@@ -24,6 +24,10 @@ TEST_CASE("each public aggregate takes one designated field and keeps its other 
   CHECK_FALSE(listen.v6_only.has_value());
   const sockpat::RetryOptions retry{.on_retry = [](const std::error_code&, int) {}};
   CHECK(retry.on_retry);
+  const sockpat::Backoff backoff{.initial = 1ms};
+  CHECK(backoff.jitter == doctest::Approx(0.25));
+  const sockpat::RendezvousOptions rendezvous{.backoff = backoff};
+  CHECK(rendezvous.backoff.initial == 1ms);
   const sockpat::FramingOptions framing{.max_line = 10};
   CHECK(framing.max_line == 10);
   const sockpat::FrameScan scan{.size = 1};
