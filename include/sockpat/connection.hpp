@@ -88,6 +88,9 @@ class Connection : private Socket<P> {
   [[nodiscard]] static Connection connect(const Endpoint& remote, Deadline d = {}) {
     return connect(remote, ConnectOptions::with_deadline(std::move(d)));
   }
+  [[nodiscard]] static Connection connect(const Endpoint& remote, Deadline d, std::error_code& ec) noexcept {
+    return connect(remote, ConnectOptions::with_deadline(std::move(d)), ec);
+  }
   [[nodiscard]] static Connection connect(const Endpoint& remote, const ConnectOptions& options) {
     std::error_code ec;
     auto c = connect(remote, options, ec);
@@ -115,6 +118,11 @@ class Connection : private Socket<P> {
     requires InternetProtocol<P>
   {
     return connect(host, port, ConnectOptions::with_deadline(std::move(d)));
+  }
+  [[nodiscard]] static Connection connect(std::string_view host, int port, Deadline d, std::error_code& ec) noexcept
+    requires InternetProtocol<P>
+  {
+    return connect(host, port, ConnectOptions::with_deadline(std::move(d)), ec);
   }
   [[nodiscard]] static Connection connect(std::string_view host, int port, const ConnectOptions& options)
     requires InternetProtocol<P>

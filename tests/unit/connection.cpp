@@ -54,6 +54,19 @@ TEST_CASE("connect to a closed port gives connection_refused, in both forms") {
   CHECK_FALSE(c.is_open());
 }
 
+TEST_CASE("connect's error_code& twins take a Deadline, as the throwing forms do") {
+  auto listener = test::loopback_listener();
+  std::error_code ec;
+  auto by_endpoint = sockpat::TcpConnection::connect(listener.local_endpoint(), 5s, ec);
+  CHECK_FALSE(ec);
+  CHECK(by_endpoint.is_open());
+  auto by_name = sockpat::TcpConnection::connect("127.0.0.1", listener.local_endpoint().port(), 5s, ec);
+  CHECK_FALSE(ec);
+  CHECK(by_name.is_open());
+  (void)sockpat::TcpConnection::connect("", 1, 5s, ec);
+  CHECK(ec == std::errc::invalid_argument);
+}
+
 TEST_CASE("connect with a timeout to a listener whose backlog is full returns timed_out within the bound") {
   sockpat::ListenOptions o;
   o.backlog = 0;
