@@ -10,6 +10,7 @@
 #include <string>        // std::string
 #include <string_view>   // std::string_view
 #include <system_error>  // std::error_code, std::system_error
+#include <utility>       // std::move
 
 #include "sockpat/deadline.hpp"
 #include "sockpat/detail/async_io.hpp"
@@ -81,6 +82,13 @@ class Socket {
     Socket s(local.family());
     s.bind(local);
     return s;
+  }
+  [[nodiscard]] static Socket bound(const Endpoint& local, std::error_code& ec) noexcept
+    requires DatagramProtocol<P>
+  {
+    Socket s(local.family(), ec);
+    if (!ec) s.bind(local, ec);
+    return ec ? Socket{} : std::move(s);
   }
 
   [[nodiscard]] bool is_open() const noexcept { return handle_.valid(); }

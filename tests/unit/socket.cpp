@@ -157,6 +157,17 @@ TEST_CASE("every datagram call takes bytes and chars, in the throwing and the er
   CHECK_FALSE(ec);
 }
 
+TEST_CASE("bound() has an error_code& twin") {
+  std::error_code ec;
+  auto a = sockpat::UdpSocket::bound({"127.0.0.1", 0}, ec);
+  REQUIRE_FALSE(ec);
+  CHECK(a.local_endpoint().port() != 0);
+  auto b = sockpat::UdpSocket::bound(a.local_endpoint(), ec);
+  CHECK(ec == std::errc::address_in_use);
+  CHECK_FALSE(b.is_open());
+  CHECK_THROWS_WITH_AS((void)sockpat::UdpSocket::bound(a.local_endpoint()), doctest::Contains("bind"), std::system_error);
+}
+
 TEST_CASE("a receive with a timeout gives timed_out") {
   auto a = sockpat::UdpSocket::bound({"127.0.0.1", 0});
   std::array<std::byte, 16> buf{};
