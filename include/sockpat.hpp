@@ -19,6 +19,7 @@
 #include "sockpat/signals.hpp"
 #include "sockpat/socket.hpp"
 #include "sockpat/streams.hpp"
+#include "sockpat/sync.hpp"
 #include "sockpat/task.hpp"
 #include "sockpat/version.hpp"
 

@@ -19,6 +19,7 @@ enum class errc {
   buffer_full,        ///< a bounded buffer or queue has no room left
   protocol_error,     ///< the peer broke the protocol (a bad handshake, a wrong version)
   not_connected,      ///< the object has no open socket
+  closed,             ///< the queue (or other object) was closed while the call waited on it
 };
 
 class ErrorCategory final : public std::error_category {
@@ -32,6 +33,7 @@ class ErrorCategory final : public std::error_category {
       case errc::buffer_full: return "buffer full";
       case errc::protocol_error: return "protocol error";
       case errc::not_connected: return "not connected";
+      case errc::closed: return "closed";
     }
     return "unknown sockpat error";
   }

@@ -1,0 +1,140 @@
+// sockpat: the waiting core. How an awaited operation suspends on the running loop, is
+// cancelled, and resumes: written once here, for every awaiter that waits on something other
+// than a descriptor (timers, events, queues, semaphores).
+#ifndef SOCKPAT_DETAIL_WAITER_HPP
+#define SOCKPAT_DETAIL_WAITER_HPP
+
+#include <coroutine>     // std::coroutine_handle
+#include <system_error>  // std::error_code, std::system_error
+
+#include "sockpat/detail/reactor.hpp"
+
+namespace sockpat::detail {
+
+inline std::error_code canceled() noexcept { return make_errc(std::errc::operation_canceled); }
+
+/// One suspended coroutine. The awaiter that derives from it calls begin() in await_ready,
+/// arm() in await_suspend, and complete() when what it waits for has happened; cancel (a
+/// cancelled scope, a closing loop) ends the wait with operation_canceled through the same
+/// complete(), after unlink() has taken the waiter out of whatever list it sits in.
+/// The coroutine always resumes from the loop (schedule), never inside the caller of
+/// complete(): a producer that wakes ten consumers keeps running until it suspends itself.
+class Waiter : public Pending {
+ public:
+  /// The operation's outcome once resumed: empty, or operation_canceled.
+  [[nodiscard]] std::error_code error() const noexcept { return ec_; }
+
+  /// For await_ready: binds the loop of this thread; true (do not suspend) when it is closing.
+  bool begin() {
+    reactor_ = &current_reactor();
+    if (reactor_->closing()) ec_ = canceled();
+    return static_cast<bool>(ec_);
+  }
+
+  /// For await_suspend: false (resume at once, with operation_canceled) when the caller's
+  /// scope is already cancelled; otherwise the waiter is the scope's current leaf.
+  template <class Promise>
+  bool arm(std::coroutine_handle<Promise> h) noexcept {
+    scope_ = scope_of(h);
+    handle_ = h;
+    if (scope_ != nullptr && scope_->cancelled()) {
+      ec_ = canceled();
+      return false;
+    }
+    if (scope_ != nullptr) scope_->leaf = this;
+    armed_ = true;
+    return true;
+  }
+
+  /// Ends the wait with `ec` (empty: success) and schedules the coroutine. Idempotent.
+  void complete(std::error_code ec = {}) noexcept {
+    if (!armed_) return;
+    armed_ = false;
+    if (ec) ec_ = ec;
+    if (scope_ != nullptr && scope_->leaf == this) scope_->leaf = nullptr;
+    reactor_->schedule(handle_);
+  }
+
+  /// Throws std::system_error(error(), what) when the wait ended in an error.
+  void check(const char* what) const {
+    if (ec_) throw std::system_error(ec_, what);
+  }
+
+  void cancel(std::error_code why) noexcept final {
+    if (!armed_) return;
+    unlink();
+    complete(why);
+  }
+
+  // An intrusive FIFO link, for the lists of WaitList.
+  Waiter* prev = nullptr;
+  Waiter* next = nullptr;
+
+ protected:
+  Waiter() = default;
+  Waiter(const Waiter&) = default;
+  Waiter& operator=(const Waiter&) = default;
+  ~Waiter() = default;
+
+  /// Takes the waiter out of the list, timer or registration it waits in; called on cancel.
+  virtual void unlink() noexcept = 0;
+
+  [[nodiscard]] Reactor& reactor() const noexcept { return *reactor_; }
+
+ private:
+  std::error_code ec_;
+  Reactor* reactor_ = nullptr;
+  CancelScope* scope_ = nullptr;
+  std::coroutine_handle<> handle_;
+  bool armed_ = false;
+};
+
+/// A FIFO of waiters, linked through the waiters themselves: waiting allocates nothing.
+class WaitList {
+ public:
+  [[nodiscard]] bool empty() const noexcept { return head_ == nullptr; }
+  [[nodiscard]] Waiter* front() const noexcept { return head_; }
+
+  void push_back(Waiter* w) noexcept {
+    w->next = nullptr;
+    w->prev = tail_;
+    if (tail_ != nullptr) {
+      tail_->next = w;
+    } else {
+      head_ = w;
+    }
+    tail_ = w;
+  }
+  void erase(Waiter* w) noexcept {
+    if (w->prev != nullptr) {
+      w->prev->next = w->next;
+    } else if (head_ == w) {
+      head_ = w->next;
+    } else {
+      return;  // not in this list
+    }
+    if (w->next != nullptr) {
+      w->next->prev = w->prev;
+    } else {
+      tail_ = w->prev;
+    }
+    w->prev = w->next = nullptr;
+  }
+  Waiter* pop_front() noexcept {
+    Waiter* w = head_;
+    if (w != nullptr) erase(w);
+    return w;
+  }
+  /// Completes every waiter with `ec` (empty: success), in order.
+  void complete_all(std::error_code ec = {}) noexcept {
+    while (Waiter* w = pop_front()) w->complete(ec);
+  }
+
+ private:
+  Waiter* head_ = nullptr;
+  Waiter* tail_ = nullptr;
+};
+
+}  // namespace sockpat::detail
+
+#endif  // SOCKPAT_DETAIL_WAITER_HPP

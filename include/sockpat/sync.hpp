@@ -1,0 +1,252 @@
+// sockpat: synchronisation between the tasks of one event loop, in asyncio's shape: Event,
+// Semaphore and a bounded Queue<T>. Loop-bound, as asyncio's are: every call is made on the
+// loop's thread. From another thread, hand the call to the loop with
+// EventLoop::call_soon_threadsafe (e.g. `loop.call_soon_threadsafe([&] { queue.try_put(x); })`).
+#ifndef SOCKPAT_SYNC_HPP
+#define SOCKPAT_SYNC_HPP
+
+#include <coroutine>     // std::coroutine_handle
+#include <cstddef>       // std::size_t
+#include <deque>         // std::deque: the queue's items
+#include <optional>      // std::optional: try_get, a getter's slot
+#include <stdexcept>     // std::invalid_argument
+#include <system_error>  // std::error_code, std::system_error
+#include <utility>       // std::move
+
+#include "sockpat/detail/waiter.hpp"
+#include "sockpat/error.hpp"  // errc::closed
+
+namespace sockpat {
+
+/// asyncio.Event: wait() suspends until set(); set() wakes every waiter; clear() re-arms it.
+/// A cancelled wait() throws std::system_error(operation_canceled).
+class Event {
+ public:
+  Event() = default;
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  ~Event() { waiters_.complete_all(detail::canceled()); }
+
+  [[nodiscard]] bool is_set() const noexcept { return set_; }
+  void set() noexcept {
+    set_ = true;
+    waiters_.complete_all();
+  }
+  void clear() noexcept { set_ = false; }
+
+  class [[nodiscard]] Awaiter final : private detail::Waiter {
+   public:
+    explicit Awaiter(Event& e) noexcept : e_(e) {}
+    bool await_ready() { return begin() || e_.set_; }
+    template <class Promise>
+    bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
+      if (!arm(h)) return false;
+      e_.waiters_.push_back(this);
+      return true;
+    }
+    void await_resume() const { check("Event wait"); }
+
+   private:
+    void unlink() noexcept override { e_.waiters_.erase(this); }
+    Event& e_;
+  };
+  /// Returns at once when the event is set.
+  [[nodiscard]] Awaiter wait() noexcept { return Awaiter(*this); }
+
+ private:
+  detail::WaitList waiters_;
+  bool set_ = false;
+};
+
+/// asyncio.Semaphore: acquire() takes a permit or waits, first come first served; release()
+/// hands a permit to the longest waiter, or keeps it. A waiter that is cancelled takes none.
+class Semaphore {
+ public:
+  explicit Semaphore(std::size_t permits) noexcept : permits_(permits) {}
+  Semaphore(const Semaphore&) = delete;
+  Semaphore& operator=(const Semaphore&) = delete;
+  ~Semaphore() { waiters_.complete_all(detail::canceled()); }
+
+  [[nodiscard]] std::size_t available() const noexcept { return permits_; }
+  /// Takes a permit if one is free and no one waits for it; never suspends.
+  [[nodiscard]] bool try_acquire() noexcept {
+    if (permits_ == 0 || !waiters_.empty()) return false;
+    --permits_;
+    return true;
+  }
+  void release() noexcept {
+    if (detail::Waiter* w = waiters_.pop_front()) {
+      w->complete();  // the permit goes straight to it: no one can take it in between
+    } else {
+      ++permits_;
+    }
+  }
+
+  class [[nodiscard]] Awaiter final : private detail::Waiter {
+   public:
+    explicit Awaiter(Semaphore& s) noexcept : s_(s) {}
+    bool await_ready() { return begin() || s_.try_acquire(); }
+    template <class Promise>
+    bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
+      if (!arm(h)) return false;
+      s_.waiters_.push_back(this);
+      return true;
+    }
+    void await_resume() const { check("Semaphore acquire"); }
+
+   private:
+    void unlink() noexcept override { s_.waiters_.erase(this); }
+    Semaphore& s_;
+  };
+  [[nodiscard]] Awaiter acquire() noexcept { return Awaiter(*this); }
+
+ private:
+  detail::WaitList waiters_;
+  std::size_t permits_;
+};
+
+/// A bounded FIFO between tasks (asyncio.Queue with a maxsize, and its shutdown()). put()
+/// waits while the queue is full, get() while it is empty; items are handed over in order,
+/// and waiting putters and getters are served in the order they came. close() wakes every
+/// waiter: a put() then throws errc::closed, and a get() returns what is left, then throws
+/// errc::closed. A cancelled put() has not queued its item; a cancelled get() took none.
+template <class T>
+class Queue {
+ public:
+  /// `capacity` items at most (at least 1).
+  explicit Queue(std::size_t capacity) : capacity_(capacity) {
+    if (capacity == 0) throw std::invalid_argument("sockpat: a Queue needs a capacity of at least 1");
+  }
+  Queue(const Queue&) = delete;
+  Queue& operator=(const Queue&) = delete;
+  ~Queue() {
+    getters_.complete_all(detail::canceled());
+    putters_.complete_all(detail::canceled());
+  }
+
+  [[nodiscard]] std::size_t size() const noexcept { return items_.size(); }
+  [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
+  [[nodiscard]] bool empty() const noexcept { return items_.empty(); }
+  [[nodiscard]] bool full() const noexcept { return items_.size() >= capacity_; }
+  [[nodiscard]] bool closed() const noexcept { return closed_; }
+
+  /// Queues `value` if there is room (or hands it to a waiting getter); never suspends. On
+  /// false (full or closed) `value` is left as it was.
+  [[nodiscard]] bool try_put(T&& value) { return offer(value); }
+  [[nodiscard]] bool try_put(const T& value) {
+    T copy(value);
+    return offer(copy);
+  }
+  /// The oldest item, if there is one; never suspends.
+  [[nodiscard]] std::optional<T> try_get() {
+    if (items_.empty()) return std::nullopt;
+    std::optional<T> out(std::move(items_.front()));
+    items_.pop_front();
+    refill();
+    return out;
+  }
+
+  /// Ends the queue: pending and later put()s throw errc::closed; get()s drain what is left,
+  /// then throw errc::closed. Idempotent.
+  void close() noexcept {
+    if (closed_) return;
+    closed_ = true;
+    putters_.complete_all(make_error_code(errc::closed));
+    getters_.complete_all(make_error_code(errc::closed));
+  }
+
+  class [[nodiscard]] PutAwaiter final : private detail::Waiter {
+   public:
+    PutAwaiter(Queue& q, T&& v) : q_(q), value_(std::move(v)) {}
+    bool await_ready() {
+      if (begin() || q_.closed_) return true;
+      done_ = q_.offer(value_);
+      return done_;
+    }
+    template <class Promise>
+    bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
+      if (!arm(h)) return false;
+      q_.putters_.push_back(this);
+      return true;
+    }
+    void await_resume() const {
+      check("Queue put");
+      if (!done_) throw std::system_error(make_error_code(errc::closed), "Queue put");
+    }
+
+   private:
+    friend class Queue;
+    void unlink() noexcept override { q_.putters_.erase(this); }
+    Queue& q_;
+    T value_;
+    bool done_ = false;
+  };
+
+  class [[nodiscard]] GetAwaiter final : private detail::Waiter {
+   public:
+    explicit GetAwaiter(Queue& q) noexcept : q_(q) {}
+    bool await_ready() {
+      if (begin()) return true;
+      slot_ = q_.try_get();
+      return slot_.has_value() || q_.closed_;
+    }
+    template <class Promise>
+    bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
+      if (!arm(h)) return false;
+      q_.getters_.push_back(this);
+      return true;
+    }
+    T await_resume() {
+      check("Queue get");
+      if (!slot_) throw std::system_error(make_error_code(errc::closed), "Queue get");
+      return std::move(*slot_);
+    }
+
+   private:
+    friend class Queue;
+    void unlink() noexcept override { q_.getters_.erase(this); }
+    Queue& q_;
+    std::optional<T> slot_;
+  };
+
+  /// Waits for room, then queues `value`. Throws std::system_error: errc::closed, or
+  /// operation_canceled (the item was not queued).
+  [[nodiscard]] PutAwaiter put(T value) { return PutAwaiter(*this, std::move(value)); }
+  /// Waits for an item. Throws std::system_error: errc::closed once closed and drained, or
+  /// operation_canceled (no item was taken).
+  [[nodiscard]] GetAwaiter get() noexcept { return GetAwaiter(*this); }
+
+ private:
+  // A waiting getter is served before the buffer, which is then empty; otherwise the item is
+  // buffered if there is room and no earlier putter waits (they keep their turn).
+  bool offer(T& value) {
+    if (closed_) return false;
+    if (auto* g = static_cast<GetAwaiter*>(static_cast<detail::Waiter*>(getters_.pop_front()))) {
+      g->slot_.emplace(std::move(value));
+      g->complete();
+      return true;
+    }
+    if (items_.size() >= capacity_ || !putters_.empty()) return false;
+    items_.push_back(std::move(value));
+    return true;
+  }
+  // Room was made: the longest-waiting putter's item moves in.
+  void refill() {
+    if (items_.size() >= capacity_) return;
+    if (auto* p = static_cast<PutAwaiter*>(static_cast<detail::Waiter*>(putters_.pop_front()))) {
+      items_.push_back(std::move(p->value_));
+      p->done_ = true;
+      p->complete();
+    }
+  }
+
+  std::deque<T> items_;
+  std::size_t capacity_;
+  detail::WaitList getters_;
+  detail::WaitList putters_;
+  bool closed_ = false;
+};
+
+}  // namespace sockpat
+
+#endif  // SOCKPAT_SYNC_HPP
