@@ -1,4 +1,4 @@
-// sockpat: EventLoop, one thread's reactor for coroutines, with spawn and run (asyncio.run).
+// sockpat: EventLoop, one thread's reactor for coroutines, with create_task and run (asyncio.run).
 #ifndef SOCKPAT_EVENT_LOOP_HPP
 #define SOCKPAT_EVENT_LOOP_HPP
 
@@ -33,8 +33,8 @@ namespace sockpat {
 /// thread; it is the thread's running loop (get_running_loop()) from construction to
 /// destruction, so `co_await conn.async_read_some(buf)` needs no loop argument.
 /// Sockets awaited on a loop must be closed on the loop's thread (closing one finishes its
-/// pending operations with operation_canceled). Only stop(), post() and
-/// call_soon_threadsafe() may be called from other threads.
+/// pending operations with operation_canceled). Only stop() and call_soon_threadsafe() may be
+/// called from other threads.
 class EventLoop final : public detail::Reactor {
  public:
   /// Throws std::system_error if the backend cannot be opened, std::logic_error if this
@@ -103,21 +103,18 @@ class EventLoop final : public detail::Reactor {
   /// Stops the loop when `token` is stopped, e.g. SignalStop::token() for SIGINT/SIGTERM.
   void stop_when(std::stop_token token) { stop_on_.emplace(std::move(token), StopLoop{this}); }
 
-  /// Runs `f` on the loop's thread soon. Thread-safe; wakes the loop.
-  void post(std::function<void()> f) {
+  /// Runs `f` on the loop's thread soon (asyncio's call_soon_threadsafe). Thread-safe; wakes the loop.
+  void call_soon_threadsafe(std::function<void()> f) {
     {
       const std::lock_guard<std::mutex> lock(posted_mutex_);
       posted_.push_back(std::move(f));
     }
     wake();
   }
-  /// asyncio's name for post().
-  void call_soon_threadsafe(std::function<void()> f) { post(std::move(f)); }
-
-  /// Starts `task` detached (asyncio's create_task without the handle). The loop owns it:
+  /// Starts `task` detached (asyncio's create_task; no handle is returned yet). The loop owns it:
   /// an exception escaping it is reported (see set_exception_handler) and the loop goes on;
   /// destroying the loop cancels it.
-  void spawn(Task<void> task) {
+  void create_task(Task<void> task) {
     auto* s = new Spawned(this);
     s->runner = detail::run_child(std::move(task), s->slot);
     s->next = spawned_;
@@ -507,10 +504,8 @@ inline EventLoop& get_running_loop() {
   return *l;
 }
 
-/// Starts `task` detached on the running loop (see EventLoop::spawn).
-inline void spawn(Task<void> task) { get_running_loop().spawn(std::move(task)); }
-/// asyncio's name for spawn.
-inline void create_task(Task<void> task) { get_running_loop().spawn(std::move(task)); }
+/// Starts `task` detached on the running loop (see EventLoop::create_task).
+inline void create_task(Task<void> task) { get_running_loop().create_task(std::move(task)); }
 
 /// Like asyncio.run: makes a loop on this thread, runs `task` to completion, cancels what it
 /// left running, and returns the task's result (or rethrows its exception).

@@ -330,7 +330,7 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
     const std::string key = e.to_string();
     if (self_endpoints.count(key) != 0 || dialing.count(key) != 0) return;
     dialing.insert(key);
-    loop->spawn(dial_task(this->shared_from_this(), e, expect, wait_first));
+    loop->create_task(dial_task(this->shared_from_this(), e, expect, wait_first));
   }
 
   void redial_lost(std::uint64_t node) {
@@ -392,7 +392,7 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
   static Task<Outcome> session(std::shared_ptr<BasicPeerState> self, Link link) {
     const TaskGuard guard(self, co_await ThisScope{}, nullptr);
     self->all.push_back(link);
-    self->loop->spawn(writer_task(self, link));
+    self->loop->create_task(writer_task(self, link));
     self->enqueue(link, wire::Hello{wire::protocol_version, self->id, self->local});
     const auto framing = self->framing();
 
@@ -850,13 +850,13 @@ class BasicPeerThread {
   [[nodiscard]] Endpoint local_endpoint() const { return local_; }
 
   void send(std::uint64_t to, std::string payload) {
-    post([this, to, p = std::move(payload)]() mutable { peer_->send(to, std::move(p)); });
+    call_soon_threadsafe([this, to, p = std::move(payload)]() mutable { peer_->send(to, std::move(p)); });
   }
   void broadcast(std::string payload) {
-    post([this, p = std::move(payload)]() mutable { peer_->broadcast(std::move(p)); });
+    call_soon_threadsafe([this, p = std::move(payload)]() mutable { peer_->broadcast(std::move(p)); });
   }
   void join(const Endpoint& e) {
-    post([this, e] { peer_->join(e); });
+    call_soon_threadsafe([this, e] { peer_->join(e); });
   }
 
   /// The linked nodes now.
@@ -874,8 +874,8 @@ class BasicPeerThread {
   /// Sends what is queued, closes every link (within `grace`) and joins the thread. Idempotent.
   void stop(std::chrono::milliseconds grace = std::chrono::milliseconds(2000)) {
     if (!thread_.joinable()) return;
-    post([this, grace] {
-      loop_->spawn([](BasicPeerThread* self, std::chrono::milliseconds g) -> Task<void> {
+    call_soon_threadsafe([this, grace] {
+      loop_->create_task([](BasicPeerThread* self, std::chrono::milliseconds g) -> Task<void> {
         co_await self->peer_->close(g);
         self->loop_->stop();
       }(this, grace));
@@ -884,9 +884,10 @@ class BasicPeerThread {
   }
 
  private:
-  void post(std::function<void()> f) {
+  /// The loop's call_soon_threadsafe, or nothing once the thread's loop is gone.
+  void call_soon_threadsafe(std::function<void()> f) {
     const std::lock_guard<std::mutex> lock(loop_mutex_);
-    if (loop_ != nullptr) loop_->post(std::move(f));
+    if (loop_ != nullptr) loop_->call_soon_threadsafe(std::move(f));
   }
 
   void run(PeerOptions options) {

@@ -1091,12 +1091,11 @@ class StreamServer {
   void close() noexcept {
     if (s_) s_->close();
   }
-  /// Waits until it is closed and every handler has ended.
+  /// Waits until it is closed (from a handler, another task or call_soon_threadsafe) and every
+  /// handler has ended. The server serves from start_server on, so this is also how to serve
+  /// until closed; there is no serve_forever.
   template <class = void>
   [[nodiscard]] Task<void> wait_closed() const { return wait(s_); }
-  /// Serves until close() (from a handler, another task or a posted function), then waits as wait_closed.
-  template <class = void>
-  [[nodiscard]] Task<void> serve_forever() const { return wait(s_); }
   [[nodiscard]] bool is_serving() const noexcept { return s_ && !s_->closing; }
   /// Handlers running now.
   [[nodiscard]] std::size_t connections() const noexcept { return s_ ? s_->active() : 0; }
@@ -1116,7 +1115,7 @@ Task<StreamServer> start_server(StreamHandler handler, std::string host, int por
   auto listener = TcpListener::bind(host, port, options.listen);
   auto state = std::make_shared<detail::ServerState>(std::move(listener), std::move(handler), std::move(options));
   state->local = state->listener.local_endpoint();
-  state->loop->spawn(detail::ServerState::accept_loop<>(state));
+  state->loop->create_task(detail::ServerState::accept_loop<>(state));
   co_return StreamServer(std::move(state));
 }
 

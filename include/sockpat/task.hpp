@@ -1,5 +1,5 @@
 // sockpat: Task<T>, the lazy coroutine type of the event-loop layer, and what combines tasks:
-// gather / when_all, wait_for, sleep. (spawn and run need the loop: event_loop.hpp.)
+// gather, wait_for, sleep. (create_task and run need the loop: event_loop.hpp.)
 #ifndef SOCKPAT_TASK_HPP
 #define SOCKPAT_TASK_HPP
 
@@ -146,7 +146,7 @@ struct TaskPromise<void> : PromiseBase {
 
 }  // namespace detail
 
-/// A lazy coroutine: it starts when awaited (or handed to EventLoop::spawn / run), then runs
+/// A lazy coroutine: it starts when awaited (or handed to EventLoop::create_task / run), then runs
 /// until its first suspension. Move-only; destroying an unstarted or finished task frees it.
 /// An exception thrown inside is rethrown by co_await. Cancelling its scope (wait_for,
 /// server close, loop stop) makes its pending operation finish with operation_canceled.
@@ -482,11 +482,6 @@ class [[nodiscard]] SleepAwaiter final : private Pending {
 /// first exception cancels the others; it is rethrown once every task has ended.
 template <class T>
 [[nodiscard]] detail::GatherAwaiter<T> gather(std::vector<Task<T>> tasks) {
-  return detail::GatherAwaiter<T>(std::move(tasks));
-}
-/// asyncio's other name for gather.
-template <class T>
-[[nodiscard]] detail::GatherAwaiter<T> when_all(std::vector<Task<T>> tasks) {
   return detail::GatherAwaiter<T>(std::move(tasks));
 }
 

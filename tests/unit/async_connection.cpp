@@ -63,7 +63,7 @@ TEST_CASE("a short read with the peer's end of stream behind it still sees the e
       second = co_await client.async_read_some(std::as_writable_bytes(std::span(buf)), 2s, second_error);
       done = true;
     };
-    sockpat::spawn(reader());
+    sockpat::create_task(reader());
     CHECK_FALSE(done);
     // Data and FIN leave together, so one readiness event reports both.
     co_await server.async_write_all("abc");
@@ -96,7 +96,7 @@ TEST_CASE("many small reads and writes in both directions keep flowing" * doctes
       }
       server.shutdown();
     };
-    sockpat::spawn(echo());
+    sockpat::create_task(echo());
     std::string sent;
     std::string got;
     std::array<char, 5> in{};
@@ -173,7 +173,7 @@ TEST_CASE("closing a connection cancels its pending read" * doctest::timeout(30)
       (void)co_await client.async_read_some(buf, sockpat::Deadline{}, read_error);
       read_done = true;
     };
-    sockpat::spawn(reader());
+    sockpat::create_task(reader());
     co_await sockpat::sleep(0ms);  // let the reader reach its wait
     CHECK_FALSE(read_done);
     client.close();
@@ -192,7 +192,7 @@ TEST_CASE("closing a listener cancels its pending accept" * doctest::timeout(30)
       (void)co_await listener.async_accept(sockpat::Deadline{}, accept_error);
       done = true;
     };
-    sockpat::spawn(acceptor());
+    sockpat::create_task(acceptor());
     co_await sockpat::sleep(0ms);
     listener.close();
     for (int i = 0; i < 10 && !done; ++i) co_await sockpat::sleep(0ms);
@@ -230,7 +230,7 @@ TEST_CASE("a second reader on one connection is refused, not queued" * doctest::
       (void)co_await client.async_read_some(b, 2s, ignored);
       first_done = true;
     };
-    sockpat::spawn(first());
+    sockpat::create_task(first());
     co_await sockpat::sleep(0ms);
     std::array<std::byte, 4> b{};
     std::error_code ec;
@@ -274,7 +274,7 @@ TEST_CASE("write_all through a full socket buffer, read_exactly reports end_of_s
       }
       reader_done = true;
     };
-    sockpat::spawn(reader());
+    sockpat::create_task(reader());
     CHECK(co_await client.async_write_all(big, 30s) == big.size());
     co_await client.async_write_all("ab");
     client.shutdown();
@@ -294,7 +294,7 @@ TEST_CASE("UDP: async_send_to and async_receive_from" * doctest::timeout(30)) {
       co_await sockpat::sleep(5ms);
       co_await a.async_send_to("datagram", b.local_endpoint());
     };
-    sockpat::spawn(sender());
+    sockpat::create_task(sender());
     const auto n = co_await b.async_receive_from(buf, from, 5s);
     CHECK(std::string(reinterpret_cast<const char*>(buf.data()), n) == "datagram");
     CHECK(from == a.local_endpoint());
@@ -346,7 +346,7 @@ TEST_CASE("operations that keep completing at once yield to the loop now and the
   run_on_loop([&]() -> sockpat::Task<void> {
     int ticks = 0;
     bool done = false;
-    sockpat::spawn(test::count_turns(ticks, done));  // runs to its first yield at once
+    sockpat::create_task(test::count_turns(ticks, done));  // runs to its first yield at once
     const int ticks_before = ticks;
     for (int i = 0; i < count; ++i) co_await a.async_send_to(std::to_string(1000 + i), b.local_endpoint());
     const int ticks_after_sends = ticks;
@@ -373,7 +373,7 @@ TEST_CASE("Unix-domain streams: async read and write over a socket pair" * docte
   auto& y = pair.second;
   run_on_loop([&]() -> sockpat::Task<void> {
     auto writer = [&]() -> sockpat::Task<void> { co_await x.async_write_all("over unix"); };
-    sockpat::spawn(writer());
+    sockpat::create_task(writer());
     std::string buf(9, '\0');
     co_await y.async_read_exactly(std::span<char>(buf), 5s);
     CHECK(buf == "over unix");

@@ -53,7 +53,7 @@ sockpat::Task<void> echo_one(sockpat::TcpConnection conn) {
 }
 
 sockpat::Task<void> echo_server(sockpat::TcpListener& listener, std::size_t clients) {
-  for (std::size_t i = 0; i < clients; ++i) sockpat::spawn(echo_one(co_await listener.async_accept()));
+  for (std::size_t i = 0; i < clients; ++i) sockpat::create_task(echo_one(co_await listener.async_accept()));
 }
 
 sockpat::Task<bool> one_client(sockpat::Endpoint server, std::size_t id) {
@@ -127,7 +127,7 @@ TEST_CASE("ten thousand timers cost one heap and fire in order") {
     last = key;
     ++fired;
   };
-  for (int i = 0; i < 10000; ++i) loop.spawn(sleeper(i));
+  for (int i = 0; i < 10000; ++i) loop.create_task(sleeper(i));
   CHECK(loop.timers() == 10000);
   loop.run_until_complete([&]() -> sockpat::Task<void> {
     while (fired < 10000) co_await sockpat::sleep(1ms);
@@ -136,7 +136,7 @@ TEST_CASE("ten thousand timers cost one heap and fire in order") {
   CHECK(in_order);
 }
 
-TEST_CASE("post from 4 threads runs every function on the loop's thread") {
+TEST_CASE("call_soon_threadsafe from 4 threads runs every function on the loop's thread") {
   sockpat::EventLoop loop;
   const auto loop_thread = std::this_thread::get_id();
   int count = 0;  // touched on the loop's thread only
@@ -145,7 +145,7 @@ TEST_CASE("post from 4 threads runs every function on the loop's thread") {
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&] {
       for (int i = 0; i < 1000; ++i) {
-        loop.post([&] {
+        loop.call_soon_threadsafe([&] {
           if (std::this_thread::get_id() != loop_thread) wrong_thread = true;
           if (++count == 4000) loop.stop();
         });
@@ -161,7 +161,7 @@ TEST_CASE("post from 4 threads runs every function on the loop's thread") {
 TEST_CASE("stop from another thread makes run return") {
   sockpat::EventLoop loop;
   std::atomic<bool> started{false};
-  loop.post([&] { started = true; });
+  loop.call_soon_threadsafe([&] { started = true; });
   std::thread stopper([&] {
     while (!started) std::this_thread::yield();
     loop.stop();
@@ -173,7 +173,7 @@ TEST_CASE("stop from another thread makes run return") {
 
 TEST_CASE("stop cancels the task of run_until_complete with operation_canceled") {
   sockpat::EventLoop loop;
-  loop.post([&] { loop.stop(); });
+  loop.call_soon_threadsafe([&] { loop.stop(); });
   auto forever = []() -> sockpat::Task<void> { co_await sockpat::sleep(1h); };
   try {
     loop.run_until_complete(forever());
@@ -193,7 +193,7 @@ TEST_CASE("a spawned task's exception is reported, and the loop goes on") {
       reports.emplace_back(x.what());
     }
   });
-  loop.spawn(fail());
+  loop.create_task(fail());
   CHECK(loop.spawned_tasks() == 1);
   CHECK(loop.run_until_complete(answer()) == 42);
   loop.run_until_complete([]() -> sockpat::Task<void> { co_await sockpat::sleep(5ms); }());
@@ -205,7 +205,7 @@ TEST_CASE("destroying the loop cancels spawned tasks, which unwind") {
   bool unwound = false;
   {
     sockpat::EventLoop loop;
-    loop.spawn([](bool& flag) -> sockpat::Task<void> {
+    loop.create_task([](bool& flag) -> sockpat::Task<void> {
       struct Guard {
         bool& f;
         ~Guard() { f = true; }
@@ -223,7 +223,7 @@ TEST_CASE("1000 concurrent connections on one loop each get their own bytes back
   ensure_descriptors(2 * clients + 64);
   sockpat::EventLoop loop;
   auto listener = sockpat::TcpListener::bind({"127.0.0.1", 0});
-  loop.spawn(echo_server(listener, clients));
+  loop.create_task(echo_server(listener, clients));
   std::vector<sockpat::Task<bool>> tasks;
   for (std::size_t i = 0; i < clients; ++i) tasks.push_back(one_client(listener.local_endpoint(), i));
   const auto results = loop.run_until_complete(

@@ -103,7 +103,7 @@ TEST_CASE("a StreamWriter whose writes all complete at once still lets other tas
     auto [reader, writer] = co_await sockpat::open_connection("127.0.0.1", server.local_endpoint().port(), 5s);
     int ticks = 0;
     bool done = false;
-    sockpat::spawn(test::count_turns(ticks, done));  // runs to its first yield at once
+    sockpat::create_task(test::count_turns(ticks, done));  // runs to its first yield at once
     const int ticks_before = ticks;
     const int count = 3 * static_cast<int>(sockpat::detail::Reactor::inline_limit);
     std::string sent;
@@ -140,7 +140,7 @@ TEST_CASE("a StreamReader whose reads all complete at once still lets other task
     auto [reader, writer] = sockpat::make_streams(std::move(accepted), options);
     int ticks = 0;
     bool done = false;
-    sockpat::spawn(test::count_turns(ticks, done));  // runs to its first yield at once
+    sockpat::create_task(test::count_turns(ticks, done));  // runs to its first yield at once
     const int ticks_before = ticks;
     std::string received;
     while (received.size() < sent.size()) {
@@ -227,7 +227,7 @@ TEST_CASE("read_chunk hands out the reader's buffer without a copy, and an idle 
     // when bytes arrive.
     bool waiting = false;
     std::string late;
-    sockpat::spawn([](sockpat::StreamReader& r, bool& w, std::string& out) -> sockpat::Task<void> {
+    sockpat::create_task([](sockpat::StreamReader& r, bool& w, std::string& out) -> sockpat::Task<void> {
       w = true;
       const auto chunk = co_await r.read_chunk();
       out.assign(reinterpret_cast<const char*>(chunk.data()), chunk.size());
@@ -467,7 +467,7 @@ TEST_CASE("closing the server stops accepting and cancels handlers after the gra
   CHECK(handler_cancelled);
 }
 
-TEST_CASE("serve_forever returns once the server is closed; wait_closed waits for the writer's close" *
+TEST_CASE("a server's wait_closed returns once a task closes it; a writer's waits for its close" *
           doctest::timeout(30)) {
   on_loop([]() -> sockpat::Task<void> {
     auto once = [](sockpat::StreamReader r, sockpat::StreamWriter w) -> sockpat::Task<void> {
@@ -485,8 +485,8 @@ TEST_CASE("serve_forever returns once the server is closed; wait_closed waits fo
       CHECK(r.at_eof());
       server.close();
     };
-    sockpat::spawn(client());
-    co_await server.serve_forever();  // until the client task closes it
+    sockpat::create_task(client());
+    co_await server.wait_closed();  // until the client task closes it
     CHECK_FALSE(server.is_serving());
     CHECK(server.connections() == 0);
   });

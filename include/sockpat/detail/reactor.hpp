@@ -52,7 +52,7 @@ class Pending {
 };
 
 /// What cancelling a task reaches: its current leaf operation. A task awaiting a task shares
-/// its scope; wait_for, gather and spawn open a new one for the tasks they run.
+/// its scope; wait_for, gather and create_task open a new one for the tasks they run.
 struct CancelScope {
   Pending* leaf = nullptr;
   std::error_code reason;  ///< set once the scope is cancelled

@@ -20,7 +20,7 @@ inline constexpr steady_time no_deadline = (steady_time::max)();
 /// A per-thread wake-up descriptor that a stop callback signals from another thread to end
 /// a poll() early. Opened the first time a thread waits with a stop token, closed at thread exit.
 /// POSIX: an eventfd (Linux) or a pipe. Windows: WSAPoll waits on sockets only, so the channel
-/// is a connected TCP pair over 127.0.0.1; an event loop's post() wake-up is the same pair.
+/// is a connected TCP pair over 127.0.0.1; an event loop's call_soon_threadsafe() wake-up is the same pair.
 class Waker {
  public:
   Waker() noexcept = default;
