@@ -14,7 +14,7 @@ namespace sockpat {
 struct RendezvousOptions {
   /// The waits between two dials: 20 ms doubled up to 1 s, each somewhere in [wait / 2, wait]
   /// so that two peers started together do not dial in lockstep.
-  Backoff backoff{.initial = std::chrono::milliseconds(20), .max = std::chrono::seconds(1), .jitter = 0.5};
+  Backoff backoff{.initial = std::chrono::milliseconds(20), .max = std::chrono::seconds(1), .multiplier = 2.0, .jitter = 0.5};
 };
 
 /// Connects this peer at `local` with the peer at `remote`, as the seed's peer does by binding its
@@ -27,13 +27,13 @@ struct RendezvousOptions {
 /// it accepted, or a TCP simultaneous open. Only a connection from `remote` itself is accepted;
 /// another caller is closed. A peer that only dials from `remote` (the seed's Python peer) works too.
 /// Throws std::system_error (timed_out, operation_canceled) naming both endpoints.
-[[nodiscard]] inline TcpConnection rendezvous(const Endpoint& local, const Endpoint& remote, Deadline d,
+///
+/// The overloads taking a `listener` use one the caller bound with ListenOptions::reuse_port
+/// (without it every dial fails with address_in_use), so a program can report the port it
+/// listens on, or a bind error, before the rendezvous starts.
+[[nodiscard]] inline TcpConnection rendezvous(TcpListener& listener, const Endpoint& remote, Deadline d,
                                               std::error_code& ec, const RendezvousOptions& options = {}) noexcept {
-  ListenOptions lo;
-  lo.reuse_port = true;
-  auto listener = TcpListener::bind(local, lo, ec);
-  if (ec) return {};
-  const auto here = listener.local_endpoint(ec);  // the real port when `local` asked for port 0
+  const auto here = listener.local_endpoint(ec);  // the real port when it was bound to port 0
   if (ec) return {};
   BackoffSequence waits(options.backoff);
   for (;;) {
@@ -64,6 +64,27 @@ struct RendezvousOptions {
       break;
     }
   }
+}
+
+[[nodiscard]] inline TcpConnection rendezvous(const Endpoint& local, const Endpoint& remote, Deadline d,
+                                              std::error_code& ec, const RendezvousOptions& options = {}) noexcept {
+  ListenOptions lo;
+  lo.reuse_port = true;
+  auto listener = TcpListener::bind(local, lo, ec);
+  if (ec) return {};
+  return rendezvous(listener, remote, d, ec, options);
+}
+
+[[nodiscard]] inline TcpConnection rendezvous(TcpListener& listener, const Endpoint& remote, Deadline d = {},
+                                              const RendezvousOptions& options = {}) {
+  std::error_code ec;
+  auto c = rendezvous(listener, remote, d, ec, options);
+  if (ec) {
+    std::error_code ignored;
+    const auto local = listener.local_endpoint(ignored);
+    detail::throw_error(ec, "rendezvous " + local.to_string() + " <-> " + remote.to_string());
+  }
+  return c;
 }
 
 [[nodiscard]] inline TcpConnection rendezvous(const Endpoint& local, const Endpoint& remote, Deadline d = {},

@@ -125,5 +125,32 @@ TEST_CASE("a rendezvous nobody comes to ends with timed_out within its deadline"
   CHECK_THROWS_WITH_AS((void)sockpat::rendezvous(ea, eb, 100ms), doctest::Contains(ea.to_string().c_str()),
                        std::system_error);
 }
+
+TEST_CASE("a rendezvous on a listener the caller bound to port 0 meets its peer at the bound port") {
+  sockpat::ListenOptions options;
+  options.reuse_port = true;
+  auto listener = sockpat::TcpListener::bind({"127.0.0.1", 0}, options);
+  const auto ea = listener.local_endpoint();  // known, and listening, before the rendezvous starts
+  REQUIRE(ea.port() != 0);
+  const auto eb = free_endpoint();
+  auto fa = std::async(std::launch::async, [&] { return sockpat::rendezvous(listener, eb, 20s); });
+  auto b = sockpat::rendezvous(eb, ea, 10s);
+  REQUIRE(fa.wait_for(20s) == std::future_status::ready);
+  auto a = fa.get();
+  check_one_link(a, b);
+}
+
+TEST_CASE("a rendezvous on a caller's listener nobody comes to ends with timed_out, naming the bound endpoint") {
+  sockpat::ListenOptions options;
+  options.reuse_port = true;
+  auto listener = sockpat::TcpListener::bind({"127.0.0.1", 0}, options);
+  const auto eb = free_endpoint();
+  std::error_code ec;
+  auto c = sockpat::rendezvous(listener, eb, 300ms, ec);
+  CHECK(ec == std::errc::timed_out);
+  CHECK_FALSE(c.is_open());
+  CHECK_THROWS_WITH_AS((void)sockpat::rendezvous(listener, eb, 100ms),
+                       doctest::Contains(listener.local_endpoint().to_string().c_str()), std::system_error);
+}
 #endif
 }
