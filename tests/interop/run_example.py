@@ -3,6 +3,11 @@
 Usage: run_example.py BIN_DIR SCENARIO [RUNNER...]. Every wait is bounded; servers are stopped
 with SIGINT or SIGTERM and must exit 0, which proves the clean stop the examples promise.
 
+Every process the script starts is ended on every way out: a failed check, an exception, a
+timeout, SIGTERM or SIGINT (scenario cleanup_on_failure tests it). On Linux a started process
+also gets SIGKILL when the script dies, which covers CTest ending a test that overran its
+TIMEOUT: CTest 3.25 does that with SIGKILL, which no handler sees.
+
 RUNNER is a command that runs the example binaries, such as Wine's loader for a Windows
 cross-build (CMake passes CMAKE_CROSSCOMPILING_EMULATOR). Wine turns a SIGINT it receives into
 the console's CTRL_C_EVENT, which sockpat::SignalStop handles; Windows has no SIGTERM for a
@@ -10,6 +15,7 @@ console program, so under a runner every stop is sent as SIGINT.
 """
 import os
 import resource
+import select
 import signal
 import socket
 import subprocess
@@ -23,6 +29,55 @@ import hostile  # tests/interop/hostile.py
 HERE = os.path.dirname(os.path.abspath(__file__))
 TIMEOUT = 20
 RUNNER = []
+STARTED = []  # every process start() made, for end_all()
+REPORT_STARTED = []  # non-empty: start() prints each pid (for scenario cleanup_on_failure)
+
+if sys.platform.startswith('linux'):
+    import ctypes
+    _libc = ctypes.CDLL(None, use_errno=True)  # loaded here: a child between fork and exec should not load it
+    _PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent):
+    """In the child before exec: SIGKILL when the script ends, even by SIGKILL.
+
+    The kernel sends it when the thread that forked ends, so start() is called on the main thread only."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the script died before prctl took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def start(argv, preexec_fn=None, **kwargs):
+    """subprocess.Popen, and the process is remembered so that end_all() ends it."""
+    setup = preexec_fn
+    if sys.platform.startswith('linux'):
+        parent = os.getpid()
+
+        def setup():
+            _die_with_parent(parent)
+            if preexec_fn:
+                preexec_fn()
+    proc = subprocess.Popen(argv, preexec_fn=setup, **kwargs)
+    STARTED.append(proc)
+    if REPORT_STARTED:
+        print('started %d' % proc.pid, flush=True)
+    return proc
+
+
+def end_all():
+    """Kills (by its pid) every started process still running, and reaps it."""
+    for proc in STARTED:
+        if proc.poll() is None:
+            proc.kill()
+        try:
+            proc.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            print('run_example.py: pid %d did not end after SIGKILL' % proc.pid, file=sys.stderr)
+
+
+def stop_on_signal(signum, _frame):
+    # An exception, so that the way out is the same as for a failure: main's finally ends the processes.
+    raise SystemExit('run_example.py: stopped by signal %d' % signum)
 
 
 class Server:
@@ -32,8 +87,8 @@ class Server:
         # stderr goes to a file: a chatty server must never block on a full pipe nobody reads.
         self.stderr = tempfile.TemporaryFile(mode='w+')
         # errors='replace': a server may print what a hostile client sent, garbage included.
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.stderr, text=True, errors='replace',
-                                     preexec_fn=preexec_fn)
+        self.proc = start(argv, stdout=subprocess.PIPE, stderr=self.stderr, text=True, errors='replace',
+                          preexec_fn=preexec_fn)
         line = self.proc.stdout.readline()
         if not line.startswith('listening on '):
             self.proc.kill()
@@ -56,9 +111,10 @@ class Server:
         return self.stderr.read()
 
 
-def run(argv):
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT)
-    return done.returncode, done.stdout, done.stderr
+def run(argv, timeout=TIMEOUT):
+    proc = start(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
 
 
 def expect(cond, what, *details):
@@ -234,13 +290,13 @@ def scenario_peer(b):
     for order in ['a-first', 'b-first', 'together']:
         pa, pb = free_port(), free_port()
         first, second = (('A', pa, pb), ('B', pb, pa)) if order != 'b-first' else (('B', pb, pa), ('A', pa, pb))
-        p1 = subprocess.Popen(peer_argv(b, first[1], first[2], first[0]), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+        p1 = start(peer_argv(b, first[1], first[2], first[0]), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                   text=True)
         if order != 'together':
             line = p1.stdout.readline()  # the first peer is up (and dialing) before the second starts
             expect(line.startswith('listening on '), 'peer prints listening first', line)
-        p2 = subprocess.Popen(peer_argv(b, second[1], second[2], second[0]), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+        p2 = start(peer_argv(b, second[1], second[2], second[0]), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                   text=True)
         check_peer(p1, first[0], 'Hello from ' + second[0])
         check_peer(p2, second[0], 'Hello from ' + first[0])
 
@@ -248,8 +304,7 @@ def scenario_peer(b):
 def scenario_peer_vs_seed_peer(b):
     # The seed's Python peer never listens, so it must start second: it dials this peer.
     mine, seeds = free_port(), free_port()
-    p = subprocess.Popen(peer_argv(b, mine, seeds, 'Cpp'), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+    p = start(peer_argv(b, mine, seeds, 'Cpp'), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = p.stdout.readline()
     expect(line.startswith('listening on '), 'peer prints listening first', line)
     rc, out, err = run(seed('peer', seeds, mine))
@@ -410,8 +465,8 @@ def scenario_line_client_first(b):
     with socket.socket() as probe:
         probe.bind(('127.0.0.1', 0))
         port = probe.getsockname()[1]
-    client = subprocess.Popen(bin_path(b, 'line_client') + ['--port', str(port), '--command', 'SET early bird',
-                               '--command', 'GET early'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = start(bin_path(b, 'line_client') + ['--port', str(port), '--command', 'SET early bird',
+                   '--command', 'GET early'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     server = Server(bin_path(b, 'line_server') + ['--port', str(port)])
     out, err = client.communicate(timeout=TIMEOUT)
     expect(client.returncode == 0 and out == 'OK\nVALUE bird\n', 'line_client retried its connect',
@@ -493,8 +548,7 @@ def scenario_mesh_chat(b):
                                            '--wait-peers', str(count - 1), '--timeout', '15']
         if first is not None:
             argv += ['--join', first]
-        p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+        p = start(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         procs.append(p)
         line = p.stdout.readline()
         expect(line.startswith('listening on 127.0.0.1:'), 'mesh_chat prints listening first', line)
@@ -523,7 +577,7 @@ def scenario_mesh_chat(b):
         endpoint3 = restart_endpoints[3]
         argv = bin_path(b, 'mesh_chat') + ['--listen', endpoint3, '--name', 'n3', '--wait-peers', str(count - 1),
                                            '--timeout', '15']
-        p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p = start(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = p.stdout.readline()
         if not line:
             p.wait(TIMEOUT)
@@ -564,10 +618,102 @@ def scenario_mesh_chat(b):
                 p.wait(TIMEOUT)
 
 
+def fail_on_purpose(b, mode):
+    """The subject of scenario cleanup_on_failure: starts servers, prints their pids, then fails
+    as `mode` says once the test has written a line to its standard input."""
+    REPORT_STARTED.append(True)
+    if not RUNNER:
+        Server(bin_path(b, 'hello_server') + ['--port', '0'])
+    Server(seed('server'))
+    print('ready', flush=True)
+    sys.stdin.readline()
+    if mode == 'assert':
+        expect(False, 'a failure on purpose')
+    # The seed's server serves one client and there is none: it never finishes by itself.
+    run(seed('server'), timeout=0.5 if mode == 'timeout' else TIMEOUT)
+
+
+def scenario_fail_on_purpose_assert(b):
+    fail_on_purpose(b, 'assert')
+
+
+def scenario_fail_on_purpose_timeout(b):
+    fail_on_purpose(b, 'timeout')
+
+
+def scenario_fail_on_purpose_signal(b):
+    fail_on_purpose(b, 'signal')
+
+
+def scenario_cleanup_on_failure(b):
+    # This script, failing on purpose in each way, ends every process it started (by pid) before
+    # it exits; killed with SIGKILL, it takes them along. Each pid is watched through a pidfd,
+    # opened while the process surely runs, so a reused pid cannot pass for ours.
+    for mode, how in [('assert', None), ('timeout', None), ('signal', signal.SIGTERM), ('signal', signal.SIGINT),
+                      ('signal', signal.SIGKILL)]:
+        errors = tempfile.TemporaryFile(mode='w+')
+        inner = start([sys.executable, os.path.abspath(__file__), b, 'fail_on_purpose_' + mode] + RUNNER,
+                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True)
+        out = Lines(inner.stdout)
+        watched = {}
+        try:
+            expect(out.wait_for(lambda lines: 'ready' in lines), 'the failing script starts its servers', out.lines)
+
+            def watch_new():
+                for line in list(out.lines):
+                    pid = int(line.split()[1]) if line.startswith('started ') else None
+                    if pid and pid not in watched:
+                        try:
+                            watched[pid] = os.pidfd_open(pid)
+                        except ProcessLookupError:  # already ended, as it should (mode 'timeout' is quick)
+                            watched[pid] = None
+            watch_new()
+            inner.stdin.write('go\n')
+            inner.stdin.flush()
+            if how is not None:
+                # The third process is the run() the script is blocked in.
+                expect(out.wait_for(lambda lines: sum(l.startswith('started ') for l in lines) == len(watched) + 1),
+                       'the failing script starts the program it waits for', out.lines)
+                watch_new()
+                inner.send_signal(how)
+            inner.wait(TIMEOUT)
+            out.thread.join(TIMEOUT)
+            errors.seek(0)
+            err = errors.read()
+            watch_new()
+            expect(inner.returncode != 0, 'the script fails (%s %s)' % (mode, how), inner.returncode, err)
+            if mode == 'assert':
+                expect('a failure on purpose' in err, 'the script fails with the failed check', err)
+            if mode == 'timeout':
+                expect('TimeoutExpired' in err, 'the script fails with the timeout', err)
+            started = (1 if RUNNER else 2) + (mode != 'assert')  # the servers, and the run() it waited for
+            expect(len(watched) == started, 'the script reported the processes it started', out.lines)
+            deadline = time.monotonic() + 10
+            for pid, fd in watched.items():
+                if fd is not None:
+                    ready, _, _ = select.select([fd], [], [], max(0, deadline - time.monotonic()))
+                    expect(ready, 'pid %d, started by the script, has ended (%s %s)' % (pid, mode, how), err)
+        finally:
+            for fd in watched.values():
+                if fd is not None:
+                    try:
+                        signal.pidfd_send_signal(fd, signal.SIGKILL)  # a leftover of a failed check
+                    except ProcessLookupError:
+                        pass
+                    os.close(fd)
+            errors.close()
+
+
 def main():
     bin_dir, name = sys.argv[1], sys.argv[2]
     RUNNER.extend(a for a in sys.argv[3:] if a)
-    globals()['scenario_' + name](bin_dir)
+    for name_of_signal in ('SIGTERM', 'SIGINT', 'SIGHUP'):  # Windows has no SIGHUP
+        if hasattr(signal, name_of_signal):
+            signal.signal(getattr(signal, name_of_signal), stop_on_signal)
+    try:
+        globals()['scenario_' + name](bin_dir)
+    finally:
+        end_all()
     print('scenario %s: passed' % name)
 
 
