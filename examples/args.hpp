@@ -1,32 +1,42 @@
 // A tiny command-line reader shared by the examples: --name value pairs and bare --flags.
+// A mistake on the command line (an unknown option, a malformed or out-of-range number) prints
+// the usage to stderr and exits 2; --help prints it to stdout and exits 0.
 #ifndef SOCKPAT_EXAMPLES_ARGS_HPP
 #define SOCKPAT_EXAMPLES_ARGS_HPP
 
-#include <cstdio>     // std::fprintf
-#include <cstdlib>    // std::exit
-#include <map>        // std::map
-#include <set>        // std::set
-#include <stdexcept>  // std::invalid_argument
-#include <string>     // std::string, std::stoi
-#include <vector>     // std::vector
+#include <charconv>     // std::from_chars
+#include <climits>      // INT_MIN, INT_MAX
+#include <cstdio>       // std::fprintf
+#include <cstdlib>      // std::exit
+#include <map>          // std::map
+#include <set>          // std::set
+#include <string>       // std::string, std::to_string
+#include <string_view>  // std::string_view
+#include <vector>       // std::vector
+
+#include "sockpat/endpoint.hpp"  // sockpat::Endpoint, sockpat::resolve
 
 namespace example {
 
 class Args {
  public:
-  /// `flags` are the options that take no value; every other --option takes one.
-  Args(int argc, char** argv, std::set<std::string> flags, const char* usage) : usage_(usage) {
+  /// `flags` take no value, `options` take one; any other --option is a usage error.
+  Args(int argc, char** argv, const std::set<std::string>& flags, const std::set<std::string>& options,
+       const char* usage)
+      : usage_(usage) {
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
-      if (a == "--help" || a == "-h") fail();
+      if (a == "--help" || a == "-h") help();
       if (a.rfind("--", 0) != 0) fail(("unexpected argument " + a).c_str());
       const std::string name = a.substr(2);
       if (flags.count(name) != 0) {
         values_[name].emplace_back();
+      } else if (options.count(name) == 0) {
+        fail(("unknown option " + a).c_str());
       } else if (i + 1 < argc) {
         values_[name].emplace_back(argv[++i]);
       } else {
-        fail(("--" + name + " needs a value").c_str());
+        fail((a + " needs a value").c_str());
       }
     }
   }
@@ -40,25 +50,53 @@ class Args {
     const auto it = values_.find(name);
     return it == values_.end() ? std::vector<std::string>{} : it->second;
   }
-  [[nodiscard]] int get_int(const std::string& name, int fallback) const {
+  /// The whole value as a number from `min` to `max`, or a usage error.
+  [[nodiscard]] int get_int(const std::string& name, int fallback, int min, int max) const {
     if (!has(name)) return fallback;
-    try {
-      return std::stoi(get(name, ""));
-    } catch (const std::exception&) {
-      fail(("--" + name + " needs a number").c_str());
+    const std::string text = get(name, "");
+    int value = 0;
+    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (error != std::errc{} || end != text.data() + text.size() || value < min || value > max) {
+      fail(("--" + name + " needs a number from " + std::to_string(min) + " to " + std::to_string(max)).c_str());
     }
+    return value;
   }
+  /// --port as a number. Its range is sockpat's to check: a bad port is then reported like a
+  /// port in use or an unknown host, in one line naming the host.
+  [[nodiscard]] int get_port() const { return get_int("port", 0, INT_MIN, INT_MAX); }
 
-  [[noreturn]] void fail(const char* why = nullptr) const {
-    if (why != nullptr) std::fprintf(stderr, "error: %s\n", why);
-    std::fprintf(stderr, "usage: %s\n", usage_);
-    std::exit(why != nullptr ? 2 : 0);
+  [[noreturn]] void fail(const char* why) const {
+    std::fprintf(stderr, "error: %s\nusage: %s\n", why, usage_);
+    std::exit(2);
   }
 
  private:
+  [[noreturn]] void help() const {
+    std::printf("usage: %s\n", usage_);
+    std::exit(0);
+  }
+
   const char* usage_;
   std::map<std::string, std::vector<std::string>> values_;
 };
+
+/// HOST:PORT, [IPV6]:PORT or unix:PATH as an endpoint, where HOST may also be a name: that goes
+/// through sockpat::resolve, and the first address of `family` is taken. Throws as
+/// Endpoint::parse and sockpat::resolve do.
+[[nodiscard]] inline sockpat::Endpoint endpoint_arg(std::string_view text,
+                                                    sockpat::Family family = sockpat::Family::unspecified) {
+  const auto colon = text.rfind(':');
+  const bool named = !text.starts_with('[') && !text.starts_with("unix:") && colon != std::string_view::npos &&
+                     colon != 0 && text.substr(0, colon).find(':') == std::string_view::npos;
+  const auto port = named ? text.substr(colon + 1) : std::string_view{};
+  int p = 0;
+  const auto [end, error] = std::from_chars(port.data(), port.data() + port.size(), p);
+  // Anything but NAME:NUMBER goes to parse(), which accepts it or says what is wrong with it.
+  if (!named || port.empty() || error != std::errc{} || end != port.data() + port.size()) {
+    return sockpat::Endpoint::parse(text);
+  }
+  return sockpat::resolve(text.substr(0, colon), p, family).front();
+}
 
 }  // namespace example
 

@@ -28,8 +28,8 @@ sockpat::Task<bool> one_client(std::string host, int port, std::string message, 
 }
 
 sockpat::Task<int> all_clients(const example::Args& args) {
-  const int clients = args.get_int("clients", 10);
-  const int port = args.get_int("port", 0);
+  const int clients = args.get_int("clients", 10, 1, 10000);
+  const int port = args.get_port();
   std::vector<sockpat::Task<bool>> tasks;
   for (int i = 0; i < clients; ++i) {
     // Messages differ in content (and, for an echo server, in length up to 6 kB), so a mixed-up
@@ -52,11 +52,11 @@ sockpat::Task<int> all_clients(const example::Args& args) {
 }
 
 int main(int argc, char** argv) {
-  const example::Args args(argc, argv, {},
+  const example::Args args(argc, argv, {}, {"host", "port", "clients", "message", "expect"},
                            "async_client --port PORT [--host HOST] [--clients N] [--message M] [--expect TEXT]");
   if (!args.has("port")) args.fail("--port is required");
+  const int clients = args.get_int("clients", 10, 1, 10000);
   try {
-    const int clients = args.get_int("clients", 10);
     const int good = sockpat::run(all_clients(args));
     std::printf("%d of %d clients got the right answer\n", good, clients);
     return good == clients ? 0 : 1;

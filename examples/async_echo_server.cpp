@@ -1,6 +1,7 @@
 // async_echo_server: echoes every byte back until the client closes, on one event loop per thread
 // (--threads N: N loops share the port through SO_REUSEPORT). The benchmark target.
 // Run: async_echo_server [--host H] [--port P] [--threads N]
+#include <atomic>
 #include <cstddef>
 #include <cstdio>
 #include <span>
@@ -40,32 +41,53 @@ void serve(const std::string& host, int port, bool reuse_port, std::stop_token s
   loop.run_until_complete(server.wait_closed());
 }
 
-int main(int argc, char** argv) {
-  const example::Args args(argc, argv, {}, "async_echo_server [--host HOST] [--port PORT] [--threads N]");
-  const int threads = args.get_int("threads", 1);
-  if (threads < 1 || threads > 64) args.fail("--threads must be 1..64");
+int run(const example::Args& args) {
+  const int threads = args.get_int("threads", 1, 1, 64);
   const std::string host = args.get("host", "127.0.0.1");
   sockpat::SignalStop signals;
+  // Every loop stops on a signal, or when another loop fails to start.
+  std::stop_source stop;
+  const std::stop_callback on_signal(signals.token(), [&stop] { stop.request_stop(); });
+  std::atomic<bool> failed{false};
 
   // The first loop binds (port 0: the OS picks); the others join its port.
-  sockpat::Endpoint bound;
-  std::vector<std::thread> others;
+  sockpat::EventLoop loop;
+  loop.stop_when(stop.get_token());
+  sockpat::StreamServerOptions options;
+  options.listen.reuse_port = threads > 1;
+  auto server = loop.run_until_complete(sockpat::start_server(echo, host, args.get_port(), options));
+  const sockpat::Endpoint bound = server.local_endpoint();
   {
-    sockpat::EventLoop loop;
-    loop.stop_when(signals.token());
-    sockpat::StreamServerOptions options;
-    options.listen.reuse_port = threads > 1;
-    auto server = loop.run_until_complete(sockpat::start_server(echo, host, args.get_int("port", 0), options));
-    bound = server.local_endpoint();
+    // Declared after `stop`, so destroyed first: each jthread's own stop request (when this
+    // scope unwinds) is passed on to `stop`, which ends every loop before the join.
+    std::vector<std::jthread> others;
     for (int i = 1; i < threads; ++i) {
-      others.emplace_back(serve, host, static_cast<int>(bound.port()), true, signals.token(), nullptr);
+      others.emplace_back([&, port = static_cast<int>(bound.port())](std::stop_token own) {
+        const std::stop_callback pass_on(own, [&stop] { stop.request_stop(); });
+        try {
+          serve(host, port, true, stop.get_token(), nullptr);
+        } catch (const std::exception& e) {
+          if (!failed.exchange(true)) std::fprintf(stderr, "async_echo_server: %s\n", e.what());
+          stop.request_stop();
+        }
+      });
     }
     std::printf("listening on %s\n", bound.to_string().c_str());
     std::fflush(stdout);
     loop.run();
-    server.close();
-    loop.run_until_complete(server.wait_closed());
   }
-  for (auto& t : others) t.join();
-  return 0;
+  server.close();
+  loop.run_until_complete(server.wait_closed());
+  return failed ? 1 : 0;
+}
+
+int main(int argc, char** argv) {
+  const example::Args args(argc, argv, {}, {"host", "port", "threads"},
+                           "async_echo_server [--host HOST] [--port PORT] [--threads N]");
+  try {
+    return run(args);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "async_echo_server: %s\n", e.what());
+    return 1;
+  }
 }

@@ -23,15 +23,14 @@ sockpat::Task<void> handle_client(sockpat::StreamReader reader, sockpat::StreamW
   writer.close();
 }
 
-int main(int argc, char** argv) {
-  const example::Args args(argc, argv, {}, "async_hello_server [--host HOST] [--port PORT]");
+int serve(const example::Args& args) {
   sockpat::SignalStop signals;
 
   // Create the server
   sockpat::EventLoop loop;
   loop.stop_when(signals.token());
   auto server = loop.run_until_complete(
-      sockpat::start_server(handle_client, args.get("host", "127.0.0.1"), args.get_int("port", 0)));
+      sockpat::start_server(handle_client, args.get("host", "127.0.0.1"), args.get_port()));
   std::printf("listening on %s\n", server.local_endpoint().to_string().c_str());
   std::fflush(stdout);
 
@@ -42,4 +41,15 @@ int main(int argc, char** argv) {
   server.close();
   loop.run_until_complete(server.wait_closed());
   return 0;
+}
+
+int main(int argc, char** argv) {
+  const example::Args args(argc, argv, {}, {"host", "port"}, "async_hello_server [--host HOST] [--port PORT]");
+  try {
+    return serve(args);
+  } catch (const std::exception& e) {
+    // A port in use, a bad host: one line, not an abort.
+    std::fprintf(stderr, "async_hello_server: %s\n", e.what());
+    return 1;
+  }
 }

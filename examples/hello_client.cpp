@@ -13,11 +13,12 @@
 using namespace std::chrono_literals;
 
 int main(int argc, char** argv) {
-  const example::Args args(argc, argv, {}, "hello_client --port PORT [--host HOST] [--message TEXT]");
+  const example::Args args(argc, argv, {}, {"host", "port", "message"},
+                           "hello_client --port PORT [--host HOST] [--message TEXT]");
   if (!args.has("port")) args.fail("--port is required");
   try {
     const sockpat::Deadline deadline = 10s;
-    auto conn = sockpat::TcpConnection::connect(args.get("host", "127.0.0.1"), args.get_int("port", 0), deadline);
+    auto conn = sockpat::TcpConnection::connect(args.get("host", "127.0.0.1"), args.get_port(), deadline);
     conn.write_all(args.get("message", "Hello, server!"), deadline);
 
     std::string reply;

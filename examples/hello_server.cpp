@@ -15,7 +15,7 @@ namespace {
 
 int serve(const example::Args& args) {
   sockpat::SignalStop signals;
-  auto listener = sockpat::TcpListener::bind(args.get("host", "127.0.0.1"), args.get_int("port", 0));
+  auto listener = sockpat::TcpListener::bind(args.get("host", "127.0.0.1"), args.get_port());
   std::printf("listening on %s\n", listener.local_endpoint().to_string().c_str());
   std::fflush(stdout);
 
@@ -47,7 +47,7 @@ int serve(const example::Args& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const example::Args args(argc, argv, {"once"}, "hello_server [--host HOST] [--port PORT] [--once]");
+  const example::Args args(argc, argv, {"once"}, {"host", "port"}, "hello_server [--host HOST] [--port PORT] [--once]");
   try {
     return serve(args);
   } catch (const std::exception& e) {

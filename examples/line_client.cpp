@@ -13,10 +13,11 @@
 using namespace std::chrono_literals;
 
 int main(int argc, char** argv) {
-  const example::Args args(argc, argv, {}, "line_client --port PORT [--host HOST] [--command LINE]...");
+  const example::Args args(argc, argv, {}, {"host", "port", "command"},
+                           "line_client --port PORT [--host HOST] [--command LINE]...");
   if (!args.has("port")) args.fail("--port is required");
   try {
-    const auto server = sockpat::resolve(args.get("host", "127.0.0.1"), args.get_int("port", 0)).front();
+    const auto server = sockpat::resolve(args.get("host", "127.0.0.1"), args.get_port()).front();
     auto conn = sockpat::connect_with_retry<sockpat::Tcp>(server, 10s);
     sockpat::FramedConnection framed(conn);
     const auto send = [&](const std::string& command) {

@@ -74,18 +74,15 @@ std::optional<std::string> execute(Store& store, std::string_view line) {
   return "ERROR unknown command " + std::string(command);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const example::Args args(argc, argv, {}, "line_server [--host HOST] [--port PORT] [--threads N]");
+int serve(const example::Args& args) {
   sockpat::SignalStop signals;
   Store store;
   sockpat::ServerOptions options;
-  options.threads = static_cast<std::size_t>(std::max(0, args.get_int("threads", 0)));
+  options.threads = static_cast<std::size_t>(args.get_int("threads", 0, 0, 1024));  // 0: one per hardware thread
   options.idle_timeout = 5min;
 
   sockpat::TcpServer server(
-      sockpat::TcpListener::bind(args.get("host", "127.0.0.1"), args.get_int("port", 0)),
+      sockpat::TcpListener::bind(args.get("host", "127.0.0.1"), args.get_port()),
       [&store](sockpat::TcpConnection& conn) {
         sockpat::FramedConnection framed(conn, {.max_line = 4096});
         std::error_code ec;
@@ -102,4 +99,17 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   server.serve(signals.token());
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const example::Args args(argc, argv, {}, {"host", "port", "threads"},
+                           "line_server [--host HOST] [--port PORT] [--threads N]");
+  try {
+    return serve(args);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "line_server: %s\n", e.what());
+    return 1;
+  }
 }

@@ -39,11 +39,12 @@ std::string hex(std::uint64_t id) {
 int run(const example::Args& args) {
   sockpat::SignalStop signals;
   sockpat::PeerOptions options;
-  options.listen = sockpat::Endpoint::parse(args.get("listen", "127.0.0.1:0"));
-  for (const auto& j : args.all("join")) options.join.push_back(sockpat::Endpoint::parse(j));
+  options.listen = example::endpoint_arg(args.get("listen", "127.0.0.1:0"));
+  // Members are named in the family we listen in, so that "localhost" means one address.
+  for (const auto& j : args.all("join")) options.join.push_back(example::endpoint_arg(j, options.listen.family()));
   const std::string name = args.get("name", "node");
-  const auto wait_peers = static_cast<std::size_t>(args.get_int("wait-peers", 0));
-  const auto timeout = std::chrono::seconds(args.get_int("timeout", 30));
+  const auto wait_peers = static_cast<std::size_t>(args.get_int("wait-peers", 0, 0, 1000));
+  const auto timeout = std::chrono::seconds(args.get_int("timeout", 30, 1, 86400));
 
   sockpat::PeerCallbacks callbacks;
   // A broadcast's payload is "NAME: text" already; the mesh delivers it here once.
@@ -100,7 +101,7 @@ int run(const example::Args& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const example::Args args(argc, argv, {},
+  const example::Args args(argc, argv, {}, {"listen", "join", "name", "wait-peers", "timeout"},
                            "mesh_chat --listen HOST:PORT [--join HOST:PORT ...] [--name NAME] "
                            "[--wait-peers N] [--timeout SECONDS]");
   try {

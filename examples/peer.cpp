@@ -24,15 +24,20 @@ std::string upper(std::string s) {
 
 int run(const example::Args& args) {
   sockpat::SignalStop signals;
-  const auto local = sockpat::Endpoint::parse(args.get("listen", "127.0.0.1:0"));
-  const auto remote = sockpat::Endpoint::parse(args.get("connect", ""));
+  const auto local = example::endpoint_arg(args.get("listen", "127.0.0.1:0"));
+  // The other peer is named in our family: a rendezvous needs the very address it listens on.
+  const auto remote = example::endpoint_arg(args.get("connect", ""), local.family());
   const std::string greeting = "Hello from " + args.get("name", "Peer");
-  const sockpat::Deadline deadline(std::chrono::seconds(args.get_int("timeout", 30)), signals.token());
+  const sockpat::Deadline deadline(std::chrono::seconds(args.get_int("timeout", 30, 1, 86400)), signals.token());
 
-  // rendezvous binds `local` itself; print the endpoint first, as every listening example does.
-  std::printf("listening on %s\n", local.to_string().c_str());
+  // Bound here rather than inside rendezvous, so that what is printed is the real port, and
+  // only once it listens.
+  sockpat::ListenOptions listen_options;
+  listen_options.reuse_port = true;  // rendezvous dials from this same port
+  auto listener = sockpat::TcpListener::bind(local, listen_options);
+  std::printf("listening on %s\n", listener.local_endpoint().to_string().c_str());
   std::fflush(stdout);
-  auto conn = sockpat::rendezvous(local, remote, deadline);
+  auto conn = sockpat::rendezvous(listener, remote, deadline);
   conn.write_all(greeting, deadline);
 
   // Like the seed, a greeting is what one read brings; but the other peer's upper-cased copy of
@@ -62,7 +67,7 @@ int run(const example::Args& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const example::Args args(argc, argv, {},
+  const example::Args args(argc, argv, {}, {"listen", "connect", "name", "timeout"},
                            "peer --listen HOST:PORT --connect HOST:PORT [--name NAME] [--timeout SECONDS]");
   if (!args.has("connect")) args.fail("--connect is required");
   try {

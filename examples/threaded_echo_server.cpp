@@ -11,20 +11,19 @@
 #include "args.hpp"
 #include "sockpat.hpp"
 
-int main(int argc, char** argv) {
-  const example::Args args(argc, argv, {},
-                           "threaded_echo_server [--host HOST] [--port PORT] [--threads N] [--max-connections N] "
-                           "[--idle-timeout SECONDS]");
-  if (args.get_int("threads", 0) < 0 || args.get_int("max-connections", 0) < 0) args.fail("counts cannot be negative");
+namespace {
+
+int serve(const example::Args& args) {
   sockpat::SignalStop signals;
   sockpat::ServerOptions options;
   options.strategy = sockpat::Strategy::thread_pool;
-  options.threads = static_cast<std::size_t>(args.get_int("threads", 0));  // 0: one per hardware thread
-  options.max_connections = static_cast<std::size_t>(args.get_int("max-connections", 0));  // 0: twice the threads
-  options.idle_timeout = std::chrono::seconds(args.get_int("idle-timeout", 60));
+  options.threads = static_cast<std::size_t>(args.get_int("threads", 0, 0, 1024));  // 0: one per hardware thread
+  options.max_connections =
+      static_cast<std::size_t>(args.get_int("max-connections", 0, 0, 1'000'000));  // 0: twice the threads
+  options.idle_timeout = std::chrono::seconds(args.get_int("idle-timeout", 60, 1, 86400));
 
   sockpat::TcpServer server(
-      sockpat::TcpListener::bind(args.get("host", "127.0.0.1"), args.get_int("port", 0)),
+      sockpat::TcpListener::bind(args.get("host", "127.0.0.1"), args.get_port()),
       [](sockpat::TcpConnection& conn) {
         std::array<char, 16384> buf{};
         while (const auto n = conn.read_some(buf)) conn.write_all(std::string_view(buf.data(), n));
@@ -34,4 +33,18 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   server.serve(signals.token());  // returns after a graceful stop on SIGINT/SIGTERM
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const example::Args args(argc, argv, {}, {"host", "port", "threads", "max-connections", "idle-timeout"},
+                           "threaded_echo_server [--host HOST] [--port PORT] [--threads N] [--max-connections N] "
+                           "[--idle-timeout SECONDS]");
+  try {
+    return serve(args);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "threaded_echo_server: %s\n", e.what());
+    return 1;
+  }
 }

@@ -13,7 +13,7 @@ using namespace std::chrono_literals;
 namespace {
 
 int client(const example::Args& args) {
-  const auto server = sockpat::Endpoint::parse(args.get("connect", ""));
+  const auto server = example::endpoint_arg(args.get("connect", ""));
   auto sock = sockpat::UdpSocket::bound(server.is_v6() ? sockpat::Endpoint("::", 0) : sockpat::Endpoint("0.0.0.0", 0));
   const std::string message = args.get("message", "ping");
   std::array<char, 65536> buf{};
@@ -35,7 +35,7 @@ int client(const example::Args& args) {
 
 int server(const example::Args& args) {
   sockpat::SignalStop signals;
-  const auto addresses = sockpat::resolve(args.get("host", "127.0.0.1"), args.get_int("port", 0));
+  const auto addresses = sockpat::resolve(args.get("host", "127.0.0.1"), args.get_port());
   auto sock = sockpat::UdpSocket::bound(addresses.front());
   std::printf("listening on %s\n", sock.local_endpoint().to_string().c_str());
   std::fflush(stdout);
@@ -54,7 +54,7 @@ int server(const example::Args& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const example::Args args(argc, argv, {},
+  const example::Args args(argc, argv, {}, {"host", "port", "connect", "message"},
                            "udp_echo [--host HOST] [--port PORT] | udp_echo --connect HOST:PORT [--message TEXT]");
   try {
     return args.has("connect") ? client(args) : server(args);

@@ -15,7 +15,7 @@ namespace {
 
 int serve(const example::Args& args) {
   sockpat::SignalStop signals;
-  auto listener = sockpat::TcpListener::bind(args.get("host", "127.0.0.1"), args.get_int("port", 0));
+  auto listener = sockpat::TcpListener::bind(args.get("host", "127.0.0.1"), args.get_port());
   std::printf("listening on %s\n", listener.local_endpoint().to_string().c_str());
   std::fflush(stdout);
 
@@ -40,7 +40,8 @@ int serve(const example::Args& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const example::Args args(argc, argv, {"once"}, "uppercase_server [--host HOST] [--port PORT] [--once]");
+  const example::Args args(argc, argv, {"once"}, {"host", "port"},
+                           "uppercase_server [--host HOST] [--port PORT] [--once]");
   try {
     return serve(args);
   } catch (const std::exception& e) {

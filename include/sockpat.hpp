@@ -21,6 +21,7 @@
 #include "sockpat/streams.hpp"
 #include "sockpat/sync.hpp"
 #include "sockpat/task.hpp"
+#include "sockpat/task_group.hpp"
 #include "sockpat/version.hpp"
 
 #endif  // SOCKPAT_HPP

@@ -618,6 +618,143 @@ def scenario_mesh_chat(b):
                 p.wait(TIMEOUT)
 
 
+def run_all(argvs):
+    """Runs the programs at once (each bounded): [(returncode, stdout, stderr)] in order."""
+    procs = [start(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for argv in argvs]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=TIMEOUT)
+        results.append((proc.returncode, out, err))
+    return results
+
+
+SERVERS = ['hello_server', 'uppercase_server', 'udp_echo', 'threaded_echo_server', 'line_server',
+           'async_hello_server', 'async_echo_server']
+
+
+def scenario_server_errors(b):
+    # A port in use, a port out of range and a host that does not resolve are a user's mistakes:
+    # each server says so in one line on stderr and exits 1, without printing it listens.
+    with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        tcp.bind(('127.0.0.1', 0))
+        tcp.listen()
+        udp.bind(('127.0.0.1', 0))
+        cases = []
+        for name in SERVERS:
+            in_use = udp.getsockname()[1] if name == 'udp_echo' else tcp.getsockname()[1]
+            for args in [['--port', str(in_use)], ['--port', '99999'], ['--port', '-1'],
+                         ['--host', 'no.such.host.invalid', '--port', '0']]:
+                cases.append(bin_path(b, name) + args)
+            if name == 'async_echo_server' and not RUNNER:  # SO_REUSEPORT: not on Windows
+                cases.append(bin_path(b, name) + ['--port', str(in_use), '--threads', '3'])
+        listen = ['127.0.0.1:%d' % tcp.getsockname()[1], '127.0.0.1:99999', '127.0.0.1:-1', 'no.such.host.invalid:4000']
+        for endpoint in listen:
+            cases.append(bin_path(b, 'mesh_chat') + ['--listen', endpoint, '--timeout', '5'])
+            if not RUNNER:  # peer is a rendezvous, which Windows cannot do at all (docs/platforms.md)
+                cases.append(bin_path(b, 'peer') + ['--listen', endpoint, '--connect', '127.0.0.1:9', '--timeout', '5'])
+        for argv, (rc, out, err) in zip(cases, run_all(cases)):
+            expect(rc == 1 and out == '' and len(err.splitlines()) == 1 and 'terminate' not in err,
+                   'one line on stderr and exit 1', argv, rc, out, err)
+
+
+ALL_EXAMPLES = SERVERS + ['hello_client', 'line_client', 'async_client', 'peer', 'mesh_chat']
+
+
+def scenario_example_args(b):
+    # Every example: --help is the usage on stdout and exit 0; a command-line mistake is an error
+    # line and the usage on stderr, and exit 2, before anything runs.
+    cases = []
+    for name in ALL_EXAMPLES:
+        cases.append((name, ['--help'], 0))
+        for wrong in [['--bogus', '1'], ['--bogus'], ['stray'], ['-p', '0']]:
+            cases.append((name, wrong, 2))
+    port_takers = [n for n in ALL_EXAMPLES if n not in ('peer', 'mesh_chat')]
+    for name in port_takers:
+        cases.append((name, ['--port', '12abc'], 2))
+        cases.append((name, ['--port', ''], 2))
+        cases.append((name, ['--port'], 2))
+    for name, option, values in [('async_client', 'clients', ['-1', '0', '1x']),
+                                 ('async_echo_server', 'threads', ['0', '65', 'three']),
+                                 ('threaded_echo_server', 'threads', ['-1']),
+                                 ('threaded_echo_server', 'max-connections', ['-1']),
+                                 ('threaded_echo_server', 'idle-timeout', ['0', '1.5']),
+                                 ('line_server', 'threads', ['-1']),
+                                 ('mesh_chat', 'wait-peers', ['-1']),
+                                 ('mesh_chat', 'timeout', ['0', '99999999999']),
+                                 ('peer', 'timeout', ['-5'])]:
+        for value in values:
+            cases.append((name, ['--port', '1', '--' + option, value] if name == 'async_client' else
+                          ['--' + option, value], 2))
+    results = run_all([bin_path(b, name) + args for name, args, _ in cases])
+    for (name, args, want), (rc, out, err) in zip(cases, results):
+        if want == 0:
+            expect(rc == 0 and out.startswith('usage: ' + name) and err == '', '%s --help' % name, rc, out, err)
+        else:
+            expect(rc == 2 and out == '' and err.startswith('error: ') and ('usage: ' + name) in err,
+                   '%s %s is a usage error' % (name, ' '.join(args)), rc, out, err)
+    rc, out, err = run(bin_path(b, 'hello_client') + ['--bogus'])
+    expect('unknown option --bogus' in err, 'an unknown flag is named as such', err)
+
+
+def read_listening(proc):
+    line = proc.stdout.readline()
+    expect(line.startswith('listening on '), 'prints listening first', line, proc.poll())
+    return line.split()[-1]
+
+
+def scenario_peer_bound_port(b):
+    # --listen with port 0: the peer prints the port it got, once it listens there.
+    other = free_port()
+    a = start(bin_path(b, 'peer') + ['--listen', '127.0.0.1:0', '--connect', '127.0.0.1:%d' % other,
+                                     '--name', 'A', '--timeout', '15'],
+              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    endpoint = read_listening(a)
+    port = int(endpoint.rsplit(':', 1)[1])
+    expect(endpoint.startswith('127.0.0.1:') and port != 0, 'the printed port is the bound one', endpoint)
+    with socket.create_connection(('127.0.0.1', port), timeout=TIMEOUT):
+        pass  # accepted: it listens (the peer closes a caller that is not its peer)
+    bpeer = start(peer_argv(b, other, port, 'B'), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    check_peer(a, 'A', 'Hello from B')
+    check_peer(bpeer, 'B', 'Hello from A')
+
+
+def scenario_peer_localhost(b):
+    # The other peer named by host name: resolved (in the family of --listen) to 127.0.0.1.
+    pa, pb = free_port(), free_port()
+    argv = bin_path(b, 'peer') + ['--timeout', '15']
+    a = start(argv + ['--listen', '127.0.0.1:%d' % pa, '--connect', 'localhost:%d' % pb, '--name', 'A'],
+              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    read_listening(a)
+    bpeer = start(argv + ['--listen', '127.0.0.1:%d' % pb, '--connect', 'localhost:%d' % pa, '--name', 'B'],
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    check_peer(a, 'A', 'Hello from B')
+    check_peer(bpeer, 'B', 'Hello from A')
+
+
+def scenario_mesh_chat_localhost(b):
+    # A node joins the mesh through a host name: resolved, in the family of --listen.
+    argv = bin_path(b, 'mesh_chat') + ['--wait-peers', '1', '--timeout', '15']
+    first = start(argv + ['--listen', '127.0.0.1:0', '--name', 'n0'], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                  stderr=subprocess.PIPE, text=True)
+    port = int(read_listening(first).rsplit(':', 1)[1])
+    second = start(argv + ['--listen', '127.0.0.1:0', '--name', 'n1', '--join', 'localhost:%d' % port],
+                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    read_listening(second)
+    outs = [Lines(first.stdout), Lines(second.stdout)]
+    second.stdin.write('hello via localhost\n')
+    second.stdin.flush()
+    expect(outs[0].wait_for(lambda lines: 'n1: hello via localhost' in lines), 'n0 hears n1', outs[0].lines)
+    first.stdin.write('hello back\n')
+    first.stdin.flush()
+    expect(outs[1].wait_for(lambda lines: 'n0: hello back' in lines), 'n1 hears n0', outs[1].lines)
+    for p in (first, second):
+        p.stdin.close()
+    for p in (first, second):
+        err = p.stderr.read()
+        p.wait(TIMEOUT)
+        expect(p.returncode == 0, 'mesh_chat exits 0 at the end of its input', p.returncode, err)
+
+
 def fail_on_purpose(b, mode):
     """The subject of scenario cleanup_on_failure: starts servers, prints their pids, then fails
     as `mode` says once the test has written a line to its standard input."""

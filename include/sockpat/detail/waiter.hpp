@@ -26,25 +26,37 @@ class Waiter : public Pending {
 
   /// For await_ready: binds the loop of this thread; true (do not suspend) when it is closing.
   bool begin() {
-    reactor_ = &current_reactor();
+    bind();
     if (reactor_->closing()) ec_ = canceled();
     return static_cast<bool>(ec_);
   }
+  /// begin() without the closing check: binds the loop of this thread (throws if none).
+  void bind() { reactor_ = &current_reactor(); }
 
   /// For await_suspend: false (resume at once, with operation_canceled) when the caller's
   /// scope is already cancelled; otherwise the waiter is the scope's current leaf.
   template <class Promise>
   bool arm(std::coroutine_handle<Promise> h) noexcept {
-    scope_ = scope_of(h);
-    handle_ = h;
-    if (scope_ != nullptr && scope_->cancelled()) {
+    if (CancelScope* s = scope_of(h); s != nullptr && s->cancelled()) {
       ec_ = canceled();
       return false;
     }
-    if (scope_ != nullptr) scope_->leaf = this;
-    armed_ = true;
+    attach(h);
     return true;
   }
+
+ protected:
+  /// arm() without the cancelled check, for a waiter that handles that itself.
+  template <class Promise>
+  void attach(std::coroutine_handle<Promise> h) noexcept {
+    scope_ = scope_of(h);
+    handle_ = h;
+    if (scope_ != nullptr) scope_->leaf = this;
+    armed_ = true;
+  }
+  void set_error(std::error_code ec) noexcept { ec_ = ec; }
+
+ public:
 
   /// Ends the wait with `ec` (empty: success) and schedules the coroutine. Idempotent.
   void complete(std::error_code ec = {}) noexcept {
@@ -60,11 +72,16 @@ class Waiter : public Pending {
     if (ec_) throw std::system_error(ec_, what);
   }
 
-  void cancel(std::error_code why) noexcept final {
+  /// What a cancelled scope or a closing loop calls: by default, stop waiting and resume
+  /// with `why`. A waiter that must see work end before it resumes (a group's join) overrides it.
+  void cancel(std::error_code why) noexcept override {
     if (!armed_) return;
     unlink();
     complete(why);
   }
+
+  /// True between arm() and complete().
+  [[nodiscard]] bool waiting() const noexcept { return armed_; }
 
   // An intrusive FIFO link, for the lists of WaitList.
   Waiter* prev = nullptr;
@@ -77,7 +94,7 @@ class Waiter : public Pending {
   ~Waiter() = default;
 
   /// Takes the waiter out of the list, timer or registration it waits in; called on cancel.
-  virtual void unlink() noexcept = 0;
+  virtual void unlink() noexcept {}
 
   [[nodiscard]] Reactor& reactor() const noexcept { return *reactor_; }
 

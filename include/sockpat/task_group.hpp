@@ -1,0 +1,441 @@
+// sockpat: structured concurrency. TaskGroup (asyncio's TaskGroup, trio's nursery) and the
+// TaskHandle its spawn returns; when_any, gather_settled and the Outcome they report.
+#ifndef SOCKPAT_TASK_GROUP_HPP
+#define SOCKPAT_TASK_GROUP_HPP
+
+#include <coroutine>     // std::coroutine_handle
+#include <cstddef>       // std::size_t
+#include <exception>     // std::exception_ptr, std::rethrow_exception
+#include <optional>      // std::optional
+#include <stdexcept>     // std::logic_error, std::invalid_argument
+#include <system_error>  // std::system_error, std::errc
+#include <type_traits>   // std::is_void_v
+#include <utility>       // std::move, std::exchange, std::pair
+#include <vector>        // std::vector
+
+#include "sockpat/detail/waiter.hpp"
+#include "sockpat/task.hpp"
+
+namespace sockpat {
+
+namespace detail {
+
+inline bool is_cancellation(const std::exception_ptr& e) noexcept {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::system_error& x) {
+    return x.code() == std::errc::operation_canceled;
+  } catch (...) {
+  }
+  return false;
+}
+
+class TaskSet;
+
+/// One started task: its runner, its outcome, and who waits for it. Owned together by its
+/// set (until it ends) and by its handles.
+class ChildBase : public Joiner {
+ public:
+  ChildBase(const ChildBase&) = delete;
+  ChildBase& operator=(const ChildBase&) = delete;
+
+  [[nodiscard]] bool finished() const noexcept { return finished_; }
+  [[nodiscard]] virtual std::exception_ptr error() const noexcept = 0;
+  void cancel() noexcept {
+    if (!finished_) runner.scope().cancel();
+  }
+  void retain() noexcept { ++refs_; }
+  void release() noexcept {
+    if (--refs_ == 0) delete this;
+  }
+
+  Runner runner;
+  WaitList joiners;  ///< coroutines awaiting a handle of this task
+  ChildBase* prev = nullptr;
+  ChildBase* next = nullptr;
+  TaskSet* set = nullptr;
+
+ protected:
+  ChildBase() = default;
+  virtual ~ChildBase() = default;
+
+ private:
+  std::coroutine_handle<> arrive() noexcept override;
+  unsigned refs_ = 1;  // the set's
+  bool finished_ = false;
+};
+
+template <class T>
+class Child final : public ChildBase {
+ public:
+  explicit Child(Task<T> task) { runner = run_child(std::move(task), slot); }
+  [[nodiscard]] std::exception_ptr error() const noexcept override { return slot.error; }
+  ChildSlot<T> slot;
+};
+
+/// The set of tasks that one owner started: a group's children, or a loop's detached tasks.
+/// Counts them, keeps their failures, cancels them together, and wakes a joiner when the last
+/// one has ended. Policy by flags: fail_fast cancels the rest at the first failure.
+class TaskSet {
+ public:
+  explicit TaskSet(bool fail_fast) noexcept : fail_fast_(fail_fast) {}
+  TaskSet(const TaskSet&) = delete;
+  TaskSet& operator=(const TaskSet&) = delete;
+  ~TaskSet() {
+    // Its owner joins it first (a group's join, the loop's shutdown). A task still running
+    // here (its group was destroyed unjoined, after cancelling it) is detached: it finishes
+    // unwinding on the loop and then frees itself.
+    while (ChildBase* c = head_) {
+      unlink(c);
+      c->set = nullptr;
+    }
+  }
+
+  /// Starts `task`; the caller owns one reference to the returned child (a TaskHandle adopts
+  /// it), taken before the task runs, so a task that ends at once is still there.
+  template <class T>
+  Child<T>* start(Task<T> task) {
+    if (!task.valid()) throw std::invalid_argument("sockpat: spawn of an empty Task");
+    auto* c = new Child<T>(std::move(task));
+    c->set = this;
+    c->next = head_;
+    if (head_ != nullptr) head_->prev = c;
+    head_ = c;
+    ++size_;
+    if (cancelled_) c->runner.scope().cancel();
+    c->retain();
+    c->runner.start(c);
+    return c;
+  }
+
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] bool cancelled() const noexcept { return cancelled_; }
+  /// Cancels every task in the set now and every task started in it from now on.
+  void cancel() noexcept {
+    cancelled_ = true;
+    for (ChildBase* c = head_; c != nullptr;) {
+      ChildBase* next = c->next;  // a cancel may end c at once
+      c->cancel();
+      c = next;
+    }
+  }
+  /// Cancels the tasks running now; later ones are not affected.
+  void cancel_running() noexcept {
+    for (ChildBase* c = head_; c != nullptr; c = c->next) c->cancel();
+  }
+
+  [[nodiscard]] const std::vector<std::exception_ptr>& failures() const noexcept { return failures_; }
+  [[nodiscard]] std::exception_ptr first_failure() const noexcept {
+    return failures_.empty() ? std::exception_ptr() : failures_.front();
+  }
+
+  /// Called with each failure as it happens (the loop reports them); may be empty.
+  void (*on_failure)(void* context, std::exception_ptr) noexcept = nullptr;
+  void* on_failure_context = nullptr;
+
+  /// Waiters completed when the set becomes empty.
+  WaitList empty_waiters;
+
+ private:
+  friend class ChildBase;
+  void unlink(ChildBase* c) noexcept {
+    if (c->prev != nullptr) c->prev->next = c->next;
+    else head_ = c->next;
+    if (c->next != nullptr) c->next->prev = c->prev;
+    c->prev = c->next = nullptr;
+    --size_;
+  }
+  void ended(ChildBase* c) noexcept {
+    unlink(c);
+    if (std::exception_ptr e = c->error(); e && !is_cancellation(e)) {
+      try {
+        failures_.push_back(e);
+      } catch (...) {
+        // Out of memory keeping a second failure: the first one is what join rethrows.
+      }
+      if (on_failure != nullptr) on_failure(on_failure_context, e);
+      if (fail_fast_) cancel();
+    }
+    if (size_ == 0) empty_waiters.complete_all();
+  }
+
+  ChildBase* head_ = nullptr;
+  std::size_t size_ = 0;
+  std::vector<std::exception_ptr> failures_;
+  bool fail_fast_;
+  bool cancelled_ = false;
+};
+
+inline std::coroutine_handle<> ChildBase::arrive() noexcept {
+  finished_ = true;
+  joiners.complete_all();
+  if (TaskSet* s = std::exchange(set, nullptr)) s->ended(this);
+  // The set's reference. The runner's frame is suspended at its end, so it may be destroyed
+  // from here; the outcome lives on in the slot while a handle holds the task.
+  release();
+  return std::noop_coroutine();
+}
+
+/// Waits until a set is empty. If the waiting coroutine is cancelled meanwhile, the set's
+/// tasks are cancelled and the wait goes on until they have ended: nothing outlives a join.
+class [[nodiscard]] SetJoin final : private Waiter {
+ public:
+  explicit SetJoin(TaskSet& set) noexcept : set_(set) {}
+  bool await_ready() {
+    bind();
+    return set_.size() == 0;
+  }
+  template <class Promise>
+  bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
+    if (CancelScope* s = scope_of(h); s != nullptr && s->cancelled()) cancel_tasks();
+    if (set_.size() == 0) return false;
+    attach(h);
+    set_.empty_waiters.push_back(this);
+    return true;
+  }
+  /// Rethrows operation_canceled if this wait was cancelled, else nothing: the set's failures
+  /// are the owner's to report.
+  void await_resume() const { check("join"); }
+
+ private:
+  void cancel(std::error_code why) noexcept override {
+    if (!waiting()) return;
+    set_error(why);
+    cancel_tasks();  // the wait ends when they have
+  }
+  void cancel_tasks() noexcept {
+    set_error(canceled());
+    set_.cancel();
+  }
+  void unlink() noexcept override { set_.empty_waiters.erase(this); }
+  TaskSet& set_;
+};
+
+}  // namespace detail
+
+/// What spawn returns: await it for the task's result (or its exception), cancel it, ask if
+/// it is done. Copyable; the task runs on whether or not a handle is kept. Loop thread only.
+template <class T = void>
+class TaskHandle {
+ public:
+  TaskHandle() noexcept = default;
+  /// Takes over one reference the caller holds (TaskSet::start's).
+  explicit TaskHandle(detail::Child<T>* adopted) noexcept : c_(adopted) {}
+  TaskHandle(const TaskHandle& o) noexcept : c_(o.c_) {
+    if (c_ != nullptr) c_->retain();
+  }
+  TaskHandle(TaskHandle&& o) noexcept : c_(std::exchange(o.c_, nullptr)) {}
+  TaskHandle& operator=(TaskHandle o) noexcept {
+    std::swap(c_, o.c_);
+    return *this;
+  }
+  ~TaskHandle() {
+    if (c_ != nullptr) c_->release();
+  }
+
+  [[nodiscard]] bool valid() const noexcept { return c_ != nullptr; }
+  [[nodiscard]] bool done() const noexcept { return c_ != nullptr && c_->finished(); }
+  /// Cancels the task: its pending operation ends with operation_canceled. No-op once done.
+  void cancel() noexcept {
+    if (c_ != nullptr) c_->cancel();
+  }
+
+  class [[nodiscard]] Awaiter final : private detail::Waiter {
+   public:
+    explicit Awaiter(detail::Child<T>* c) noexcept : c_(c) {}
+    bool await_ready() {
+      if (c_ == nullptr) throw std::logic_error("sockpat: co_await on an empty TaskHandle");
+      return c_->finished() || begin();
+    }
+    template <class Promise>
+    bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
+      if (!arm(h)) return false;
+      c_->joiners.push_back(this);
+      return true;
+    }
+    /// The task's value, moved out (so a value is taken once), or its exception rethrown.
+    /// Cancelling the awaiting coroutine ends this wait, not the task.
+    T await_resume() {
+      check("TaskHandle wait");
+      auto& slot = c_->slot;
+      if (slot.error) std::rethrow_exception(slot.error);
+      if constexpr (!std::is_void_v<T>) {
+        if (!slot.value) throw std::logic_error("sockpat: a TaskHandle's value was already taken");
+        T out = std::move(*slot.value);
+        slot.value.reset();
+        return out;
+      }
+    }
+
+   private:
+    void unlink() noexcept override { c_->joiners.erase(this); }
+    detail::Child<T>* c_;
+  };
+  Awaiter operator co_await() const noexcept { return Awaiter(c_); }
+
+ private:
+  detail::Child<T>* c_ = nullptr;
+};
+
+/// asyncio's TaskGroup, trio's nursery: tasks spawned into it run side by side, and
+/// `co_await group.join()` ends the scope once every one has ended. The first failure
+/// cancels the others and join() rethrows it; every failure is kept (failures()).
+/// Cancelling the coroutine that waits in join() cancels the children, and join() still
+/// returns only after they have ended. A group must be joined before it is destroyed: a
+/// group destroyed with tasks still running (an exception left the scope first) cancels
+/// them, and they finish unwinding on the loop; with_task_group() rules that out.
+/// Loop thread only.
+class TaskGroup {
+ public:
+  TaskGroup() = default;
+  TaskGroup(const TaskGroup&) = delete;
+  TaskGroup& operator=(const TaskGroup&) = delete;
+  ~TaskGroup() { set_.cancel(); }
+
+  /// Starts `task` now, as a child of the group. After the group failed or was cancelled,
+  /// the task starts cancelled.
+  template <class T>
+  TaskHandle<T> spawn(Task<T> task) {
+    return TaskHandle<T>(set_.start(std::move(task)));
+  }
+
+  /// Cancels every child (and any spawned later).
+  void cancel() noexcept { set_.cancel(); }
+  /// The children still running.
+  [[nodiscard]] std::size_t size() const noexcept { return set_.size(); }
+  /// True once the group was cancelled or a child failed.
+  [[nodiscard]] bool cancelled() const noexcept { return set_.cancelled(); }
+  /// Every failure so far, first first (cancellations are not failures).
+  [[nodiscard]] const std::vector<std::exception_ptr>& failures() const noexcept { return set_.failures(); }
+
+  class [[nodiscard]] JoinAwaiter {
+   public:
+    explicit JoinAwaiter(detail::TaskSet& s) noexcept : set_(s), wait_(s) {}
+    bool await_ready() { return wait_.await_ready(); }
+    template <class Promise>
+    bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
+      return wait_.await_suspend(h);
+    }
+    /// Rethrows the first failure; otherwise operation_canceled if the join was cancelled.
+    void await_resume() const {
+      if (auto e = set_.first_failure()) std::rethrow_exception(e);
+      wait_.await_resume();
+    }
+
+   private:
+    detail::TaskSet& set_;
+    detail::SetJoin wait_;
+  };
+  /// Waits until every child has ended, then rethrows the first failure, if any.
+  [[nodiscard]] JoinAwaiter join() noexcept { return JoinAwaiter(set_); }
+
+ private:
+  detail::TaskSet set_{true};
+};
+
+/// Runs `body(group)` and joins the group, whatever way the body ends: the scoped form, in
+/// which no child can outlive the call. An exception from the body cancels the children and is
+/// rethrown after they have ended; otherwise the group's first failure is.
+template <class F>
+Task<void> with_task_group(F body) {
+  TaskGroup group;
+  std::exception_ptr error;
+  try {
+    co_await body(group);
+  } catch (...) {
+    error = std::current_exception();
+    group.cancel();
+  }
+  std::exception_ptr join_error;
+  try {
+    co_await group.join();
+  } catch (...) {
+    join_error = std::current_exception();
+  }
+  if (error) std::rethrow_exception(error);
+  if (join_error) std::rethrow_exception(join_error);
+}
+
+/// One task's ending: a value or an exception (gather_settled, asyncio's return_exceptions).
+template <class T>
+struct Outcome {
+  std::optional<T> value;
+  std::exception_ptr error;
+  [[nodiscard]] bool ok() const noexcept { return !error; }
+  /// The value, or the exception rethrown.
+  T& get() {
+    if (error) std::rethrow_exception(error);
+    return *value;
+  }
+};
+template <>
+struct Outcome<void> {
+  std::exception_ptr error;
+  [[nodiscard]] bool ok() const noexcept { return !error; }
+  void get() const {
+    if (error) std::rethrow_exception(error);
+  }
+};
+
+namespace detail {
+template <class T>
+Task<void> settle(Task<T> task, Outcome<T>& out) {
+  try {
+    if constexpr (std::is_void_v<T>) {
+      co_await std::move(task);
+    } else {
+      out.value.emplace(co_await std::move(task));
+    }
+  } catch (...) {
+    out.error = std::current_exception();
+  }
+}
+
+template <class T>
+struct AnyState {
+  std::size_t winner = static_cast<std::size_t>(-1);
+  Outcome<T> outcome;
+};
+template <class T>
+Task<void> race(Task<T> task, std::size_t index, AnyState<T>& state, TaskGroup& group) {
+  Outcome<T> mine;
+  co_await settle(std::move(task), mine);
+  if (state.winner != static_cast<std::size_t>(-1) || group.cancelled()) co_return;  // lost, or all cancelled
+  state.winner = index;
+  state.outcome = std::move(mine);
+  group.cancel();
+}
+}  // namespace detail
+
+/// Runs the tasks side by side and returns every one's Outcome, in order, once all have
+/// ended; a failure cancels nothing (asyncio's gather(..., return_exceptions=True)).
+template <class T>
+Task<std::vector<Outcome<T>>> gather_settled(std::vector<Task<T>> tasks) {
+  std::vector<Outcome<T>> out(tasks.size());
+  {
+    std::vector<Task<void>> settled;
+    settled.reserve(tasks.size());
+    for (std::size_t i = 0; i < tasks.size(); ++i) settled.push_back(detail::settle(std::move(tasks[i]), out[i]));
+    co_await gather(std::move(settled));
+  }
+  co_return out;
+}
+
+/// Runs the tasks side by side; the first to end, with a value or an exception, wins and the
+/// others are cancelled. Returns once all have ended: the winner's index and its Outcome.
+/// Throws std::invalid_argument for no tasks, operation_canceled if cancelled itself.
+template <class T>
+Task<std::pair<std::size_t, Outcome<T>>> when_any(std::vector<Task<T>> tasks) {
+  if (tasks.empty()) throw std::invalid_argument("sockpat: when_any of no tasks");
+  detail::AnyState<T> state;
+  {
+    TaskGroup group;
+    for (std::size_t i = 0; i < tasks.size(); ++i) group.spawn(detail::race(std::move(tasks[i]), i, state, group));
+    co_await group.join();
+  }
+  co_return std::pair<std::size_t, Outcome<T>>(state.winner, std::move(state.outcome));
+}
+
+}  // namespace sockpat
+
+#endif  // SOCKPAT_TASK_GROUP_HPP

@@ -1,0 +1,269 @@
+#include "sockpat/sync.hpp"
+
+#include <doctest/doctest.h>
+
+#include "support/printing.hpp"
+
+#include <algorithm>     // std::max
+#include <chrono>        // std::chrono_literals
+#include <memory>        // std::unique_ptr
+#include <string>        // std::string
+#include <system_error>  // std::system_error
+#include <thread>        // std::thread: call_soon_threadsafe from another thread
+#include <vector>        // std::vector
+
+#include "sockpat/error.hpp"
+#include "sockpat/event_loop.hpp"
+#include "sockpat/task.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+// Runs `body` on a fresh loop with a 10 s bound.
+template <class F>
+void run_bounded(F body) {
+  sockpat::EventLoop loop;
+  loop.run_until_complete([&]() -> sockpat::Task<void> { co_await sockpat::wait_for(body(), 10s); }());
+}
+
+sockpat::Task<void> brief_pause() { co_await sockpat::sleep(1ms); }
+
+sockpat::Task<int> get_one(sockpat::Queue<int>& q) { co_return co_await q.get(); }
+sockpat::Task<void> put_one(sockpat::Queue<int>& q, int i) { co_await q.put(i); }
+bool is_closed(const std::system_error& e) { return e.code() == sockpat::errc::closed; }
+bool is_canceled(const std::system_error& e) { return e.code() == std::errc::operation_canceled; }
+
+}  // namespace
+
+TEST_SUITE("sync") {
+TEST_CASE("Event: wait returns once set, every waiter wakes, and a set event does not suspend" *
+          doctest::timeout(10)) {
+  run_bounded([]() -> sockpat::Task<void> {
+    sockpat::Event event;
+    int woke = 0;
+    auto waiter = [&]() -> sockpat::Task<void> {
+      co_await event.wait();
+      ++woke;
+    };
+    auto setter = [&]() -> sockpat::Task<void> {
+      co_await sockpat::sleep(1ms);
+      CHECK(woke == 0);
+      event.set();
+    };
+    std::vector<sockpat::Task<void>> tasks;
+    for (int i = 0; i < 3; ++i) tasks.push_back(waiter());
+    tasks.push_back(setter());
+    co_await sockpat::gather(std::move(tasks));
+    CHECK(woke == 3);
+    CHECK(event.is_set());
+    co_await event.wait();  // set: returns at once
+    event.clear();
+    CHECK_FALSE(event.is_set());
+  });
+}
+
+TEST_CASE("Event: a wait under wait_for times out, and leaves no waiter behind" * doctest::timeout(10)) {
+  run_bounded([]() -> sockpat::Task<void> {
+    sockpat::Event event;
+    auto wait = [&]() -> sockpat::Task<void> { co_await event.wait(); };
+    CHECK_THROWS_AS(co_await sockpat::wait_for(wait(), 20ms), std::system_error);
+    event.set();  // would resume a destroyed frame if the cancelled waiter were still listed
+    co_await sockpat::sleep(1ms);
+  });
+}
+
+TEST_CASE("Semaphore: at most N holders at once, and waiters are served in order" * doctest::timeout(10)) {
+  run_bounded([]() -> sockpat::Task<void> {
+    sockpat::Semaphore sem(2);
+    int inside = 0;
+    int most = 0;
+    std::vector<int> order;
+    auto worker = [&](int id) -> sockpat::Task<void> {
+      co_await sem.acquire();
+      order.push_back(id);
+      ++inside;
+      most = std::max(most, inside);
+      co_await sockpat::sleep(2ms);
+      --inside;
+      sem.release();
+    };
+    std::vector<sockpat::Task<void>> tasks;
+    for (int i = 0; i < 6; ++i) tasks.push_back(worker(i));
+    co_await sockpat::gather(std::move(tasks));
+    CHECK(most == 2);
+    CHECK(order == std::vector<int>{0, 1, 2, 3, 4, 5});
+    CHECK(sem.available() == 2);
+    CHECK(sem.try_acquire());
+    CHECK(sem.try_acquire());
+    CHECK_FALSE(sem.try_acquire());
+  });
+}
+
+TEST_CASE("Semaphore: a cancelled acquire takes no permit" * doctest::timeout(10)) {
+  run_bounded([]() -> sockpat::Task<void> {
+    sockpat::Semaphore sem(0);
+    auto take = [&]() -> sockpat::Task<void> { co_await sem.acquire(); };
+    CHECK_THROWS_AS(co_await sockpat::wait_for(take(), 10ms), std::system_error);
+    sem.release();
+    CHECK(sem.available() == 1);
+  });
+}
+
+TEST_CASE("Queue: items come out in order, put waits while full, get while empty" * doctest::timeout(10)) {
+  run_bounded([]() -> sockpat::Task<void> {
+    sockpat::Queue<int> q(3);
+    int max_size = 0;
+    auto producer = [&]() -> sockpat::Task<void> {
+      for (int i = 0; i < 100; ++i) {
+        co_await q.put(i);
+        max_size = std::max(max_size, static_cast<int>(q.size()));
+      }
+      q.close();
+    };
+    std::vector<int> got;
+    auto consumer = [&]() -> sockpat::Task<void> {
+      for (;;) {
+        try {
+          got.push_back(co_await q.get());
+        } catch (const std::system_error& e) {
+          CHECK(is_closed(e));
+          co_return;
+        }
+        if (got.size() % 7 == 0) co_await sockpat::sleep(0ms);  // let the queue fill up
+      }
+    };
+    std::vector<sockpat::Task<void>> tasks;
+    tasks.push_back(consumer());
+    tasks.push_back(producer());
+    co_await sockpat::gather(std::move(tasks));
+    REQUIRE(got.size() == 100);
+    for (int i = 0; i < 100; ++i) CHECK(got[static_cast<std::size_t>(i)] == i);
+    CHECK(max_size <= 3);
+    CHECK(max_size == 3);  // the consumer's pauses did let it fill
+  });
+}
+
+TEST_CASE("Queue: try_put and try_get never wait, and a refused item is left to the caller") {
+  sockpat::EventLoop loop;
+  sockpat::Queue<std::unique_ptr<int>> q(1);
+  CHECK_FALSE(q.try_get().has_value());
+  CHECK(q.try_put(std::make_unique<int>(1)));
+  auto second = std::make_unique<int>(2);
+  CHECK_FALSE(q.try_put(std::move(second)));
+  REQUIRE(second != nullptr);  // refused: not moved from
+  CHECK(*second == 2);
+  auto first = q.try_get();
+  REQUIRE(first.has_value());
+  CHECK(**first == 1);
+  CHECK(q.empty());
+  CHECK_THROWS_AS(sockpat::Queue<int>(0), std::invalid_argument);
+}
+
+TEST_CASE("Queue: close wakes every waiting putter and getter with errc::closed; get drains first" *
+          doctest::timeout(10)) {
+  run_bounded([]() -> sockpat::Task<void> {
+    sockpat::Queue<std::string> full(1);
+    CHECK(full.try_put("kept"));
+    int closed_puts = 0;
+    auto putter = [&]() -> sockpat::Task<void> {
+      try {
+        co_await full.put("never");
+      } catch (const std::system_error& e) {
+        if (is_closed(e)) ++closed_puts;
+      }
+    };
+    sockpat::Queue<int> empty(4);
+    int closed_gets = 0;
+    auto getter = [&]() -> sockpat::Task<void> {
+      try {
+        (void)co_await empty.get();
+      } catch (const std::system_error& e) {
+        if (is_closed(e)) ++closed_gets;
+      }
+    };
+    auto closer = [&]() -> sockpat::Task<void> {
+      co_await sockpat::sleep(1ms);
+      full.close();
+      empty.close();
+    };
+    std::vector<sockpat::Task<void>> tasks;
+    tasks.push_back(putter());
+    tasks.push_back(putter());
+    tasks.push_back(getter());
+    tasks.push_back(getter());
+    tasks.push_back(closer());
+    co_await sockpat::gather(std::move(tasks));
+    CHECK(closed_puts == 2);
+    CHECK(closed_gets == 2);
+    CHECK(co_await full.get() == "kept");  // what was queued before close is still delivered
+    CHECK_THROWS_AS(co_await full.get(), std::system_error);
+    CHECK_FALSE(full.try_put("late"));
+  });
+}
+
+TEST_CASE("Queue: a cancelled put has not queued its item, a cancelled get took none" * doctest::timeout(10)) {
+  run_bounded([]() -> sockpat::Task<void> {
+    sockpat::Queue<int> q(1);
+    CHECK(q.try_put(1));
+    auto put = [&]() -> sockpat::Task<void> { co_await q.put(2); };
+    try {
+      co_await sockpat::wait_for(put(), 10ms);
+      FAIL("the put should have timed out");
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == std::errc::timed_out);
+    }
+    CHECK(q.size() == 1);
+    CHECK(co_await q.get() == 1);
+    CHECK(q.empty());
+
+    auto get = [&]() -> sockpat::Task<int> { co_return co_await q.get(); };
+    CHECK_THROWS_AS(co_await sockpat::wait_for(get(), 10ms), std::system_error);
+    CHECK(q.try_put(3));  // no cancelled getter is handed the item
+    CHECK(q.size() == 1);
+  });
+}
+
+TEST_CASE("Queue: a waiting get ends with operation_canceled when its loop goes") {
+  sockpat::Queue<int> q(1);  // outlives the loop: the cancelled waiter unlinks itself from it
+  bool canceled = false;
+  {
+    sockpat::EventLoop loop;
+    loop.create_task([](sockpat::Queue<int>& queue, bool& flag) -> sockpat::Task<void> {
+      try {
+        (void)co_await queue.get();
+      } catch (const std::system_error& e) {
+        flag = is_canceled(e);
+      }
+    }(q, canceled));
+    loop.run_until_complete(brief_pause());
+    CHECK_FALSE(canceled);
+  }
+  CHECK(canceled);
+  CHECK(q.try_put(1));  // no stale getter is handed the item
+  CHECK(q.size() == 1);
+}
+
+TEST_CASE("Queue: another thread feeds it through call_soon_threadsafe, in order" * doctest::timeout(10)) {
+  sockpat::EventLoop loop;
+  sockpat::Queue<int> q(4);
+  std::thread feeder([&] {
+    for (int i = 0; i < 50; ++i) {
+      // A put per item, started on the loop: putters wait their turn while the queue is full.
+      loop.call_soon_threadsafe([&q, &loop, i] { loop.create_task(put_one(q, i)); });
+    }
+    loop.call_soon_threadsafe([&q, &loop] { loop.create_task(put_one(q, -1)); });  // the end
+  });
+  const auto got = loop.run_until_complete([](sockpat::Queue<int>& queue) -> sockpat::Task<std::vector<int>> {
+    std::vector<int> out;
+    for (;;) {
+      const int item = co_await sockpat::wait_for(get_one(queue), 10s);
+      if (item < 0) co_return out;
+      out.push_back(item);
+    }
+  }(q));
+  feeder.join();
+  REQUIRE(got.size() == 50);
+  for (int i = 0; i < 50; ++i) CHECK(got[static_cast<std::size_t>(i)] == i);
+}
+}

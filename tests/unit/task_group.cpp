@@ -1,0 +1,229 @@
+#include "sockpat/task_group.hpp"
+
+#include <doctest/doctest.h>
+
+#include "support/printing.hpp"
+
+#include <chrono>        // std::chrono_literals
+#include <stdexcept>     // std::runtime_error
+#include <string>        // std::string
+#include <system_error>  // std::system_error
+#include <vector>        // std::vector
+
+#include "sockpat/event_loop.hpp"
+#include "sockpat/sync.hpp"
+#include "sockpat/task.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+template <class F>
+void run_bounded(F body) {
+  sockpat::EventLoop loop;
+  loop.run_until_complete([&]() -> sockpat::Task<void> { co_await sockpat::wait_for(body(), 10s); }());
+}
+
+// Counts, on destruction, that a task's frame has released what it held.
+struct Held {
+  int& released;
+  explicit Held(int& r) noexcept : released(r) {}
+  Held(const Held&) = delete;
+  Held& operator=(const Held&) = delete;
+  ~Held() { ++released; }
+};
+
+// Waits on an event no one sets: it ends only by being cancelled.
+sockpat::Task<void> wait_forever(sockpat::Event& never, int& cancelled, int& released) {
+  const Held held(released);
+  try {
+    co_await never.wait();
+  } catch (const std::system_error& e) {
+    if (e.code() == std::errc::operation_canceled) ++cancelled;
+    throw;
+  }
+}
+
+sockpat::Task<int> fail_after(std::chrono::milliseconds d, const char* why) {
+  co_await sockpat::sleep(d);
+  throw std::runtime_error(why);
+}
+
+sockpat::Task<int> value_after(std::chrono::milliseconds d, int v) {
+  co_await sockpat::sleep(d);
+  co_return v;
+}
+
+}  // namespace
+
+TEST_SUITE("task_group") {
+TEST_CASE("a child's failure cancels its siblings, join rethrows it, and no task is left" * doctest::timeout(10)) {
+  run_bounded([]() -> sockpat::Task<void> {
+    sockpat::Event never;
+    int cancelled = 0;
+    int released = 0;
+    sockpat::TaskGroup group;
+    for (int i = 0; i < 3; ++i) group.spawn(wait_forever(never, cancelled, released));
+    group.spawn(fail_after(2ms, "child failed"));
+    CHECK(group.size() == 4);
+    CHECK_THROWS_WITH_AS(co_await group.join(), "child failed", std::runtime_error);
+    CHECK(group.size() == 0);
+    CHECK(cancelled == 3);
+    CHECK(released == 3);
+    CHECK(group.failures().size() == 1);  // the siblings' cancellations are not failures
+  });
+}
+
+TEST_CASE("every failure is kept; join rethrows the first" * doctest::timeout(10)) {
+  run_bounded([]() -> sockpat::Task<void> {
+    sockpat::TaskGroup group;
+    // Both fail in the same loop round, before the first failure's cancel can reach the second.
+    group.spawn([]() -> sockpat::Task<void> { throw std::runtime_error("first"); co_return; }());
+    group.spawn([]() -> sockpat::Task<void> { throw std::runtime_error("second"); co_return; }());
+    CHECK_THROWS_WITH_AS(co_await group.join(), "first", std::runtime_error);
+    REQUIRE(group.failures().size() == 2);
+    CHECK_THROWS_WITH_AS(std::rethrow_exception(group.failures()[1]), "second", std::runtime_error);
+  });
+}
+
+TEST_CASE("spawn returns a handle to await for the result, and a group that succeeds joins quietly" *
+          doctest::timeout(10)) {
+  run_bounded([]() -> sockpat::Task<void> {
+    sockpat::TaskGroup group;
+    auto a = group.spawn(value_after(3ms, 1));
+    auto b = group.spawn(value_after(1ms, 2));
+    CHECK_FALSE(a.done());
+    CHECK(co_await b == 2);
+    CHECK(co_await a == 1);
+    CHECK(a.done());
+    co_await group.join();
+    CHECK(group.failures().empty());
+  });
+}
+
+TEST_CASE("cancelling a handle ends that task with operation_canceled, and is not a group failure" *
+          doctest::timeout(10)) {
+  run_bounded([]() -> sockpat::Task<void> {
+    sockpat::Event never;
+    int cancelled = 0;
+    int released = 0;
+    sockpat::TaskGroup group;
+    auto h = group.spawn(wait_forever(never, cancelled, released));
+    auto other = group.spawn(value_after(2ms, 7));
+    co_await sockpat::sleep(1ms);
+    h.cancel();
+    try {
+      co_await h;
+      FAIL("a cancelled task's handle should rethrow operation_canceled");
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == std::errc::operation_canceled);
+    }
+    co_await group.join();  // does not throw
+    CHECK(co_await other == 7);  // the sibling was not cancelled
+    CHECK(cancelled == 1);
+    CHECK(released == 1);
+  });
+}
+
+TEST_CASE("wait_for on a group: the timed-out children are cancelled and have ended when it throws" *
+          doctest::timeout(10)) {
+  run_bounded([]() -> sockpat::Task<void> {
+    sockpat::Event never;
+    int cancelled = 0;
+    int released = 0;
+    auto scope = [&]() -> sockpat::Task<void> {
+      co_await sockpat::with_task_group([&](sockpat::TaskGroup& g) -> sockpat::Task<void> {
+        for (int i = 0; i < 5; ++i) g.spawn(wait_forever(never, cancelled, released));
+        co_return;
+      });
+    };
+    try {
+      co_await sockpat::wait_for(scope(), 20ms);
+      FAIL("the group should have timed out");
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == std::errc::timed_out);
+    }
+    CHECK(cancelled == 5);
+    CHECK(released == 5);
+  });
+}
+
+TEST_CASE("with_task_group: an exception from the body cancels the children and is rethrown after them" *
+          doctest::timeout(10)) {
+  run_bounded([]() -> sockpat::Task<void> {
+    sockpat::Event never;
+    int cancelled = 0;
+    int released = 0;
+    CHECK_THROWS_WITH_AS(co_await sockpat::with_task_group([&](sockpat::TaskGroup& g) -> sockpat::Task<void> {
+      g.spawn(wait_forever(never, cancelled, released));
+      g.spawn(wait_forever(never, cancelled, released));
+      co_await sockpat::sleep(1ms);
+      throw std::runtime_error("body failed");
+    }),
+                         "body failed", std::runtime_error);
+    CHECK(released == 2);
+    CHECK(cancelled == 2);
+  });
+}
+
+TEST_CASE("gather_settled returns every outcome in order, and a failure cancels nothing" * doctest::timeout(10)) {
+  run_bounded([]() -> sockpat::Task<void> {
+    std::vector<sockpat::Task<int>> tasks;
+    tasks.push_back(value_after(3ms, 1));
+    tasks.push_back(fail_after(1ms, "middle"));
+    tasks.push_back(value_after(5ms, 3));
+    auto out = co_await sockpat::gather_settled(std::move(tasks));
+    REQUIRE(out.size() == 3);
+    CHECK(out[0].ok());
+    CHECK(out[0].get() == 1);
+    CHECK_FALSE(out[1].ok());
+    CHECK_THROWS_WITH_AS(out[1].get(), "middle", std::runtime_error);
+    CHECK(out[2].get() == 3);  // ran to its end after the failure
+  });
+}
+
+TEST_CASE("when_any: the first to finish wins, the others are cancelled and have ended" * doctest::timeout(10)) {
+  run_bounded([]() -> sockpat::Task<void> {
+    sockpat::Event never;
+    int cancelled = 0;
+    int released = 0;
+    auto slow = [&]() -> sockpat::Task<int> {
+      co_await wait_forever(never, cancelled, released);
+      co_return -1;
+    };
+    std::vector<sockpat::Task<int>> tasks;
+    tasks.push_back(slow());
+    tasks.push_back(value_after(2ms, 42));
+    tasks.push_back(slow());
+    auto [index, outcome] = co_await sockpat::when_any(std::move(tasks));
+    CHECK(index == 1);
+    CHECK(outcome.get() == 42);
+    CHECK(cancelled == 2);
+    CHECK(released == 2);
+
+    std::vector<sockpat::Task<int>> failing;
+    failing.push_back(fail_after(1ms, "first to end"));
+    failing.push_back(value_after(50ms, 1));
+    auto [i2, o2] = co_await sockpat::when_any(std::move(failing));
+    CHECK(i2 == 0);
+    CHECK_THROWS_WITH_AS(o2.get(), "first to end", std::runtime_error);
+  });
+}
+
+TEST_CASE("a group destroyed unjoined cancels its children, which then unwind on the loop" * doctest::timeout(10)) {
+  sockpat::Event never;
+  int cancelled = 0;
+  int released = 0;
+  sockpat::EventLoop loop;
+  loop.run_until_complete([&]() -> sockpat::Task<void> {
+    {
+      sockpat::TaskGroup group;
+      group.spawn(wait_forever(never, cancelled, released));
+      co_await sockpat::sleep(1ms);
+    }
+    co_await sockpat::sleep(1ms);  // the cancelled child resumes and ends
+  }());
+  CHECK(cancelled == 1);
+  CHECK(released == 1);
+}
+}
