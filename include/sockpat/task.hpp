@@ -16,6 +16,7 @@
 #include <vector>        // std::vector
 
 #include "sockpat/detail/reactor.hpp"
+#include "sockpat/detail/waiter.hpp"  // Waiter, canceled: sleep
 
 namespace sockpat {
 
@@ -292,8 +293,6 @@ Runner run_child(Task<T> task, ChildSlot<T>& slot) {
   }
 }
 
-inline std::error_code canceled() noexcept { return detail::make_errc(std::errc::operation_canceled); }
-
 template <class T>
 class [[nodiscard]] GatherAwaiter final : private Pending, private Joiner {
  public:
@@ -433,47 +432,24 @@ class [[nodiscard]] WaitForAwaiter final : private Pending, private Joiner {
   CancelScope* scope_ = nullptr;
 };
 
-class [[nodiscard]] SleepAwaiter final : private Pending {
+class [[nodiscard]] SleepAwaiter final : private Waiter {
  public:
   explicit SleepAwaiter(std::chrono::steady_clock::time_point until) noexcept { when = until; }
 
-  bool await_ready() {
-    reactor_ = &current_reactor();
-    if (reactor_->closing()) ec_ = canceled();
-    return static_cast<bool>(ec_);
-  }
+  bool await_ready() { return begin(); }
   template <class Promise>
-  void await_suspend(std::coroutine_handle<Promise> h) noexcept {
-    scope_ = scope_of(h);
-    handle_ = h;
-    if (scope_ != nullptr && scope_->cancelled()) {
-      ec_ = canceled();
-      reactor_->schedule(h);
-      return;
-    }
-    reactor_->add_timer(this);
-    if (scope_ != nullptr) scope_->leaf = this;
+  bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
+    if (!arm(h)) return false;
+    reactor().add_timer(this);
+    return true;
   }
-  void await_resume() const {
-    if (ec_) throw std::system_error(ec_, "sleep");
-  }
+  void await_resume() const { check("sleep"); }
 
  private:
   void on_timer() noexcept override { complete(); }
-  void cancel(std::error_code why) noexcept override {
-    ec_ = why;
-    if (heap_index != not_in_heap) reactor_->remove_timer(this);
-    complete();
+  void unlink() noexcept override {
+    if (heap_index != not_in_heap) reactor().remove_timer(this);
   }
-  void complete() noexcept {
-    if (scope_ != nullptr) scope_->leaf = nullptr;
-    reactor_->schedule(handle_);
-  }
-
-  std::error_code ec_;
-  Reactor* reactor_ = nullptr;
-  CancelScope* scope_ = nullptr;
-  std::coroutine_handle<> handle_;
 };
 
 }  // namespace detail
