@@ -50,6 +50,12 @@ PRELUDE = '''#include <sockpat.hpp>
 #include <vector>       // std::vector
 
 using namespace std::chrono_literals;
+
+// GCC gives -Wsubobject-linkage for a coroutine frame holding a lambda when the code is not in
+// the main file, and the #line directives below make it look so; a user's .cpp would not see it.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wsubobject-linkage"
+#endif
 '''
 
 EXTRA_FLAGS = ['-fsyntax-only', '-Wno-unused-variable', '-Wno-unused-but-set-variable',
@@ -214,7 +220,9 @@ def main():
         if run.returncode != 0:
             messages = run.stdout + run.stderr
             sys.stderr.write(messages)
-            bad = sorted({int(m) for m in re.findall(re.escape(relative) + r':(\d+)', messages)})
+            # The lines of the errors (not of the notes that follow them), else any line named.
+            bad = sorted({int(m) for m in re.findall(re.escape(relative) + r':(\d+):(?:\d+:)? (?:fatal )?error', messages)}
+                         or {int(m) for m in re.findall(re.escape(relative) + r':(\d+)', messages)})
             starts = [s.line for s in snippets]
             blocks = sorted({max(l for l in starts if l <= line) for line in bad if line >= starts[0]})
             for line in blocks or starts:
