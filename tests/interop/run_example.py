@@ -635,6 +635,9 @@ SERVERS = ['hello_server', 'uppercase_server', 'udp_echo', 'threaded_echo_server
 def scenario_server_errors(b):
     # A port in use, a port out of range and a host that does not resolve are a user's mistakes:
     # each server says so in one line on stderr and exits 1, without printing it listens.
+    # Under a runner (Wine, a second or so per start on one CPU) only the errors that come from
+    # the OS: the range checks are the same code everywhere.
+    from_os = bool(RUNNER)
     with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         tcp.bind(('127.0.0.1', 0))
         tcp.listen()
@@ -644,11 +647,12 @@ def scenario_server_errors(b):
             in_use = udp.getsockname()[1] if name == 'udp_echo' else tcp.getsockname()[1]
             for args in [['--port', str(in_use)], ['--port', '99999'], ['--port', '-1'],
                          ['--host', 'no.such.host.invalid', '--port', '0']]:
-                cases.append(bin_path(b, name) + args)
+                if not from_os or '-1' not in args and '99999' not in args:
+                    cases.append(bin_path(b, name) + args)
             if name == 'async_echo_server' and not RUNNER:  # SO_REUSEPORT: not on Windows
                 cases.append(bin_path(b, name) + ['--port', str(in_use), '--threads', '3'])
         listen = ['127.0.0.1:%d' % tcp.getsockname()[1], '127.0.0.1:99999', '127.0.0.1:-1', 'no.such.host.invalid:4000']
-        for endpoint in listen:
+        for endpoint in listen[:1] + listen[3:] if from_os else listen:
             cases.append(bin_path(b, 'mesh_chat') + ['--listen', endpoint, '--timeout', '5'])
             if not RUNNER:  # peer is a rendezvous, which Windows cannot do at all (docs/platforms.md)
                 cases.append(bin_path(b, 'peer') + ['--listen', endpoint, '--connect', '127.0.0.1:9', '--timeout', '5'])
@@ -662,13 +666,15 @@ ALL_EXAMPLES = SERVERS + ['hello_client', 'line_client', 'async_client', 'peer',
 
 def scenario_example_args(b):
     # Every example: --help is the usage on stdout and exit 0; a command-line mistake is an error
-    # line and the usage on stderr, and exit 2, before anything runs.
+    # line and the usage on stderr, and exit 2, before anything runs. Under a runner (Wine: a
+    # second or so per start) two examples: args.hpp is the same code on every platform.
+    examples = ['hello_server', 'async_client'] if RUNNER else ALL_EXAMPLES
     cases = []
-    for name in ALL_EXAMPLES:
+    for name in examples:
         cases.append((name, ['--help'], 0))
         for wrong in [['--bogus', '1'], ['--bogus'], ['stray'], ['-p', '0']]:
             cases.append((name, wrong, 2))
-    port_takers = [n for n in ALL_EXAMPLES if n not in ('peer', 'mesh_chat')]
+    port_takers = [n for n in examples if n not in ('peer', 'mesh_chat')]
     for name in port_takers:
         cases.append((name, ['--port', '12abc'], 2))
         cases.append((name, ['--port', ''], 2))
@@ -682,6 +688,8 @@ def scenario_example_args(b):
                                  ('mesh_chat', 'wait-peers', ['-1']),
                                  ('mesh_chat', 'timeout', ['0', '99999999999']),
                                  ('peer', 'timeout', ['-5'])]:
+        if name not in examples:
+            continue
         for value in values:
             cases.append((name, ['--port', '1', '--' + option, value] if name == 'async_client' else
                           ['--' + option, value], 2))
