@@ -25,6 +25,7 @@
 #include "sockpat/detail/reactor.hpp"
 #include "sockpat/detail/wait.hpp"
 #include "sockpat/task.hpp"
+#include "sockpat/task_group.hpp"  // TaskSet, TaskHandle: create_task
 
 namespace sockpat {
 
@@ -48,6 +49,8 @@ class EventLoop final : public detail::Reactor {
     }
     detail::thread_reactor() = this;
     previous_observer_ = std::exchange(detail::thread_handle_observer(), this);
+    tasks_.on_failure = [](void* loop, std::exception_ptr e) noexcept { static_cast<EventLoop*>(loop)->report(e); };
+    tasks_.on_failure_context = this;
   }
   EventLoop(const EventLoop&) = delete;
   EventLoop& operator=(const EventLoop&) = delete;
@@ -111,17 +114,13 @@ class EventLoop final : public detail::Reactor {
     }
     wake();
   }
-  /// Starts `task` detached (asyncio's create_task; no handle is returned yet). The loop owns it:
-  /// an exception escaping it is reported (see set_exception_handler) and the loop goes on;
-  /// destroying the loop cancels it.
-  void create_task(Task<void> task) {
-    auto* s = new Spawned(this);
-    s->runner = detail::run_child(std::move(task), s->slot);
-    s->next = spawned_;
-    if (spawned_ != nullptr) spawned_->prev = s;
-    spawned_ = s;
-    ++spawned_count_;
-    s->runner.start(s);
+  /// Starts `task` now, owned by the loop (asyncio's create_task), and returns its handle:
+  /// await it for the result, cancel it, or drop it and let the task run. An exception that
+  /// escapes the task is reported (see set_exception_handler) and the loop goes on;
+  /// destroying the loop cancels the task. Loop thread only.
+  template <class T>
+  TaskHandle<T> create_task(Task<T> task) {
+    return TaskHandle<T>(tasks_.start(std::move(task)));
   }
 
   /// Called with each exception that escapes a spawned task, except operation_canceled.
@@ -132,7 +131,7 @@ class EventLoop final : public detail::Reactor {
   void report_exception(std::exception_ptr e) noexcept { report(e); }
 
   /// The spawned tasks still running.
-  [[nodiscard]] std::size_t spawned_tasks() const noexcept { return spawned_count_; }
+  [[nodiscard]] std::size_t spawned_tasks() const noexcept { return tasks_.size(); }
   /// The timers armed now (sleeps and operation deadlines).
   [[nodiscard]] std::size_t timers() const noexcept { return timers_.size(); }
 
@@ -254,19 +253,6 @@ class EventLoop final : public detail::Reactor {
     }
   };
 
-  struct Spawned final : detail::Joiner {
-    explicit Spawned(EventLoop* l) noexcept : loop(l) {}
-    EventLoop* loop;
-    detail::ChildSlot<void> slot;
-    detail::Runner runner;
-    Spawned* prev = nullptr;
-    Spawned* next = nullptr;
-    std::coroutine_handle<> arrive() noexcept override {
-      loop->finished(this);
-      return std::noop_coroutine();
-    }
-  };
-
   struct WakeReader final : detail::Pending {
     explicit WakeReader(EventLoop* l) noexcept : loop(l) {}
     EventLoop* loop;
@@ -381,16 +367,6 @@ class EventLoop final : public detail::Reactor {
     posting_.clear();
   }
 
-  void finished(Spawned* s) noexcept {
-    if (s->prev != nullptr) s->prev->next = s->next;
-    else spawned_ = s->next;
-    if (s->next != nullptr) s->next->prev = s->prev;
-    --spawned_count_;
-    if (s->slot.error) report(s->slot.error);
-    // The runner's frame is suspended at its end: destroying it here is allowed.
-    delete s;
-  }
-
   void report(std::exception_ptr e) noexcept {
     try {
       std::rethrow_exception(e);
@@ -419,7 +395,7 @@ class EventLoop final : public detail::Reactor {
     closing_ = true;
     stop_on_.reset();
     for (int round = 0; round < 1000; ++round) {
-      for (Spawned* s = spawned_; s != nullptr; s = s->next) s->runner.scope().cancel();
+      tasks_.cancel();
       for (std::size_t i = 0; i < fds_.size(); ++i) {
         auto& st = fds_[i];
         if (st.reader != nullptr && st.reader != &wake_) std::exchange(st.reader, nullptr)->cancel(detail::canceled());
@@ -430,17 +406,13 @@ class EventLoop final : public detail::Reactor {
         remove_timer(p);
         p->cancel(detail::canceled());
       }
-      if (ready_.empty() && spawned_ == nullptr) break;
+      if (ready_.empty() && tasks_.size() == 0) break;
       try {
         run_ready();
       } catch (...) {
       }
     }
-    while (spawned_ != nullptr) {
-      Spawned* s = spawned_;
-      spawned_ = s->next;
-      delete s;  // destroys a task that would not end
-    }
+    tasks_.abandon();  // destroys the tasks that would not end
   }
 
   detail::Poller poller_;
@@ -452,8 +424,7 @@ class EventLoop final : public detail::Reactor {
   std::vector<std::coroutine_handle<>> ready_;
   std::vector<std::coroutine_handle<>> running_;
   detail::Pending* stoppable_ = nullptr;
-  Spawned* spawned_ = nullptr;
-  std::size_t spawned_count_ = 0;
+  detail::TaskSet tasks_{false};  // the tasks it owns: create_task's
   const bool* interrupt_ = nullptr;
   bool woken_ = false;
   bool in_run_ = false;
@@ -504,8 +475,11 @@ inline EventLoop& get_running_loop() {
   return *l;
 }
 
-/// Starts `task` detached on the running loop (see EventLoop::create_task).
-inline void create_task(Task<void> task) { get_running_loop().create_task(std::move(task)); }
+/// Starts `task` on the running loop and returns its handle (see EventLoop::create_task).
+template <class T>
+TaskHandle<T> create_task(Task<T> task) {
+  return get_running_loop().create_task(std::move(task));
+}
 
 /// Like asyncio.run: makes a loop on this thread, runs `task` to completion, cancels what it
 /// left running, and returns the task's result (or rethrows its exception).

@@ -119,9 +119,15 @@ class TaskSet {
       c = next;
     }
   }
-  /// Cancels the tasks running now; later ones are not affected.
-  void cancel_running() noexcept {
-    for (ChildBase* c = head_; c != nullptr; c = c->next) c->cancel();
+  /// Destroys the tasks still in the set without letting them end: for a loop that is going
+  /// and whose tasks would not unwind. Their handles stay valid and never complete.
+  void abandon() noexcept {
+    while (ChildBase* c = head_) {
+      unlink(c);
+      c->set = nullptr;
+      c->runner = Runner();
+      c->release();
+    }
   }
 
   [[nodiscard]] const std::vector<std::exception_ptr>& failures() const noexcept { return failures_; }

@@ -226,4 +226,23 @@ TEST_CASE("a group destroyed unjoined cancels its children, which then unwind on
   CHECK(cancelled == 1);
   CHECK(released == 1);
 }
+
+TEST_CASE("EventLoop::create_task returns a handle: await it for the value, or cancel it" * doctest::timeout(10)) {
+  sockpat::Event never;
+  int cancelled = 0;
+  int released = 0;
+  sockpat::EventLoop loop;
+  auto forever = loop.create_task(wait_forever(never, cancelled, released));
+  auto value = sockpat::create_task(value_after(1ms, 5));  // the free function: the running loop's
+  CHECK(loop.spawned_tasks() == 2);
+  loop.run_until_complete([&]() -> sockpat::Task<void> {
+    CHECK(co_await value == 5);
+    forever.cancel();
+    CHECK_THROWS_AS(co_await forever, std::system_error);
+  }());
+  CHECK(forever.done());
+  CHECK(loop.spawned_tasks() == 0);
+  CHECK(cancelled == 1);
+  CHECK(released == 1);
+}
 }
