@@ -11,7 +11,7 @@
 #include <optional>      // std::optional
 #include <stdexcept>     // std::logic_error
 #include <system_error>  // std::error_code, std::system_error
-#include <type_traits>   // std::is_void_v
+#include <type_traits>   // std::is_void_v, std::remove_cvref_t, std::is_move_constructible_v
 #include <utility>       // std::exchange, std::move
 #include <vector>        // std::vector
 
@@ -468,6 +468,72 @@ template <class T, class Rep, class Period>
   return detail::WaitForAwaiter<T>(std::move(task),
                                    std::chrono::ceil<std::chrono::steady_clock::duration>(timeout));
 }
+
+namespace detail {
+template <class A>
+decltype(auto) awaiter_of(A&& a) {
+  if constexpr (requires { static_cast<A&&>(a).operator co_await(); }) {
+    return static_cast<A&&>(a).operator co_await();
+  } else if constexpr (requires { operator co_await(static_cast<A&&>(a)); }) {
+    return operator co_await(static_cast<A&&>(a));
+  } else {
+    return static_cast<A&&>(a);
+  }
+}
+template <class A>
+using await_result_t = decltype(awaiter_of(std::declval<A>()).await_resume());
+
+template <class T>
+inline constexpr bool is_task_v = false;
+template <class T>
+inline constexpr bool is_task_v<Task<T>> = true;
+
+// An awaitable run as a task, so that it can be given a cancel scope of its own. One that
+// cannot be moved (an I/O awaiter) is used where it is: the temporary in the co_await
+// expression outlives the task.
+template <class A>
+Task<await_result_t<A>> as_task(A awaitable) {
+  co_return co_await std::move(awaitable);
+}
+template <class A>
+Task<await_result_t<A>> as_task_ref(A& awaitable) {
+  co_return co_await awaitable;
+}
+}  // namespace detail
+
+/// Any other awaitable (a gather, a read, an accept, a group's join, ...) for at most
+/// `timeout`, as for a task: on expiry its operation is cancelled and has ended before
+/// wait_for throws timed_out. Await the result in the same expression
+/// (`co_await wait_for(reader.read_chunk(), 5s)`): an I/O awaiter is not copied into it.
+template <class A, class Rep, class Period>
+  requires(!detail::is_task_v<std::remove_cvref_t<A>>) && requires(A&& a) { detail::awaiter_of(static_cast<A&&>(a)); }
+[[nodiscard]] detail::WaitForAwaiter<detail::await_result_t<A>> wait_for(A&& awaitable,
+                                                                         std::chrono::duration<Rep, Period> timeout) {
+  using Plain = std::remove_cvref_t<A>;
+  if constexpr (std::is_move_constructible_v<Plain>) {
+    return wait_for(detail::as_task<Plain>(static_cast<A&&>(awaitable)), timeout);
+  } else {
+    return wait_for(detail::as_task_ref<Plain>(awaitable), timeout);
+  }
+}
+
+namespace detail {
+class [[nodiscard]] YieldAwaiter final : private Waiter {
+ public:
+  bool await_ready() { return begin(); }
+  template <class Promise>
+  bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
+    if (!arm(h)) return false;
+    complete();  // behind what is ready now, after the loop has polled
+    return true;
+  }
+  void await_resume() const { check("yield_now"); }
+};
+}  // namespace detail
+
+/// Lets the other ready tasks, timers and I/O of the loop run, then goes on (asyncio's
+/// `await asyncio.sleep(0)`). Throws operation_canceled when cancelled.
+[[nodiscard]] inline detail::YieldAwaiter yield_now() noexcept { return {}; }
 
 /// Suspends for `d` on the running loop (and yields to other tasks even when `d` is 0).
 /// Throws std::system_error(operation_canceled) when cancelled.

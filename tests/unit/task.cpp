@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "sockpat/event_loop.hpp"
+#include "sockpat/listener.hpp"
+#include "sockpat/streams.hpp"
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
@@ -164,5 +166,95 @@ TEST_CASE("sleep waits at least its duration") {
   const auto start = Clock::now();
   sockpat::run([]() -> sockpat::Task<void> { co_await sockpat::sleep(25ms); }());
   CHECK(Clock::now() - start >= 25ms);
+}
+
+TEST_CASE("wait_for takes any awaitable: a gather, an accept, a read_chunk, a yield" * doctest::timeout(10)) {
+  sockpat::run([]() -> sockpat::Task<void> {
+    // A gather of tasks that end in time: their results come through.
+    std::vector<sockpat::Task<int>> quick;
+    quick.push_back(value(1));
+    quick.push_back(value(2));
+    const auto both = co_await sockpat::wait_for(sockpat::gather(std::move(quick)), 1s);
+    CHECK(both == std::vector<int>{1, 2});
+
+    // A gather that does not: every task in it has ended, cancelled, when wait_for throws.
+    int ended = 0;
+    auto slow = [&]() -> sockpat::Task<int> {
+      try {
+        co_await sockpat::sleep(10s);
+      } catch (...) {
+        ++ended;
+        throw;
+      }
+      co_return 0;
+    };
+    std::vector<sockpat::Task<int>> slow_ones;
+    slow_ones.push_back(slow());
+    slow_ones.push_back(slow());
+    auto start = Clock::now();
+    try {
+      (void)co_await sockpat::wait_for(sockpat::gather(std::move(slow_ones)), 20ms);
+      FAIL("the gather should have timed out");
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == std::errc::timed_out);
+    }
+    CHECK(ended == 2);
+    CHECK(Clock::now() - start < 5s);
+
+    // An accept with no client.
+    auto listener = sockpat::TcpListener::bind({"127.0.0.1", 0});
+    try {
+      (void)co_await sockpat::wait_for(listener.async_accept(), 20ms);
+      FAIL("the accept should have timed out");
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == std::errc::timed_out);
+    }
+
+    // A read_chunk on a silent stream; the reader is usable afterwards.
+    auto server = co_await sockpat::start_server(
+        [](sockpat::StreamReader, sockpat::StreamWriter writer) -> sockpat::Task<void> {
+          co_await sockpat::sleep(50ms);
+          co_await writer.write("late");
+          co_await writer.drain();
+        },
+        "127.0.0.1", 0);
+    auto [reader, writer] = co_await sockpat::open_connection("127.0.0.1", server.local_endpoint().port());
+    try {
+      (void)co_await sockpat::wait_for(reader.read_chunk(), 10ms);
+      FAIL("the read should have timed out");
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == std::errc::timed_out);
+    }
+    const auto chunk = co_await sockpat::wait_for(reader.read_chunk(), 5s);
+    CHECK(std::string(reinterpret_cast<const char*>(chunk.data()), chunk.size()) == "late");
+    writer.close();
+    server.close();
+    co_await server.wait_closed();
+
+    co_await sockpat::wait_for(sockpat::yield_now(), 1s);
+  }());
+}
+
+TEST_CASE("yield_now lets the other ready tasks run first") {
+  sockpat::EventLoop loop;
+  std::vector<int> order;
+  loop.run_until_complete([&]() -> sockpat::Task<void> {
+    sockpat::create_task([&]() -> sockpat::Task<void> {
+      order.push_back(2);
+      co_return;
+    }());
+    // create_task started it at once; a second one queued behind a yield:
+    auto other = [&]() -> sockpat::Task<void> {
+      co_await sockpat::yield_now();
+      order.push_back(4);
+    };
+    sockpat::create_task(other());
+    order.push_back(1);
+    co_await sockpat::yield_now();
+    order.push_back(3);
+    co_await sockpat::yield_now();
+    order.push_back(5);
+  }());
+  CHECK(order == std::vector<int>{2, 1, 4, 3, 5});
 }
 }
