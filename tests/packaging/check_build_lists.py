@@ -62,6 +62,12 @@ scenarios = re.search(r'foreach\(scenario\s([^)]*)\)', cmake_tests)
 compare('example scenario', scenarios.group(1).split() if scenarios else [], meson_list(meson_tests, 'sockpat_example_scenarios'),
         lambda n: f"`'{n}',` to sockpat_example_scenarios in tests/meson.build")
 
+# Tests registered by name (scripts and checks: packaging, docs, soak, fault_vanish). The Wine
+# fixtures exist only under CMake's cross-compiling emulator; Meson does not run tests for Windows.
+cmake_named = set(re.findall(r'add_test\(NAME ([A-Za-z0-9_]+)\s', cmake_tests)) - {'wine_prefix', 'wine_server_stop'}
+meson_named = set(re.findall(r"^\s*test\('([A-Za-z0-9_]+)',", meson_tests, re.M))
+compare('named test', cmake_named, meson_named, lambda n: f"a `test('{n}', ...)` to tests/meson.build")
+
 examples = re.search(r'set\(SOCKPAT_EXAMPLES\s([^)]*)\)', cmake_examples)
 compare('example', examples.group(1).split() if examples else [], meson_list(meson_examples, 'sockpat_examples'),
         lambda n: f"`'{n}',` to sockpat_examples in examples/meson.build")
