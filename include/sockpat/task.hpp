@@ -293,8 +293,10 @@ Runner run_child(Task<T> task, ChildSlot<T>& slot) {
   }
 }
 
+/// Waits for its tasks, run as children: the waiting core's waiter, resumed by the last child
+/// to end. Cancelling it cancels the children; it still resumes only once they have ended.
 template <class T>
-class [[nodiscard]] GatherAwaiter final : private Pending, private Joiner {
+class [[nodiscard]] GatherAwaiter final : private Waiter, private Joiner {
  public:
   explicit GatherAwaiter(std::vector<Task<T>> tasks) : tasks_(std::move(tasks)), slots_(tasks_.size()) {
     runners_.reserve(tasks_.size());
@@ -304,19 +306,18 @@ class [[nodiscard]] GatherAwaiter final : private Pending, private Joiner {
 
   template <class Promise>
   bool await_suspend(std::coroutine_handle<Promise> h) {
-    scope_ = scope_of(h);
-    parent_ = h;
     for (std::size_t i = 0; i < tasks_.size(); ++i) runners_.push_back(run_child(std::move(tasks_[i]), slots_[i]));
     // One extra count while starting: a child that finishes at once must not resume the
     // parent from inside this function.
     remaining_ = runners_.size() + 1;
-    if (scope_ != nullptr) scope_->leaf = this;
+    const CancelScope* scope = scope_of(h);
+    attach(h);
     for (auto& r : runners_) {
-      if (scope_ != nullptr && scope_->cancelled()) r.scope().cancel(canceled());
+      if (scope != nullptr && scope->cancelled()) r.scope().cancel(canceled());
       r.start(this);
     }
     if (--remaining_ == 0) {
-      if (scope_ != nullptr) scope_->leaf = nullptr;
+      (void)finish();
       return false;
     }
     return true;
@@ -352,8 +353,7 @@ class [[nodiscard]] GatherAwaiter final : private Pending, private Joiner {
       }
     }
     if (--remaining_ != 0) return std::noop_coroutine();
-    if (scope_ != nullptr) scope_->leaf = nullptr;
-    return parent_;
+    return finish();
   }
 
   std::vector<Task<T>> tasks_;
@@ -362,33 +362,32 @@ class [[nodiscard]] GatherAwaiter final : private Pending, private Joiner {
   std::size_t remaining_ = 0;
   bool failed_ = false;
   std::exception_ptr first_error_;
-  std::coroutine_handle<> parent_;
-  CancelScope* scope_ = nullptr;
 };
 
+/// Runs one task as a child under a timer: the waiting core's waiter with a deadline.
 template <class T>
-class [[nodiscard]] WaitForAwaiter final : private Pending, private Joiner {
+class [[nodiscard]] WaitForAwaiter final : private Waiter, private Joiner {
  public:
   WaitForAwaiter(Task<T> task, std::chrono::steady_clock::duration timeout) : task_(std::move(task)), timeout_(timeout) {}
 
-  static bool await_ready() noexcept { return false; }
+  bool await_ready() {
+    bind();
+    return false;
+  }
 
   template <class Promise>
   bool await_suspend(std::coroutine_handle<Promise> h) {
-    reactor_ = &current_reactor();
-    scope_ = scope_of(h);
-    parent_ = h;
     runner_ = run_child(std::move(task_), slot_);
     remaining_ = 2;
     when = std::chrono::steady_clock::now() + timeout_;
-    reactor_->add_timer(this);
-    if (scope_ != nullptr) {
-      scope_->leaf = this;
-      if (scope_->cancelled()) runner_.scope().cancel(canceled());
-    }
+    reactor().add_timer(this);
+    const CancelScope* scope = scope_of(h);
+    attach(h);
+    if (scope != nullptr && scope->cancelled()) runner_.scope().cancel(canceled());
     runner_.start(this);
     if (--remaining_ == 0) {
-      finish();
+      stop_timer();
+      (void)finish();
       return false;
     }
     return true;
@@ -411,14 +410,13 @@ class [[nodiscard]] WaitForAwaiter final : private Pending, private Joiner {
     runner_.scope().cancel(canceled());
   }
   void cancel(std::error_code) noexcept override { runner_.scope().cancel(canceled()); }
-  void finish() noexcept {
-    if (heap_index != not_in_heap) reactor_->remove_timer(this);
-    if (scope_ != nullptr) scope_->leaf = nullptr;
+  void stop_timer() noexcept {
+    if (heap_index != not_in_heap) reactor().remove_timer(this);
   }
   std::coroutine_handle<> arrive() noexcept override {
     if (--remaining_ != 0) return std::noop_coroutine();
-    finish();
-    return parent_;
+    stop_timer();
+    return finish();
   }
 
   Task<T> task_;
@@ -427,9 +425,6 @@ class [[nodiscard]] WaitForAwaiter final : private Pending, private Joiner {
   Runner runner_;
   std::size_t remaining_ = 0;
   bool timed_out_ = false;
-  Reactor* reactor_ = nullptr;
-  std::coroutine_handle<> parent_;
-  CancelScope* scope_ = nullptr;
 };
 
 class [[nodiscard]] SleepAwaiter final : private Waiter {

@@ -67,6 +67,15 @@ class Waiter : public Pending {
     reactor_->schedule(handle_);
   }
 
+  /// complete() for a waiter whose coroutine is resumed by symmetric transfer (from the end
+  /// of a task it waited for): returns the handle to transfer to instead of scheduling it.
+  [[nodiscard]] std::coroutine_handle<> finish(std::error_code ec = {}) noexcept {
+    armed_ = false;
+    if (ec) ec_ = ec;
+    if (scope_ != nullptr && scope_->leaf == this) scope_->leaf = nullptr;
+    return handle_;
+  }
+
   /// Throws std::system_error(error(), what) when the wait ended in an error.
   void check(const char* what) const {
     if (ec_) throw std::system_error(ec_, what);
