@@ -15,6 +15,7 @@
 #include <utility>       // std::exchange, std::move
 #include <vector>        // std::vector
 
+#include "sockpat/detail/per_thread.hpp"  // per_thread: the frame cache
 #include "sockpat/detail/reactor.hpp"
 #include "sockpat/detail/waiter.hpp"  // Waiter, canceled: sleep
 
@@ -26,7 +27,8 @@ class Task;
 namespace detail {
 
 /// Coroutine frames come from a small per-thread cache of freed frames, so that a task
-/// started per message does not cost a heap allocation in steady state.
+/// started per message does not cost a heap allocation in steady state. The cache is freed
+/// when its thread ends.
 class FrameCache {
  public:
   static constexpr std::size_t granule = 16;   // fine-grained: a frame held per idle connection
@@ -36,7 +38,7 @@ class FrameCache {
   static void* allocate(std::size_t n) {
     const std::size_t c = class_of(n);
     if (c < classes) {
-      auto& cache = instance();
+      auto& cache = per_thread<FrameCache>();
       if (Free* f = cache.free_[c]) {
         cache.free_[c] = f->next;
         --cache.count_[c];
@@ -49,11 +51,15 @@ class FrameCache {
   static void deallocate(void* p, std::size_t n) noexcept {
     const std::size_t c = class_of(n);
     if (c < classes) {
-      auto& cache = instance();
-      if (cache.count_[c] < max_cached) {
-        cache.free_[c] = new (p) Free{cache.free_[c]};
-        ++cache.count_[c];
-        return;
+      try {
+        auto& cache = per_thread<FrameCache>();
+        if (cache.count_[c] < max_cached) {
+          cache.free_[c] = new (p) Free{cache.free_[c]};
+          ++cache.count_[c];
+          return;
+        }
+      } catch (const std::bad_alloc&) {
+        // A thread with no cache yet, and no memory to make one: free the frame.
       }
     }
     ::operator delete(p);
@@ -73,18 +79,6 @@ class FrameCache {
     Free* next;
   };
   static std::size_t class_of(std::size_t n) noexcept { return n == 0 ? 0 : (n - 1) / granule; }
-  static FrameCache& instance() noexcept {
-#if defined(SOCKPAT_NO_THREAD_LOCAL_DESTRUCTORS)
-    // Never destroyed: what a thread caches (at most max_cached frames per class) is not
-    // freed when it ends.
-    thread_local FrameCache* cache = nullptr;
-    if (cache == nullptr) cache = new FrameCache();
-    return *cache;
-#else
-    thread_local FrameCache cache;
-    return cache;
-#endif
-  }
   Free* free_[classes] = {};
   unsigned short count_[classes] = {};  // at most max_cached
 };

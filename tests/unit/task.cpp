@@ -4,13 +4,16 @@
 
 #include "support/printing.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
+#include "sockpat/detail/per_thread.hpp"
 #include "sockpat/event_loop.hpp"
 #include "sockpat/listener.hpp"
 #include "sockpat/streams.hpp"
@@ -256,5 +259,32 @@ TEST_CASE("yield_now lets the other ready tasks run first") {
     order.push_back(5);
   }());
   CHECK(order == std::vector<int>{2, 1, 4, 3, 5});
+}
+
+namespace {
+struct Counted {
+  static inline std::atomic<int> made{0};
+  static inline std::atomic<int> destroyed{0};
+  Counted() { ++made; }
+  Counted(const Counted&) = delete;
+  Counted& operator=(const Counted&) = delete;
+  ~Counted() { ++destroyed; }
+};
+}  // namespace
+
+TEST_CASE("a per-thread object is made once per thread and destroyed when its thread ends") {
+  const int made = Counted::made;
+  const int destroyed = Counted::destroyed;
+  std::thread t([] {
+    auto& a = sockpat::detail::per_thread<Counted>();
+    auto& b = sockpat::detail::per_thread<Counted>();
+    CHECK(&a == &b);
+  });
+  t.join();
+  CHECK(Counted::made == made + 1);
+  CHECK(Counted::destroyed == destroyed + 1);
+  // Coroutine frames on a thread of their own: the thread's frame cache goes with it.
+  std::thread u([] { CHECK(sockpat::run(add(1, 2)) == 3); });
+  u.join();
 }
 }

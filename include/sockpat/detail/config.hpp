@@ -26,12 +26,9 @@
 #define SOCKPAT_LINUX 1
 #endif
 
-#if defined(__MINGW32__)
-// MinGW-w64 (GCC's emulated TLS): a thread_local object's destructor was seen running on
-// storage already released when its thread ended (task.hpp's frame cache, under Wine), so
-// sockpat keeps no thread_local object with a destructor there.
-#define SOCKPAT_NO_THREAD_LOCAL_DESTRUCTORS 1
-#endif
+// No thread_local object in sockpat has a destructor: under MinGW-w64 (GCC's emulated TLS)
+// one was seen running on storage already released when its thread ended (the frame cache,
+// under Wine). Per-thread objects go through detail/per_thread.hpp instead.
 
 #if defined(__APPLE__) || defined(__FreeBSD__) || defined(__NetBSD__) || defined(__OpenBSD__) || \
     defined(__DragonFly__)

@@ -12,6 +12,7 @@
 #include <netinet/in.h>   // sockaddr_in, sockaddr_in6
 #include <netinet/tcp.h>  // TCP_NODELAY
 #include <poll.h>         // poll
+#include <pthread.h>      // pthread_key_create: per-thread objects (per_thread.hpp)
 #include <signal.h>       // sigaction
 #include <sys/socket.h>   // socket, bind, listen, accept, connect, send, recv
 #include <sys/un.h>       // sockaddr_un

@@ -5,10 +5,12 @@
 #include <chrono>        // std::chrono::steady_clock
 #include <climits>       // INT_MAX
 #include <cstdint>       // std::uint64_t
+#include <new>           // std::bad_alloc
 #include <optional>      // std::optional
 #include <stop_token>    // std::stop_token, std::stop_callback
 #include <system_error>  // std::error_code
 
+#include "sockpat/detail/per_thread.hpp"
 #include "sockpat/detail/syscall.hpp"
 
 namespace sockpat::detail {
@@ -96,9 +98,14 @@ class Waker {
 };
 
 inline Waker* thread_waker(std::error_code& ec) noexcept {
-  thread_local Waker waker;
-  ec = waker.open();
-  return ec ? nullptr : &waker;
+  try {
+    Waker& waker = per_thread<Waker>();
+    ec = waker.open();
+    return ec ? nullptr : &waker;
+  } catch (const std::bad_alloc&) {
+    ec = make_errc(std::errc::not_enough_memory);
+    return nullptr;
+  }
 }
 
 /// now + d, saturating at no_deadline instead of overflowing into the past.
