@@ -84,9 +84,11 @@ int serve(const example::Args& args) {
   sockpat::TcpServer server(
       sockpat::TcpListener::bind(args.get("host", "127.0.0.1"), args.get_port()),
       [&store](sockpat::TcpConnection& conn) {
-        sockpat::FramedConnection framed(conn, {.max_line = 4096});
+        // Lines as frames: "\n" or "\r\n" dropped (read_line would keep it), 4 KiB at most.
+        const auto lines = sockpat::DelimiterFraming::lines(4096);
+        sockpat::FramedConnection framed(conn);
         std::error_code ec;
-        while (const auto line = framed.read_line(sockpat::Deadline{}, ec)) {
+        while (const auto line = framed.read_frame(lines, sockpat::Deadline{}, ec)) {
           const auto reply = execute(store, *line);
           framed.write_line(reply.value_or("BYE"), 10s);
           if (!reply) return;

@@ -75,10 +75,11 @@ template <StreamProtocol P>
 }
 
 /// One exchange: connects to `remote`, sends `payload` as one frame of `framing`, and returns the
-/// one-frame reply, all within `d`. Throws std::system_error (the connect's or the exchange's error;
-/// end_of_stream if the server closes without a reply).
+/// one-frame reply, all within `d` (the framing before the payload, as in FramedConnection::request).
+/// Throws std::system_error (the connect's or the exchange's error; end_of_stream if the server
+/// closes without a reply).
 template <StreamProtocol P, Framing F>
-[[nodiscard]] std::string request(const Endpoint& remote, std::string_view payload, const F& framing, Deadline d = {}) {
+[[nodiscard]] std::string request(const Endpoint& remote, const F& framing, std::string_view payload, Deadline d = {}) {
   auto connection = Connection<P>::connect(remote, d);
   FramedConnection<P> framed(connection);
   return framed.request(framing, payload, d);

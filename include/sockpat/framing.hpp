@@ -326,13 +326,10 @@ class Decoder {
 using LineDecoder = Decoder<DelimiterFraming>;
 using LengthPrefixDecoder = Decoder<LengthPrefixFraming>;
 
-/// The framings FramedConnection's named helpers use.
+/// The limits of FramedConnection's line helpers.
 struct FramingOptions {
-  /// read_line, read_until and write_line: the longest line, without its delimiter.
+  /// read_line, read_until and write_line: the longest line, its delimiter not counted.
   std::size_t max_line = default_max_line;
-  /// read_frame and write_frame: the largest frame, and the width of its big-endian length prefix.
-  std::size_t max_frame = default_max_frame;
-  std::size_t prefix_width = 4;
 };
 
 /// Blocking framed I/O over a Connection it does not own: read_line, read_until, read_frame,
@@ -340,13 +337,14 @@ struct FramingOptions {
 /// so a peer dribbling one byte at a time cannot stretch a frame past it). Bytes read past a frame
 /// stay here for the next call; read_some/read_exactly take them first. On an error those bytes
 /// stay in buffered(). One reading thread at a time; writes go straight to the connection.
+/// The names mean what StreamReader's do (docs/patterns.md, "Lines and frames"): read_line and
+/// read_until keep the delimiter, read_frame(framing) drops it; std::nullopt at a clean end of
+/// stream; TransferError (end_of_stream, the partial bytes kept) when the stream ends inside one.
 template <StreamProtocol P>
 class FramedConnection {
  public:
   explicit FramedConnection(Connection<P>& connection, const FramingOptions& options = {})
-      : conn_(&connection),
-        lines_(DelimiterFraming::lines(options.max_line)),
-        frames_(options.max_frame, options.prefix_width) {}
+      : conn_(&connection), lines_(DelimiterFraming::lines(options.max_line)) {}
 
   [[nodiscard]] Connection<P>& connection() const noexcept { return *conn_; }
   /// Bytes received and not yet returned by a read.
@@ -356,16 +354,19 @@ class FramedConnection {
 
   // --- frames of any framing ---
 
-  /// The next frame of `framing`; std::nullopt at end of stream with nothing buffered. Throws
-  /// std::system_error: frame_too_large, malformed_frame, end_of_stream (a frame cut short),
-  /// timed_out, operation_canceled or the OS error.
+  /// The next frame of `framing` (DelimiterFraming, LengthPrefixFraming), without its delimiter
+  /// or length prefix; std::nullopt at end of stream with nothing buffered. Throws
+  /// std::system_error: frame_too_large, malformed_frame, timed_out, operation_canceled or the
+  /// OS error; TransferError (end_of_stream) for a frame cut short.
   template <Framing F>
-  [[nodiscard]] std::optional<std::string> read(const F& framing, Deadline d = {}) {
-    return read_named("read frame from", framing, std::move(d));
+  [[nodiscard]] std::optional<std::string> read_frame(const F& framing, Deadline d = {}) {
+    return read_named("read_frame from", [&](std::string_view data, std::size_t from) noexcept {
+      return framing.scan(data, from);
+    }, std::move(d));
   }
   /// The view lives until the next call on this object. std::nullopt with ec clear: end of stream.
   template <Framing F>
-  [[nodiscard]] std::optional<std::string_view> read(const F& framing, Deadline d, std::error_code& ec) noexcept {
+  [[nodiscard]] std::optional<std::string_view> read_frame(const F& framing, Deadline d, std::error_code& ec) noexcept {
     return read_with([&](std::string_view data, std::size_t from) noexcept { return framing.scan(data, from); },
                      std::move(d), ec);
   }
@@ -373,15 +374,15 @@ class FramedConnection {
   /// Writes `payload` as one frame of `framing`. Throws std::system_error for a payload the
   /// framing rejects, TransferError for a write cut short.
   template <Framing F>
-  void write(const F& framing, std::string_view payload, Deadline d = {}) {
+  void write_frame(const F& framing, std::string_view payload, Deadline d = {}) {
     std::error_code ec;
-    const auto n = write(framing, payload, std::move(d), ec);
-    if (ec == errc::frame_too_large || ec == errc::malformed_frame) detail::throw_error(ec, "write frame");
-    if (ec) throw TransferError(ec, detail::describe("write frame to", remote()), n);
+    const auto n = write_frame(framing, payload, std::move(d), ec);
+    if (ec == errc::frame_too_large || ec == errc::malformed_frame) detail::throw_error(ec, "write_frame");
+    if (ec) throw TransferError(ec, detail::describe("write_frame to", remote()), n);
   }
   /// Returns the bytes written (prefix and suffix included).
   template <Framing F>
-  std::size_t write(const F& framing, std::string_view payload, Deadline d, std::error_code& ec) noexcept {
+  std::size_t write_frame(const F& framing, std::string_view payload, Deadline d, std::error_code& ec) noexcept {
     FrameParts parts;
     ec = framing.encode(payload, parts);
     if (ec) return 0;
@@ -407,35 +408,33 @@ class FramedConnection {
     return done;
   }
 
-  /// Sends `payload` as one frame and reads the one-frame reply. Throws as write and read do;
-  /// end of stream before the reply is end_of_stream.
+  /// Sends `payload` as one frame and reads the one-frame reply. Throws as write_frame and
+  /// read_frame do; end of stream before the reply is end_of_stream.
   template <Framing F>
   [[nodiscard]] std::string request(const F& framing, std::string_view payload, Deadline d = {}) {
     d = conn_->bounded(std::move(d));
-    write(framing, payload, d);
-    auto reply = read(framing, d);
+    write_frame(framing, payload, d);
+    auto reply = read_frame(framing, d);
     if (!reply) detail::throw_error(make_error_code(errc::end_of_stream), detail::describe("read reply from", remote()));
     return std::move(*reply);
   }
 
   // --- lines and delimiters ---
 
-  /// The next line without its "\n" or "\r\n"; std::nullopt at end of stream with nothing
-  /// buffered; throws as read() does (frame_too_large past FramingOptions::max_line).
-  [[nodiscard]] std::optional<std::string> read_line(Deadline d = {}) {
-    return read_named("read_line from", lines_, std::move(d));
-  }
+  /// The next line with its "\n" (a "\r" before it is part of the line); std::nullopt at end of
+  /// stream with nothing buffered. Throws std::system_error (frame_too_large for a line longer
+  /// than FramingOptions::max_line, its "\n" not counted; timed_out, ...) and TransferError
+  /// (end_of_stream, bytes_transferred() the partial line's size) when the stream ends inside a
+  /// line. In every case the unreturned bytes stay in buffered().
+  [[nodiscard]] std::optional<std::string> read_line(Deadline d = {}) { return read_until("\n", std::move(d)); }
   [[nodiscard]] std::optional<std::string_view> read_line(Deadline d, std::error_code& ec) noexcept {
-    return read(lines_, std::move(d), ec);
+    return read_until("\n", std::move(d), ec);
   }
 
-  /// The bytes up to `delimiter` (which is consumed, not returned), at most max_line of them.
+  /// The bytes up to and including `delimiter`, as read_line does with "\n".
   [[nodiscard]] std::optional<std::string> read_until(std::string_view delimiter, Deadline d = {}) {
-    std::error_code ec;
-    auto frame = read_until(delimiter, std::move(d), ec);
-    if (ec) detail::throw_error(ec, detail::describe("read_until from", remote()));
-    if (!frame) return std::nullopt;
-    return std::string(*frame);
+    if (delimiter.empty()) detail::throw_error(detail::make_errc(std::errc::invalid_argument), "read_until");
+    return read_named(delimiter == "\n" ? "read_line from" : "read_until from", until(delimiter), std::move(d));
   }
   [[nodiscard]] std::optional<std::string_view> read_until(std::string_view delimiter, Deadline d,
                                                            std::error_code& ec) noexcept {
@@ -443,31 +442,13 @@ class FramedConnection {
       ec = detail::make_errc(std::errc::invalid_argument);
       return std::nullopt;
     }
-    const std::size_t max = lines_.max_frame_size();
-    return read_with([&](std::string_view data, std::size_t from) noexcept {
-      return detail::scan_delimited(data, from, delimiter, max, false);
-    }, std::move(d), ec);
+    return read_with(until(delimiter), std::move(d), ec);
   }
 
   /// Writes `line` and "\n". malformed_frame if the line holds a "\n".
-  void write_line(std::string_view line, Deadline d = {}) { write(lines_, line, std::move(d)); }
+  void write_line(std::string_view line, Deadline d = {}) { write_frame(lines_, line, std::move(d)); }
   std::size_t write_line(std::string_view line, Deadline d, std::error_code& ec) noexcept {
-    return write(lines_, line, std::move(d), ec);
-  }
-
-  // --- length-prefixed frames ---
-
-  /// The next length-prefixed frame; std::nullopt at end of stream with nothing buffered.
-  /// A length over FramingOptions::max_frame is frame_too_large before anything is allocated.
-  [[nodiscard]] std::optional<std::string> read_frame(Deadline d = {}) {
-    return read_named("read_frame from", frames_, std::move(d));
-  }
-  [[nodiscard]] std::optional<std::string_view> read_frame(Deadline d, std::error_code& ec) noexcept {
-    return read(frames_, std::move(d), ec);
-  }
-  void write_frame(std::string_view payload, Deadline d = {}) { write(frames_, payload, std::move(d)); }
-  std::size_t write_frame(std::string_view payload, Deadline d, std::error_code& ec) noexcept {
-    return write(frames_, payload, std::move(d), ec);
+    return write_frame(lines_, line, std::move(d), ec);
   }
 
   // --- raw bytes, buffered ones first ---
@@ -504,10 +485,21 @@ class FramedConnection {
     return conn_->remote_endpoint(ignored);
   }
 
-  template <Framing F>
-  [[nodiscard]] std::optional<std::string> read_named(const char* what, const F& framing, Deadline d) {
+  /// read_until's rule: the frame is everything up to and including `delimiter`, which starts
+  /// within the first max_line bytes.
+  [[nodiscard]] auto until(std::string_view delimiter) const noexcept {
+    return [delimiter, max = lines_.max_frame_size()](std::string_view data, std::size_t from) noexcept {
+      FrameScan s = detail::scan_delimited(data, from, delimiter, max, false);
+      if (s.status == FrameScan::Status::complete) s.size = s.consumed;
+      return s;
+    };
+  }
+
+  template <class Scan>
+  [[nodiscard]] std::optional<std::string> read_named(const char* what, const Scan& scan, Deadline d) {
     std::error_code ec;
-    auto frame = read(framing, std::move(d), ec);
+    auto frame = read_with(scan, std::move(d), ec);
+    if (ec == errc::end_of_stream) throw TransferError(ec, detail::describe(what, remote()), buffer_.size());
     if (ec) detail::throw_error(ec, detail::describe(what, remote()));
     if (!frame) return std::nullopt;
     return std::string(*frame);
@@ -559,7 +551,6 @@ class FramedConnection {
 
   Connection<P>* conn_;
   DelimiterFraming lines_;
-  LengthPrefixFraming frames_;
   ByteBuffer buffer_;
 };
 

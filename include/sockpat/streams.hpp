@@ -198,16 +198,17 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   }
 
   /// Reads more into the buffer; false at end of stream. Throws buffer_full when `limit`
-  /// bytes are already buffered.
+  /// bytes (or `most`, when given) are already buffered.
   template <class = void>
-  Task<bool> fill() {
+  Task<bool> fill(std::size_t most = 0) {
     if (eof) co_return false;
-    if (available() >= options_.limit) {
+    if (most == 0) most = options_.limit;
+    if (available() >= most) {
       throw std::system_error(make_error_code(errc::buffer_full),
-                              "StreamReader: more than " + std::to_string(options_.limit) + " bytes buffered (the limit)");
+                              "StreamReader: more than " + std::to_string(most) + " bytes buffered (the limit)");
     }
     release_rbuf();  // no buffer held while waiting on an idle connection
-    co_return co_await IoAwaiter<FillOp>(fd(), FillOp{this, options_.limit}, Deadline{}, nullptr) > 0;
+    co_return co_await IoAwaiter<FillOp>(fd(), FillOp{this, most}, Deadline{}, nullptr) > 0;
   }
 
   /// Receives into the state's buffer; the buffer is taken just before the system call and
@@ -709,41 +710,45 @@ class StreamReader {
     }
   }
 
-  /// Everything up to and including `separator`. Throws TransferError (end_of_stream) if the
-  /// stream ends first, and std::system_error (errc::buffer_full) if `limit` bytes arrive
-  /// without it; in both cases the buffered bytes stay readable.
+  /// Everything up to and including `separator`; std::nullopt at a clean end of stream (nothing
+  /// buffered). Throws std::system_error (errc::frame_too_large) when the separator does not
+  /// start within the first `limit` bytes, and TransferError (end_of_stream, bytes_transferred()
+  /// the partial size) when the stream ends before it; in both cases the bytes stay readable.
+  /// The same contract as FramedConnection::read_until (docs/patterns.md, "Lines and frames").
   template <class = void>
-  Task<std::string> read_until(std::string separator = "\n") {
+  Task<std::optional<std::string>> read_until(std::string separator) {
     auto* s = state();
     if (separator.empty()) throw std::invalid_argument("sockpat: read_until needs a non-empty separator");
+    const std::size_t limit = s->options().limit;
     std::size_t searched = 0;
     for (;;) {
       const auto hay = detail::view_of(s->rdata(), s->available());
       const auto at = hay.find(separator, searched);
+      // Found past the limit, or not found in limit + separator bytes: the line is too long.
+      if ((at != std::string_view::npos && at > limit) ||
+          (at == std::string_view::npos && hay.size() >= limit + separator.size())) {
+        throw std::system_error(make_error_code(errc::frame_too_large),
+                                "StreamReader read_until: no separator in the first " + std::to_string(limit) +
+                                    " bytes (the limit)");
+      }
       if (at != std::string_view::npos) {
         std::string out(hay.substr(0, at + separator.size()));
         s->consume(out.size());
         co_return out;
       }
       searched = hay.size() >= separator.size() ? hay.size() - separator.size() + 1 : 0;
-      if (!co_await s->fill()) {
+      if (!co_await s->fill(limit + separator.size())) {
+        if (s->available() == 0) co_return std::nullopt;
         throw TransferError(make_error_code(errc::end_of_stream), "StreamReader read_until", s->available());
       }
     }
   }
 
-  /// One line with its "\n"; at end of stream, what is left (possibly empty), as asyncio's readline.
+  /// One line with its "\n" (read_until("\n")): std::nullopt at a clean end of stream, and the
+  /// same errors. Unlike asyncio's readline, a partial last line is end_of_stream, not returned.
   template <class = void>
-  Task<std::string> read_line() {
-    auto* s = state();
-    try {
-      co_return co_await read_until("\n");
-    } catch (const TransferError& e) {
-      if (e.code() != errc::end_of_stream) throw;
-    }
-    std::string rest(detail::view_of(s->rdata(), s->available()));
-    s->consume(rest.size());
-    co_return rest;
+  Task<std::optional<std::string>> read_line() {
+    return read_until("\n");
   }
 
   /// One frame of `framing` (framing.hpp: DelimiterFraming, LengthPrefixFraming), without its

@@ -108,9 +108,15 @@ static_assert(std::is_nothrow_move_constructible_v<sockpat::LineDecoder>);
 // The framed error_code& twins never throw.
 using Framed = sockpat::FramedConnection<sockpat::Tcp>;
 static_assert(noexcept(std::declval<Framed&>().read_line(sockpat::Deadline{}, std::declval<std::error_code&>())));
+// One name, one shape: read_frame always names its framing, as StreamReader's does.
+template <class C>
+concept reads_implicit_frames = requires(C& c) { c.read_frame(sockpat::Deadline{}); };
+static_assert(!reads_implicit_frames<Framed>);
 static_assert(noexcept(std::declval<Framed&>().read_until("\n", sockpat::Deadline{}, std::declval<std::error_code&>())));
-static_assert(noexcept(std::declval<Framed&>().read_frame(sockpat::Deadline{}, std::declval<std::error_code&>())));
-static_assert(noexcept(std::declval<Framed&>().write_frame("x", sockpat::Deadline{}, std::declval<std::error_code&>())));
+static_assert(noexcept(std::declval<Framed&>().read_frame(std::declval<const sockpat::LengthPrefixFraming&>(), sockpat::Deadline{},
+                                                           std::declval<std::error_code&>())));
+static_assert(noexcept(std::declval<Framed&>().write_frame(std::declval<const sockpat::LengthPrefixFraming&>(), "x", sockpat::Deadline{},
+                                                            std::declval<std::error_code&>())));
 static_assert(noexcept(sockpat::connect_with_retry<sockpat::Tcp>(std::declval<const sockpat::Endpoint&>(), sockpat::Deadline{},
                                                                  std::declval<const sockpat::RetryOptions&>(), std::declval<std::error_code&>())));
 

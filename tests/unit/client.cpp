@@ -100,14 +100,15 @@ TEST_CASE("connect_with_retry stops at once on a stop request and does not retry
 
 TEST_CASE("request exchanges one framed message with a server" * doctest::timeout(60)) {
   auto listener = test::loopback_listener();
+  const sockpat::LengthPrefixFraming framing;
   auto server = std::async(std::launch::async, [&] {
     auto c = listener.accept(10s);
     sockpat::FramedConnection f(c);
-    auto frame = f.read_frame(10s);
-    f.write_frame("reply to " + frame.value(), 10s);
+    auto frame = f.read_frame(framing, 10s);
+    f.write_frame(framing, "reply to " + frame.value(), 10s);
   });
-  const sockpat::LengthPrefixFraming framing;
-  CHECK(sockpat::request<sockpat::Tcp>(listener.local_endpoint(), "question", framing, 10s) == "reply to question");
+  // The framing comes before the payload, as in FramedConnection::request and write_frame.
+  CHECK(sockpat::request<sockpat::Tcp>(listener.local_endpoint(), framing, "question", 10s) == "reply to question");
   server.get();
 }
 }

@@ -213,18 +213,54 @@ TEST_CASE("encoding rejects what cannot be framed") {
 }
 
 TEST_SUITE("framed connection") {
+// The contract of read_line and read_until (docs/patterns.md, "Lines and frames"), asserted
+// here for FramedConnection and in unit/streams.cpp for StreamReader, line for line.
+TEST_CASE("read_line and read_until keep the delimiter, end with nullopt, and fail alike in both APIs" *
+          doctest::timeout(60)) {
+  auto ab = test::local_pair();  // clang 14 cannot capture structured bindings
+  auto& a = ab.first;
+  auto& b = ab.second;
+  sockpat::FramedConnection framed(b, {.max_line = 8});
+  a.write_all("one\r\ntwo\nHEAD\r\n\r\n12345678\n", 5s);
+  CHECK(framed.read_line(5s) == "one\r\n");
+  CHECK(framed.read_line(5s) == "two\n");
+  CHECK(framed.read_until("\r\n\r\n", 5s) == "HEAD\r\n\r\n");
+  CHECK(framed.read_line(5s) == "12345678\n");  // the limit counts the line, not its delimiter
+  // Past the limit: frame_too_large, every byte kept.
+  a.write_all("123456789\n", 5s);
+  CHECK_THROWS_WITH_AS((void)framed.read_line(5s), doctest::Contains("frame too large"), std::system_error);
+  CHECK(framed.buffered().starts_with("12345678"));
+  framed.discard(8);
+  CHECK(framed.read_line(5s) == "9\n");
+  // A partial line at the end: end_of_stream carrying its bytes, which stay readable.
+  a.write_all("tail", 5s);
+  a.shutdown();
+  try {
+    (void)framed.read_line(5s);
+    FAIL("expected end_of_stream");
+  } catch (const sockpat::TransferError& e) {
+    CHECK(e.code() == sockpat::errc::end_of_stream);
+    CHECK(e.bytes_transferred() == 4);
+  }
+  CHECK(framed.buffered() == "tail");
+  (void)framed.take_buffered();
+  // A clean end: nullopt from both.
+  CHECK(framed.read_line(5s) == std::nullopt);
+  CHECK(framed.read_until("\r\n", 5s) == std::nullopt);
+}
+
 TEST_CASE("read_line returns each line and keeps the bytes read past it" * doctest::timeout(60)) {
   auto ab = test::local_pair();  // clang 14 cannot capture structured bindings
   auto& a = ab.first;
   auto& b = ab.second;
   sockpat::FramedConnection framed(b);
   a.write_all("one\r\ntwo\nthree", 5s);
-  CHECK(framed.read_line(5s) == "one");
+  CHECK(framed.read_line(5s) == "one\r\n");
   CHECK(framed.buffered() == "two\nthree");
-  CHECK(framed.read_line(5s) == "two");
+  CHECK(framed.read_line(5s) == "two\n");
   a.write_all(" and more\n", 5s);
   std::error_code ec;
-  CHECK(framed.read_line(5s, ec) == "three and more");
+  CHECK(framed.read_line(5s, ec) == "three and more\n");
   CHECK_FALSE(ec);
   a.shutdown();
   CHECK(framed.read_line(5s) == std::nullopt);  // a clean end of stream is not an error
@@ -238,7 +274,7 @@ TEST_CASE("read_until stops at any delimiter and raw reads take the buffered byt
   auto& b = ab.second;
   sockpat::FramedConnection framed(b);
   a.write_all("HEADER\r\n\r\nbody-bytes", 5s);
-  CHECK(framed.read_until("\r\n\r\n", 5s) == "HEADER");
+  CHECK(framed.read_until("\r\n\r\n", 5s) == "HEADER\r\n\r\n");
   std::string body(10, '\0');
   CHECK(framed.read_exactly(body, 5s) == 10);
   CHECK(body == "body-bytes");
@@ -257,11 +293,11 @@ TEST_CASE("length-prefixed frames of every size cross a real connection" * docte
   const std::vector<std::string> sent = {"", "x", std::string(2043, 'q'), std::string(2044, 'r'),
                                          std::string(1 << 20, 'm')};
   auto writing = std::async(std::launch::async, [&] {
-    for (const auto& s : sent) writer.write_frame(s, 10s);
+    for (const auto& s : sent) writer.write_frame(LengthPrefixFraming{}, s, 10s);
     a.shutdown();
   });
   std::vector<std::string> got;
-  while (auto f = reader.read_frame(10s)) got.push_back(std::move(*f));
+  while (auto f = reader.read_frame(LengthPrefixFraming{}, 10s)) got.push_back(std::move(*f));
   writing.get();
   CHECK(got == sent);
 }
@@ -270,7 +306,8 @@ TEST_CASE("an oversized frame on a connection is frame_too_large in both forms, 
   auto ab = test::local_pair();  // clang 14 cannot capture structured bindings
   auto& a = ab.first;
   auto& b = ab.second;
-  sockpat::FramedConnection reader(b, {.max_line = 4, .max_frame = 4});
+  sockpat::FramedConnection reader(b, {.max_line = 4});
+  const LengthPrefixFraming four(4);
   a.write_all("toolong\n", 5s);
   std::error_code ec;
   CHECK_FALSE(reader.read_line(5s, ec));
@@ -280,14 +317,14 @@ TEST_CASE("an oversized frame on a connection is frame_too_large in both forms, 
   (void)reader.take_buffered();
 
   sockpat::FramedConnection writer(a);
-  writer.write_frame("12345", 5s);
-  CHECK_FALSE(reader.read_frame(5s, ec));
+  writer.write_frame(LengthPrefixFraming{}, "12345", 5s);
+  CHECK_FALSE(reader.read_frame(four, 5s, ec));
   CHECK(ec == sockpat::errc::frame_too_large);
   CHECK(reader.buffered().size() <= 9);
   CHECK(reader.buffered().substr(0, 4) == std::string("\0\0\0\x05", 4));
   // Writing a frame the framing rejects fails before a byte is sent.
-  sockpat::FramedConnection small(a, {.max_line = 4, .max_frame = 4});
-  CHECK_THROWS_WITH_AS(small.write_frame("12345", 5s), doctest::Contains("frame too large"), std::system_error);
+  sockpat::FramedConnection small(a, {.max_line = 4});
+  CHECK_THROWS_WITH_AS(small.write_frame(four, "12345", 5s), doctest::Contains("frame too large"), std::system_error);
   CHECK(small.write_line("a\nb", 5s, ec) == 0);
   CHECK(ec == sockpat::errc::malformed_frame);
 }
@@ -300,10 +337,11 @@ TEST_CASE("a frame cut short by the end of the stream is end_of_stream, partial 
   a.write_all(std::string_view("\0\0\0\x0a" "abc", 7), 5s);
   a.shutdown();
   std::error_code ec;
-  CHECK_FALSE(reader.read_frame(5s, ec));
+  CHECK_FALSE(reader.read_frame(LengthPrefixFraming{}, 5s, ec));
   CHECK(ec == sockpat::errc::end_of_stream);
   CHECK(reader.buffered() == std::string_view("\0\0\0\x0a" "abc", 7));
-  CHECK_THROWS_WITH_AS((void)reader.read_frame(5s), doctest::Contains("end of stream"), std::system_error);
+  CHECK_THROWS_WITH_AS((void)reader.read_frame(LengthPrefixFraming{}, 5s), doctest::Contains("end of stream"),
+                       sockpat::TransferError);
 }
 
 TEST_CASE("a silent peer makes read_line time out, through the deadline or the connection's timeout" * doctest::timeout(60)) {
@@ -352,8 +390,8 @@ TEST_CASE("request sends a frame and returns the one-frame reply" * doctest::tim
   auto& b = ab.second;
   auto server = std::async(std::launch::async, [&] {
     sockpat::FramedConnection s(b);
-    auto line = s.read_line(5s);
-    s.write_line("echo: " + line.value(), 5s);
+    auto frame = s.read_frame(DelimiterFraming::lines(), 5s);
+    s.write_line("echo: " + frame.value(), 5s);
     b.shutdown(sockpat::Shutdown::send);
   });
   sockpat::FramedConnection client(a);

@@ -90,7 +90,7 @@ int thread_count() {
 /// A client that reads one line back: end of stream (or a reset) gives std::nullopt.
 std::optional<std::string> read_reply(sockpat::FramedConnection<sockpat::Tcp>& f, sockpat::Deadline d) {
   std::error_code ec;
-  auto line = f.read_line(std::move(d), ec);
+  auto line = f.read_frame(sockpat::DelimiterFraming::lines(), std::move(d), ec);
   if (ec || !line) return std::nullopt;
   return std::string(*line);
 }
@@ -98,7 +98,7 @@ std::optional<std::string> read_reply(sockpat::FramedConnection<sockpat::Tcp>& f
 /// Lines in, "echo: " + line out; "throw" throws.
 void line_echo(sockpat::TcpConnection& c) {
   sockpat::FramedConnection f(c);
-  while (auto line = f.read_line()) {
+  while (auto line = f.read_frame(sockpat::DelimiterFraming::lines())) {
     if (*line == "throw") throw std::runtime_error("boom from the handler");
     f.write_line("echo: " + *line);
   }
@@ -296,7 +296,7 @@ TEST_CASE("handlers finish their work within the grace period, and may watch the
   std::promise<void> waiting;
   auto handler = [&](sockpat::TcpConnection& c, std::stop_token stop) {
     sockpat::FramedConnection f(c);
-    if (f.read_line(10s) != "work") return;
+    if (f.read_line(10s) != "work\n") return;
     waiting.set_value();
     // Finish the job only once the server is stopping: the grace period lets it complete.
     std::error_code ec;
@@ -315,7 +315,7 @@ TEST_CASE("handlers finish their work within the grace period, and may watch the
   const auto start = std::chrono::steady_clock::now();
   server.stop();
   CHECK(std::chrono::steady_clock::now() - start < 5s);  // the handler returned well before the grace ran out
-  CHECK(f.read_line(5s) == "finished");
+  CHECK(f.read_line(5s) == "finished\n");
   CHECK(server.stats().canceled == 0);
   // New clients are refused at once.
   std::error_code ec;
@@ -362,7 +362,7 @@ TEST_CASE("sequential serves one client at a time, in order" * doctest::timeout(
   CHECK_FALSE(f2.read_line(100ms, ec));  // waits while the first client is served
   CHECK(ec == std::errc::timed_out);
   first.close();
-  CHECK(f2.read_line(10s) == "echo: two");
+  CHECK(f2.read_line(10s) == "echo: two\n");
 }
 
 TEST_CASE("past max_connections, Overload::refuse closes new clients at once" * doctest::timeout(60)) {
@@ -388,7 +388,7 @@ TEST_CASE("serve() runs on the calling thread until its stop token, or a handler
   std::stop_source outside;
   sockpat::TcpServer server(test::loopback_listener(), line_echo);
   auto serving = std::async(std::launch::async, [&] { server.serve(outside.get_token()); });
-  CHECK(sockpat::request<sockpat::Tcp>(server.local_endpoint(), "x", sockpat::DelimiterFraming::lines(), 10s) ==
+  CHECK(sockpat::request<sockpat::Tcp>(server.local_endpoint(), sockpat::DelimiterFraming::lines(), "x", 10s) ==
         "echo: x");
   outside.request_stop();
   REQUIRE(serving.wait_for(10s) == std::future_status::ready);
@@ -470,7 +470,8 @@ TEST_CASE("a Unix-domain server serves clients on a path" * doctest::timeout(60)
   sockpat::UnixServer server(sockpat::UnixListener::bind(sockpat::Endpoint::unix_path(path.path())),
                              [](sockpat::UnixConnection& c) {
                                sockpat::FramedConnection f(c);
-                               while (auto frame = f.read_frame()) f.write_frame("got " + *frame);
+                               const sockpat::LengthPrefixFraming frames;
+                               while (auto frame = f.read_frame(frames)) f.write_frame(frames, "got " + *frame);
                              });
   server.start();
   for (int i = 0; i < 3; ++i) {
@@ -506,7 +507,7 @@ TEST_CASE("a server with a low descriptor limit survives a connection flood and 
           test::loopback_listener(),
           [&](sockpat::TcpConnection& c) {
             sockpat::FramedConnection f(c);
-            while (auto line = f.read_line()) {
+            while (auto line = f.read_frame(sockpat::DelimiterFraming::lines())) {
               if (*line == "errors") f.write_line(std::to_string(self.load()->stats().accept_errors));
               else if (*line == "quit") self.load()->request_stop();
               else f.write_line(*line);

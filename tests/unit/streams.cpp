@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,11 +19,19 @@ using namespace std::chrono_literals;
 namespace {
 
 sockpat::Task<void> echo_lines(sockpat::StreamReader reader, sockpat::StreamWriter writer) {
+  bool cut_short = false;  // a last line without its "\n": echoed as it is
   for (;;) {
-    auto line = co_await reader.read_line();
-    if (line.empty()) break;
-    co_await writer.write(line);
+    std::optional<std::string> line;
+    try {
+      line = co_await reader.read_line();
+    } catch (const sockpat::TransferError& e) {
+      if (e.code() != sockpat::errc::end_of_stream) throw;
+      cut_short = true;
+    }
+    if (!line) break;
+    co_await writer.write(*line);
   }
+  if (cut_short) co_await writer.write(co_await reader.read());
   co_await writer.drain();
   writer.close();
 }
@@ -70,7 +79,7 @@ TEST_CASE("TCP streams have Nagle's algorithm off by default, as asyncio's; Stre
       auto server = co_await sockpat::start_server(
           [&server_side](sockpat::StreamReader r, sockpat::StreamWriter w) -> sockpat::Task<void> {
             server_side = w.no_delay() ? 1 : 0;
-            co_await w.write(co_await r.read_line());
+            co_await w.write((co_await r.read_line()).value());
             w.close();
           },
           "127.0.0.1", 0, options);
@@ -332,7 +341,49 @@ TEST_CASE("read_exactly at end of stream throws with the count and keeps the byt
       CHECK(e.bytes_transferred() == 5);
     }
     CHECK(co_await reader.read(10) == "12345");
-    CHECK(co_await reader.read_line() == "");
+    CHECK(co_await reader.read_line() == std::nullopt);
+  });
+}
+
+// The contract of read_line and read_until (docs/patterns.md, "Lines and frames"), asserted
+// here for StreamReader and in unit/framing.cpp for FramedConnection, line for line.
+TEST_CASE("read_line and read_until keep the delimiter, end with nullopt, and fail alike in both APIs" *
+          doctest::timeout(30)) {
+  auto ab = test::local_pair();  // clang 14 cannot capture structured bindings
+  auto& a = ab.first;
+  auto streams = sockpat::make_streams(std::move(ab.second), {.limit = 8});
+  on_loop([&]() -> sockpat::Task<void> {
+    auto& reader = streams.first;
+    a.write_all("one\r\ntwo\nHEAD\r\n\r\n12345678\n", 5s);
+    CHECK(co_await reader.read_line() == "one\r\n");
+    CHECK(co_await reader.read_line() == "two\n");
+    CHECK(co_await reader.read_until("\r\n\r\n") == "HEAD\r\n\r\n");
+    CHECK(co_await reader.read_line() == "12345678\n");  // the limit counts the line, not its delimiter
+    // Past the limit: frame_too_large, every byte kept.
+    a.write_all("123456789\n", 5s);
+    try {
+      (void)co_await reader.read_line();
+      FAIL("expected frame_too_large");
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == sockpat::errc::frame_too_large);
+      CHECK(std::string(e.what()).find("frame too large") != std::string::npos);
+    }
+    CHECK((co_await reader.read(8)) == "12345678");
+    CHECK(co_await reader.read_line() == "9\n");
+    // A partial line at the end: end_of_stream carrying its bytes, which stay readable.
+    a.write_all("tail", 5s);
+    a.shutdown();
+    try {
+      (void)co_await reader.read_line();
+      FAIL("expected end_of_stream");
+    } catch (const sockpat::TransferError& e) {
+      CHECK(e.code() == sockpat::errc::end_of_stream);
+      CHECK(e.bytes_transferred() == 4);
+    }
+    CHECK(co_await reader.read(100) == "tail");
+    // A clean end: nullopt from both.
+    CHECK(co_await reader.read_line() == std::nullopt);
+    CHECK(co_await reader.read_until("\r\n") == std::nullopt);
   });
 }
 
@@ -349,12 +400,12 @@ TEST_CASE("read_until fails clearly past the buffer limit" * doctest::timeout(30
     auto [reader, writer] = co_await sockpat::open_connection("127.0.0.1", server.local_endpoint().port(), 5s, small);
     try {
       (void)co_await reader.read_line();
-      FAIL("expected buffer_full");
+      FAIL("expected frame_too_large");
     } catch (const std::system_error& e) {
-      CHECK(e.code() == sockpat::errc::buffer_full);
+      CHECK(e.code() == sockpat::errc::frame_too_large);
       CHECK(std::string(e.what()).find("16384") != std::string::npos);
     }
-    CHECK(reader.buffered() <= small.limit);
+    CHECK(reader.buffered() <= small.limit + 1);  // the limit, and room for the separator
   });
 }
 
@@ -417,7 +468,7 @@ TEST_CASE("a handler that throws is reported, its connection closed, and the ser
     auto handler = [](sockpat::StreamReader r, sockpat::StreamWriter w) -> sockpat::Task<void> {
       auto line = co_await r.read_line();
       if (line == "throw\n") throw std::runtime_error("handler failed");
-      co_await w.write("ok: " + line);
+      co_await w.write("ok: " + line.value());
     };
     auto server = co_await sockpat::start_server(handler, "127.0.0.1", 0);
     const int port = server.local_endpoint().port();
@@ -471,7 +522,7 @@ TEST_CASE("a server's wait_closed returns once a task closes it; a writer's wait
           doctest::timeout(30)) {
   on_loop([]() -> sockpat::Task<void> {
     auto once = [](sockpat::StreamReader r, sockpat::StreamWriter w) -> sockpat::Task<void> {
-      co_await w.write(co_await r.read_line());
+      co_await w.write((co_await r.read_line()).value());
       w.close();
       CHECK(w.is_closing());
       co_await w.wait_closed();
