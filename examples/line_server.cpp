@@ -99,7 +99,7 @@ int serve(const example::Args& args) {
       options);
   std::printf("listening on %s\n", server.local_endpoint().to_string().c_str());
   std::fflush(stdout);
-  server.serve(signals.token());
+  server.serve(signals.token(), signals.urgent_token());
   return 0;
 }
 

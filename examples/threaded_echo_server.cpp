@@ -31,7 +31,7 @@ int serve(const example::Args& args) {
       options);
   std::printf("listening on %s\n", server.local_endpoint().to_string().c_str());
   std::fflush(stdout);
-  server.serve(signals.token());  // returns after a graceful stop on SIGINT/SIGTERM
+  server.serve(signals.token(), signals.urgent_token());  // returns after a graceful stop on SIGINT/SIGTERM
   return 0;
 }
 

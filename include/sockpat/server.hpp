@@ -30,6 +30,7 @@
 #include "sockpat/connection.hpp"
 #include "sockpat/deadline.hpp"
 #include "sockpat/detail/unique_function.hpp"  // UniqueFunction: a move-only handler
+#include "sockpat/error.hpp"                   // errc::end_of_stream: a normal ending
 #include "sockpat/listener.hpp"
 
 namespace sockpat {
@@ -66,12 +67,15 @@ struct ServerOptions {
   /// longer fails with timed_out, and a FramedConnection read must complete within it, so a silent
   /// or dribbling client is dropped. std::nullopt: no limit.
   std::optional<std::chrono::steady_clock::duration> idle_timeout = std::chrono::seconds(60);
-  /// On stop: how long running handlers may go on before their connections are canceled.
+  /// On stop: how long a handler that takes the stop token (`handler(connection, stop)`) may go
+  /// on before its connection is canceled. A handler without it is canceled at once; a second
+  /// stop request (request_stop() again, or the `urgent` token of serve/start) ends the grace.
   std::chrono::steady_clock::duration grace = std::chrono::seconds(5);
   /// After accept fails (out of descriptors or memory): the pauses before accepting again, 20 ms
   /// doubled on each failure up to 500 ms, no jitter (one process, no one to fall out of step
   /// with); a client leaving ends the pause early.
-  Backoff accept_backoff{.initial = std::chrono::milliseconds(20), .max = std::chrono::milliseconds(500), .jitter = 0.0};
+  Backoff accept_backoff{.initial = std::chrono::milliseconds(20), .max = std::chrono::milliseconds(500), .multiplier = 2.0,
+                         .jitter = 0.0};
   /// Called with what a handler threw (its peer, if still known) and with accept errors (no peer;
   /// once per run of failures). Called from the thread that met the error, so it must be
   /// thread-safe; what it throws is ignored. Unset: a line on stderr, as socketserver does.
@@ -83,9 +87,13 @@ struct ServerStats {
   std::size_t accepted = 0;        ///< connections accepted
   std::size_t refused = 0;         ///< accepted and closed at once (Overload::refuse)
   std::size_t active = 0;          ///< clients held now: handled or queued
-  std::size_t handler_errors = 0;  ///< handlers that threw
+  std::size_t handler_errors = 0;  ///< handlers that failed (reported to on_error)
   std::size_t accept_errors = 0;   ///< accepts that failed (EMFILE, ENFILE, ...)
-  std::size_t canceled = 0;        ///< connections canceled when the grace period ran out
+  std::size_t canceled = 0;        ///< connections canceled by the stop
+  // Normal endings, counted apart from failures and not reported: a handler that threw one of
+  // these errors from its connection's calls.
+  std::size_t timed_out = 0;    ///< a call ran past its deadline or the idle timeout
+  std::size_t peer_closed = 0;  ///< the peer reset the connection or closed it early (end_of_stream)
 };
 
 namespace detail {
@@ -99,12 +107,15 @@ inline const void*& current_server() noexcept {
 /// Accepts clients on a Listener and runs `handler(connection)` (or `handler(connection, stop)`,
 /// where `stop` is requested when the server begins to stop) for each, on the strategy's threads.
 /// A handler that throws is reported to on_error and its connection closed; the server goes on.
+/// A handler ended by its peer (a reset, end_of_stream), by a timeout or by the stop is not a
+/// failure: it is counted in stats() and not reported.
 ///
 /// serve() runs the accept loop on the calling thread until a stop; start() runs it on a thread of
 /// its own. Stopping (stop(), request_stop(), the token given to serve/start, or SignalStop's
 /// token): accepting ends at once and the listener closes; clients queued but not started are
-/// closed; running handlers get `grace` to finish, then their connections are canceled (every
-/// blocking call on them returns operation_canceled); every thread is joined. A handler that does
+/// closed; running handlers' connections are canceled at once (every blocking call on them
+/// returns operation_canceled), except for handlers that take the stop token: those get `grace`
+/// to finish first, or until a second stop request; every thread is joined. A handler that does
 /// no I/O on its connection and never returns keeps stop() waiting.
 template <StreamProtocol P>
 class Server {
@@ -120,6 +131,7 @@ class Server {
       : listener_(std::move(listener)), local_(listener_.local_endpoint()), options_(std::move(options)) {
     if constexpr (std::is_invocable_v<H&, Connection<P>&, std::stop_token>) {
       handler_ = std::move(handler);
+      finishes_in_grace_ = true;
     } else {
       handler_ = [h = std::move(handler)](Connection<P>& c, std::stop_token) mutable { h(c); };
     }
@@ -153,20 +165,21 @@ class Server {
 
   /// Runs the accept loop on this thread until a stop is requested (by stop(), request_stop() or
   /// `stop`), then stops gracefully and returns when every handler has returned and every thread
-  /// is joined. Returns at once on a server already stopped. Throws std::logic_error if it runs already.
-  void serve(std::stop_token stop = {}) {
+  /// is joined; `urgent` ends the grace (SignalStop::urgent_token(): a second Ctrl-C). Returns at
+  /// once on a server already stopped. Throws std::logic_error if it runs already.
+  void serve(std::stop_token stop = {}, std::stop_token urgent = {}) {
     if (!begin_serving()) return;
-    serve_begun(std::move(stop));
+    serve_begun(std::move(stop), std::move(urgent));
   }
 
   /// serve() on a thread of its own; returns at once. stop() or the destructor joins it.
   /// Throws std::logic_error if the server runs already, std::system_error if no thread starts.
-  void start(std::stop_token stop = {}) {
+  void start(std::stop_token stop = {}, std::stop_token urgent = {}) {
     std::lock_guard join_lock(join_mutex_);
     if (background_.joinable()) throw std::logic_error("sockpat: Server::start was called already");
     if (!begin_serving()) return;
     try {
-      background_ = std::thread([this, stop] { serve_begun(stop); });
+      background_ = std::thread([this, stop, urgent] { serve_begun(stop, urgent); });
     } catch (...) {
       std::lock_guard lock(mutex_);
       state_ = State::idle;
@@ -174,13 +187,22 @@ class Server {
     }
   }
 
-  /// Asks the server to stop and returns at once; safe from any thread, a handler included.
-  void request_stop() noexcept { stop_.request_stop(); }
+  /// Asks the server to stop and returns at once; safe from any thread, a handler included. A
+  /// second request, while the server stops, cancels the handlers still in their grace period.
+  void request_stop() noexcept {
+    if (stop_.request_stop()) return;
+    {
+      std::lock_guard lock(mutex_);
+      urgent_ = true;
+    }
+    cv_.notify_all();
+  }
 
-  /// Requests a stop and waits until serve() has returned: handlers finished or canceled, threads
-  /// joined, descriptors closed. From a handler it only requests (a handler cannot wait for itself).
+  /// Requests a stop (unless one was requested already: stop() is not a second request) and waits
+  /// until serve() has returned: handlers finished or canceled, threads joined, descriptors
+  /// closed. From a handler it only requests (a handler cannot wait for itself).
   void stop() noexcept {
-    request_stop();
+    if (!stop_.stop_requested()) request_stop();
     if (detail::current_server() == this) return;
     {
       std::lock_guard lock(join_mutex_);
@@ -213,6 +235,8 @@ class Server {
     s.handler_errors = handler_errors_.load();
     s.accept_errors = accept_errors_.load();
     s.canceled = canceled_.load();
+    s.timed_out = timed_out_.load();
+    s.peer_closed = peer_closed_.load();
     std::lock_guard lock(mutex_);
     s.active = sessions_.size();
     return s;
@@ -236,8 +260,12 @@ class Server {
     return true;
   }
 
-  void serve_begun(std::stop_token stop) noexcept {
+  void serve_begun(std::stop_token stop, std::stop_token urgent) noexcept {
     std::stop_callback on_stop(stop, [this]() noexcept { request_stop(); });
+    std::stop_callback on_urgent(urgent, [this]() noexcept {
+      request_stop();
+      request_stop();
+    });
     run();
     {
       std::lock_guard lock(mutex_);
@@ -355,11 +383,27 @@ class Server {
   void run_session(Session& s) noexcept {
     try {
       handler_(s.connection, stop_.get_token());
+    } catch (const std::system_error& e) {
+      // How a connection normally ends is not a handler failure.
+      const auto code = e.code();
+      if (code == std::errc::operation_canceled && s.cancel.stop_requested()) return;  // counted by finish()
+      if (code == std::errc::timed_out) {
+        ++timed_out_;
+      } else if (code == std::errc::connection_reset || code == std::errc::broken_pipe ||
+                 code == std::errc::connection_aborted || code == errc::end_of_stream) {
+        ++peer_closed_;
+      } else {
+        failed(s);
+      }
     } catch (...) {
-      ++handler_errors_;
-      std::error_code ignored;
-      report(std::current_exception(), s.connection.remote_endpoint(ignored));
+      failed(s);
     }
+  }
+
+  void failed(Session& s) noexcept {
+    ++handler_errors_;
+    std::error_code ignored;
+    report(std::current_exception(), s.connection.remote_endpoint(ignored));
   }
 
   void end_session(typename SessionList::iterator it) noexcept {
@@ -401,14 +445,15 @@ class Server {
     dropped.clear();
     {
       std::unique_lock lock(mutex_);
-      const auto until = detail::time_after(options_.grace);
-      if (!cv_.wait_until(lock, until, [this] { return sessions_.empty(); })) {
-        for (auto& s : sessions_) {
-          s.cancel.request_stop();
-          ++canceled_;
-        }
-        cv_.wait(lock, [this] { return sessions_.empty(); });
+      // Handlers that watch the stop token get the grace to finish; the others are canceled now.
+      const auto grace = finishes_in_grace_ ? options_.grace : std::chrono::steady_clock::duration::zero();
+      const auto until = detail::time_after(grace);
+      (void)cv_.wait_until(lock, until, [this] { return sessions_.empty() || urgent_; });
+      for (auto& s : sessions_) {
+        s.cancel.request_stop();
+        ++canceled_;
       }
+      cv_.wait(lock, [this] { return sessions_.empty(); });
     }
     for (auto& w : workers_) w.join();
     workers_.clear();
@@ -437,6 +482,7 @@ class Server {
   Listener<P> listener_;
   Endpoint local_;
   Handler handler_;
+  bool finishes_in_grace_ = false;  // the handler takes the stop token
   ServerOptions options_;
   std::size_t threads_ = 0;
   std::size_t max_ = 0;
@@ -449,6 +495,7 @@ class Server {
   std::vector<std::thread> workers_;
   std::vector<std::thread> finished_;  // thread_per_connection threads that ended, to join
   bool quit_workers_ = false;
+  bool urgent_ = false;  // a second stop request: no more grace
   State state_ = State::idle;
 
   std::mutex join_mutex_;
@@ -459,6 +506,8 @@ class Server {
   std::atomic<std::size_t> handler_errors_{0};
   std::atomic<std::size_t> accept_errors_{0};
   std::atomic<std::size_t> canceled_{0};
+  std::atomic<std::size_t> timed_out_{0};
+  std::atomic<std::size_t> peer_closed_{0};
 };
 
 template <StreamProtocol P, class H>

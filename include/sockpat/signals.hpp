@@ -27,8 +27,14 @@ class SignalStop {
     }
     watcher_ = std::thread([this] {
       while (const int signo = pipe_.wait()) {
-        signal_.store(signo);
-        source_.request_stop();
+        // The first signal asks for a graceful stop; a second one (Ctrl-C again, or SIGTERM
+        // after SIGINT) asks to end the grace.
+        if (source_.stop_requested()) {
+          urgent_.request_stop();
+        } else {
+          signal_.store(signo);
+          source_.request_stop();
+        }
       }
     });
   }
@@ -41,7 +47,11 @@ class SignalStop {
     active() = false;
   }
 
+  /// Requested by the first signal.
   [[nodiscard]] std::stop_token token() const noexcept { return source_.get_token(); }
+  /// Requested by a second signal, while the first one's graceful stop is under way: for
+  /// Server::serve(token(), urgent_token()), which then cancels the handlers still finishing.
+  [[nodiscard]] std::stop_token urgent_token() const noexcept { return urgent_.get_token(); }
   [[nodiscard]] bool stop_requested() const noexcept { return source_.stop_requested(); }
   /// Requests the stop by hand, as a signal would.
   void request_stop() noexcept { source_.request_stop(); }
@@ -57,6 +67,7 @@ class SignalStop {
 
   detail::SignalPipe pipe_;
   std::stop_source source_;
+  std::stop_source urgent_;
   std::atomic<int> signal_{0};
   std::thread watcher_;
 };

@@ -79,6 +79,16 @@ TEST_CASE("SIGINT requests a stop too") {
   CHECK(signals.signal() == SIGINT);
 }
 
+TEST_CASE("a second signal, SIGTERM after SIGINT, requests the urgent stop; the first is kept") {
+  sockpat::SignalStop signals;
+  std::raise(SIGINT);
+  CHECK(wait_stopped(signals.token(), 10s));
+  CHECK_FALSE(signals.urgent_token().stop_requested());
+  std::raise(SIGTERM);
+  CHECK(wait_stopped(signals.urgent_token(), 10s));
+  CHECK(signals.signal() == SIGINT);
+}
+
 TEST_CASE("the previous handler comes back when the SignalStop is destroyed") {
   static volatile std::sig_atomic_t seen = 0;
   const auto old = std::signal(SIGTERM, [](int) { seen = 1; });
