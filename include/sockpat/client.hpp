@@ -52,7 +52,7 @@ template <StreamProtocol P>
 [[nodiscard]] Connection<P> connect_with_retry(const Endpoint& remote, Deadline d = {}, const RetryOptions& retry = {}) {
   std::error_code ec;
   auto c = connect_with_retry<P>(remote, std::move(d), retry, ec);
-  if (ec) detail::throw_error(ec, detail::describe("connect (with retries)", remote));
+  if (ec) detail::throw_error(ec, detail::describe("connect (with retries)", remote, ec, d.timeout()));
   return c;
 }
 template <StreamProtocol P>

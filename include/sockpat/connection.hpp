@@ -94,7 +94,7 @@ class Connection : private Socket<P> {
   [[nodiscard]] static Connection connect(const Endpoint& remote, const ConnectOptions& options) {
     std::error_code ec;
     auto c = connect(remote, options, ec);
-    if (ec) detail::throw_error(ec, detail::describe("connect", remote));
+    if (ec) detail::throw_error(ec, detail::describe("connect", remote, ec, options.deadline.timeout()));
     return c;
   }
   [[nodiscard]] static Connection connect(const Endpoint& remote, const ConnectOptions& options,
@@ -133,7 +133,7 @@ class Connection : private Socket<P> {
     if (ec) {
       std::string what = "connect " + std::string(host) + ':' + std::to_string(port) + " (tried";
       for (const auto& a : addresses) what += ' ' + a.to_string();
-      detail::throw_error(ec, what + ')');
+      detail::throw_error(ec, detail::describe(what + ')', {}, ec, options.deadline.timeout()));
     }
     return c;
   }
@@ -197,7 +197,7 @@ class Connection : private Socket<P> {
   std::size_t read_some(std::span<std::byte> buffer, Deadline d = {}) {
     std::error_code ec;
     const auto n = read_some(buffer, d, ec);
-    if (ec) detail::throw_error(ec, detail::describe("read from", this->remote_endpoint_or_empty()));
+    if (ec) detail::throw_error(ec, where("read", "from", ec, d));
     return n;
   }
   std::size_t read_some(std::span<std::byte> buffer, Deadline d, std::error_code& ec) noexcept {
@@ -215,7 +215,7 @@ class Connection : private Socket<P> {
   std::size_t read_exactly(std::span<std::byte> buffer, Deadline d = {}) {
     std::error_code ec;
     const auto n = read_exactly(buffer, d, ec);
-    if (ec) throw TransferError(ec, detail::describe("read_exactly from", this->remote_endpoint_or_empty()), n);
+    if (ec) throw TransferError(ec, where("read_exactly", "from", ec, d), n);
     return n;
   }
   std::size_t read_exactly(std::span<std::byte> buffer, Deadline d, std::error_code& ec) noexcept {
@@ -239,7 +239,7 @@ class Connection : private Socket<P> {
   std::size_t write_some(std::span<const std::byte> data, Deadline d = {}) {
     std::error_code ec;
     const auto n = write_some(data, d, ec);
-    if (ec) detail::throw_error(ec, detail::describe("write to", this->remote_endpoint_or_empty()));
+    if (ec) detail::throw_error(ec, where("write", "to", ec, d));
     return n;
   }
   std::size_t write_some(std::span<const std::byte> data, Deadline d, std::error_code& ec) noexcept {
@@ -257,7 +257,7 @@ class Connection : private Socket<P> {
   std::size_t write_all(std::span<const std::byte> data, Deadline d = {}) {
     std::error_code ec;
     const auto n = write_all(data, d, ec);
-    if (ec) throw TransferError(ec, detail::describe("write_all to", this->remote_endpoint_or_empty()), n);
+    if (ec) throw TransferError(ec, where("write_all", "to", ec, d), n);
     return n;
   }
   std::size_t write_all(std::span<const std::byte> data, Deadline d, std::error_code& ec) noexcept {
@@ -353,7 +353,7 @@ class Connection : private Socket<P> {
     if (!ec) {
       co_await detail::IoAwaiter<detail::ConnectOp>(s.native_handle(), detail::ConnectOp{remote.raw()}, d, &ec);
     }
-    if (ec) detail::throw_error(ec, detail::describe("connect", remote));
+    if (ec) detail::throw_error(ec, detail::describe("connect", remote, ec, d.timeout()));
     co_return Connection(std::move(s));
   }
 
@@ -372,7 +372,7 @@ class Connection : private Socket<P> {
     }
     std::string what = "connect " + host + ':' + std::to_string(port) + " (tried";
     for (const auto& a : addresses) what += ' ' + a.to_string();
-    detail::throw_error(ec, what + ')');
+    detail::throw_error(ec, detail::describe(what + ')', {}, ec, d.timeout()));
   }
 
   /// Ends one or both directions; Shutdown::send tells the peer "end of stream" (a half-close).
@@ -391,6 +391,15 @@ class Connection : private Socket<P> {
   }
 
  private:
+  /// The message a call on this connection throws with: "read from PEER" ("read on LOCAL" once
+  /// a reset made the peer's address unknown), and for a timeout "after N ms" (the call's
+  /// timeout or the connection's, the shorter). Built only when throwing.
+  [[nodiscard]] std::string where(std::string_view op, std::string_view to_from, std::error_code ec,
+                                  const Deadline& d) const {
+    return detail::describe(op, to_from, this->remote_endpoint_or_empty(), this->local_endpoint_or_empty(), ec,
+                            detail::waited(d, timeout_));
+  }
+
   [[nodiscard]] detail::Bound bound(const Deadline& d) const noexcept {
     detail::Bound b = detail::bound_of(d);
     if (timeout_) {

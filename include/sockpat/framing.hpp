@@ -5,6 +5,7 @@
 #define SOCKPAT_FRAMING_HPP
 
 #include <algorithm>     // std::search, std::min, std::max
+#include <chrono>        // std::chrono::steady_clock: how long a timed-out read waited
 #include <concepts>      // std::same_as
 #include <cstddef>       // std::byte, std::size_t
 #include <cstdint>       // std::uint64_t, SIZE_MAX
@@ -360,7 +361,7 @@ class FramedConnection {
   /// OS error; TransferError (end_of_stream) for a frame cut short.
   template <Framing F>
   [[nodiscard]] std::optional<std::string> read_frame(const F& framing, Deadline d = {}) {
-    return read_named("read_frame from", [&](std::string_view data, std::size_t from) noexcept {
+    return read_named("read_frame", [&](std::string_view data, std::size_t from) noexcept {
       return framing.scan(data, from);
     }, std::move(d));
   }
@@ -376,9 +377,10 @@ class FramedConnection {
   template <Framing F>
   void write_frame(const F& framing, std::string_view payload, Deadline d = {}) {
     std::error_code ec;
+    const auto waited = detail::waited(d, conn_->timeout());
     const auto n = write_frame(framing, payload, std::move(d), ec);
     if (ec == errc::frame_too_large || ec == errc::malformed_frame) detail::throw_error(ec, "write_frame");
-    if (ec) throw TransferError(ec, detail::describe("write_frame to", remote()), n);
+    if (ec) throw TransferError(ec, where("write_frame", "to", ec, waited), n);
   }
   /// Returns the bytes written (prefix and suffix included).
   template <Framing F>
@@ -415,7 +417,7 @@ class FramedConnection {
     d = conn_->bounded(std::move(d));
     write_frame(framing, payload, d);
     auto reply = read_frame(framing, d);
-    if (!reply) detail::throw_error(make_error_code(errc::end_of_stream), detail::describe("read reply from", remote()));
+    if (!reply) detail::throw_error(make_error_code(errc::end_of_stream), where("read reply", "from", {}, {}));
     return std::move(*reply);
   }
 
@@ -434,7 +436,7 @@ class FramedConnection {
   /// The bytes up to and including `delimiter`, as read_line does with "\n".
   [[nodiscard]] std::optional<std::string> read_until(std::string_view delimiter, Deadline d = {}) {
     if (delimiter.empty()) detail::throw_error(detail::make_errc(std::errc::invalid_argument), "read_until");
-    return read_named(delimiter == "\n" ? "read_line from" : "read_until from", until(delimiter), std::move(d));
+    return read_named(delimiter == "\n" ? "read_line" : "read_until", until(delimiter), std::move(d));
   }
   [[nodiscard]] std::optional<std::string_view> read_until(std::string_view delimiter, Deadline d,
                                                            std::error_code& ec) noexcept {
@@ -466,8 +468,9 @@ class FramedConnection {
   /// Fills `out`, buffered bytes first. Throws TransferError (end_of_stream) when the stream ends first.
   std::size_t read_exactly(std::span<char> out, Deadline d = {}) {
     std::error_code ec;
+    const auto waited = detail::waited(d, conn_->timeout());
     const auto n = read_exactly(out, std::move(d), ec);
-    if (ec) throw TransferError(ec, detail::describe("read_exactly from", remote()), n);
+    if (ec) throw TransferError(ec, where("read_exactly", "from", ec, waited), n);
     return n;
   }
   std::size_t read_exactly(std::span<char> out, Deadline d, std::error_code& ec) noexcept {
@@ -480,9 +483,13 @@ class FramedConnection {
  private:
   static constexpr std::size_t chunk = 16 * 1024;
 
-  [[nodiscard]] Endpoint remote() const noexcept {
+  /// "read_line from PEER" ("... on LOCAL" once a reset made the peer unknown), and for a
+  /// timeout "after N ms": built only when throwing.
+  [[nodiscard]] std::string where(std::string_view op, std::string_view to_from, std::error_code ec,
+                                  std::chrono::steady_clock::duration waited) const {
     std::error_code ignored;
-    return conn_->remote_endpoint(ignored);
+    const Endpoint peer = conn_->remote_endpoint(ignored);
+    return detail::describe(op, to_from, peer, conn_->local_endpoint(ignored), ec, waited);
   }
 
   /// read_until's rule: the frame is everything up to and including `delimiter`, which starts
@@ -498,9 +505,10 @@ class FramedConnection {
   template <class Scan>
   [[nodiscard]] std::optional<std::string> read_named(const char* what, const Scan& scan, Deadline d) {
     std::error_code ec;
+    const auto waited = detail::waited(d, conn_->timeout());
     auto frame = read_with(scan, std::move(d), ec);
-    if (ec == errc::end_of_stream) throw TransferError(ec, detail::describe(what, remote()), buffer_.size());
-    if (ec) detail::throw_error(ec, detail::describe(what, remote()));
+    if (ec == errc::end_of_stream) throw TransferError(ec, where(what, "from", ec, waited), buffer_.size());
+    if (ec) detail::throw_error(ec, where(what, "from", ec, waited));
     if (!frame) return std::nullopt;
     return std::string(*frame);
   }

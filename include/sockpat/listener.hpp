@@ -112,7 +112,7 @@ class Listener : private Socket<P> {
   [[nodiscard]] Connection<P> accept(Deadline d = {}) {
     std::error_code ec;
     auto c = accept(d, ec);
-    if (ec) detail::throw_error(ec, detail::describe("accept on", this->local_endpoint_or_empty()));
+    if (ec) detail::throw_error(ec, detail::describe("accept on", this->local_endpoint_or_empty(), ec, d.timeout()));
     return c;
   }
   [[nodiscard]] Connection<P> accept(Deadline d, std::error_code& ec) noexcept {

@@ -39,6 +39,42 @@ inline std::string describe(std::string_view op, const Endpoint& e) {
   return s;
 }
 
+/// The shorter of a call's own timeout and its connection's (zero: neither is known).
+inline std::chrono::steady_clock::duration waited(const Deadline& d,
+                                                  std::optional<std::chrono::steady_clock::duration> also = {}) noexcept {
+  auto t = d.timeout();
+  if (also && *also > also->zero() && (t == t.zero() || *also < t)) t = *also;
+  return t;
+}
+
+/// A throwing call's message, built only when it throws: "read from 127.0.0.1:80", and for a
+/// timeout how long the call waited, "read from 127.0.0.1:80 after 50 ms" (then ": Connection
+/// timed out"). `waited` is zero when the deadline was a time point.
+inline std::string describe(std::string_view op, const Endpoint& e, std::error_code ec,
+                            std::chrono::steady_clock::duration waited) {
+  std::string s = describe(op, e);
+  if (ec == std::errc::timed_out && waited > waited.zero()) {
+    s += " after ";
+    s += std::to_string(std::chrono::ceil<std::chrono::milliseconds>(waited).count());
+    s += " ms";
+  }
+  return s;
+}
+
+/// A stream or connected datagram call's message: "read from PEER", or, when the peer's address
+/// is gone (after a reset, getpeername fails), "read on LOCAL".
+inline std::string describe(std::string_view op, std::string_view to_from, const Endpoint& peer, const Endpoint& local,
+                            std::error_code ec, std::chrono::steady_clock::duration waited) {
+  std::string s(op);
+  if (!peer.empty()) {
+    s += ' ';
+    s += to_from;
+    return describe(s, peer, ec, waited);
+  }
+  s += " on";
+  return describe(s, local, ec, waited);
+}
+
 inline std::span<const std::byte> bytes_of(std::string_view s) noexcept {
   return std::as_bytes(std::span<const char>(s.data(), s.size()));
 }
@@ -212,7 +248,7 @@ class Socket {
   {
     std::error_code ec;
     const auto n = send_to(data, to, d, ec);
-    if (ec) detail::throw_error(ec, detail::describe("send_to", to));
+    if (ec) detail::throw_error(ec, detail::describe("send_to", to, ec, d.timeout()));
     return n;
   }
   std::size_t send_to(std::span<const std::byte> data, const Endpoint& to, Deadline d, std::error_code& ec) noexcept
@@ -240,7 +276,7 @@ class Socket {
   {
     std::error_code ec;
     const auto n = receive_from(buffer, from, d, ec);
-    if (ec) detail::throw_error(ec, detail::describe("receive_from on", local_endpoint_or_empty()));
+    if (ec) detail::throw_error(ec, detail::describe("receive_from on", local_endpoint_or_empty(), ec, d.timeout()));
     return n;
   }
   std::size_t receive_from(std::span<std::byte> buffer, Endpoint& from, Deadline d, std::error_code& ec) noexcept
@@ -284,7 +320,7 @@ class Socket {
   {
     std::error_code ec;
     const auto n = send(data, d, ec);
-    if (ec) detail::throw_error(ec, "send");
+    if (ec) detail::throw_error(ec, datagram_where("send on", " to", ec, d));
     return n;
   }
   std::size_t send(std::span<const std::byte> data, Deadline d, std::error_code& ec) noexcept
@@ -309,7 +345,7 @@ class Socket {
   {
     std::error_code ec;
     const auto n = receive(buffer, d, ec);
-    if (ec) detail::throw_error(ec, "receive");
+    if (ec) detail::throw_error(ec, datagram_where("receive on", " from", ec, d));
     return n;
   }
   std::size_t receive(std::span<std::byte> buffer, Deadline d, std::error_code& ec) noexcept
@@ -398,6 +434,15 @@ class Socket {
   }
 
  private:
+  /// "receive on LOCAL from PEER" (either left out when unknown), and how long a timeout waited.
+  [[nodiscard]] std::string datagram_where(std::string_view op, std::string_view to_from, std::error_code ec,
+                                           const Deadline& d) const {
+    std::string s = detail::describe(op, local_endpoint_or_empty());
+    const Endpoint peer = remote_endpoint_or_empty();
+    if (!peer.empty()) s += to_from;
+    return detail::describe(s, peer, ec, d.timeout());
+  }
+
   static void check_option(std::error_code ec, const char* name) {
     if (ec) detail::throw_error(ec, std::string("socket option ") + name);
   }

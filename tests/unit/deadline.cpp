@@ -36,6 +36,16 @@ TEST_CASE("a huge timeout does not overflow into the past") {
   CHECK_FALSE(d.has_time());
 }
 
+TEST_CASE("a Deadline remembers the timeout it was made from, for error messages") {
+  CHECK(sockpat::Deadline(50ms).timeout() == 50ms);
+  CHECK(sockpat::Deadline(std::chrono::steady_clock::now() + 50ms).timeout() == 0ms);
+  CHECK(sockpat::Deadline().timeout() == 0ms);
+  CHECK(sockpat::Deadline(24h * 365 * 1000).timeout() == 0ms);  // no time at all
+  // capped() keeps it while its own time is the earlier one.
+  CHECK(sockpat::Deadline(50ms).capped(std::chrono::steady_clock::now() + 10s).timeout() == 50ms);
+  CHECK(sockpat::Deadline(10s).capped(std::chrono::steady_clock::now() + 50ms).timeout() == 0ms);
+}
+
 TEST_CASE("a Deadline carries a stop token and capped() keeps it") {
   std::stop_source src;
   const sockpat::Deadline d(src.get_token());
