@@ -120,6 +120,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     // Best effort: it fails only on a socket that is already broken, and the first read or
     // write on it reports that.
     if (options_.no_delay && (f == Family::ipv4 || f == Family::ipv6)) (void)set_int_option(fd(), option::no_delay, 1);
+    if (f == Family::ipv4 || f == Family::ipv6) remember_peer();
   }
   StreamState(const StreamState&) = delete;
   StreamState& operator=(const StreamState&) = delete;
@@ -143,6 +144,26 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   std::size_t rbegin = 0;
   std::size_t rend = 0;
   // `bool eof` (the peer ended the stream) is declared with the writer's flags, to pack them.
+
+  /// An error message naming the stream, built only when throwing: "StreamReader read from
+  /// PEER", or "... on LOCAL" when the peer has no address (an unnamed Unix-domain socket).
+  [[nodiscard]] std::string where(std::string_view op, std::string_view to_from) const {
+    RawAddress a;
+    if (peer_size_ != 0) {
+      std::memcpy(a.data(), peer_, peer_size_);
+      a.size = static_cast<socklen>(peer_size_);
+    } else {
+      a.size = sizeof a.storage;
+      if (peer_address(fd(), a.data(), &a.size)) a.size = 0;
+    }
+    std::string name = a.size != 0 ? Endpoint::from_native(a.data(), a.size).to_string() : std::string();
+    std::string s(op);
+    if (!name.empty()) return s.append(1, ' ').append(to_from).append(1, ' ').append(name);
+    a.size = sizeof a.storage;
+    if (local_address(fd(), a.data(), &a.size)) return s;
+    name = Endpoint::from_native(a.data(), a.size).to_string();
+    return name.empty() ? s : s.append(" on ").append(name);
+  }
 
   [[nodiscard]] std::size_t available() const noexcept { return rend - rbegin; }
   [[nodiscard]] const std::byte* rdata() const noexcept { return rbuf + rbegin; }
@@ -205,7 +226,8 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     if (most == 0) most = options_.limit;
     if (available() >= most) {
       throw std::system_error(make_error_code(errc::buffer_full),
-                              "StreamReader: more than " + std::to_string(most) + " bytes buffered (the limit)");
+                              where("StreamReader read", "from") + ": more than " + std::to_string(most) +
+                                  " bytes buffered (the limit)");
     }
     release_rbuf();  // no buffer held while waiting on an idle connection
     co_return co_await IoAwaiter<FillOp>(fd(), FillOp{this, most}, Deadline{}, nullptr) > 0;
@@ -243,7 +265,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     }
     [[nodiscard]] bool drained() const noexcept { return done > 0 && done < room; }
     [[nodiscard]] std::size_t result() const noexcept { return done; }
-    [[noreturn]] static void raise(std::error_code ec) { throw std::system_error(ec, "StreamReader read"); }
+    [[noreturn]] void raise(std::error_code ec) const { throw std::system_error(ec, s->where("StreamReader read", "from")); }
   };
 
   /// Receives straight into a caller's buffer (read_some with nothing buffered).
@@ -262,8 +284,22 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     }
     [[nodiscard]] bool drained() const noexcept { return done > 0 && done < size; }
     [[nodiscard]] std::size_t result() const noexcept { return done; }
-    [[noreturn]] static void raise(std::error_code ec) { throw std::system_error(ec, "StreamReader read_some"); }
+    [[noreturn]] void raise(std::error_code ec) const {
+      throw std::system_error(ec, s->where("StreamReader read_some", "from"));
+    }
   };
+
+  // The peer's address (a sockaddr_in or sockaddr_in6), kept from the start for error messages:
+  // once a reset has ended the connection, getpeername fails. One system call per connection.
+  void remember_peer() noexcept {
+    RawAddress a;
+    a.size = sizeof a.storage;
+    if (peer_address(fd(), a.data(), &a.size) || a.size > sizeof peer_) return;
+    std::memcpy(peer_, a.data(), a.size);
+    peer_size_ = static_cast<unsigned char>(a.size);
+  }
+  alignas(8) unsigned char peer_[28] = {};  // sizeof(sockaddr_in6)
+  unsigned char peer_size_ = 0;
 
   [[nodiscard]] std::size_t first_block() const noexcept {
     return (std::min)(options_.limit, std::size_t{64 * 1024});
@@ -602,7 +638,7 @@ class [[nodiscard]] ChunkAwaiter final : private Pending {
     return true;
   }
   std::span<const std::byte> await_resume() {
-    if (ec_) throw std::system_error(ec_, "StreamReader read_chunk");
+    if (ec_) throw std::system_error(ec_, op_.s->where("StreamReader read_chunk", "from"));
     StreamState* s = op_.s;
     const std::size_t k = (std::min)(max_, s->available());
     const std::span<const std::byte> out(s->rdata(), k);
@@ -705,7 +741,7 @@ class StreamReader {
         const std::size_t got = out.size();
         // Give the partial bytes back, as asyncio keeps them in IncompleteReadError.partial.
         s->put_back(reinterpret_cast<const std::byte*>(out.data()), got);
-        throw TransferError(make_error_code(errc::end_of_stream), "StreamReader read_exactly", got);
+        throw TransferError(make_error_code(errc::end_of_stream), s->where("StreamReader read_exactly", "from"), got);
       }
     }
   }
@@ -728,8 +764,8 @@ class StreamReader {
       if ((at != std::string_view::npos && at > limit) ||
           (at == std::string_view::npos && hay.size() >= limit + separator.size())) {
         throw std::system_error(make_error_code(errc::frame_too_large),
-                                "StreamReader read_until: no separator in the first " + std::to_string(limit) +
-                                    " bytes (the limit)");
+                                s->where("StreamReader read_until", "from") + ": no separator in the first " +
+                                    std::to_string(limit) + " bytes (the limit)");
       }
       if (at != std::string_view::npos) {
         std::string out(hay.substr(0, at + separator.size()));
@@ -739,7 +775,8 @@ class StreamReader {
       searched = hay.size() >= separator.size() ? hay.size() - separator.size() + 1 : 0;
       if (!co_await s->fill(limit + separator.size())) {
         if (s->available() == 0) co_return std::nullopt;
-        throw TransferError(make_error_code(errc::end_of_stream), "StreamReader read_until", s->available());
+        throw TransferError(make_error_code(errc::end_of_stream), s->where("StreamReader read_until", "from"),
+                            s->available());
       }
     }
   }
@@ -768,11 +805,14 @@ class StreamReader {
         s->consume(scan.consumed);
         co_return out;
       }
-      if (scan.status == FrameScan::Status::error) throw std::system_error(scan.error, "StreamReader read_frame");
+      if (scan.status == FrameScan::Status::error) {
+        throw std::system_error(scan.error, s->where("StreamReader read_frame", "from"));
+      }
       resume = scan.resume;  // an offset from the first unread byte: still right after fill() moves it
       if (!co_await s->fill()) {
         if (s->available() == 0) co_return std::nullopt;
-        throw TransferError(make_error_code(errc::end_of_stream), "StreamReader read_frame", s->available());
+        throw TransferError(make_error_code(errc::end_of_stream), s->where("StreamReader read_frame", "from"),
+                            s->available());
       }
     }
   }

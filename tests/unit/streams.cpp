@@ -325,6 +325,24 @@ TEST_CASE("read_some with nothing buffered receives straight into the caller's b
   });
 }
 
+TEST_CASE("a stream's errors name the peer, even after a reset made it unknown to the OS" * doctest::timeout(30)) {
+  auto listener = test::loopback_listener();
+  auto client = sockpat::TcpConnection::connect(listener.local_endpoint(), 5s);
+  const std::string peer = client.local_endpoint().to_string();
+  auto streams = sockpat::make_streams(listener.accept(5s));
+  client.set_linger(std::chrono::seconds(0));
+  client.close();  // a reset
+  on_loop([&]() -> sockpat::Task<void> {
+    try {
+      (void)co_await streams.first.read();
+      FAIL("expected a reset");
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == std::errc::connection_reset);
+      CHECK(std::string(e.what()).find("StreamReader read from " + peer + ": ") != std::string::npos);
+    }
+  });
+}
+
 TEST_CASE("read_exactly at end of stream throws with the count and keeps the bytes" * doctest::timeout(30)) {
   on_loop([]() -> sockpat::Task<void> {
     auto send_then_close = [](sockpat::StreamReader, sockpat::StreamWriter w) -> sockpat::Task<void> {
@@ -339,6 +357,8 @@ TEST_CASE("read_exactly at end of stream throws with the count and keeps the byt
     } catch (const sockpat::TransferError& e) {
       CHECK(e.code() == sockpat::errc::end_of_stream);
       CHECK(e.bytes_transferred() == 5);
+      CHECK(std::string(e.what()).find("StreamReader read_exactly from " + server.local_endpoint().to_string()) !=
+            std::string::npos);
     }
     CHECK(co_await reader.read(10) == "12345");
     CHECK(co_await reader.read_line() == std::nullopt);
