@@ -20,7 +20,7 @@ namespace sockpat {
 struct RetryOptions {
   /// The pauses after failed attempts: 50 ms doubled up to 2 s, each shortened by up to a quarter
   /// so that clients that failed together do not retry together.
-  Backoff backoff{.initial = std::chrono::milliseconds(50), .max = std::chrono::seconds(2)};
+  Backoff backoff{.initial = std::chrono::milliseconds(50), .max = std::chrono::seconds(2), .multiplier = 2.0, .jitter = 0.25};
   /// Called after each failed attempt that will be retried, with its error and its number (1, 2, ...).
   /// It must not throw.
   std::function<void(const std::error_code&, int attempt)> on_retry = {};
