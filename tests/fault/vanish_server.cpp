@@ -51,11 +51,12 @@ sockpat::Task<void> async_echo(sockpat::StreamReader reader, sockpat::StreamWrit
 }  // namespace
 
 int main(int argc, char** argv) {
-  const example::Args args(argc, argv, {}, "vanish_server --mode threaded|async --host HOST [--port PORT] --idle-ms N");
+  const example::Args args(argc, argv, {}, {"mode", "host", "port", "idle-ms"},
+                           "vanish_server --mode threaded|async --host HOST [--port PORT] --idle-ms N");
   const std::string mode = args.get("mode", "threaded");
   const std::string host = args.get("host", "127.0.0.1");
-  const int port = args.get_int("port", 0);
-  const std::chrono::milliseconds idle(args.get_int("idle-ms", 2000));
+  const int port = args.get_int("port", 0, 0, 65535);
+  const std::chrono::milliseconds idle(args.get_int("idle-ms", 2000, 1, 3600 * 1000));
   sockpat::SignalStop signals;
 
   if (mode == "threaded") {
