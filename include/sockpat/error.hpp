@@ -60,6 +60,19 @@ class TransferError : public std::system_error {
 
 namespace detail {
 [[noreturn]] inline void throw_error(std::error_code ec, const std::string& what) { throw std::system_error(ec, what); }
+
+/// How an error that ended a connection's handler is counted by the servers: the normal ways a
+/// connection ends (its peer left, a timeout, a cancel) apart from failures.
+enum class Ending : unsigned char { failure, timed_out, peer_closed, canceled };
+inline Ending ending_of(std::error_code ec) noexcept {
+  if (ec == std::errc::operation_canceled) return Ending::canceled;
+  if (ec == std::errc::timed_out) return Ending::timed_out;
+  if (ec == std::errc::connection_reset || ec == std::errc::broken_pipe || ec == std::errc::connection_aborted ||
+      ec == make_error_code(errc::end_of_stream)) {
+    return Ending::peer_closed;
+  }
+  return Ending::failure;
+}
 }  // namespace detail
 
 }  // namespace sockpat

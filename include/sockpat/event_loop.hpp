@@ -50,7 +50,7 @@ class EventLoop final : public detail::Reactor {
     detail::thread_reactor() = this;
     previous_observer_ = std::exchange(detail::thread_handle_observer(), this);
     tasks_.on_failure = [](void* loop, std::exception_ptr e) noexcept { static_cast<EventLoop*>(loop)->report(e); };
-    tasks_.on_failure_context = this;
+    tasks_.context = this;
   }
   EventLoop(const EventLoop&) = delete;
   EventLoop& operator=(const EventLoop&) = delete;

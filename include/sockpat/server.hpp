@@ -30,7 +30,7 @@
 #include "sockpat/connection.hpp"
 #include "sockpat/deadline.hpp"
 #include "sockpat/detail/unique_function.hpp"  // UniqueFunction: a move-only handler
-#include "sockpat/error.hpp"                   // errc::end_of_stream: a normal ending
+#include "sockpat/error.hpp"                   // detail::ending_of: normal endings
 #include "sockpat/listener.hpp"
 
 namespace sockpat {
@@ -385,15 +385,14 @@ class Server {
       handler_(s.connection, stop_.get_token());
     } catch (const std::system_error& e) {
       // How a connection normally ends is not a handler failure.
-      const auto code = e.code();
-      if (code == std::errc::operation_canceled && s.cancel.stop_requested()) return;  // counted by finish()
-      if (code == std::errc::timed_out) {
-        ++timed_out_;
-      } else if (code == std::errc::connection_reset || code == std::errc::broken_pipe ||
-                 code == std::errc::connection_aborted || code == errc::end_of_stream) {
-        ++peer_closed_;
-      } else {
-        failed(s);
+      switch (detail::ending_of(e.code())) {
+        case detail::Ending::canceled:
+          if (s.cancel.stop_requested()) return;  // counted by finish()
+          failed(s);
+          return;
+        case detail::Ending::timed_out: ++timed_out_; return;
+        case detail::Ending::peer_closed: ++peer_closed_; return;
+        case detail::Ending::failure: failed(s); return;
       }
     } catch (...) {
       failed(s);

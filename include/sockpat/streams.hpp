@@ -7,6 +7,7 @@
 #include <chrono>        // std::chrono::milliseconds
 #include <coroutine>     // std::coroutine_handle
 #include <cstddef>       // std::byte, std::size_t, std::ptrdiff_t
+#include <cstdio>        // std::fprintf, stderr: the default report of a failed handler
 #include <cstring>       // std::memcpy, std::memmove
 #include <exception>     // std::exception_ptr
 #include <functional>    // std::function
@@ -25,7 +26,9 @@
 #include "sockpat/event_loop.hpp"
 #include "sockpat/framing.hpp"  // Framing, FrameScan, encode_frame: read_frame, write_frame
 #include "sockpat/listener.hpp"
+#include "sockpat/sync.hpp"        // Event: wait_closed
 #include "sockpat/task.hpp"
+#include "sockpat/task_group.hpp"  // TaskSet: the handlers
 
 namespace sockpat {
 
@@ -376,8 +379,36 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     return left == 0;
   }
 
-  /// The one waiting writer-side coroutine (write waiting for room, drain, wait_closed).
-  Pending* waiter = nullptr;
+  /// Takes all of [data, data + size) now or none of it: false when earlier writes wait or the
+  /// buffer has no room for all of it. With nothing buffered it is taken whole, even past the
+  /// high-water mark. Errors as take().
+  bool try_take(const std::byte* data, std::size_t size, std::error_code& ec) noexcept {
+    if (!writers.empty()) return false;
+    if (buffered() != 0 && buffered() + size > options_.high_water) return false;
+    const std::size_t room = options_.high_water;
+    options_.high_water = (std::max)(room, buffered() + size);  // room for all of it, this once
+    std::size_t left = size;
+    (void)take(data, left, ec);
+    options_.high_water = room;
+    return true;
+  }
+
+  /// The coroutines waiting on the writer side: writes and drains in the order they came (a
+  /// write takes its bytes only once the ones before it have taken theirs, so each write's
+  /// bytes are contiguous on the wire), and wait_closed()s.
+  WaitList writers;
+  WaitList closers;
+  /// A writer left the line (cancelled): the next one may go on.
+  void writer_left() noexcept { wake(); }
+
+  /// The peer's address, for error messages; empty once closed.
+  [[nodiscard]] Endpoint peer() const noexcept {
+    if (closed_) return {};
+    RawAddress a;
+    a.size = sizeof a.storage;
+    if (peer_address(fd(), a.data(), &a.size)) return {};
+    return Endpoint::from_native(a.data(), a.size);
+  }
 
   void write_eof() noexcept {
     if (eof_sent_ || closing()) return;
@@ -465,8 +496,15 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     if (close_pending_) finish_close();
   }
 
+  // Serves the waiting writers in order while there is room (each on_ready() takes what it can
+  // and leaves the list once done), and the wait_closed()s once closed.
   void wake() noexcept {
-    if (waiter != nullptr && (buffered() <= options_.low_water || werror_ || closed_)) waiter->on_ready();
+    if (!(buffered() <= options_.low_water || werror_ || closed_)) return;
+    while (Waiter* w = writers.front()) {
+      w->on_ready();
+      if (writers.front() == w) break;  // the head still waits for room
+    }
+    if (closed_) closers.complete_all();
   }
 
   void finish_pending() noexcept {
@@ -508,82 +546,80 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   std::shared_ptr<StreamState> self_;
 };
 
-/// Waits on the writer side of a StreamState: for room (write), for the low-water mark
-/// (drain) or for the close (wait_closed). Lives in the awaiting frame.
-class [[nodiscard]] WriterAwaiter final : private Pending {
+/// Waits on the writer side of a StreamState: for its turn and room (write), for the
+/// low-water mark (drain) or for the close (wait_closed). Lives in the awaiting frame.
+class [[nodiscard]] WriterAwaiter final : private Waiter {
  public:
   enum class Kind : unsigned char { write, drain, closed };
   WriterAwaiter(StreamState* s, Kind k, const std::byte* data, std::size_t size) noexcept
       : s_(s), data_(data), left_(size), kind_(k) {}
 
   bool await_ready() {
-    (void)current_reactor();  // throws without a loop
+    if (begin()) return true;  // the loop is closing: operation_canceled
     if (s_ == nullptr) {
-      ec_ = make_error_code(errc::not_connected);
+      set_error(make_error_code(errc::not_connected));
       return true;
     }
+    if (kind_ != Kind::closed && !s_->writers.empty()) return false;  // wait its turn
     if (!done()) return false;
-    if (thread_reactor()->spend_inline()) return true;
+    if (reactor().spend_inline()) return true;
     yield_ = true;  // taken, but its coroutine has run long enough: let the others run first
     return false;
   }
   template <class Promise>
   bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
-    if (yield_) {  // finished already: only a turn in the ready queue
-      thread_reactor()->schedule(h);
+    if (!arm(h)) return false;
+    if (yield_) {
+      complete();  // finished already: only a turn in the ready queue
       return true;
     }
-    scope_ = scope_of(h);
-    if (thread_reactor()->closing() || (scope_ != nullptr && scope_->cancelled())) {
-      ec_ = detail::make_errc(std::errc::operation_canceled);
-      return false;
-    }
-    if (s_->waiter != nullptr) {
-      ec_ = detail::make_errc(std::errc::device_or_resource_busy);
-      return false;
-    }
-    s_->waiter = this;
-    handle_ = h;
-    if (scope_ != nullptr) scope_->leaf = this;
+    list().push_back(this);
     return true;
   }
   void await_resume() const {
-    if (ec_) throw std::system_error(ec_, kind_ == Kind::write ? "StreamWriter write" : kind_ == Kind::drain ? "StreamWriter drain" : "StreamWriter wait_closed");
+    if (error()) {
+      const char* what = kind_ == Kind::write ? "StreamWriter write to" : kind_ == Kind::drain ? "StreamWriter drain to" : "StreamWriter wait_closed on";
+      throw std::system_error(error(), describe(what, s_ != nullptr ? s_->peer() : Endpoint{}));
+    }
   }
 
  private:
+  WaitList& list() const noexcept { return kind_ == Kind::closed ? s_->closers : s_->writers; }
   bool done() noexcept {
+    std::error_code ec;
+    bool finished = true;
     switch (kind_) {
       case Kind::write:
-        return s_->take(data_, left_, ec_);
+        finished = s_->take(data_, left_, ec);
+        break;
       case Kind::drain:
-        if (s_->write_error()) ec_ = s_->write_error();
-        return s_->buffered() <= s_->options().low_water || static_cast<bool>(ec_);
+        ec = s_->write_error();
+        finished = s_->buffered() <= s_->options().low_water || static_cast<bool>(ec);
+        break;
       case Kind::closed:
-        return s_->closed();
+        finished = s_->closed();
+        break;
     }
-    return true;
+    if (ec) set_error(ec);
+    return finished;
   }
   void on_ready() noexcept override {
-    if (done()) complete();
-  }
-  void cancel(std::error_code why) noexcept override {
-    ec_ = why;
+    if (!waiting() || !done()) return;
+    list().erase(this);
     complete();
   }
-  void complete() noexcept {
-    s_->waiter = nullptr;
-    if (scope_ != nullptr) scope_->leaf = nullptr;
-    thread_reactor()->schedule(handle_);  // called on the loop's thread
+  // Cancelled: leaves the line; a write may have sent part of its bytes (close the writer
+  // then). The next writer in line may go on.
+  void unlink() noexcept override {
+    const bool was_first = s_->writers.front() == this;
+    list().erase(this);
+    if (was_first) s_->writer_left();
   }
 
   // Kept small: one is in the frame of every coroutine that writes (its writer outlives it).
   StreamState* s_;
   const std::byte* data_;
   std::size_t left_;
-  std::error_code ec_;
-  CancelScope* scope_ = nullptr;
-  std::coroutine_handle<> handle_;
   Kind kind_;
   bool yield_ = false;
 };
@@ -870,6 +906,19 @@ class StreamWriter {
 
   [[nodiscard]] detail::WriterAwaiter drain() { return {s_.get(), detail::WriterAwaiter::Kind::drain, nullptr, 0}; }
 
+  /// Takes all of `data` now (sends it, or buffers it below the high-water mark), or none of it
+  /// and returns false: when earlier writes still wait their turn, or there is no room. Never
+  /// suspends. With nothing buffered a message is taken whole, even past the high-water mark.
+  /// Throws std::system_error as write() does (broken_pipe once closed).
+  [[nodiscard]] bool try_write(std::span<const std::byte> data) {
+    if (!s_) throw std::system_error(make_error_code(errc::not_connected), "StreamWriter try_write");
+    std::error_code ec;
+    const bool taken = s_->try_take(data.data(), data.size(), ec);
+    if (ec) throw std::system_error(ec, detail::describe("StreamWriter try_write to", s_->peer()));
+    return taken;
+  }
+  [[nodiscard]] bool try_write(std::string_view data) { return try_write(detail::bytes_of(data)); }
+
   /// Half-closes once the buffer is sent: the peer reads end of stream.
   void write_eof() {
     if (s_) s_->write_eof();
@@ -931,8 +980,25 @@ Task<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, in
 struct StreamServerOptions {
   ListenOptions listen = {};
   StreamOptions streams = {};
-  /// close() lets running handlers finish for this long, then cancels them.
-  std::chrono::milliseconds grace{5000};
+  /// close() cancels running handlers at once (their pending operations end with
+  /// operation_canceled). A handler that should finish its work instead opts in here: close()
+  /// then lets handlers run for this long before it cancels them; a second close() ends it.
+  std::chrono::milliseconds grace{0};
+  /// Called with what a handler threw and its peer's address, on the loop's thread; what it
+  /// throws is ignored. Unset: one line on stderr naming the server and the peer. Normal
+  /// endings (a reset or end_of_stream from the peer, a timeout, a cancel) are not failures:
+  /// they are counted in StreamServer::stats(), not reported.
+  std::function<void(std::exception_ptr error, const Endpoint& peer)> on_error = {};
+};
+
+/// Counters of a StreamServer.
+struct StreamServerStats {
+  std::size_t accepted = 0;        ///< connections accepted
+  std::size_t active = 0;          ///< handlers running now
+  std::size_t handler_errors = 0;  ///< handlers that failed (reported to on_error)
+  std::size_t canceled = 0;        ///< handlers that ended in operation_canceled (close, or a cancel)
+  std::size_t timed_out = 0;       ///< handlers that ended in timed_out
+  std::size_t peer_closed = 0;     ///< handlers ended by their peer: a reset, end_of_stream
 };
 
 using StreamHandler = std::function<Task<void>(StreamReader, StreamWriter)>;
@@ -944,6 +1010,9 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
   ServerState(TcpListener l, StreamHandler h, StreamServerOptions o)
       : listener(std::move(l)), handler(std::move(h)), options(std::move(o)), loop(&get_running_loop()) {
     grace_.server = this;
+    // The set counts a handler until its frame has ended; closed() is checked again then.
+    handlers_.on_empty = [](void* self) noexcept { static_cast<ServerState*>(self)->check_closed(); };
+    handlers_.context = this;
   }
   ServerState(const ServerState&) = delete;
   ServerState& operator=(const ServerState&) = delete;
@@ -958,10 +1027,11 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
   Endpoint local;
   bool accepting = true;
   bool closing = false;
-  std::vector<Pending*> closed_waiters;
+  Event closed_event;  ///< set once closed: not accepting, every handler ended
+  StreamServerStats stats;
 
-  [[nodiscard]] std::size_t active() const noexcept { return active_; }
-  [[nodiscard]] bool closed() const noexcept { return closing && !accepting && active_ == 0; }
+  [[nodiscard]] std::size_t active() const noexcept { return handlers_.size(); }
+  [[nodiscard]] bool closed() const noexcept { return closing && !accepting && handlers_.size() == 0; }
 
   template <class = void>
   static Task<void> accept_loop(std::shared_ptr<ServerState> self) {
@@ -978,137 +1048,105 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
         }
         continue;
       }
+      ++self->stats.accepted;
       self->start_handler(std::move(conn));
     }
     self->accepting = false;
+    // Cancelled without a close (the loop is going): the handlers go with it.
+    if (!self->closing) self->close();
     self->check_closed();
   }
 
+  /// Stops accepting and cancels the handlers, at once or after the grace; a second call
+  /// cancels them at once.
   void close() noexcept {
-    if (closing) return;
+    if (closing) {
+      handlers_.cancel();
+      return;
+    }
     closing = true;
     listener.close(ignored_);  // cancels the pending accept
-    if (active_ > 0 && EventLoop::current() == loop) {
+    if (options.grace.count() > 0 && handlers_.size() > 0 && EventLoop::current() == loop) {
       grace_.when = std::chrono::steady_clock::now() + options.grace;
       loop->add_timer(&grace_);
+    } else {
+      handlers_.cancel();
     }
     check_closed();
-  }
-
-  void cancel_handlers() noexcept {
-    for (Handler* h = handlers_; h != nullptr; h = h->next) h->runner.scope().cancel();
   }
 
   void check_closed() noexcept {
     if (!closed()) return;
     if (grace_.heap_index != not_in_heap) loop->remove_timer(&grace_);
-    auto waiters = std::move(closed_waiters);
-    closed_waiters.clear();
-    for (Pending* p : waiters) p->on_ready();
+    closed_event.set();
   }
 
  private:
-  struct Handler final : Joiner {
-    std::shared_ptr<ServerState> server;
-    std::shared_ptr<StreamState> stream;
-    ChildSlot<void> slot;
-    Runner runner;
-    Handler* prev = nullptr;
-    Handler* next = nullptr;
-    std::coroutine_handle<> arrive() noexcept override {
-      server->finished(this);
-      return std::noop_coroutine();
-    }
-  };
-
   struct Grace final : Pending {
     ServerState* server = nullptr;
-    void on_timer() noexcept override { server->cancel_handlers(); }
-    void cancel(std::error_code) noexcept override { server->cancel_handlers(); }
+    void on_timer() noexcept override { server->handlers_.cancel(); }
+    void cancel(std::error_code) noexcept override { server->handlers_.cancel(); }
   };
 
   template <class = void>
   void start_handler(TcpConnection conn) {
+    std::error_code ec;
+    Endpoint peer = conn.remote_endpoint(ec);
     const Family family = conn.family();
     auto stream = std::make_shared<StreamState>(UniqueHandle(conn.release()), family, options.streams);
-    auto* h = new Handler();
-    h->server = shared_from_this();
-    h->stream = stream;
     try {
-      h->runner = run_child(handler(StreamReader(stream), StreamWriter(stream)), h->slot);
+      handlers_.start(run_handler(shared_from_this(), std::move(stream), std::move(peer)))->release();  // no handle
     } catch (...) {
-      delete h;
-      loop->report_exception(std::current_exception());
-      return;
+      report(std::current_exception(), {});  // no memory for the task: the connection closes
     }
-    h->next = handlers_;
-    if (handlers_ != nullptr) handlers_->prev = h;
-    handlers_ = h;
-    ++active_;
-    h->runner.start(h);
   }
 
-  void finished(Handler* h) noexcept {
-    if (h->prev != nullptr) h->prev->next = h->next;
-    else handlers_ = h->next;
-    if (h->next != nullptr) h->next->prev = h->prev;
-    --active_;
-    if (h->slot.error) {
-      loop->report_exception(h->slot.error);
-      h->stream->abort();  // a failed handler's connection is closed, not left half-written
+  // One handler, run as a task of the server's set; how it ended is counted here.
+  template <class = void>
+  static Task<void> run_handler(std::shared_ptr<ServerState> self, std::shared_ptr<StreamState> stream, Endpoint peer) {
+    std::exception_ptr failure;
+    try {
+      co_await self->handler(StreamReader(stream), StreamWriter(stream));
+    } catch (const std::system_error& e) {
+      switch (ending_of(e.code())) {
+        case Ending::canceled: ++self->stats.canceled; break;
+        case Ending::timed_out: ++self->stats.timed_out; break;
+        case Ending::peer_closed: ++self->stats.peer_closed; break;
+        case Ending::failure: failure = std::current_exception(); break;
+      }
+    } catch (...) {
+      failure = std::current_exception();
     }
-    auto keep = std::move(h->server);  // the server state outlives this call
-    delete h;
-    keep->check_closed();
+    if (failure) {
+      ++self->stats.handler_errors;
+      self->report(failure, peer);
+      stream->abort();  // a failed handler's connection is closed, not left half-written
+    }
   }
 
-  Handler* handlers_ = nullptr;
-  std::size_t active_ = 0;
+  void report(std::exception_ptr error, const Endpoint& peer) noexcept {
+    try {
+      if (options.on_error) {
+        options.on_error(error, peer);
+        return;
+      }
+      try {
+        std::rethrow_exception(error);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "sockpat stream server %s: %s%s%s\n", local.to_string().c_str(),
+                     peer.empty() ? "" : peer.to_string().c_str(), peer.empty() ? "" : ": ", e.what());
+      } catch (...) {
+        std::fprintf(stderr, "sockpat stream server %s: a handler threw a non-standard exception\n",
+                     local.to_string().c_str());
+      }
+    } catch (...) {
+      // An error hook that throws, or a report that cannot allocate, must not stop the server.
+    }
+  }
+
+  TaskSet handlers_{false};
   Grace grace_;
   std::error_code ignored_;
-};
-
-/// Waits for a server to be closed.
-class [[nodiscard]] ServerClosedAwaiter final : private Pending {
- public:
-  explicit ServerClosedAwaiter(std::shared_ptr<ServerState> s) noexcept : s_(std::move(s)) {}
-  bool await_ready() {
-    reactor_ = &current_reactor();
-    return !s_ || s_->closed();
-  }
-  template <class Promise>
-  bool await_suspend(std::coroutine_handle<Promise> h) {
-    scope_ = scope_of(h);
-    if (reactor_->closing() || (scope_ != nullptr && scope_->cancelled())) {
-      ec_ = detail::make_errc(std::errc::operation_canceled);
-      return false;
-    }
-    handle_ = h;
-    s_->closed_waiters.push_back(this);
-    if (scope_ != nullptr) scope_->leaf = this;
-    return true;
-  }
-  void await_resume() const {
-    if (ec_) throw std::system_error(ec_, "StreamServer wait_closed");
-  }
-
- private:
-  void on_ready() noexcept override { complete(); }
-  void cancel(std::error_code why) noexcept override {
-    ec_ = why;
-    auto& w = s_->closed_waiters;
-    w.erase(std::remove(w.begin(), w.end(), static_cast<Pending*>(this)), w.end());
-    complete();
-  }
-  void complete() noexcept {
-    if (scope_ != nullptr) scope_->leaf = nullptr;
-    reactor_->schedule(handle_);
-  }
-  std::shared_ptr<ServerState> s_;
-  std::error_code ec_;
-  Reactor* reactor_ = nullptr;
-  CancelScope* scope_ = nullptr;
-  std::coroutine_handle<> handle_;
 };
 
 }  // namespace detail
@@ -1132,7 +1170,9 @@ class StreamServer {
 
   /// Where it listens (port 0 resolved to the port the OS picked).
   [[nodiscard]] Endpoint local_endpoint() const { return s_ ? s_->local : Endpoint{}; }
-  /// Stops accepting at once; running handlers get StreamServerOptions::grace, then are cancelled.
+  /// Stops accepting at once and cancels the running handlers: their pending operations end
+  /// with operation_canceled. With StreamServerOptions::grace, handlers get that long first;
+  /// a second close() cancels them at once. On the loop's thread.
   void close() noexcept {
     if (s_) s_->close();
   }
@@ -1144,16 +1184,25 @@ class StreamServer {
   [[nodiscard]] bool is_serving() const noexcept { return s_ && !s_->closing; }
   /// Handlers running now.
   [[nodiscard]] std::size_t connections() const noexcept { return s_ ? s_->active() : 0; }
+  /// How its connections ended so far.
+  [[nodiscard]] StreamServerStats stats() const noexcept {
+    if (!s_) return {};
+    StreamServerStats out = s_->stats;
+    out.active = s_->active();
+    return out;
+  }
 
  private:
   template <class = void>
-  static Task<void> wait(std::shared_ptr<detail::ServerState> s) { co_await detail::ServerClosedAwaiter(std::move(s)); }
+  static Task<void> wait(std::shared_ptr<detail::ServerState> s) {
+    if (s) co_await s->closed_event.wait();
+  }
   std::shared_ptr<detail::ServerState> s_;
 };
 
 /// Listens on host:port ("localhost" and port 0 work) and runs `handler(reader, writer)` for
 /// each connection as its own task on the running loop (asyncio.start_server). A handler that
-/// throws is reported (EventLoop::set_exception_handler) and its connection closed; the server
+/// throws is reported (StreamServerOptions::on_error) and its connection closed; the server
 /// goes on. Throws std::system_error if it cannot listen.
 template <class = void>
 Task<StreamServer> start_server(StreamHandler handler, std::string host, int port, StreamServerOptions options = {}) {

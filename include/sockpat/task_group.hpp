@@ -135,9 +135,11 @@ class TaskSet {
     return failures_.empty() ? std::exception_ptr() : failures_.front();
   }
 
-  /// Called with each failure as it happens (the loop reports them); may be empty.
+  /// The owner's hooks, given `context`: each failure as it happens (the loop reports them), and
+  /// the set becoming empty (a server checks whether it has closed). Either may be empty.
   void (*on_failure)(void* context, std::exception_ptr) noexcept = nullptr;
-  void* on_failure_context = nullptr;
+  void (*on_empty)(void* context) noexcept = nullptr;
+  void* context = nullptr;
 
   /// Waiters completed when the set becomes empty.
   WaitList empty_waiters;
@@ -159,10 +161,13 @@ class TaskSet {
       } catch (...) {
         // Out of memory keeping a second failure: the first one is what join rethrows.
       }
-      if (on_failure != nullptr) on_failure(on_failure_context, e);
+      if (on_failure != nullptr) on_failure(context, e);
       if (fail_fast_) cancel();
     }
-    if (size_ == 0) empty_waiters.complete_all();
+    if (size_ == 0) {
+      empty_waiters.complete_all();
+      if (on_empty != nullptr) on_empty(context);
+    }
   }
 
   ChildBase* head_ = nullptr;

@@ -4,6 +4,7 @@
 
 #include "support/printing.hpp"
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <optional>
@@ -11,6 +12,8 @@
 #include <vector>
 
 #include "sockpat/listener.hpp"
+#include "sockpat/sync.hpp"
+#include "sockpat/task_group.hpp"
 #include "support/loopback.hpp"
 #include "support/turns.hpp"
 
@@ -104,9 +107,11 @@ TEST_CASE("a StreamWriter whose writes all complete at once still lets other tas
   // to the loop every Reactor::inline_limit writes instead, and loses nothing by it.
   on_loop([]() -> sockpat::Task<void> {
     std::string received;
+    sockpat::Event all_read;
     auto server = co_await sockpat::start_server(
-        [&received](sockpat::StreamReader r, sockpat::StreamWriter) -> sockpat::Task<void> {
+        [&](sockpat::StreamReader r, sockpat::StreamWriter) -> sockpat::Task<void> {
           for (std::string part; !(part = co_await r.read()).empty();) received += part;
+          all_read.set();
         },
         "127.0.0.1", 0);
     auto [reader, writer] = co_await sockpat::open_connection("127.0.0.1", server.local_endpoint().port(), 5s);
@@ -126,6 +131,7 @@ TEST_CASE("a StreamWriter whose writes all complete at once still lets other tas
     co_await test::YieldNow{};  // the counter's last turn: it sees `done` and ends
     writer.close();
     co_await writer.wait_closed();
+    co_await sockpat::wait_for(all_read.wait(), 5s);  // close() would cancel the handler mid-read
     server.close();
     co_await server.wait_closed();
     CHECK(received == sent);
@@ -477,20 +483,23 @@ TEST_CASE("a peer that never reads keeps the server's buffer under its high-wate
 
 TEST_CASE("a handler that throws is reported, its connection closed, and the server goes on" * doctest::timeout(30)) {
   std::vector<std::string> reports;
+  std::vector<sockpat::Endpoint> peers;
   on_loop([&]() -> sockpat::Task<void> {
-    sockpat::get_running_loop().set_exception_handler([&](std::exception_ptr e) {
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& x) {
-        reports.emplace_back(x.what());
-      }
-    });
     auto handler = [](sockpat::StreamReader r, sockpat::StreamWriter w) -> sockpat::Task<void> {
       auto line = co_await r.read_line();
       if (line == "throw\n") throw std::runtime_error("handler failed");
       co_await w.write("ok: " + line.value());
     };
-    auto server = co_await sockpat::start_server(handler, "127.0.0.1", 0);
+    sockpat::StreamServerOptions options;
+    options.on_error = [&](std::exception_ptr e, const sockpat::Endpoint& peer) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& x) {
+        reports.emplace_back(x.what());
+        peers.push_back(peer);
+      }
+    };
+    auto server = co_await sockpat::start_server(handler, "127.0.0.1", 0, options);
     const int port = server.local_endpoint().port();
     {
       auto [r, w] = co_await sockpat::open_connection("127.0.0.1", port, 5s);
@@ -500,11 +509,14 @@ TEST_CASE("a handler that throws is reported, its connection closed, and the ser
     auto [r, w] = co_await sockpat::open_connection("127.0.0.1", port, 5s);
     co_await w.write("fine\n");
     CHECK(co_await r.read_line() == "ok: fine\n");
+    CHECK(server.stats().handler_errors == 1);
   });
   CHECK(reports == std::vector<std::string>{"handler failed"});
+  REQUIRE(peers.size() == 1);
+  CHECK(peers[0].port() != 0);  // the failure names its peer
 }
 
-TEST_CASE("closing the server stops accepting and cancels handlers after the grace period" * doctest::timeout(30)) {
+TEST_CASE("with a grace, closing the server stops accepting and cancels handlers after it" * doctest::timeout(30)) {
   bool handler_cancelled = false;
   on_loop([&]() -> sockpat::Task<void> {
     auto stuck = [&](sockpat::StreamReader r, sockpat::StreamWriter) -> sockpat::Task<void> {
@@ -585,4 +597,139 @@ TEST_CASE("writing after write_eof fails with broken_pipe; the peer reads end of
 }
 #endif
 
+
+TEST_CASE("three coroutines write whole messages to one StreamWriter at once: each intact, none interleaved" *
+          doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    std::string received;
+    sockpat::Event all_read;
+    auto server = co_await sockpat::start_server(
+        [&](sockpat::StreamReader r, sockpat::StreamWriter) -> sockpat::Task<void> {
+          for (std::string part; !(part = co_await r.read()).empty();) received += part;
+          all_read.set();
+        },
+        "127.0.0.1", 0);
+    sockpat::StreamOptions small;
+    small.high_water = 4096;  // every message is larger: each write waits for room, mid-message
+    small.low_water = 1024;
+    auto streams = co_await sockpat::open_connection("127.0.0.1", server.local_endpoint().port(), 5s, small);
+    sockpat::StreamWriter& writer = streams.second;  // a reference: clang 14 captures no structured binding
+    constexpr int per_writer = 20;
+    constexpr std::size_t size = 10000;
+    auto write_messages = [&](char tag) -> sockpat::Task<void> {
+      for (int i = 0; i < per_writer; ++i) co_await writer.write(std::string(size, tag));
+    };
+    co_await sockpat::with_task_group([&](sockpat::TaskGroup& g) -> sockpat::Task<void> {
+      g.spawn(write_messages('a'));
+      g.spawn(write_messages('b'));
+      g.spawn(write_messages('c'));
+      co_return;
+    });
+    writer.close();
+    co_await writer.wait_closed();
+    co_await sockpat::wait_for(all_read.wait(), 10s);
+    REQUIRE(received.size() == 3 * per_writer * size);
+    int counts[3] = {0, 0, 0};
+    for (std::size_t at = 0; at < received.size(); at += size) {
+      const char tag = received[at];
+      REQUIRE((tag >= 'a' && tag <= 'c'));
+      CHECK(received.compare(at, size, std::string(size, tag)) == 0);  // one writer's bytes only
+      ++counts[tag - 'a'];
+    }
+    CHECK(counts[0] == per_writer);
+    CHECK(counts[1] == per_writer);
+    CHECK(counts[2] == per_writer);
+    server.close();
+    co_await server.wait_closed();
+  });
+}
+
+TEST_CASE("try_write takes a whole message or nothing, and never waits" * doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    sockpat::Event go;
+    std::string received;
+    auto server = co_await sockpat::start_server(
+        [&](sockpat::StreamReader r, sockpat::StreamWriter) -> sockpat::Task<void> {
+          co_await go.wait();  // reads nothing until told: the client's buffers fill up
+          for (std::string part; !(part = co_await r.read()).empty();) received += part;
+        },
+        "127.0.0.1", 0);
+    sockpat::StreamOptions small;
+    small.high_water = 1000;
+    small.low_water = 100;
+    auto [reader, writer] = co_await sockpat::open_connection("127.0.0.1", server.local_endpoint().port(), 5s, small);
+    std::string sent;
+    int refused = 0;
+    for (int i = 0; i < 100000 && refused == 0; ++i) {
+      const std::string message = "[" + std::to_string(i) + std::string(200, '.') + "]";
+      if (writer.try_write(message)) {
+        sent += message;
+      } else {
+        ++refused;
+      }
+    }
+    CHECK(refused == 1);  // the kernel's buffers and then the writer's filled up
+    CHECK(writer.buffered() <= small.high_water);
+    go.set();
+    co_await writer.drain();
+    writer.close();
+    co_await writer.wait_closed();
+    for (int i = 0; i < 1000 && received.size() < sent.size(); ++i) co_await sockpat::sleep(5ms);
+    CHECK(received == sent);  // nothing of the refused message, everything of the others
+    server.close();
+    co_await server.wait_closed();
+  });
+}
+
+TEST_CASE("closing a StreamServer with 100 idle clients returns from wait_closed() within 100 ms" *
+          doctest::timeout(30)) {
+  int canceled = 0;
+  on_loop([&]() -> sockpat::Task<void> {
+    auto idle = [&](sockpat::StreamReader r, sockpat::StreamWriter) -> sockpat::Task<void> {
+      try {
+        (void)co_await r.read_line();  // the clients never send
+      } catch (const std::system_error& e) {
+        if (e.code() == std::errc::operation_canceled) ++canceled;
+        throw;
+      }
+    };
+    auto server = co_await sockpat::start_server(idle, "127.0.0.1", 0);
+    std::vector<sockpat::TcpConnection> clients;
+    for (int i = 0; i < 100; ++i) clients.push_back(co_await sockpat::TcpConnection::async_connect(server.local_endpoint(), 5s));
+    for (int i = 0; i < 1000 && server.connections() < 100; ++i) co_await sockpat::sleep(1ms);
+    REQUIRE(server.connections() == 100);
+    const auto start = std::chrono::steady_clock::now();
+    server.close();
+    co_await sockpat::wait_for(server.wait_closed(), 5s);
+    const auto took = std::chrono::steady_clock::now() - start;
+    MESSAGE("wait_closed after " << std::chrono::duration_cast<std::chrono::microseconds>(took).count() << " us");
+    CHECK(took < 100ms);
+    CHECK(server.connections() == 0);
+    CHECK(server.stats().canceled == 100);
+    CHECK(server.stats().handler_errors == 0);  // a cancel at close is not a failure
+  });
+  CHECK(canceled == 100);
+}
+
+TEST_CASE("a client that resets is counted as closed by its peer, not as a handler failure" * doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    int reports = 0;
+    sockpat::StreamServerOptions options;
+    options.on_error = [&](std::exception_ptr, const sockpat::Endpoint&) { ++reports; };
+    auto server = co_await sockpat::start_server(echo_lines, "127.0.0.1", 0, options);
+    {
+      auto c = co_await sockpat::TcpConnection::async_connect(server.local_endpoint(), 5s);
+      c.set_linger(std::chrono::seconds(0));  // close() sends RST
+      co_await c.async_write_all(std::string_view("one\n"), 5s);
+      std::array<char, 4> reply{};
+      co_await c.async_read_exactly(reply, 5s);
+    }
+    for (int i = 0; i < 1000 && server.stats().peer_closed == 0; ++i) co_await sockpat::sleep(1ms);
+    CHECK(server.stats().peer_closed == 1);
+    CHECK(server.stats().handler_errors == 0);
+    CHECK(reports == 0);
+    server.close();
+    co_await server.wait_closed();
+  });
+}
 }
