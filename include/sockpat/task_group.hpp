@@ -1,5 +1,5 @@
 // sockpat: structured concurrency. TaskGroup (asyncio's TaskGroup, trio's nursery) and the
-// TaskHandle its spawn returns; when_any, gather_settled and the Outcome they report.
+// TaskHandle its create_task returns; when_any, gather_settled and the Outcome they report.
 #ifndef SOCKPAT_TASK_GROUP_HPP
 #define SOCKPAT_TASK_GROUP_HPP
 
@@ -95,7 +95,7 @@ class TaskSet {
   /// it), taken before the task runs, so a task that ends at once is still there.
   template <class T>
   Child<T>* start(Task<T> task) {
-    if (!task.valid()) throw std::invalid_argument("sockpat: spawn of an empty Task");
+    if (!task.valid()) throw std::invalid_argument("sockpat: create_task of an empty Task");
     auto* c = new Child<T>(std::move(task));
     c->set = this;
     c->next = head_;
@@ -224,7 +224,7 @@ class [[nodiscard]] SetJoin final : private Waiter {
 
 }  // namespace detail
 
-/// What spawn returns: await it for the task's result (or its exception), cancel it, ask if
+/// What create_task returns (TaskGroup's and EventLoop's): await it for the task's result (or its exception), cancel it, ask if
 /// it is done. Copyable; the task runs on whether or not a handle is kept. Loop thread only.
 template <class T = void>
 class TaskHandle {
@@ -288,7 +288,7 @@ class TaskHandle {
   detail::Child<T>* c_ = nullptr;
 };
 
-/// asyncio's TaskGroup, trio's nursery: tasks spawned into it run side by side, and
+/// asyncio's TaskGroup, trio's nursery: tasks started in it (create_task) run side by side, and
 /// `co_await group.join()` ends the scope once every one has ended. The first failure
 /// cancels the others and join() rethrows it; every failure is kept (failures()).
 /// Cancelling the coroutine that waits in join() cancels the children, and join() still
@@ -306,11 +306,11 @@ class TaskGroup {
   /// Starts `task` now, as a child of the group. After the group failed or was cancelled,
   /// the task starts cancelled.
   template <class T>
-  TaskHandle<T> spawn(Task<T> task) {
+  TaskHandle<T> create_task(Task<T> task) {
     return TaskHandle<T>(set_.start(std::move(task)));
   }
 
-  /// Cancels every child (and any spawned later).
+  /// Cancels every child (and any started later).
   void cancel() noexcept { set_.cancel(); }
   /// The children still running.
   [[nodiscard]] std::size_t size() const noexcept { return set_.size(); }
@@ -441,7 +441,7 @@ Task<std::pair<std::size_t, Outcome<T>>> when_any(std::vector<Task<T>> tasks) {
   detail::AnyState<T> state;
   {
     TaskGroup group;
-    for (std::size_t i = 0; i < tasks.size(); ++i) group.spawn(detail::race(std::move(tasks[i]), i, state, group));
+    for (std::size_t i = 0; i < tasks.size(); ++i) group.create_task(detail::race(std::move(tasks[i]), i, state, group));
     co_await group.join();
   }
   co_return std::pair<std::size_t, Outcome<T>>(state.winner, std::move(state.outcome));

@@ -620,9 +620,9 @@ TEST_CASE("three coroutines write whole messages to one StreamWriter at once: ea
       for (int i = 0; i < per_writer; ++i) co_await writer.write(std::string(size, tag));
     };
     co_await sockpat::with_task_group([&](sockpat::TaskGroup& g) -> sockpat::Task<void> {
-      g.spawn(write_messages('a'));
-      g.spawn(write_messages('b'));
-      g.spawn(write_messages('c'));
+      g.create_task(write_messages('a'));
+      g.create_task(write_messages('b'));
+      g.create_task(write_messages('c'));
       co_return;
     });
     writer.close();

@@ -63,8 +63,8 @@ TEST_CASE("a child's failure cancels its siblings, join rethrows it, and no task
     int cancelled = 0;
     int released = 0;
     sockpat::TaskGroup group;
-    for (int i = 0; i < 3; ++i) group.spawn(wait_forever(never, cancelled, released));
-    group.spawn(fail_after(2ms, "child failed"));
+    for (int i = 0; i < 3; ++i) group.create_task(wait_forever(never, cancelled, released));
+    group.create_task(fail_after(2ms, "child failed"));
     CHECK(group.size() == 4);
     CHECK_THROWS_WITH_AS(co_await group.join(), "child failed", std::runtime_error);
     CHECK(group.size() == 0);
@@ -78,8 +78,8 @@ TEST_CASE("every failure is kept; join rethrows the first" * doctest::timeout(10
   run_bounded([]() -> sockpat::Task<void> {
     sockpat::TaskGroup group;
     // Both fail in the same loop round, before the first failure's cancel can reach the second.
-    group.spawn([]() -> sockpat::Task<void> { throw std::runtime_error("first"); co_return; }());
-    group.spawn([]() -> sockpat::Task<void> { throw std::runtime_error("second"); co_return; }());
+    group.create_task([]() -> sockpat::Task<void> { throw std::runtime_error("first"); co_return; }());
+    group.create_task([]() -> sockpat::Task<void> { throw std::runtime_error("second"); co_return; }());
     CHECK_THROWS_WITH_AS(co_await group.join(), "first", std::runtime_error);
     REQUIRE(group.failures().size() == 2);
     CHECK_THROWS_WITH_AS(std::rethrow_exception(group.failures()[1]), "second", std::runtime_error);
@@ -90,8 +90,8 @@ TEST_CASE("spawn returns a handle to await for the result, and a group that succ
           doctest::timeout(10)) {
   run_bounded([]() -> sockpat::Task<void> {
     sockpat::TaskGroup group;
-    auto a = group.spawn(value_after(3ms, 1));
-    auto b = group.spawn(value_after(1ms, 2));
+    auto a = group.create_task(value_after(3ms, 1));
+    auto b = group.create_task(value_after(1ms, 2));
     CHECK_FALSE(a.done());
     CHECK(co_await b == 2);
     CHECK(co_await a == 1);
@@ -108,8 +108,8 @@ TEST_CASE("cancelling a handle ends that task with operation_canceled, and is no
     int cancelled = 0;
     int released = 0;
     sockpat::TaskGroup group;
-    auto h = group.spawn(wait_forever(never, cancelled, released));
-    auto other = group.spawn(value_after(2ms, 7));
+    auto h = group.create_task(wait_forever(never, cancelled, released));
+    auto other = group.create_task(value_after(2ms, 7));
     co_await sockpat::sleep(1ms);
     h.cancel();
     try {
@@ -133,7 +133,7 @@ TEST_CASE("wait_for on a group: the timed-out children are cancelled and have en
     int released = 0;
     auto scope = [&]() -> sockpat::Task<void> {
       co_await sockpat::with_task_group([&](sockpat::TaskGroup& g) -> sockpat::Task<void> {
-        for (int i = 0; i < 5; ++i) g.spawn(wait_forever(never, cancelled, released));
+        for (int i = 0; i < 5; ++i) g.create_task(wait_forever(never, cancelled, released));
         co_return;
       });
     };
@@ -155,8 +155,8 @@ TEST_CASE("with_task_group: an exception from the body cancels the children and 
     int cancelled = 0;
     int released = 0;
     CHECK_THROWS_WITH_AS(co_await sockpat::with_task_group([&](sockpat::TaskGroup& g) -> sockpat::Task<void> {
-      g.spawn(wait_forever(never, cancelled, released));
-      g.spawn(wait_forever(never, cancelled, released));
+      g.create_task(wait_forever(never, cancelled, released));
+      g.create_task(wait_forever(never, cancelled, released));
       co_await sockpat::sleep(1ms);
       throw std::runtime_error("body failed");
     }),
@@ -218,7 +218,7 @@ TEST_CASE("a group destroyed unjoined cancels its children, which then unwind on
   loop.run_until_complete([&]() -> sockpat::Task<void> {
     {
       sockpat::TaskGroup group;
-      group.spawn(wait_forever(never, cancelled, released));
+      group.create_task(wait_forever(never, cancelled, released));
       co_await sockpat::sleep(1ms);
     }
     co_await sockpat::sleep(1ms);  // the cancelled child resumes and ends
