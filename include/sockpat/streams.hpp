@@ -23,6 +23,7 @@
 #include <vector>        // std::vector
 
 #include "sockpat/connection.hpp"
+#include "sockpat/detail/per_thread.hpp"  // per_thread: the buffer cache
 #include "sockpat/event_loop.hpp"
 #include "sockpat/framing.hpp"  // Framing, FrameScan, encode_frame: read_frame, write_frame
 #include "sockpat/listener.hpp"
@@ -70,8 +71,8 @@ class BufferCache {
   static std::pair<std::byte*, std::size_t> acquire(std::size_t n) noexcept {
     const std::size_t c = class_of(n);
     if (c < classes) {
-      auto& cache = instance();
-      if (cache.count_[c] > 0) return {cache.free_[c][--cache.count_[c]], size_of(c)};
+      BufferCache* cache = instance();
+      if (cache != nullptr && cache->count_[c] > 0) return {cache->free_[c][--cache->count_[c]], size_of(c)};
       n = size_of(c);
     }
     return {static_cast<std::byte*>(::operator new(n, std::nothrow)), n};
@@ -79,9 +80,9 @@ class BufferCache {
   static void release(std::byte* p, std::size_t n) noexcept {
     const std::size_t c = class_of(n);
     if (c < classes && size_of(c) == n) {
-      auto& cache = instance();
-      if (cache.count_[c] < capacity(c)) {
-        cache.free_[c][cache.count_[c]++] = p;
+      BufferCache* cache = instance();
+      if (cache != nullptr && cache->count_[c] < capacity(c)) {
+        cache->free_[c][cache->count_[c]++] = p;
         return;
       }
     }
@@ -106,9 +107,13 @@ class BufferCache {
     const std::size_t c = n <= smallest ? 0 : static_cast<std::size_t>(std::bit_width((n - 1) / smallest));
     return (std::min)(c, classes);
   }
-  static BufferCache& instance() noexcept {
-    thread_local BufferCache cache;
-    return cache;
+  // The calling thread's cache (freed when the thread ends), or null without memory for one.
+  static BufferCache* instance() noexcept {
+    try {
+      return &per_thread<BufferCache>();
+    } catch (const std::bad_alloc&) {
+      return nullptr;
+    }
   }
   std::byte* free_[classes][max_cached] = {};
   std::size_t count_[classes] = {};
