@@ -9,6 +9,7 @@
 #include <exception>     // std::exception_ptr, std::rethrow_exception, std::terminate
 #include <new>           // placement new, ::operator new
 #include <optional>      // std::optional
+#include <string>        // std::string: Result::what
 #include <stdexcept>     // std::logic_error
 #include <system_error>  // std::error_code, std::system_error
 #include <type_traits>   // std::is_void_v, std::remove_cvref_t, std::is_move_constructible_v
@@ -503,6 +504,103 @@ template <class A, class Rep, class Period>
     return wait_for(detail::as_task<Plain>(static_cast<A&&>(awaitable)), timeout);
   } else {
     return wait_for(detail::as_task_ref<Plain>(awaitable), timeout);
+  }
+}
+
+/// A value, or the error a std::system_error carried instead: what as_result() gives, so that
+/// a reset or a timeout can be handled as data rather than as an exception.
+template <class T>
+class [[nodiscard]] Result {
+ public:
+  explicit Result(T value) : value_(std::move(value)) {}
+  Result(std::error_code ec, std::exception_ptr e) noexcept : ec_(ec), exception_(std::move(e)) {}
+
+  explicit operator bool() const noexcept { return !ec_; }
+  /// The error (empty when there is a value). Its exception's message names the operation and
+  /// the peer: what().
+  [[nodiscard]] std::error_code error() const noexcept { return ec_; }
+  [[nodiscard]] std::string what() const {
+    try {
+      if (exception_) std::rethrow_exception(exception_);
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+    return {};
+  }
+  /// The value; rethrows the original exception (a TransferError stays one) when there is none.
+  T& value() & {
+    if (ec_) std::rethrow_exception(exception_);
+    return *value_;
+  }
+  T&& value() && { return std::move(value()); }
+  T& operator*() & { return value(); }
+  T* operator->() { return &value(); }
+
+ private:
+  std::optional<T> value_;
+  std::error_code ec_;
+  std::exception_ptr exception_;
+};
+template <>
+class [[nodiscard]] Result<void> {
+ public:
+  Result() noexcept = default;
+  Result(std::error_code ec, std::exception_ptr e) noexcept : ec_(ec), exception_(std::move(e)) {}
+  explicit operator bool() const noexcept { return !ec_; }
+  [[nodiscard]] std::error_code error() const noexcept { return ec_; }
+  void value() const {
+    if (ec_) std::rethrow_exception(exception_);
+  }
+
+ private:
+  std::error_code ec_;
+  std::exception_ptr exception_;
+};
+
+namespace detail {
+template <class R, class A>
+Task<Result<R>> result_of(A& awaitable) {
+  std::error_code ec;
+  std::exception_ptr error;
+  try {
+    // A Task is awaited as an rvalue (its co_await is &&-qualified), an awaiter where it is:
+    // an I/O awaiter is never moved.
+    constexpr bool rvalue = requires { std::move(awaitable).operator co_await(); };
+    if constexpr (std::is_void_v<R> && rvalue) {
+      co_await std::move(awaitable);
+      co_return Result<void>();
+    } else if constexpr (std::is_void_v<R>) {
+      co_await awaitable;
+      co_return Result<void>();
+    } else if constexpr (rvalue) {
+      co_return Result<R>(co_await std::move(awaitable));
+    } else {
+      co_return Result<R>(co_await awaitable);
+    }
+  } catch (const std::system_error& e) {
+    ec = e.code();
+    error = std::current_exception();
+  }
+  co_return Result<R>(ec, std::move(error));
+}
+template <class R, class A>
+Task<Result<R>> result_of_value(A awaitable) {
+  co_return co_await result_of<R>(awaitable);
+}
+}  // namespace detail
+
+/// The non-throwing form of any awaited call: `co_await as_result(reader.read_line())` gives a
+/// Result holding the value, or the error of the std::system_error it threw (other exceptions
+/// still propagate). Await it in the same expression, as wait_for.
+template <class A>
+  requires requires(A&& a) { detail::awaiter_of(static_cast<A&&>(a)); }
+[[nodiscard]] Task<Result<detail::await_result_t<A>>> as_result(A&& awaitable) {
+  using Plain = std::remove_cvref_t<A>;
+  using R = detail::await_result_t<A>;
+  if constexpr (std::is_move_constructible_v<Plain>) {
+    return detail::result_of_value<R, Plain>(static_cast<A&&>(awaitable));
+  } else {
+    return detail::result_of<R, Plain>(awaitable);
   }
 }
 

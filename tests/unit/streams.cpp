@@ -732,4 +732,48 @@ TEST_CASE("a client that resets is counted as closed by its peer, not as a handl
     co_await server.wait_closed();
   });
 }
+
+TEST_CASE("as_result: a reset and end of stream are data, not exceptions" * doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    std::vector<std::string> seen;
+    sockpat::Event done;
+    auto handler = [&](sockpat::StreamReader r, sockpat::StreamWriter w) -> sockpat::Task<void> {
+      for (;;) {
+        auto line = co_await sockpat::as_result(r.read_line());
+        if (!line) {
+          seen.push_back(line.error() == std::errc::connection_reset ? "reset" : line.error().message());
+          CHECK(line.what().find("StreamReader") != std::string::npos);
+          break;
+        }
+        if (!line.value()) {
+          seen.push_back("end");
+          break;
+        }
+        seen.push_back(**line);
+        auto wrote = co_await sockpat::as_result(w.write(**line));
+        CHECK(static_cast<bool>(wrote));
+      }
+      done.set();
+    };
+    auto server = co_await sockpat::start_server(handler, "127.0.0.1", 0);
+    {
+      auto c = co_await sockpat::TcpConnection::async_connect(server.local_endpoint(), 5s);
+      c.set_linger(std::chrono::seconds(0));  // close() sends RST
+      co_await c.async_write_all(std::string_view("one\n"), 5s);
+      std::array<char, 4> echo{};
+      co_await c.async_read_exactly(echo, 5s);
+    }
+    co_await sockpat::wait_for(done.wait(), 5s);
+    CHECK(seen == std::vector<std::string>{"one\n", "reset"});
+    CHECK(server.stats().handler_errors == 0);
+
+    // The I/O awaiters themselves (not moved: awaited where they are).
+    auto listener = sockpat::TcpListener::bind({"127.0.0.1", 0});
+    auto accepted = co_await sockpat::as_result(sockpat::wait_for(listener.async_accept(), 10ms));
+    CHECK(accepted.error() == std::errc::timed_out);
+    CHECK_THROWS_AS(accepted.value(), std::system_error);
+    server.close();
+    co_await server.wait_closed();
+  });
+}
 }
