@@ -158,6 +158,18 @@ TEST_CASE("a read with a timeout fails with timed_out, in both forms" * doctest:
       FAIL("expected timed_out");
     } catch (const std::system_error& e) {
       CHECK(e.code() == std::errc::timed_out);
+      // The message names the call and the peer.
+      const std::string where = "async_read_some from " + listener.local_endpoint().to_string() + ": ";
+      CHECK(std::string(e.what()).find(where) != std::string::npos);
+    }
+    try {
+      (void)co_await listener.async_accept(10ms);  // the client was never accepted: take it
+      (void)co_await listener.async_accept(10ms);
+      FAIL("expected timed_out");
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == std::errc::timed_out);
+      const std::string where = "async_accept on " + listener.local_endpoint().to_string() + ": ";
+      CHECK(std::string(e.what()).find(where) != std::string::npos);
     }
   });
 }

@@ -8,6 +8,8 @@
 #include <cstddef>       // std::byte, std::size_t
 #include <optional>      // std::optional
 #include <stop_token>    // std::stop_token, std::stop_callback
+#include <string>        // std::string: error messages
+#include <string_view>   // std::string_view
 #include <system_error>  // std::error_code, std::system_error
 #include <utility>       // std::move
 
@@ -20,6 +22,25 @@
 
 namespace sockpat::detail {
 
+/// An awaited call's error message, built only when it throws: "async_read_some from PEER", or
+/// "async_accept on LOCAL" (no `to_from`, or no peer address: after a reset, on an unconnected
+/// datagram socket).
+inline std::string describe_io(std::string_view op, native_handle h, std::string_view to_from = {}) {
+  std::string s(op);
+  RawAddress a;
+  a.size = sizeof a.storage;
+  if (!to_from.empty() && !peer_address(h, a.data(), &a.size)) {
+    const std::string name = Endpoint::from_native(a.data(), a.size).to_string();
+    if (!name.empty()) return s.append(1, ' ').append(to_from).append(1, ' ').append(name);
+  }
+  a.size = sizeof a.storage;
+  if (!local_address(h, a.data(), &a.size)) {
+    const std::string name = Endpoint::from_native(a.data(), a.size).to_string();
+    if (!name.empty()) return s.append(" on ").append(name);
+  }
+  return s;
+}
+
 struct NotifyStop {
   Reactor* reactor;
   void operator()() const noexcept { reactor->notify_stop(); }
@@ -27,7 +48,7 @@ struct NotifyStop {
 
 /// Awaits one operation `Op` on descriptor `h`. Op provides `direction`, `perform(h, ec)`
 /// (true once finished, successfully or not; false when it would block), `result()` and
-/// `raise(ec)`. With an error_code* the error is stored there instead of thrown.
+/// `raise(ec, h)` (or `raise(ec)`). With an error_code* the error is stored there instead of thrown.
 /// It lives in the awaiting coroutine's frame: no allocation per operation.
 template <class Op>
 class [[nodiscard]] IoAwaiter final : private Pending {
@@ -94,7 +115,11 @@ class [[nodiscard]] IoAwaiter final : private Pending {
     if (out_ != nullptr) {
       *out_ = ec_;
     } else if (ec_) {
-      op_.raise(ec_);
+      if constexpr (requires { op_.raise(ec_, fd_); }) {
+        op_.raise(ec_, fd_);
+      } else {
+        op_.raise(ec_);
+      }
     }
     return op_.result();
   }
@@ -157,7 +182,9 @@ struct RecvSomeOp {
   /// A short read emptied the socket (0, end of stream, does not count: it stays readable).
   [[nodiscard]] bool drained() const noexcept { return done > 0 && done < size; }
   [[nodiscard]] std::size_t result() const noexcept { return done; }
-  [[noreturn]] static void raise(std::error_code ec) { throw std::system_error(ec, "async_read_some"); }
+  [[noreturn]] static void raise(std::error_code ec, native_handle h) {
+    throw std::system_error(ec, describe_io("async_read_some", h, "from"));
+  }
 };
 
 struct RecvExactlyOp {
@@ -179,7 +206,9 @@ struct RecvExactlyOp {
     return true;
   }
   [[nodiscard]] std::size_t result() const noexcept { return done; }
-  [[noreturn]] void raise(std::error_code ec) const { throw TransferError(ec, "async_read_exactly", done); }
+  [[noreturn]] void raise(std::error_code ec, native_handle h) const {
+    throw TransferError(ec, describe_io("async_read_exactly", h, "from"), done);
+  }
 };
 
 struct SendSomeOp {
@@ -195,7 +224,9 @@ struct SendSomeOp {
   /// A short write filled the socket's buffer.
   [[nodiscard]] bool drained() const noexcept { return done < size; }
   [[nodiscard]] std::size_t result() const noexcept { return done; }
-  [[noreturn]] static void raise(std::error_code ec) { throw std::system_error(ec, "async_write_some"); }
+  [[noreturn]] static void raise(std::error_code ec, native_handle h) {
+    throw std::system_error(ec, describe_io("async_write_some", h, "to"));
+  }
 };
 
 struct SendAllOp {
@@ -213,7 +244,9 @@ struct SendAllOp {
     return true;
   }
   [[nodiscard]] std::size_t result() const noexcept { return done; }
-  [[noreturn]] void raise(std::error_code ec) const { throw TransferError(ec, "async_write_all", done); }
+  [[noreturn]] void raise(std::error_code ec, native_handle h) const {
+    throw TransferError(ec, describe_io("async_write_all", h, "to"), done);
+  }
 };
 
 /// connect() is started by the first perform; the socket turning writable ends it.
@@ -231,7 +264,9 @@ struct ConnectOp {
     return !(ec == std::errc::operation_in_progress || would_block(ec));
   }
   static void result() noexcept {}
-  [[noreturn]] static void raise(std::error_code ec) { throw std::system_error(ec, "async_connect"); }
+  [[noreturn]] void raise(std::error_code ec) const {
+    throw std::system_error(ec, "async_connect " + Endpoint::from_native(to.data(), to.size).to_string());
+  }
 };
 
 struct AcceptHandleOp {
@@ -247,7 +282,9 @@ struct AcceptHandleOp {
       if (!transient_accept_error(ec)) return !would_block(ec);
     }
   }
-  [[noreturn]] static void raise(std::error_code ec) { throw std::system_error(ec, "async_accept"); }
+  [[noreturn]] static void raise(std::error_code ec, native_handle h) {
+    throw std::system_error(ec, describe_io("async_accept", h));
+  }
 };
 
 struct RecvFromOp {
@@ -272,7 +309,9 @@ struct RecvFromOp {
     if (from != nullptr && addr.size != 0) *from = Endpoint::from_native(addr.data(), addr.size);
     return done;
   }
-  [[noreturn]] static void raise(std::error_code ec) { throw std::system_error(ec, "async_receive_from"); }
+  [[noreturn]] static void raise(std::error_code ec, native_handle h) {
+    throw std::system_error(ec, describe_io("async_receive_from", h));
+  }
 };
 
 struct SendToOp {
@@ -287,7 +326,10 @@ struct SendToOp {
     return !would_block(ec);
   }
   [[nodiscard]] std::size_t result() const noexcept { return done; }
-  [[noreturn]] static void raise(std::error_code ec) { throw std::system_error(ec, "async_send_to"); }
+  [[noreturn]] void raise(std::error_code ec, native_handle h) const {
+    throw std::system_error(ec, describe_io("async_send_to", h) + " to " +
+                                    Endpoint::from_native(to.data(), to.size).to_string());
+  }
 };
 
 }  // namespace sockpat::detail
