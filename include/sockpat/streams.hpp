@@ -633,7 +633,7 @@ class [[nodiscard]] WriterAwaiter final : private Waiter {
 /// (taken only once the socket has data) and hands that out. Lives in the awaiting frame; it is
 /// IoAwaiter without the deadline and stop-token parts (a read_chunk has neither), which keeps
 /// an idle connection's coroutine frame small.
-class [[nodiscard]] ChunkAwaiter final : private Pending {
+class [[nodiscard]] ChunkAwaiter final : private Waiter {
  public:
   ChunkAwaiter(StreamState* s, std::size_t max) noexcept : op_{s, s->options().limit}, max_(max) {}
   ChunkAwaiter(const ChunkAwaiter&) = delete;
@@ -643,43 +643,33 @@ class [[nodiscard]] ChunkAwaiter final : private Pending {
   bool await_ready() {
     StreamState* s = op_.s;
     if (s->available() > 0 || s->eof || max_ == 0) return true;
-    reactor_ = &current_reactor();
-    s->release_rbuf();  // no buffer held while waiting
+    if (begin()) return true;  // the loop is closing: operation_canceled
+    s->release_rbuf();         // no buffer held while waiting
     if (s->fd() == invalid_handle) {  // closed (writer.close() or abort())
-      ec_ = make_error_code(errc::not_connected);
+      set_error(make_error_code(errc::not_connected));
       return true;
     }
-    if (reactor_->closing()) {
-      ec_ = make_errc(std::errc::operation_canceled);
-      return true;
-    }
-    if (!reactor_->maybe_ready(s->fd(), Direction::read)) return false;
+    if (!reactor().maybe_ready(s->fd(), Direction::read)) return false;
     if (!perform()) return false;
-    if (reactor_->spend_inline()) return true;
+    if (reactor().spend_inline()) return true;
     yield_ = true;  // received, but its coroutine has run long enough: let the others run first
     return false;
   }
   template <class Promise>
   bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
-    if (yield_) {  // finished already: only a turn in the ready queue
-      reactor_->schedule(h);
+    if (!arm(h)) return false;
+    if (yield_) {
+      complete();  // finished already: only a turn in the ready queue
       return true;
     }
-    scope_ = scope_of(h);
-    if (scope_ != nullptr && scope_->cancelled()) {
-      ec_ = make_errc(std::errc::operation_canceled);
+    if (auto ec = reactor().wait_io(op_.s->fd(), Direction::read, this)) {
+      (void)finish(ec);
       return false;
     }
-    if (auto ec = reactor_->wait_io(op_.s->fd(), Direction::read, this)) {
-      ec_ = ec;
-      return false;
-    }
-    handle_ = h;
-    if (scope_ != nullptr) scope_->leaf = this;
     return true;
   }
   std::span<const std::byte> await_resume() {
-    if (ec_) throw std::system_error(ec_, op_.s->where("StreamReader read_chunk", "from"));
+    if (error()) throw std::system_error(error(), op_.s->where("StreamReader read_chunk", "from"));
     StreamState* s = op_.s;
     const std::size_t k = (std::min)(max_, s->available());
     const std::span<const std::byte> out(s->rdata(), k);
@@ -689,29 +679,24 @@ class [[nodiscard]] ChunkAwaiter final : private Pending {
 
  private:
   bool perform() noexcept {
-    if (!op_.perform(op_.s->fd(), ec_)) return false;
-    if (!ec_ && op_.drained()) reactor_->drained(op_.s->fd(), Direction::read);
+    std::error_code ec;
+    if (!op_.perform(op_.s->fd(), ec)) return false;
+    if (ec) {
+      set_error(ec);
+    } else if (op_.drained()) {
+      reactor().drained(op_.s->fd(), Direction::read);
+    }
     return true;
   }
   void on_ready() noexcept override {
-    if (perform()) complete();
-  }
-  void cancel(std::error_code why) noexcept override {
-    ec_ = why;
+    if (!perform()) return;
+    unlink();
     complete();
   }
-  void complete() noexcept {
-    reactor_->unwait_io(op_.s->fd(), Direction::read, this);
-    if (scope_ != nullptr) scope_->leaf = nullptr;
-    reactor_->schedule(handle_);
-  }
+  void unlink() noexcept override { reactor().unwait_io(op_.s->fd(), Direction::read, this); }
 
   StreamState::FillOp op_;
   std::size_t max_;
-  std::error_code ec_;
-  Reactor* reactor_ = nullptr;
-  CancelScope* scope_ = nullptr;
-  std::coroutine_handle<> handle_;
   bool yield_ = false;
 };
 
