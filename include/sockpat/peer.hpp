@@ -9,7 +9,6 @@
 #include <atomic>              // std::atomic: entropy_seed's call count
 #include <chrono>              // std::chrono::milliseconds, steady_clock
 #include <condition_variable>  // std::condition_variable: PeerThread's start and waits
-#include <coroutine>           // std::coroutine_handle: ThisScope
 #include <cstddef>             // std::size_t
 #include <cstdint>             // std::uint8_t, std::uint64_t
 #include <deque>               // std::deque: send queues, the seen-set's order
@@ -34,6 +33,7 @@
 #include "sockpat/peer_wire.hpp"
 #include "sockpat/streams.hpp"  // start_server, make_streams, StreamReader, StreamWriter
 #include "sockpat/task.hpp"
+#include "sockpat/task_group.hpp"  // TaskSet, TaskHandle: the node's tasks
 
 namespace sockpat {
 
@@ -121,51 +121,25 @@ inline std::uint64_t entropy_seed() noexcept {
   return h;
 }
 
-/// Resumes every coroutine waiting on it when notified. Loop thread only.
+/// Resumes every coroutine waiting on it when notified (a condition without a predicate).
+/// Loop thread only.
 class PeerNotify {
  public:
-  class [[nodiscard]] Awaiter final : private Pending {
+  class [[nodiscard]] Awaiter final : private Waiter {
    public:
     explicit Awaiter(PeerNotify& n) noexcept : n_(&n) {}
-    bool await_ready() {
-      reactor_ = &current_reactor();
-      if (reactor_->closing()) ec_ = canceled();
-      return static_cast<bool>(ec_);
-    }
+    bool await_ready() { return begin(); }
     template <class Promise>
-    bool await_suspend(std::coroutine_handle<Promise> h) {
-      scope_ = scope_of(h);
-      if (scope_ != nullptr && scope_->cancelled()) {
-        ec_ = canceled();
-        return false;
-      }
-      handle_ = h;
+    bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
+      if (!arm(h)) return false;
       n_->waiters_.push_back(this);
-      if (scope_ != nullptr) scope_->leaf = this;
       return true;
     }
-    void await_resume() const {
-      if (ec_) throw std::system_error(ec_, "peer wait");
-    }
+    void await_resume() const { check("peer wait"); }
 
    private:
-    friend class PeerNotify;
-    void on_ready() noexcept override { complete(); }
-    void cancel(std::error_code why) noexcept override {
-      ec_ = why;
-      auto& w = n_->waiters_;
-      w.erase(std::remove(w.begin(), w.end(), static_cast<Pending*>(this)), w.end());
-      complete();
-    }
-    void complete() noexcept {
-      if (scope_ != nullptr) scope_->leaf = nullptr;
-      reactor_->schedule(handle_);
-    }
+    void unlink() noexcept override { n_->waiters_.erase(this); }
     PeerNotify* n_;
-    std::error_code ec_;
-    Reactor* reactor_ = nullptr;
-    CancelScope* scope_ = nullptr;
-    std::coroutine_handle<> handle_;
   };
 
   PeerNotify() = default;
@@ -174,26 +148,10 @@ class PeerNotify {
   ~PeerNotify() { notify_all(); }
 
   Awaiter wait() noexcept { return Awaiter(*this); }
-  void notify_all() noexcept {
-    auto w = std::move(waiters_);
-    waiters_.clear();
-    for (Pending* p : w) p->on_ready();
-  }
+  void notify_all() noexcept { waiters_.complete_all(); }
 
  private:
-  std::vector<Pending*> waiters_;
-};
-
-/// `co_await ThisScope{}` gives the awaiting task's cancel scope without suspending.
-struct ThisScope {
-  CancelScope* scope = nullptr;
-  static bool await_ready() noexcept { return false; }
-  template <class Promise>
-  bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
-    scope = scope_of(h);
-    return false;
-  }
-  [[nodiscard]] CancelScope* await_resume() const noexcept { return scope; }
+  WaitList waiters_;
 };
 
 struct PeerLinkState {
@@ -229,6 +187,11 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
 
   explicit BasicPeerState(PeerOptions o) : options(std::move(o)), loop(EventLoop::current()) {
     if (loop == nullptr) throw std::logic_error("sockpat: a Peer is made on the thread of a running EventLoop");
+    // until_idle() waits on `changed` for both sets to empty.
+    for (TaskSet* set : {&dials, &tasks}) {
+      set->on_empty = [](void* state) noexcept { static_cast<BasicPeerState*>(state)->changed.notify_all(); };
+      set->context = this;
+    }
     if (options.send_queue_limit < options.max_frame + 4) options.send_queue_limit = options.max_frame + 4;
     if (options.peer_limit == 0) options.peer_limit = 1;
     if (options.seen_capacity == 0) options.seen_capacity = 1;
@@ -247,8 +210,10 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
   std::unordered_map<std::uint64_t, Endpoint> known;
   std::unordered_set<std::string> dialing;   // endpoints a dial task owns
   std::unordered_set<std::string> self_endpoints;
-  std::vector<CancelScope*> scopes;          // of every running task, to cancel on close
-  std::vector<CancelScope*> dial_scopes;
+  // Every task of the node: the dials (cancelled first on close), and the sessions of
+  // accepted connections and the links' writers.
+  TaskSet dials{false};
+  TaskSet tasks{false};
   PeerNotify changed;                        // a link came or went, a message arrived, a task ended
   std::stop_source stop;
   bool stopping = false;
@@ -280,28 +245,6 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
     return s;
   }
 
-  /// Registers the running task for close(); the returned guard unregisters it.
-  struct TaskGuard {
-    std::shared_ptr<BasicPeerState> self;
-    CancelScope* scope;
-    std::vector<CancelScope*>* list;
-    TaskGuard(std::shared_ptr<BasicPeerState> s, CancelScope* sc, std::vector<CancelScope*>* l) : self(std::move(s)), scope(sc), list(l) {
-      self->scopes.push_back(scope);
-      if (list != nullptr) list->push_back(scope);
-    }
-    TaskGuard(const TaskGuard&) = delete;
-    TaskGuard& operator=(const TaskGuard&) = delete;
-    ~TaskGuard() {
-      erase(self->scopes, scope);
-      if (list != nullptr) erase(*list, scope);
-      self->changed.notify_all();
-    }
-    static void erase(std::vector<CancelScope*>& v, CancelScope* s) {
-      const auto it = std::find(v.begin(), v.end(), s);
-      if (it != v.end()) v.erase(it);
-    }
-  };
-
   Task<void> start() {
     if (!options.listen.empty()) {
       std::weak_ptr<BasicPeerState> weak = this->shared_from_this();
@@ -316,10 +259,16 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
     for (const auto& e : options.join) dial(e, 0, false);
   }
 
+  // The server's handler hands the connection to a task of the node's own, so that close()
+  // reaches it with the node's other tasks.
   static Task<void> accepted(std::weak_ptr<BasicPeerState> weak, StreamReader r, StreamWriter w) {
     auto self = weak.lock();
     if (!self || self->stopping) co_return;
     auto link = std::make_shared<PeerLinkState>(std::move(r), std::move(w), false);
+    const TaskHandle<void> run(self->tasks.start(accepted_session(self, link)));
+    co_await run;
+  }
+  static Task<void> accepted_session(std::shared_ptr<BasicPeerState> self, Link link) {
     const Outcome out = co_await session(self, link);
     if (out == Outcome::lost) self->redial_lost(link->id);
   }
@@ -330,7 +279,7 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
     const std::string key = e.to_string();
     if (self_endpoints.count(key) != 0 || dialing.count(key) != 0) return;
     dialing.insert(key);
-    loop->create_task(dial_task(this->shared_from_this(), e, expect, wait_first));
+    dials.start(dial_task(this->shared_from_this(), e, expect, wait_first))->release();  // no handle
   }
 
   void redial_lost(std::uint64_t node) {
@@ -341,7 +290,6 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
 
   static Task<void> dial_task(std::shared_ptr<BasicPeerState> self, Endpoint e, std::uint64_t expect, bool wait_first) {
     const std::string key = e.to_string();
-    const TaskGuard guard(self, co_await ThisScope{}, &self->dial_scopes);
     const auto& o = self->options;
     BackoffSequence delays(o.redial, self->rng());
     auto give_up = std::chrono::steady_clock::now() + o.forget_after;
@@ -390,9 +338,8 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
 
   /// Runs one connection: Hello both ways, then messages until it ends.
   static Task<Outcome> session(std::shared_ptr<BasicPeerState> self, Link link) {
-    const TaskGuard guard(self, co_await ThisScope{}, nullptr);
     self->all.push_back(link);
-    self->loop->create_task(writer_task(self, link));
+    self->tasks.start(writer_task(self, link))->release();  // no handle
     self->enqueue(link, wire::Hello{wire::protocol_version, self->id, self->local});
     const auto framing = self->framing();
 
@@ -437,8 +384,8 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
     co_return (bad || self->stopping) ? Outcome::closed_by_us : Outcome::lost;
   }
 
-  static Task<void> writer_task(std::shared_ptr<BasicPeerState> self, Link link) {
-    const TaskGuard guard(self, co_await ThisScope{}, nullptr);
+  // `self` keeps the node's state (and the set this task is in) alive while it writes.
+  static Task<void> writer_task([[maybe_unused]] std::shared_ptr<BasicPeerState> self, Link link) {
     bool failed = false;
     try {
       for (;;) {
@@ -693,7 +640,7 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
     stopping = true;
     stop.request_stop();
     server.close();
-    for (auto* s : std::vector<CancelScope*>(dial_scopes)) s->cancel();
+    dials.cancel();
     for (auto& l : std::vector<Link>(all)) {
       if (graceful && l->phase != PeerLinkState::Phase::handshake) {
         l->finish = true;
@@ -708,11 +655,13 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
   void abort_all() {
     begin_close(false);
     for (auto& l : std::vector<Link>(all)) l->writer.abort();
-    for (auto* s : std::vector<CancelScope*>(scopes)) s->cancel();
+    dials.cancel();
+    tasks.cancel();
+    server.close();  // the second close: the handlers still waiting are cancelled too
   }
 
   Task<void> until_idle() {
-    while (!scopes.empty()) co_await changed.wait();
+    while (dials.size() != 0 || tasks.size() != 0) co_await changed.wait();
   }
 
   PeerStats stats() const {

@@ -406,15 +406,6 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   /// A writer left the line (cancelled): the next one may go on.
   void writer_left() noexcept { wake(); }
 
-  /// The peer's address, for error messages; empty once closed.
-  [[nodiscard]] Endpoint peer() const noexcept {
-    if (closed_) return {};
-    RawAddress a;
-    a.size = sizeof a.storage;
-    if (peer_address(fd(), a.data(), &a.size)) return {};
-    return Endpoint::from_native(a.data(), a.size);
-  }
-
   void write_eof() noexcept {
     if (eof_sent_ || closing()) return;
     eof_pending_ = true;
@@ -583,8 +574,9 @@ class [[nodiscard]] WriterAwaiter final : private Waiter {
   }
   void await_resume() const {
     if (error()) {
-      const char* what = kind_ == Kind::write ? "StreamWriter write to" : kind_ == Kind::drain ? "StreamWriter drain to" : "StreamWriter wait_closed on";
-      throw std::system_error(error(), describe(what, s_ != nullptr ? s_->peer() : Endpoint{}));
+      const char* what = kind_ == Kind::write ? "StreamWriter write" : kind_ == Kind::drain ? "StreamWriter drain" : "StreamWriter wait_closed";
+      if (s_ == nullptr) throw std::system_error(error(), what);
+      throw std::system_error(error(), s_->where(what, kind_ == Kind::closed ? "on" : "to"));
     }
   }
 
@@ -904,7 +896,7 @@ class StreamWriter {
     if (!s_) throw std::system_error(make_error_code(errc::not_connected), "StreamWriter try_write");
     std::error_code ec;
     const bool taken = s_->try_take(data.data(), data.size(), ec);
-    if (ec) throw std::system_error(ec, detail::describe("StreamWriter try_write to", s_->peer()));
+    if (ec) throw std::system_error(ec, s_->where("StreamWriter try_write", "to"));
     return taken;
   }
   [[nodiscard]] bool try_write(std::string_view data) { return try_write(detail::bytes_of(data)); }
