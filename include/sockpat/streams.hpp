@@ -564,11 +564,12 @@ class [[nodiscard]] WriterAwaiter final : private Waiter {
   }
   template <class Promise>
   bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
-    if (!arm(h)) return false;
-    if (yield_) {
-      complete();  // finished already: only a turn in the ready queue
+    if (yield_) {  // finished already (its bytes are taken): only a turn in the ready queue
+      attach(h);
+      complete();
       return true;
     }
+    if (!arm(h)) return false;
     list().push_back(this);
     return true;
   }
@@ -649,11 +650,12 @@ class [[nodiscard]] ChunkAwaiter final : private Waiter {
   }
   template <class Promise>
   bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
-    if (!arm(h)) return false;
-    if (yield_) {
-      complete();  // finished already: only a turn in the ready queue
+    if (yield_) {  // finished already (the bytes are in): only a turn in the ready queue
+      attach(h);
+      complete();
       return true;
     }
+    if (!arm(h)) return false;
     if (auto ec = reactor().wait_io(op_.s->fd(), Direction::read, this)) {
       (void)finish(ec);
       return false;

@@ -17,6 +17,7 @@
 #include "sockpat/detail/address.hpp"
 #include "sockpat/detail/blocking.hpp"
 #include "sockpat/detail/reactor.hpp"
+#include "sockpat/detail/waiter.hpp"  // Waiter: IoAwaiter
 #include "sockpat/endpoint.hpp"
 #include "sockpat/error.hpp"
 
@@ -51,7 +52,7 @@ struct NotifyStop {
 /// `raise(ec, h)` (or `raise(ec)`). With an error_code* the error is stored there instead of thrown.
 /// It lives in the awaiting coroutine's frame: no allocation per operation.
 template <class Op>
-class [[nodiscard]] IoAwaiter final : private Pending {
+class [[nodiscard]] IoAwaiter final : private Waiter {
  public:
   IoAwaiter(native_handle h, Op op, const Deadline& d, std::error_code* out) noexcept
       : op_(std::move(op)), fd_(h), at_(d.time()), stop_(d.stop_token()), out_(out) {}
@@ -60,65 +61,60 @@ class [[nodiscard]] IoAwaiter final : private Pending {
   ~IoAwaiter() = default;
 
   bool await_ready() {
-    reactor_ = &current_reactor();
+    if (begin()) return true;  // the loop is closing: operation_canceled
     if (fd_ == invalid_handle) {
-      ec_ = make_error_code(errc::not_connected);
+      set_error(make_error_code(errc::not_connected));
       return true;
     }
-    if (reactor_->closing() || stop_.stop_requested()) {
-      ec_ = make_errc(std::errc::operation_canceled);
+    if (stop_.stop_requested()) {
+      set_error(canceled());
       return true;
     }
     // A direction found drained and not reported ready since would only say EAGAIN: wait first.
-    if (!reactor_->maybe_ready(fd_, Op::direction)) return false;
+    if (!reactor().maybe_ready(fd_, Op::direction)) return false;
     if (!perform()) return false;  // would block: wait
-    if (reactor_->spend_inline()) return true;  // the fast path: no suspension when the kernel is ready
+    if (reactor().spend_inline()) return true;  // the fast path: no suspension when the kernel is ready
     yield_ = true;  // done, but its coroutine has run long enough: let the others run first
     return false;
   }
 
   template <class Promise>
   bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
-    if (yield_) {  // finished already: only a turn in the ready queue, whatever else happens
-      reactor_->schedule(h);
+    if (yield_) {  // finished already: only a turn in the ready queue, even if cancelled since
+      attach(h);
+      complete();
       return true;
     }
-    scope_ = scope_of(h);
-    if (scope_ != nullptr && scope_->cancelled()) {
-      ec_ = make_errc(std::errc::operation_canceled);
-      return false;
-    }
+    if (!arm(h)) return false;
     if (at_ != no_deadline && std::chrono::steady_clock::now() >= at_) {
-      ec_ = make_errc(std::errc::timed_out);
+      (void)finish(make_errc(std::errc::timed_out));
       return false;
     }
-    if (auto ec = reactor_->wait_io(fd_, Op::direction, this)) {
-      ec_ = ec;
+    if (auto ec = reactor().wait_io(fd_, Op::direction, this)) {
+      (void)finish(ec);
       return false;
     }
-    handle_ = h;
     if (at_ != no_deadline) {
       when = at_;
-      reactor_->add_timer(this);
+      reactor().add_timer(this);
     }
     if (stop_.stop_possible()) {
       stop = &stop_;
-      reactor_->add_stoppable(this);
-      on_stop_.emplace(stop_, NotifyStop{reactor_});
+      reactor().add_stoppable(this);
+      on_stop_.emplace(stop_, NotifyStop{&reactor()});
     }
-    if (scope_ != nullptr) scope_->leaf = this;
     return true;
   }
 
   decltype(auto) await_resume() {
     on_stop_.reset();
     if (out_ != nullptr) {
-      *out_ = ec_;
-    } else if (ec_) {
-      if constexpr (requires { op_.raise(ec_, fd_); }) {
-        op_.raise(ec_, fd_);
+      *out_ = error();
+    } else if (error()) {
+      if constexpr (requires { op_.raise(error(), fd_); }) {
+        op_.raise(error(), fd_);
       } else {
-        op_.raise(ec_);
+        op_.raise(error());
       }
     }
     return op_.result();
@@ -126,32 +122,31 @@ class [[nodiscard]] IoAwaiter final : private Pending {
 
  private:
   bool perform() noexcept {
-    if (!op_.perform(fd_, ec_)) return false;
-    if constexpr (requires { op_.drained(); }) {
-      if (!ec_ && op_.drained()) reactor_->drained(fd_, Op::direction);
+    std::error_code ec;
+    if (!op_.perform(fd_, ec)) return false;
+    if (ec) {
+      set_error(ec);
+    } else if constexpr (requires { op_.drained(); }) {
+      if (op_.drained()) reactor().drained(fd_, Op::direction);
     }
     return true;
   }
   void on_ready() noexcept override {
-    if (perform()) complete();
+    if (!perform()) return;
+    unlink();
+    complete();
   }
   void on_timer() noexcept override {
-    ec_ = make_errc(std::errc::timed_out);
-    complete();
+    unlink();
+    complete(make_errc(std::errc::timed_out));
   }
-  void cancel(std::error_code why) noexcept override {
-    ec_ = why;
-    complete();
-  }
-  void complete() noexcept {
-    reactor_->unwait_io(fd_, Op::direction, this);
-    if (heap_index != not_in_heap) reactor_->remove_timer(this);
+  void unlink() noexcept override {
+    reactor().unwait_io(fd_, Op::direction, this);
+    if (heap_index != not_in_heap) reactor().remove_timer(this);
     if (stop != nullptr) {
-      reactor_->remove_stoppable(this);
+      reactor().remove_stoppable(this);
       stop = nullptr;
     }
-    if (scope_ != nullptr) scope_->leaf = nullptr;
-    reactor_->schedule(handle_);
   }
 
   Op op_;
@@ -159,10 +154,6 @@ class [[nodiscard]] IoAwaiter final : private Pending {
   steady_time at_;
   std::stop_token stop_;
   std::error_code* out_;
-  std::error_code ec_;
-  Reactor* reactor_ = nullptr;
-  CancelScope* scope_ = nullptr;
-  std::coroutine_handle<> handle_;
   std::optional<std::stop_callback<NotifyStop>> on_stop_;
   bool yield_ = false;
 };
