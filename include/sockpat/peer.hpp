@@ -125,21 +125,12 @@ inline std::uint64_t entropy_seed() noexcept {
 /// Loop thread only.
 class PeerNotify {
  public:
-  class [[nodiscard]] Awaiter final : private Waiter {
+  class [[nodiscard]] Awaiter final : private ListWaiter {
    public:
-    explicit Awaiter(PeerNotify& n) noexcept : n_(&n) {}
+    explicit Awaiter(PeerNotify& n) noexcept : ListWaiter(n.waiters_) {}
     bool await_ready() { return begin(); }
-    template <class Promise>
-    bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
-      if (!arm(h)) return false;
-      n_->waiters_.push_back(this);
-      return true;
-    }
+    using ListWaiter::await_suspend;
     void await_resume() const { check("peer wait"); }
-
-   private:
-    void unlink() noexcept override { n_->waiters_.erase(this); }
-    PeerNotify* n_;
   };
 
   PeerNotify() = default;

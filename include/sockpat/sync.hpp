@@ -34,20 +34,14 @@ class Event {
   }
   void clear() noexcept { set_ = false; }
 
-  class [[nodiscard]] Awaiter final : private detail::Waiter {
+  class [[nodiscard]] Awaiter final : private detail::ListWaiter {
    public:
-    explicit Awaiter(Event& e) noexcept : e_(e) {}
+    explicit Awaiter(Event& e) noexcept : ListWaiter(e.waiters_), e_(e) {}
     bool await_ready() { return begin() || e_.set_; }
-    template <class Promise>
-    bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
-      if (!arm(h)) return false;
-      e_.waiters_.push_back(this);
-      return true;
-    }
+    using ListWaiter::await_suspend;
     void await_resume() const { check("Event wait"); }
 
    private:
-    void unlink() noexcept override { e_.waiters_.erase(this); }
     Event& e_;
   };
   /// Returns at once when the event is set.
@@ -82,20 +76,14 @@ class Semaphore {
     }
   }
 
-  class [[nodiscard]] Awaiter final : private detail::Waiter {
+  class [[nodiscard]] Awaiter final : private detail::ListWaiter {
    public:
-    explicit Awaiter(Semaphore& s) noexcept : s_(s) {}
+    explicit Awaiter(Semaphore& s) noexcept : ListWaiter(s.waiters_), s_(s) {}
     bool await_ready() { return begin() || s_.try_acquire(); }
-    template <class Promise>
-    bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
-      if (!arm(h)) return false;
-      s_.waiters_.push_back(this);
-      return true;
-    }
+    using ListWaiter::await_suspend;
     void await_resume() const { check("Semaphore acquire"); }
 
    private:
-    void unlink() noexcept override { s_.waiters_.erase(this); }
     Semaphore& s_;
   };
   [[nodiscard]] Awaiter acquire() noexcept { return Awaiter(*this); }
@@ -155,20 +143,15 @@ class Queue {
     getters_.complete_all(make_error_code(errc::closed));
   }
 
-  class [[nodiscard]] PutAwaiter final : private detail::Waiter {
+  class [[nodiscard]] PutAwaiter final : private detail::ListWaiter {
    public:
-    PutAwaiter(Queue& q, T&& v) : q_(q), value_(std::move(v)) {}
+    PutAwaiter(Queue& q, T&& v) : ListWaiter(q.putters_), q_(q), value_(std::move(v)) {}
     bool await_ready() {
       if (begin() || q_.closed_) return true;
       done_ = q_.offer(value_);
       return done_;
     }
-    template <class Promise>
-    bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
-      if (!arm(h)) return false;
-      q_.putters_.push_back(this);
-      return true;
-    }
+    using ListWaiter::await_suspend;
     void await_resume() const {
       check("Queue put");
       if (!done_) throw std::system_error(make_error_code(errc::closed), "Queue put");
@@ -176,26 +159,20 @@ class Queue {
 
    private:
     friend class Queue;
-    void unlink() noexcept override { q_.putters_.erase(this); }
     Queue& q_;
     T value_;
     bool done_ = false;
   };
 
-  class [[nodiscard]] GetAwaiter final : private detail::Waiter {
+  class [[nodiscard]] GetAwaiter final : private detail::ListWaiter {
    public:
-    explicit GetAwaiter(Queue& q) noexcept : q_(q) {}
+    explicit GetAwaiter(Queue& q) noexcept : ListWaiter(q.getters_), q_(q) {}
     bool await_ready() {
       if (begin()) return true;
       slot_ = q_.try_get();
       return slot_.has_value() || q_.closed_;
     }
-    template <class Promise>
-    bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
-      if (!arm(h)) return false;
-      q_.getters_.push_back(this);
-      return true;
-    }
+    using ListWaiter::await_suspend;
     T await_resume() {
       check("Queue get");
       if (!slot_) throw std::system_error(make_error_code(errc::closed), "Queue get");
@@ -204,7 +181,6 @@ class Queue {
 
    private:
     friend class Queue;
-    void unlink() noexcept override { q_.getters_.erase(this); }
     Queue& q_;
     std::optional<T> slot_;
   };

@@ -161,6 +161,26 @@ class WaitList {
   Waiter* tail_ = nullptr;
 };
 
+/// A Waiter that waits in a WaitList until its owner completes it: the awaiters of an event, a
+/// queue, a semaphore. The derived awaiter adds await_ready and await_resume.
+class ListWaiter : public Waiter {
+ public:
+  explicit ListWaiter(WaitList& list) noexcept : list_(&list) {}
+
+  template <class Promise>
+  bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
+    if (!arm(h)) return false;
+    list_->push_back(this);
+    return true;
+  }
+
+ protected:
+  void unlink() noexcept override { list_->erase(this); }
+
+ private:
+  WaitList* list_;
+};
+
 }  // namespace sockpat::detail
 
 #endif  // SOCKPAT_DETAIL_WAITER_HPP
