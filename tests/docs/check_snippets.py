@@ -37,7 +37,14 @@ import re
 import subprocess
 import sys
 
-PRELUDE = '''#include <sockpat.hpp>
+PRELUDE = '''// GCC gives -Wsubobject-linkage for a coroutine frame holding a lambda when the code is not in
+// the main file, and the #line directives below make it look so; a user's .cpp would not see it.
+// Set before the includes: a template instantiated from a header (with_task_group's frame)
+// takes the diagnostic state of the header's lines.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wsubobject-linkage"
+#endif
+#include <sockpat.hpp>
 
 #include <array>        // std::array
 #include <chrono>       // std::chrono_literals
@@ -51,11 +58,6 @@ PRELUDE = '''#include <sockpat.hpp>
 
 using namespace std::chrono_literals;
 
-// GCC gives -Wsubobject-linkage for a coroutine frame holding a lambda when the code is not in
-// the main file, and the #line directives below make it look so; a user's .cpp would not see it.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wsubobject-linkage"
-#endif
 '''
 
 EXTRA_FLAGS = ['-fsyntax-only', '-Wno-unused-variable', '-Wno-unused-but-set-variable',
