@@ -16,6 +16,7 @@ console program, so under a runner every stop is sent as SIGINT.
 import os
 import resource
 import select
+import selectors
 import signal
 import socket
 import subprocess
@@ -629,7 +630,7 @@ def run_all(argvs):
 
 
 SERVERS = ['hello_server', 'uppercase_server', 'udp_echo', 'threaded_echo_server', 'line_server',
-           'async_hello_server', 'async_echo_server']
+           'async_hello_server', 'async_echo_server', 'chat_server']
 
 
 def scenario_server_errors(b):
@@ -687,7 +688,8 @@ def scenario_example_args(b):
                                  ('line_server', 'threads', ['-1']),
                                  ('mesh_chat', 'wait-peers', ['-1']),
                                  ('mesh_chat', 'timeout', ['0', '99999999999']),
-                                 ('peer', 'timeout', ['-5'])]:
+                                 ('peer', 'timeout', ['-5']),
+                                 ('chat_server', 'drop-after', ['-1', '1x'])]:
         if name not in examples:
             continue
         for value in values:
@@ -761,6 +763,187 @@ def scenario_mesh_chat_localhost(b):
         err = p.stderr.read()
         p.wait(TIMEOUT)
         expect(p.returncode == 0, 'mesh_chat exits 0 at the end of its input', p.returncode, err)
+
+
+def chat_line(sender, k, size=1024):
+    """Line k of chat client `sender`: numbered, `size` bytes with its newline, a filler of its own."""
+    head = b'%d %08d ' % (sender, k)
+    return head + bytes([97 + (sender * 7 + k) % 26]) * (size - len(head) - 1) + b'\n'
+
+
+class Chatter:
+    """A chat client on its own thread: sends `count` numbered lines, never more than `window`
+    ahead of what it has read from each other sender (so it sends at a pace it reads at), and
+    checks that every other sender's lines arrive whole and in order."""
+
+    def __init__(self, port, me, senders, count, window=32, pause_after=None):
+        self.sock = socket.create_connection(('127.0.0.1', port), timeout=TIMEOUT)
+        self.name = '%s:%d' % self.sock.getsockname()[:2]
+        self.me, self.count, self.window = me, count, window
+        self.got = {j: 0 for j in senders if j != me}
+        self.pause_after = pause_after  # (lines, seconds): stop reading once, that long
+        self.error = None
+
+    def run(self, deadline):
+        try:
+            self._run(deadline)
+        except Exception as e:  # reported by the scenario, naming the client
+            self.error = '%s (client %d): %r' % (self.name, self.me, e)
+
+    def _run(self, deadline):
+        sock = self.sock
+        sock.setblocking(False)
+        sel = selectors.DefaultSelector()
+        sel.register(sock, selectors.EVENT_READ)
+        out, buf, sent = bytearray(), b'', 0
+        while True:
+            allowed = min(self.got.values(), default=self.count) + self.window
+            while sent < min(self.count, allowed) and len(out) < 65536:
+                out += chat_line(self.me, sent)
+                sent += 1
+            if sent == self.count and not out and all(n == self.count for n in self.got.values()):
+                return
+            left = deadline - time.monotonic()
+            expect(left > 0, 'the chat ends in time', self.got, sent)
+            if self.pause_after and sum(self.got.values()) >= self.pause_after[0]:
+                time.sleep(self.pause_after[1])  # a reader slow for a moment: not reading is the point
+                self.pause_after = None
+            sel.modify(sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if out else 0))
+            for _, events in sel.select(min(left, 1.0)):
+                if events & selectors.EVENT_WRITE:
+                    try:
+                        del out[:sock.send(out)]
+                    except BlockingIOError:
+                        pass
+                if events & selectors.EVENT_READ:
+                    try:
+                        data = sock.recv(1 << 20)
+                    except BlockingIOError:
+                        continue
+                    expect(data, 'the server does not close a chatting client', self.got)
+                    buf = self._lines(buf + data)
+
+    def _lines(self, buf):
+        start = 0
+        while True:
+            end = buf.find(b'\n', start) + 1
+            if end == 0:
+                return buf[start:]
+            line = buf[start:end]
+            sender = int(line[:line.index(b' ')])
+            expect(sender in self.got, 'a line from another chatting client', line[:40])
+            k = self.got[sender]
+            expect(line == chat_line(sender, k), 'lines arrive whole and in order', sender, k, line[:40])
+            self.got[sender] = k + 1
+            start = end
+
+
+def chat_together(server, chatters, seconds):
+    deadline = time.monotonic() + seconds
+    threads = [threading.Thread(target=c.run, args=(deadline,)) for c in chatters]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + TIMEOUT)
+    expect(not any(t.is_alive() for t in threads), 'every chat client finished')
+    expect(not any(c.error for c in chatters), 'every chat client got every line', *[c.error for c in chatters],
+           server_log(server)[-2000:])
+
+
+def server_log(server):
+    """What the server has written to stderr so far. By pread: the file's offset is shared with
+    the server, and a seek here would make it write over its log."""
+    fd = server.stderr.fileno()
+    return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors='replace')
+
+
+def wait_in_log(server, text, since=0, timeout=TIMEOUT):
+    """Waits, bounded, for `text` in the server's stderr after offset `since` (a file: read again
+    until it is there); returns the offset just past it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        at = server_log(server).find(text, since)
+        if at >= 0:
+            return at + len(text)
+        expect(time.monotonic() < deadline and server.proc.poll() is None, 'the server logs %r' % text,
+               server_log(server)[-2000:])
+        time.sleep(0.01)
+
+
+def vm_hwm_kib(pid):
+    with open('/proc/%d/status' % pid) as f:
+        return int(next(l for l in f if l.startswith('VmHWM:')).split()[1])
+
+
+def scenario_chat_server(b):
+    # Three clients chat 50 MiB of numbered 1 KiB lines while a fourth never reads: the fourth is
+    # dropped (its backlog passes the limits), the others get every line of each other, whole
+    # and in order, and the server stays small. Then a client that stops reading for a moment
+    # is not dropped and loses nothing.
+    began = time.monotonic()
+    server = Server(bin_path(b, 'chat_server') + ['--port', '0', '--drop-after', '500'])
+    dead = socket.create_connection(('127.0.0.1', server.port), timeout=TIMEOUT)
+    dead_name = '%s:%d' % dead.getsockname()[:2]
+    per_client = (50 << 20) // 1024 // 3
+    chatters = [Chatter(server.port, i, range(3), per_client) for i in range(3)]
+    wait_in_log(server, '(4 here)')  # every line from now on goes to all four
+    chat_together(server, chatters, 35)
+    chatted = time.monotonic() - began
+    expect(dead_name + ' dropped' in server_log(server), 'the client that never reads was dropped',
+           server_log(server)[-2000:])
+    dead.settimeout(TIMEOUT)
+    try:
+        while dead.recv(1 << 20):
+            pass  # what the kernel held for it, then the end of the stream
+    except ConnectionResetError:
+        pass
+    dead.close()
+    for c in chatters:
+        c.sock.close()
+    mark = wait_in_log(server, '(0 here)')
+
+    # A reader slow for a moment: it stops reading for 0.1 s while the others send, and then
+    # gets every line; nobody is dropped.
+    slow = [Chatter(server.port, i, range(3), 2048, window=100, pause_after=(100, 0.1) if i == 2 else None)
+            for i in range(3)]
+    wait_in_log(server, '(3 here)', mark)
+    chat_together(server, slow, 10)
+    expect('dropped' not in server_log(server)[mark:], 'a client slow for a moment is not dropped',
+           server_log(server)[mark:])
+    for c in slow:
+        c.sock.close()
+    mark = wait_in_log(server, '(0 here)', mark)
+
+    # A client that stops reading while lines trickle in at 0.5 MB/s: once the kernel's buffers
+    # for it are full (about 3 MB on Linux's loopback), its backlog passes the soft limit, and it
+    # is dropped --drop-after (0.5 s) later, 1.5 s before the trickle would reach the hard limit.
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.settimeout(TIMEOUT)
+    stuck.connect(('127.0.0.1', server.port))
+    stuck_name = '%s:%d' % stuck.getsockname()[:2]
+    talker = socket.create_connection(('127.0.0.1', server.port), timeout=TIMEOUT)
+    wait_in_log(server, '(2 here)', mark)
+    trickled = time.monotonic()
+    for k in range(1000):  # 10 lines every 20 ms, 20 s at most
+        if stuck_name + ' dropped' in server_log(server)[mark:]:
+            break
+        talker.sendall(b''.join(chat_line(0, 10 * k + i) for i in range(10)))
+        time.sleep(0.02)  # the pace of the trickle, not a wait for anything
+    trickled = time.monotonic() - trickled
+    log = server_log(server)[mark:]
+    expect(stuck_name + ' dropped' in log and 'soft limit' in log, 'a stuck reader is dropped by the soft limit', log)
+    stuck.close()
+    talker.close()
+    wait_in_log(server, '(0 here)', mark)
+    hwm = None
+    if sys.platform.startswith('linux') and not RUNNER:  # under a runner, the pid is the runner's
+        hwm = vm_hwm_kib(server.proc.pid)
+        expect(hwm < 64 * 1024, "the server's peak RSS stays under 64 MiB", hwm)
+    rc, _, err = server.stop(signal.SIGINT)
+    expect(rc == 0, 'chat_server exits 0 on SIGINT', rc, err[-2000:])
+    print('chat_server: 50 MiB chatted in %.1f s; the stuck reader dropped after %.1f s of trickle; '
+          '%.1f s in all; peak RSS %s KiB' % (chatted, trickled, time.monotonic() - began, hwm))
 
 
 def fail_on_purpose(b, mode):
