@@ -47,6 +47,10 @@ struct StreamOptions {
   std::size_t high_water = 64 * 1024;
   /// drain() and a waiting write() resume once the buffer is at or below this.
   std::size_t low_water = 16 * 1024;
+  /// close() sends what is buffered first; if the peer has not taken it within this long (it
+  /// stopped reading), the rest is dropped and the socket closed, so that a closed stream
+  /// never holds its buffer and descriptor for good. Zero: no bound.
+  std::chrono::milliseconds close_timeout{10000};
   /// TCP_NODELAY on a TCP stream (ignored for Unix-domain ones): on by default, as asyncio sets
   /// it on every TCP transport. A StreamWriter already gathers small writes in its buffer, and
   /// with Nagle's algorithm on, the tail of a large write waits for the peer's ACK.
@@ -418,8 +422,14 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     close_pending_ = true;
     if (buffered() == 0 || werror_) {
       finish_close();
-    } else {
-      self_ = shared_from_this();
+      return;
+    }
+    self_ = shared_from_this();
+    // A peer that never reads again would keep the connection (and this state) for good.
+    if (Reactor* r = thread_reactor(); r != nullptr && options_.close_timeout.count() > 0) {
+      linger_.when = std::chrono::steady_clock::now() + options_.close_timeout;
+      r->add_timer(&linger_);
+      lingering_ = r;
     }
   }
 
@@ -465,6 +475,9 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   }
 
   void flush() noexcept {
+    // A pending close holds this state through self_ alone, and a failure below ends the close
+    // and drops it: keep it alive until this function is done with it.
+    const std::shared_ptr<StreamState> keep = close_pending_ ? self_ : nullptr;
     while (buffered() > 0) {
       std::error_code ec;
       const auto n = send_some(fd(), wbuf_.data() + wbegin_, buffered(), ec);
@@ -514,6 +527,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
 
   void finish_close() noexcept {
     if (closed_) return;
+    if (lingering_ != nullptr && linger_.heap_index != not_in_heap) lingering_->remove_timer(&linger_);
     stop_flushing();
     closed_ = true;
     (void)handle_.close();  // also cancels a pending read on it
@@ -539,6 +553,18 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
  private:
   Reactor* reactor_ = nullptr;
   Flusher flusher_{this};
+  // close()'s bound: what is still buffered when it expires is dropped.
+  class Linger final : public Pending {
+   public:
+    explicit Linger(StreamState* s) noexcept : s_(s) {}
+    void on_timer() noexcept override { s_->abort(); }
+    void cancel(std::error_code) noexcept override { s_->abort(); }
+
+   private:
+    StreamState* s_;
+  };
+  Linger linger_{this};
+  Reactor* lingering_ = nullptr;
   std::shared_ptr<StreamState> self_;
 };
 

@@ -776,4 +776,63 @@ TEST_CASE("as_result: a reset and end of stream are data, not exceptions" * doct
     co_await server.wait_closed();
   });
 }
+
+TEST_CASE("close() toward a peer that never reads ends after close_timeout, not never" * doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    bool closed_in_time = false;
+    std::size_t left_buffered = 0;
+    sockpat::Event done;
+    sockpat::StreamServerOptions options;
+    options.streams.close_timeout = 100ms;
+    auto handler = [&](sockpat::StreamReader, sockpat::StreamWriter w) -> sockpat::Task<void> {
+      const std::string block(4096, 'x');
+      for (int i = 0; i < 100000 && w.try_write(block); ++i) {
+      }
+      left_buffered = w.buffered();  // the kernel's buffers are full: this stays here
+      w.close();
+      try {
+        co_await sockpat::wait_for(w.wait_closed(), 5s);
+        closed_in_time = true;
+      } catch (const std::system_error&) {
+      }
+      done.set();
+    };
+    auto server = co_await sockpat::start_server(handler, "127.0.0.1", 0, options);
+    auto silent = co_await sockpat::TcpConnection::async_connect(server.local_endpoint(), 5s);  // never reads
+    co_await sockpat::wait_for(done.wait(), 10s);
+    CHECK(left_buffered > 0);
+    CHECK(closed_in_time);
+    server.close();
+    co_await server.wait_closed();
+  });
+}
+
+TEST_CASE("a peer that resets while a close waits to send ends the close cleanly" * doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    sockpat::Event closing;
+    sockpat::StreamServerOptions options;
+    options.streams.close_timeout = 0ms;  // no bound: only the peer's reset ends this close
+    auto handler = [&](sockpat::StreamReader, sockpat::StreamWriter w) -> sockpat::Task<void> {
+      const std::string block(4096, 'x');
+      for (int i = 0; i < 100000 && w.try_write(block); ++i) {
+      }
+      CHECK(w.buffered() > 0);
+      w.close();  // the handler returns: the state lives on by itself until its buffer goes
+      closing.set();
+      co_return;
+    };
+    auto server = co_await sockpat::start_server(handler, "127.0.0.1", 0, options);
+    const int before = test::open_descriptors();
+    {
+      auto client = co_await sockpat::TcpConnection::async_connect(server.local_endpoint(), 5s);
+      co_await sockpat::wait_for(closing.wait(), 5s);
+      client.set_linger(std::chrono::seconds(0));  // reset, with the server's bytes unread
+    }
+    // The server's side sees the reset when it next sends: its close ends, its socket closes.
+    for (int i = 0; i < 1000 && test::open_descriptors() > before; ++i) co_await sockpat::sleep(2ms);
+    CHECK(test::open_descriptors() == before);
+    server.close();
+    co_await server.wait_closed();
+  });
+}
 }
