@@ -306,8 +306,8 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   void remember_peer() noexcept {
     RawAddress a;
     a.size = sizeof a.storage;
-    if (peer_address(fd(), a.data(), &a.size) || a.size > sizeof peer_) return;
-    std::memcpy(peer_, a.data(), a.size);
+    if (peer_address(fd(), a.data(), &a.size) || static_cast<std::size_t>(a.size) > sizeof peer_) return;
+    std::memcpy(peer_, a.data(), static_cast<std::size_t>(a.size));
     peer_size_ = static_cast<unsigned char>(a.size);
   }
   alignas(8) unsigned char peer_[28] = {};  // sizeof(sockaddr_in6)
@@ -609,23 +609,22 @@ class [[nodiscard]] WriterAwaiter final : private Waiter {
 
  private:
   WaitList& list() const noexcept { return kind_ == Kind::closed ? s_->closers : s_->writers; }
+  // Reports into the waiter's own error: a local std::error_code would cost a call to
+  // system_category() per write.
   bool done() noexcept {
-    std::error_code ec;
-    bool finished = true;
     switch (kind_) {
       case Kind::write:
-        finished = s_->take(data_, left_, ec);
-        break;
+        return s_->take(data_, left_, error_slot());
       case Kind::drain:
-        ec = s_->write_error();
-        finished = s_->buffered() <= s_->options().low_water || static_cast<bool>(ec);
-        break;
+        if (s_->write_error()) {
+          set_error(s_->write_error());
+          return true;
+        }
+        return s_->buffered() <= s_->options().low_water;
       case Kind::closed:
-        finished = s_->closed();
-        break;
+        return s_->closed();
     }
-    if (ec) set_error(ec);
-    return finished;
+    return true;
   }
   void on_ready() noexcept override {
     if (!waiting() || !done()) return;
@@ -699,18 +698,14 @@ class [[nodiscard]] ChunkAwaiter final : private Waiter {
 
  private:
   bool perform() noexcept {
-    std::error_code ec;
+    std::error_code& ec = error_slot();
     if (!op_.perform(op_.s->fd(), ec)) return false;
-    if (ec) {
-      set_error(ec);
-    } else if (op_.drained()) {
-      reactor().drained(op_.s->fd(), Direction::read);
-    }
+    if (!ec && op_.drained()) reactor().drained(op_.s->fd(), Direction::read);
     return true;
   }
   void on_ready() noexcept override {
     if (!perform()) return;
-    unlink();
+    ChunkAwaiter::unlink();  // not through the vtable: this is the hot path
     complete();
   }
   void unlink() noexcept override { reactor().unwait_io(op_.s->fd(), Direction::read, this); }

@@ -122,18 +122,16 @@ class [[nodiscard]] IoAwaiter final : private Waiter {
 
  private:
   bool perform() noexcept {
-    std::error_code ec;
+    std::error_code& ec = error_slot();
     if (!op_.perform(fd_, ec)) return false;
-    if (ec) {
-      set_error(ec);
-    } else if constexpr (requires { op_.drained(); }) {
-      if (op_.drained()) reactor().drained(fd_, Op::direction);
+    if constexpr (requires { op_.drained(); }) {
+      if (!ec && op_.drained()) reactor().drained(fd_, Op::direction);
     }
     return true;
   }
   void on_ready() noexcept override {
     if (!perform()) return;
-    unlink();
+    IoAwaiter::unlink();  // not through the vtable: this is the hot path
     complete();
   }
   void on_timer() noexcept override {

@@ -10,14 +10,11 @@
 
 namespace sockpat::detail {
 
-/// The calling thread's T, default-constructed on its first use there. Throws what `new T`
-/// throws (std::bad_alloc). When the OS cannot give a thread-exit hook (out of keys), the
-/// object is still made and lives until the process ends.
+// Makes the calling thread's T and registers its deletion at the thread's end. Out of line:
+// the hot path of per_thread() is one thread-local load and a test.
 template <class T>
-T& per_thread() {
-  thread_local T* object = nullptr;
-  if (object != nullptr) return *object;
-  object = new T();
+[[gnu::noinline]] T* make_per_thread() {
+  T* object = new T();
 #if defined(SOCKPAT_WINDOWS)
   static const DWORD slot = ::FlsAlloc([](void* p) noexcept { delete static_cast<T*>(p); });
   if (slot != FLS_OUT_OF_INDEXES) (void)::FlsSetValue(slot, object);
@@ -29,6 +26,16 @@ T& per_thread() {
   static const Key key;
   if (key.ok) (void)::pthread_setspecific(key.key, object);
 #endif
+  return object;
+}
+
+/// The calling thread's T, default-constructed on its first use there. Throws what `new T`
+/// throws (std::bad_alloc). When the OS cannot give a thread-exit hook (out of keys), the
+/// object is still made and lives until the process ends.
+template <class T>
+T& per_thread() {
+  thread_local T* object = nullptr;
+  if (object == nullptr) [[unlikely]] object = make_per_thread<T>();
   return *object;
 }
 

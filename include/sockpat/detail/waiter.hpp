@@ -55,25 +55,36 @@ class Waiter : public Pending {
     armed_ = true;
   }
   void set_error(std::error_code ec) noexcept { ec_ = ec; }
+  /// The outcome itself, for an operation that reports into a std::error_code&.
+  [[nodiscard]] std::error_code& error_slot() noexcept { return ec_; }
 
  public:
 
-  /// Ends the wait with `ec` (empty: success) and schedules the coroutine. Idempotent.
-  void complete(std::error_code ec = {}) noexcept {
+  /// Ends the wait and schedules the coroutine (with `ec`, when given). Idempotent. Two
+  /// overloads, not a default argument: a default std::error_code costs a call to
+  /// system_category() on the hot path.
+  void complete() noexcept {
     if (!armed_) return;
     armed_ = false;
-    if (ec) ec_ = ec;
     if (scope_ != nullptr && scope_->leaf == this) scope_->leaf = nullptr;
     reactor_->schedule(handle_);
+  }
+  void complete(std::error_code ec) noexcept {
+    if (!armed_) return;
+    ec_ = ec;
+    complete();
   }
 
   /// complete() for a waiter whose coroutine is resumed by symmetric transfer (from the end
   /// of a task it waited for): returns the handle to transfer to instead of scheduling it.
-  [[nodiscard]] std::coroutine_handle<> finish(std::error_code ec = {}) noexcept {
+  [[nodiscard]] std::coroutine_handle<> finish() noexcept {
     armed_ = false;
-    if (ec) ec_ = ec;
     if (scope_ != nullptr && scope_->leaf == this) scope_->leaf = nullptr;
     return handle_;
+  }
+  [[nodiscard]] std::coroutine_handle<> finish(std::error_code ec) noexcept {
+    ec_ = ec;
+    return finish();
   }
 
   /// Throws std::system_error(error(), what) when the wait ended in an error.
@@ -151,8 +162,11 @@ class WaitList {
     if (w != nullptr) erase(w);
     return w;
   }
-  /// Completes every waiter with `ec` (empty: success), in order.
-  void complete_all(std::error_code ec = {}) noexcept {
+  /// Completes every waiter, in order (with `ec`, when given).
+  void complete_all() noexcept {
+    while (Waiter* w = pop_front()) w->complete();
+  }
+  void complete_all(std::error_code ec) noexcept {
     while (Waiter* w = pop_front()) w->complete(ec);
   }
 
