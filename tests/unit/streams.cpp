@@ -331,6 +331,9 @@ TEST_CASE("read_some with nothing buffered receives straight into the caller's b
   });
 }
 
+// A reset from the peer (SO_LINGER 0): Wine 8 closes such a socket with a FIN, so under Wine
+// the peer sees end of stream and the test would test nothing of what it names. Linux only.
+#if !defined(_WIN32)
 TEST_CASE("a stream's errors name the peer, even after a reset made it unknown to the OS" * doctest::timeout(30)) {
   auto listener = test::loopback_listener();
   auto client = sockpat::TcpConnection::connect(listener.local_endpoint(), 5s);
@@ -348,6 +351,7 @@ TEST_CASE("a stream's errors name the peer, even after a reset made it unknown t
     }
   });
 }
+#endif
 
 TEST_CASE("read_exactly at end of stream throws with the count and keeps the bytes" * doctest::timeout(30)) {
   on_loop([]() -> sockpat::Task<void> {
@@ -711,6 +715,9 @@ TEST_CASE("closing a StreamServer with 100 idle clients returns from wait_closed
   CHECK(canceled == 100);
 }
 
+// A reset from the peer (SO_LINGER 0): Wine 8 closes such a socket with a FIN, so under Wine
+// the peer sees end of stream and the test would test nothing of what it names. Linux only.
+#if !defined(_WIN32)
 TEST_CASE("a client that resets is counted as closed by its peer, not as a handler failure" * doctest::timeout(30)) {
   on_loop([]() -> sockpat::Task<void> {
     int reports = 0;
@@ -732,7 +739,11 @@ TEST_CASE("a client that resets is counted as closed by its peer, not as a handl
     co_await server.wait_closed();
   });
 }
+#endif
 
+// A reset from the peer (SO_LINGER 0): Wine 8 closes such a socket with a FIN, so under Wine
+// the peer sees end of stream and the test would test nothing of what it names. Linux only.
+#if !defined(_WIN32)
 TEST_CASE("as_result: a reset and end of stream are data, not exceptions" * doctest::timeout(30)) {
   on_loop([]() -> sockpat::Task<void> {
     std::vector<std::string> seen;
@@ -776,6 +787,7 @@ TEST_CASE("as_result: a reset and end of stream are data, not exceptions" * doct
     co_await server.wait_closed();
   });
 }
+#endif
 
 TEST_CASE("close() toward a peer that never reads ends after close_timeout, not never" * doctest::timeout(30)) {
   on_loop([]() -> sockpat::Task<void> {
