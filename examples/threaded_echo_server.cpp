@@ -1,9 +1,11 @@
-// threaded_echo_server: echoes every byte back until the client closes, many clients at once on a
-// pool of threads. Run: threaded_echo_server [--host H] [--port P] [--threads N] [--idle-timeout S]
+// threaded_echo_server: echoes every byte back until the client closes, many clients at once, a
+// thread each. Run: threaded_echo_server [--host H] [--port P] [--threads N] [--idle-timeout S]
 //
-// Python's socketserver.ThreadingTCPServer with a StreamRequestHandler, but bounded: a fixed pool
-// (--threads, default one per hardware thread), at most --max-connections clients held (the rest
-// wait in the listen backlog), silent clients dropped after --idle-timeout seconds.
+// Python's socketserver.ThreadingTCPServer with a StreamRequestHandler, but bounded: elastic threads
+// (one per client being served, reused, ended after 10 s without a client), at most
+// --max-connections clients held (default: from the descriptor limit; the rest wait in the listen
+// backlog), silent clients dropped after --idle-timeout seconds. --threads N runs a fixed pool of N
+// threads instead, where N idle clients keep everyone else waiting.
 #include <array>
 #include <cstdio>
 #include <string_view>
@@ -16,10 +18,10 @@ namespace {
 int serve(const example::Args& args) {
   sockpat::SignalStop signals;
   sockpat::ServerOptions options;
-  options.strategy = sockpat::Strategy::thread_pool;
-  options.threads = static_cast<std::size_t>(args.get_int("threads", 0, 0, 1024));  // 0: one per hardware thread
-  options.max_connections =
-      static_cast<std::size_t>(args.get_int("max-connections", 0, 0, 1'000'000));  // 0: twice the threads
+  options.threads = static_cast<std::size_t>(args.get_int("threads", 0, 0, 1024));  // 0: elastic (the default)
+  if (options.threads != 0) options.strategy = sockpat::Strategy::thread_pool;
+  options.max_connections = static_cast<std::size_t>(
+      args.get_int("max-connections", 0, 0, 1'000'000));  // 0: the strategy's default
   options.idle_timeout = std::chrono::seconds(args.get_int("idle-timeout", 60, 1, 86400));
 
   sockpat::TcpServer server(

@@ -1,5 +1,6 @@
 // sockpat: Server<P>, Python's socketserver for C++: owns a Listener and runs a handler per client,
-// sequentially, on a thread per connection, or on a fixed pool of threads; bounded everywhere;
+// on elastic threads (reused, retired when idle), sequentially, on a thread per connection, or on a
+// fixed pool of threads; bounded everywhere;
 // stops gracefully from any thread, a std::stop_token or a signal.
 #ifndef SOCKPAT_SERVER_HPP
 #define SOCKPAT_SERVER_HPP
@@ -8,13 +9,13 @@
 #include <atomic>              // std::atomic
 #include <chrono>              // std::chrono::steady_clock
 #include <concepts>            // std::same_as
-#include <condition_variable>  // std::condition_variable_any
+#include <condition_variable>  // std::condition_variable_any, std::condition_variable
 #include <cstddef>             // std::size_t
 #include <cstdio>              // std::fprintf: the default error report, as socketserver's handle_error
 #include <deque>               // std::deque: the pool's queue of accepted clients
 #include <exception>           // std::exception_ptr
 #include <functional>          // std::function: ServerOptions::on_error
-#include <list>                // std::list: live sessions, stable while their handlers run
+#include <list>                // std::list: live sessions and elastic workers, stable while they run
 #include <mutex>               // std::mutex
 #include <optional>            // std::optional
 #include <stdexcept>           // std::logic_error
@@ -23,7 +24,7 @@
 #include <system_error>        // std::system_error
 #include <thread>              // std::thread: threads are the point of this header
 #include <type_traits>         // std::is_invocable_v
-#include <utility>             // std::move
+#include <utility>             // std::move, std::exchange
 #include <vector>              // std::vector
 
 #include "sockpat/backoff.hpp"  // Backoff, BackoffSequence: pauses after accept errors
@@ -37,9 +38,15 @@ namespace sockpat {
 
 /// How a Server runs its handlers.
 enum class Strategy {
+  /// A thread per client being served, reused: a thread that ends a session takes the next client,
+  /// and one idle for `thread_idle` ends (Java's cached thread pool). Idle clients cost a thread
+  /// each but never keep a new client waiting.
+  elastic,
   sequential,             ///< one client at a time (socketserver.TCPServer)
   thread_per_connection,  ///< a new thread per client (socketserver.ThreadingTCPServer)
-  thread_pool,            ///< a fixed pool of threads fed by a bounded queue
+  /// A fixed pool of threads fed by a bounded queue. Head-of-line blocking: N idle clients hold
+  /// N threads, and the clients queued behind them wait (up to the idle timeout).
+  thread_pool,
 };
 
 /// What a Server does with a new client while it holds max_connections already.
@@ -52,13 +59,18 @@ enum class Overload {
 };
 
 struct ServerOptions {
-  Strategy strategy = Strategy::thread_pool;
+  Strategy strategy = Strategy::elastic;
   /// thread_pool: the number of worker threads; 0 means std::thread::hardware_concurrency().
+  /// Ignored by the other strategies (elastic threads follow the clients, up to max_connections).
   std::size_t threads = 0;
   /// Clients held at once: being handled, plus (sequential, thread_pool) accepted and queued for a
   /// worker. 0 means 1 for sequential, twice the threads for thread_pool (a queue as long as the
-  /// pool), 256 for thread_per_connection. Past it, `overload` applies; nothing is unbounded.
+  /// pool), and for elastic and thread_per_connection a bound from the descriptor limit (each
+  /// client takes its socket and its thread's wake-up descriptor; 64 are left for the rest of the
+  /// process). Past it, `overload` applies; nothing is unbounded.
   std::size_t max_connections = 0;
+  /// elastic: how long a thread with no client waits for the next before it ends.
+  std::chrono::steady_clock::duration thread_idle = std::chrono::seconds(10);
   Overload overload = Overload::wait;
   /// TCP servers: TCP_NODELAY on each client's connection, so that the tail of a reply is not
   /// held back waiting for the client's ACK (Nagle's algorithm). Ignored for Unix-domain servers.
@@ -139,12 +151,15 @@ class Server {
     switch (options_.strategy) {
       case Strategy::sequential: threads_ = 1; break;
       case Strategy::thread_pool: threads_ = options_.threads != 0 ? options_.threads : hardware; break;
+      case Strategy::elastic:
       case Strategy::thread_per_connection: threads_ = 0; break;
     }
-    max_ = options_.max_connections != 0                     ? options_.max_connections
-           : options_.strategy == Strategy::sequential       ? 1
-           : options_.strategy == Strategy::thread_pool      ? 2 * threads_
-                                                             : 256;
+    const std::size_t descriptors = detail::descriptor_limit();
+    max_ = options_.max_connections != 0                ? options_.max_connections
+           : options_.strategy == Strategy::sequential  ? 1
+           : options_.strategy == Strategy::thread_pool ? 2 * threads_
+           : descriptors > 96                           ? (descriptors - 64) / 2
+                                                        : 16;
   }
   /// Binds `local` (port 0 picks a free port: read it back with local_endpoint()) and serves it.
   template <class H>
@@ -224,7 +239,8 @@ class Server {
   [[nodiscard]] std::stop_token stop_token() const noexcept { return stop_.get_token(); }
   /// Where the server listens (kept after the listener closes).
   [[nodiscard]] const Endpoint& local_endpoint() const noexcept { return local_; }
-  /// Worker threads of the pool (1 for sequential, 0 for thread_per_connection).
+  /// Worker threads of the pool (1 for sequential; 0 for elastic and thread_per_connection, whose
+  /// threads follow the clients).
   [[nodiscard]] std::size_t threads() const noexcept { return threads_; }
   [[nodiscard]] std::size_t max_connections() const noexcept { return max_; }
 
@@ -350,9 +366,31 @@ class Server {
       }
       return;
     }
-    queue_.push_back(it);
+    try {
+      queue_.push_back(it);
+      // Elastic: a new thread unless enough are idle to take every queued client.
+      if (options_.strategy == Strategy::elastic && queue_.size() > idle_workers_) start_elastic_worker();
+    } catch (...) {
+      // No thread (or no memory): this client is closed, the others go on.
+      if (!queue_.empty() && queue_.back() == it) queue_.pop_back();
+      sessions_.erase(it);
+      lock.unlock();
+      report(std::current_exception(), {});
+      return;
+    }
     lock.unlock();
-    cv_.notify_all();
+    work_cv_.notify_one();
+  }
+
+  // Called under the lock, so the new thread finds its own entry filled in before it looks.
+  void start_elastic_worker() {
+    const auto self = elastic_.emplace(elastic_.end());
+    try {
+      *self = std::thread([this, self] { work_elastic(self); });
+    } catch (...) {
+      elastic_.erase(self);
+      throw;
+    }
   }
 
   // Opens this thread's stop wake-up descriptor now, while descriptors are plenty, rather than
@@ -370,13 +408,39 @@ class Server {
       typename SessionList::iterator it;
       {
         std::unique_lock lock(mutex_);
-        cv_.wait(lock, [this] { return !queue_.empty() || quit_workers_; });
+        work_cv_.wait(lock, [this] { return !queue_.empty() || quit_workers_; });
         if (queue_.empty()) return;
         it = queue_.front();
         queue_.pop_front();
       }
       run_session(*it);
       end_session(it);
+    }
+  }
+
+  void work_elastic(std::list<std::thread>::iterator self) noexcept {
+    enter_thread();
+    std::unique_lock lock(mutex_);
+    ++idle_workers_;
+    for (;;) {
+      (void)work_cv_.wait_for(lock, options_.thread_idle, [this] { return !queue_.empty() || quit_workers_; });
+      --idle_workers_;
+      if (queue_.empty()) {
+        if (quit_workers_) return;  // finish() joins this thread
+        // Idle for thread_idle: end. The thread that ended before is joined here, and this one by
+        // the next (or by finish()): nothing to allocate, so no thread is ever detached.
+        std::thread previous = std::exchange(retired_, std::move(*self));
+        elastic_.erase(self);
+        lock.unlock();
+        if (previous.joinable()) previous.join();
+        return;
+      }
+      const auto it = queue_.front();
+      queue_.pop_front();
+      lock.unlock();
+      run_session(*it);
+      end_session(it, /*now_idle=*/true);
+      lock.lock();
     }
   }
 
@@ -405,10 +469,13 @@ class Server {
     report(std::current_exception(), s.connection.remote_endpoint(ignored));
   }
 
-  void end_session(typename SessionList::iterator it) noexcept {
+  // now_idle: an elastic thread counts itself idle as its client leaves, so that the next client,
+  // even one that connects the moment the last one saw its close, reuses it.
+  void end_session(typename SessionList::iterator it, bool now_idle = false) noexcept {
     SessionList done;
     {
       std::lock_guard lock(mutex_);
+      if (now_idle) ++idle_workers_;
       if (it->thread.joinable()) {
         try {
           finished_.push_back(std::move(it->thread));
@@ -435,12 +502,15 @@ class Server {
     SessionList dropped;
     {
       std::lock_guard lock(mutex_);
-      // Queued clients never started: they are closed like clients left in the backlog.
+      // Queued clients never started: they are closed like clients left in the backlog. Elastic
+      // ones had a thread on its way (this is a cancel, as thread_per_connection counts it).
       for (const auto it : queue_) dropped.splice(dropped.end(), sessions_, it);
+      if (options_.strategy == Strategy::elastic) canceled_ += queue_.size();
       queue_.clear();
       quit_workers_ = true;
     }
     cv_.notify_all();
+    work_cv_.notify_all();
     dropped.clear();
     {
       std::unique_lock lock(mutex_);
@@ -456,6 +526,16 @@ class Server {
     }
     for (auto& w : workers_) w.join();
     workers_.clear();
+    std::list<std::thread> elastic;
+    std::thread retired;
+    {
+      // No thread retires once quit_workers_ is set: these are all that are left.
+      std::lock_guard lock(mutex_);
+      elastic.swap(elastic_);
+      retired = std::exchange(retired_, std::thread());
+    }
+    for (auto& w : elastic) w.join();
+    if (retired.joinable()) retired.join();
     join_finished();
   }
 
@@ -488,11 +568,15 @@ class Server {
   std::stop_source stop_;
 
   mutable std::mutex mutex_;         // guards everything below up to the counters
-  std::condition_variable_any cv_;  // sessions ended, work queued, state changed
+  std::condition_variable_any cv_;  // sessions ended, state changed
+  std::condition_variable work_cv_;  // work queued, or workers told to quit
   SessionList sessions_;             // clients held: queued or being handled
   std::deque<typename SessionList::iterator> queue_;
   std::vector<std::thread> workers_;
   std::vector<std::thread> finished_;  // thread_per_connection threads that ended, to join
+  std::list<std::thread> elastic_;     // elastic threads alive (a retiring one removes itself)
+  std::thread retired_;                // the elastic thread that retired last, to join
+  std::size_t idle_workers_ = 0;       // elastic threads waiting for a client
   bool quit_workers_ = false;
   bool urgent_ = false;  // a second stop request: no more grace
   State state_ = State::idle;

@@ -380,6 +380,35 @@ def scenario_threaded_echo_idle(b):
     expect(rc == 0, 'threaded_echo_server exits 0 on SIGINT', rc, err)
 
 
+def scenario_threaded_echo_idle_many(b):
+    # The default (elastic) server: 300 silent clients each hold a thread, and a new client is
+    # still served at once (a fixed pool of 2 threads would keep it waiting for the idle timeout).
+    server = Server(bin_path(b, 'threaded_echo_server') + ['--port', '0'])
+    silent = []
+    try:
+        for i in range(300):
+            silent.append(socket.create_connection(('127.0.0.1', server.port), timeout=TIMEOUT))
+        # The last one speaks once: the server accepts in order, so all 300 hold a thread by now
+        # (what is timed below is the new client, not the server catching up with the others).
+        silent[-1].sendall(b'x')
+        expect(silent[-1].recv(10) == b'x', 'the 300th client is served')
+        start = time.monotonic()
+        got = echo_once(server.port, b'not starved')
+        took = time.monotonic() - start
+        print('the new client got its echo after %.3f s, with 300 silent clients connected' % took)
+        expect(got == b'not starved', 'a new client is served while 300 clients sit silent', got)
+        expect(took < 1, 'the new client is served within 1 s', took)
+        # The silent clients were being served too: each gets its echo.
+        for s in silent[:: 50]:
+            s.sendall(b'late')
+            expect(s.recv(10) == b'late', 'a silent client is served when it speaks')
+    finally:
+        for s in silent:
+            s.close()
+    rc, _, err = server.stop(signal.SIGTERM)
+    expect(rc == 0, 'threaded_echo_server exits 0 on SIGTERM', rc, err)
+
+
 def cpu_seconds(pid):
     with open('/proc/%d/stat' % pid) as f:
         fields = f.read().rsplit(')', 1)[1].split()

@@ -14,7 +14,7 @@ using namespace std::chrono_literals;
 TEST_SUITE("aggregates") {
 TEST_CASE("each public aggregate takes one designated field and keeps its other defaults") {
   const sockpat::ServerOptions server{.threads = 2};
-  CHECK(server.strategy == sockpat::Strategy::thread_pool);
+  CHECK(server.strategy == sockpat::Strategy::elastic);
   CHECK_FALSE(server.on_error);
   const sockpat::ServerStats stats{.accepted = 1};
   CHECK(stats.refused == 0);

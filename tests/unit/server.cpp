@@ -4,6 +4,7 @@
 
 #include "support/printing.hpp"
 
+#include <algorithm>  // std::max
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -248,7 +249,7 @@ TEST_CASE("a client dribbling a line one byte at a time is dropped at the idle t
 }
 
 TEST_CASE("stop() with 50 clients connected returns within the grace period and leaves nothing behind" * doctest::timeout(60)) {
-  for (const auto strategy : {Strategy::thread_per_connection, Strategy::thread_pool}) {
+  for (const auto strategy : {Strategy::elastic, Strategy::thread_per_connection, Strategy::thread_pool}) {
     CAPTURE(static_cast<int>(strategy));
     const int fds_before = test::open_descriptors();
     const int threads_before = thread_count();
@@ -257,7 +258,7 @@ TEST_CASE("stop() with 50 clients connected returns within the grace period and 
       o.strategy = strategy;
       o.threads = 4;
       o.max_connections = 64;
-      o.grace = 300ms;
+      o.grace = 10s;  // not waited for: line_echo does not take the stop token
       o.on_error = [](std::exception_ptr, const sockpat::Endpoint&) {};
       sockpat::TcpServer server(test::loopback_listener(), line_echo, o);
       server.start();
@@ -274,13 +275,10 @@ TEST_CASE("stop() with 50 clients connected returns within the grace period and 
       const auto start = std::chrono::steady_clock::now();
       server.stop();
       const auto took = std::chrono::steady_clock::now() - start;
-      CHECK(took < 300ms + 2s);
-      if (strategy == Strategy::thread_per_connection) {
-        // Every handler was still reading, and none takes the stop token: all were canceled
-        // at once, without waiting out the grace.
-        CHECK(took < 300ms);
-        CHECK(server.stats().canceled == 50);
-      }
+      // Every handler still reading is canceled at once (none takes the stop token): stop()
+      // does not wait out the 10 s grace.
+      CHECK(took < 5s);
+      if (strategy != Strategy::thread_pool) CHECK(server.stats().canceled == 50);
       CHECK(server.stats().handler_errors == 0);  // a cancel at stop is not a failure
       CHECK(server.stats().active == 0);
       // Every client sees its connection end.
@@ -295,6 +293,92 @@ TEST_CASE("stop() with 50 clients connected returns within the grace period and 
     }
     CHECK(test::open_descriptors() == fds_before);
   }
+}
+
+TEST_CASE("with 300 silent clients connected, a new client of a default server gets its echo at once" *
+          doctest::timeout(60)) {
+  ServerOptions defaults;
+  CHECK(defaults.strategy == Strategy::elastic);
+  sockpat::TcpServer server(test::loopback_listener(), echo);
+  CHECK(server.max_connections() >= 301);  // from the descriptor limit, not the core count
+  server.start();
+  std::vector<sockpat::TcpConnection> silent;
+  for (int i = 0; i < 300; ++i) silent.push_back(sockpat::TcpConnection::connect(server.local_endpoint(), 10s));
+  REQUIRE(eventually([&] { return server.stats().active == 300; }));
+
+  const auto start = std::chrono::steady_clock::now();
+  auto c = sockpat::TcpConnection::connect(server.local_endpoint(), 10s);
+  c.write_all("hello", 10s);
+  std::array<char, 5> reply{};
+  c.read_exactly(reply, 10s);
+  const auto took = std::chrono::steady_clock::now() - start;
+  MESSAGE("the echo came back after " << std::chrono::duration_cast<std::chrono::microseconds>(took).count()
+                                      << " us, with 300 silent clients connected");
+  CHECK(std::string_view(reply.data(), reply.size()) == "hello");
+  CHECK(took < 5s);  // the issue asks for 1 s; a loaded test machine gets room
+
+  const int threads_serving = thread_count();
+  const auto stop_start = std::chrono::steady_clock::now();
+  server.stop();
+  const auto stop_took = std::chrono::steady_clock::now() - stop_start;
+  MESSAGE("stop() with 301 clients took " << std::chrono::duration_cast<std::chrono::microseconds>(stop_took).count()
+                                          << " us");
+  CHECK(stop_took < 5s);  // every handler was reading: canceled at once, not after the grace
+  CHECK(server.stats().canceled == 301);
+  CHECK(server.stats().handler_errors == 0);
+  CHECK(threads_serving > 300);
+  // Every thread was joined: none is left (a joined thread may linger in /proc for a moment).
+  CHECK(eventually([&] { return thread_count() <= threads_serving - 301; }));
+}
+
+TEST_CASE("elastic threads are reused by later clients and end after thread_idle" * doctest::timeout(60)) {
+  const int threads_before = thread_count();
+  {
+    // Reuse: a long thread_idle, so that only reuse, not retirement, keeps the count down.
+    ServerOptions o;
+    o.strategy = Strategy::elastic;
+    o.thread_idle = 30s;
+    sockpat::TcpServer server(test::loopback_listener(), echo, o);
+    CHECK(server.threads() == 0);
+    server.start();  // the accept loop's thread
+    REQUIRE(eventually([&] { return thread_count() == threads_before + 1; }));
+    // Sequential clients, each gone before the next: one thread serves them all.
+    int most = 0;
+    for (int i = 0; i < 20; ++i) {
+      CHECK(echo_exchange(server.local_endpoint(), "client " + std::to_string(i)) == "client " + std::to_string(i));
+      most = std::max(most, thread_count() - threads_before);
+    }
+    MESSAGE("threads for 20 sequential clients, the accept loop's included: " << most);
+    CHECK(most == 2);  // the accept loop and one handler thread
+    server.stop();
+    CHECK(server.stats().accepted == 20);
+  }
+  CHECK(eventually([&] { return thread_count() == threads_before; }));
+  {
+    // Retirement: three clients at once hold three threads; idle for thread_idle, they end.
+    ServerOptions o;
+    o.strategy = Strategy::elastic;
+    o.thread_idle = 200ms;
+    sockpat::TcpServer server(test::loopback_listener(), echo, o);
+    server.start();
+    std::vector<sockpat::TcpConnection> three;
+    for (int i = 0; i < 3; ++i) {
+      three.push_back(sockpat::TcpConnection::connect(server.local_endpoint(), 10s));
+      three.back().write_all("x", 10s);
+      std::array<char, 1> b{};
+      three.back().read_exactly(b, 10s);
+    }
+    CHECK(thread_count() == threads_before + 4);
+    three.clear();
+    REQUIRE(eventually([&] { return server.stats().active == 0; }));
+    CHECK(eventually([&] { return thread_count() == threads_before + 1; }, 20s));  // only the accept loop
+    // A client after that starts a thread again.
+    CHECK(echo_exchange(server.local_endpoint(), "again") == "again");
+    server.stop();
+    CHECK(server.stats().accepted == 4);
+    CHECK(server.stats().handler_errors == 0);
+  }
+  CHECK(eventually([&] { return thread_count() == threads_before; }));
 }
 
 TEST_CASE("handlers finish their work within the grace period, and may watch the stop token" * doctest::timeout(60)) {
@@ -329,27 +413,33 @@ TEST_CASE("handlers finish their work within the grace period, and may watch the
 }
 
 TEST_CASE("1000 connect/close cycles leave the descriptor count where it was" * doctest::timeout(60)) {
-  const int fds_before = test::open_descriptors();
-  {
-    ServerOptions o;
-    o.threads = 1;
-    sockpat::TcpServer server(test::loopback_listener(), echo, o);
-    server.start();
-    const auto cycle = [&] {
-      auto c = sockpat::TcpConnection::connect(server.local_endpoint(), 10s);
-      c.write_all("x", 10s);
-      std::array<char, 1> b{};
-      c.read_exactly(b, 10s);
-    };
-    for (int i = 0; i < 20; ++i) cycle();  // the threads' stop wake-ups are opened once, here
-    REQUIRE(eventually([&] { return server.stats().active == 0; }));
-    const int fds_serving = test::open_descriptors();
-    for (int i = 0; i < 1000; ++i) cycle();
-    REQUIRE(eventually([&] { return server.stats().active == 0; }));
-    CHECK(test::open_descriptors() == fds_serving);
-    CHECK(server.stats().accepted == 1020);
+  for (const auto strategy : {Strategy::thread_pool, Strategy::elastic}) {
+    CAPTURE(static_cast<int>(strategy));
+    const int fds_before = test::open_descriptors();
+    {
+      ServerOptions o;
+      o.strategy = strategy;
+      o.threads = 1;
+      sockpat::TcpServer server(test::loopback_listener(), echo, o);
+      server.start();
+      const auto cycle = [&] {
+        auto c = sockpat::TcpConnection::connect(server.local_endpoint(), 10s);
+        c.write_all("x", 10s);
+        std::array<char, 1> b{};
+        c.read_exactly(b, 10s);
+      };
+      for (int i = 0; i < 20; ++i) cycle();  // the threads' stop wake-ups are opened once, here
+      REQUIRE(eventually([&] { return server.stats().active == 0; }));
+      const int fds_serving = test::open_descriptors();
+      for (int i = 0; i < 1000; ++i) cycle();
+      REQUIRE(eventually([&] { return server.stats().active == 0; }));
+      // Elastic threads come and go with the clients, each with its wake-up descriptor: only the
+      // count after the stop says whether anything leaked.
+      if (strategy == Strategy::thread_pool) CHECK(test::open_descriptors() == fds_serving);
+      CHECK(server.stats().accepted == 1020);
+    }
+    CHECK(test::open_descriptors() == fds_before);
   }
-  CHECK(test::open_descriptors() == fds_before);
 }
 
 TEST_CASE("sequential serves one client at a time, in order" * doctest::timeout(60)) {
@@ -575,7 +665,8 @@ TEST_CASE("a server with a low descriptor limit survives a connection flood and 
 #endif
 
 TEST_CASE("a handler blocked in read_some with no deadline is canceled by stop() at once" * doctest::timeout(60)) {
-  for (const auto strategy : {Strategy::sequential, Strategy::thread_per_connection, Strategy::thread_pool}) {
+  for (const auto strategy : {Strategy::elastic, Strategy::sequential, Strategy::thread_per_connection,
+                              Strategy::thread_pool}) {
     CAPTURE(static_cast<int>(strategy));
     std::promise<void> reading;
     std::atomic<bool> canceled{false};
@@ -657,6 +748,7 @@ TEST_CASE("a client that resets, and one that times out, are not handler failure
   o.on_error = [&](std::exception_ptr, const sockpat::Endpoint&) { ++errors; };
   sockpat::TcpServer server(test::loopback_listener(), line_echo, o);
   server.start();
+#if !defined(_WIN32)  // under Wine the close below sends FIN, not RST: no reset to count
   {
     // Reset: a connection closed with unread data in its receive queue sends RST, not FIN.
     auto c = sockpat::TcpConnection::connect(server.local_endpoint(), 10s);
@@ -668,16 +760,24 @@ TEST_CASE("a client that resets, and one that times out, are not handler failure
     std::array<char, 1> first{};
     c.read_exactly(first, 10s);  // the reply has arrived; the rest of it stays unread
   }  // closed with "echo: two" unread: RST
+#endif
   {
     auto idle = sockpat::TcpConnection::connect(server.local_endpoint(), 10s);
     std::array<char, 8> buf{};
     std::error_code ec;
     CHECK(idle.read_some(buf, 10s, ec) == 0);  // dropped at the idle timeout
   }
-  REQUIRE(eventually([&] { return server.stats().timed_out + server.stats().peer_closed >= 2; }));
+#if defined(_WIN32)
+  const std::size_t endings = 1;
+#else
+  const std::size_t endings = 2;
+#endif
+  REQUIRE(eventually([&] { return server.stats().timed_out + server.stats().peer_closed >= endings; }));
   server.stop();
   CHECK(server.stats().timed_out >= 1);
+#if !defined(_WIN32)
   CHECK(server.stats().peer_closed >= 1);
+#endif
   CHECK(server.stats().handler_errors == 0);
   CHECK(errors == 0);
 }

@@ -14,6 +14,7 @@
 #include <poll.h>         // poll
 #include <pthread.h>      // pthread_key_create: per-thread objects (per_thread.hpp)
 #include <signal.h>       // sigaction
+#include <sys/resource.h> // getrlimit: the descriptor limit that bounds a Server's connections
 #include <sys/socket.h>   // socket, bind, listen, accept, connect, send, recv
 #include <sys/un.h>       // sockaddr_un
 #include <unistd.h>       // close, pipe, write, read

@@ -560,6 +560,19 @@ inline std::error_code shutdown_handle(native_handle h, int how) noexcept {
   return {};
 }
 
+/// How many descriptors this process may hold (RLIMIT_NOFILE's soft limit; unlimited or unknown
+/// gives a large or a common value). Windows has no such per-process limit on sockets: a fixed number.
+inline std::size_t descriptor_limit() noexcept {
+#if defined(SOCKPAT_POSIX)
+  ::rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024;
+  if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (rlim_t{1} << 20)) return std::size_t{1} << 20;
+  return static_cast<std::size_t>(rl.rlim_cur);
+#else
+  return 8192;
+#endif
+}
+
 inline std::error_code set_int_option(native_handle h, int level, int name, int value) noexcept {
   return set_option(h, level, name, &value, sizeof value);
 }
