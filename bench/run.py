@@ -59,6 +59,8 @@ class Server:
     max_conns: int = 1_000_000  # beyond this the scenario does not apply (a sequential server: 1)
     why_not: str = ""
     reference: bool = False  # the row the others are compared with
+    blocking_reference: bool = False  # the row the blocking servers are compared with (raw threads)
+    blocking: bool = False  # a blocking server, compared with the blocking reference as well
 
 
 def pool_threads(sc: Scenario) -> list[str]:
@@ -72,8 +74,12 @@ SERVERS = [
     Server("Asio callback", "bench/asio_callback_echo_server"),
     Server("Asio coroutine", "bench/asio_coro_echo_server"),
     Server("sockpat async (1 thread)", "examples/async_echo_server", lambda sc: ["--threads", "1"]),
-    Server("sockpat thread pool", "examples/threaded_echo_server", pool_threads, max_conns=1000,
-           why_not="a blocking pool holds a thread per connection"),
+    Server("raw threads (1 per connection)", "bench/raw_threaded_echo_server", max_conns=1000,
+           why_not="a thread per connection", blocking_reference=True),
+    Server("sockpat elastic", "bench/sockpat_threaded_echo_server", max_conns=1000,
+           why_not="a thread per connection being served", blocking=True),
+    Server("sockpat thread pool", "bench/sockpat_threaded_echo_server", pool_threads, max_conns=1000,
+           why_not="a blocking pool holds a thread per connection", blocking=True),
     Server("sockpat sequential", "bench/sockpat_sequential_echo_server", max_conns=1,
            why_not="serves one connection at a time"),
 ]
@@ -539,6 +545,7 @@ def report(ctx: Context, args, servers: list[Server], missing: dict[str, str], s
               f"| {fmt(med(runs, 'server_cpu_us_per_rt'), 2)} | {fmt(med(runs, 'server_sleeps_per_rt'), 3)} "
               f"| {loadgen_pct:.0f} | {errs} / {mism}{' **FAIL**' if errs or mism else ''} |")
         w("")
+        blocking_table(w, servers, results[sc.key])
 
     if idle_sc is not None:
         w(f"## {idle_sc.title}: server resident memory per connection")
@@ -606,6 +613,28 @@ def report(ctx: Context, args, servers: list[Server], missing: dict[str, str], s
 
 
 # ------------------------------------------------------------------------------------------------
+
+def blocking_table(w, servers: list[Server], runs_of: dict[str, list[dict]]) -> None:
+    """The blocking servers against the raw thread-per-connection server, measured in the same run."""
+    ref = next((s.name for s in servers if s.blocking_reference and runs_of.get(s.name)), None)
+    rows = [s for s in servers if s.blocking and runs_of.get(s.name)]
+    if ref is None or not rows:
+        return
+    ref_rate = med(runs_of[ref], "round_trips_per_s")
+    ref_cpu = med(runs_of[ref], "server_cpu_us_per_rt")
+    w(f"Blocking servers against {ref} (same run): round trips/s (higher is better) and server CPU per "
+      "round trip (lower is better), as ratios.")
+    w("")
+    w("| server | round trips/s | vs raw threads | server CPU µs/rt | vs raw threads |")
+    w("|---|---:|---:|---:|---:|")
+    for s in [next(x for x in servers if x.name == ref)] + rows:
+        rate = med(runs_of[s.name], "round_trips_per_s")
+        cpu = med(runs_of[s.name], "server_cpu_us_per_rt")
+        r_rate = f"{rate / ref_rate:.2f}×" if rate and ref_rate else "–"
+        r_cpu = f"{cpu / ref_cpu:.2f}×" if cpu and ref_cpu else "–"
+        w(f"| {s.name} | {fmt(rate)} | {r_rate} | {fmt(cpu, 2)} | {r_cpu} |")
+    w("")
+
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)

@@ -14,7 +14,7 @@ namespace {
 
 int serve(const example::Args& args) {
   sockpat::SignalStop signals;
-  auto listener = sockpat::TcpListener::bind(args.get("host", "127.0.0.1"), args.get_int("port", 0));
+  auto listener = sockpat::TcpListener::bind(args.get("host", "127.0.0.1"), args.get_port());
   std::printf("listening on %s\n", listener.local_endpoint().to_string().c_str());
   std::fflush(stdout);
 
@@ -37,7 +37,8 @@ int serve(const example::Args& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const example::Args args(argc, argv, {}, "sockpat_sequential_echo_server [--host HOST] [--port PORT]");
+  const example::Args args(argc, argv, {}, {"host", "port"},
+                           "sockpat_sequential_echo_server [--host HOST] [--port PORT]");
   try {
     return serve(args);
   } catch (const std::exception& e) {
