@@ -371,7 +371,7 @@ TEST_CASE("operations that keep completing at once yield to the loop now and the
     }
     const int ticks_after_receives = ticks;
     done = true;
-    co_await test::YieldNow{};  // the counter's last turn: it sees `done` and ends
+    co_await sockpat::yield_now();  // the counter's last turn: it sees `done` and ends
     CHECK(ticks_after_sends > ticks_before);
     CHECK(ticks_after_receives > ticks_after_sends);
     CHECK(in_order == count);  // yielding lost and reordered nothing

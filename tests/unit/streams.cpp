@@ -128,7 +128,7 @@ TEST_CASE("a StreamWriter whose writes all complete at once still lets other tas
     }
     CHECK(ticks > ticks_before);
     done = true;
-    co_await test::YieldNow{};  // the counter's last turn: it sees `done` and ends
+    co_await sockpat::yield_now();  // the counter's last turn: it sees `done` and ends
     writer.close();
     co_await writer.wait_closed();
     co_await sockpat::wait_for(all_read.wait(), 5s);  // close() would cancel the handler mid-read
@@ -166,7 +166,7 @@ TEST_CASE("a StreamReader whose reads all complete at once still lets other task
     CHECK(ticks > ticks_before);
     CHECK(received == sent);
     done = true;
-    co_await test::YieldNow{};  // the counter's last turn: it sees `done` and ends
+    co_await sockpat::yield_now();  // the counter's last turn: it sees `done` and ends
   });
 }
 

@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include "support/loop.hpp"
 #include "support/printing.hpp"
 
 #include <algorithm>     // std::max
@@ -20,13 +21,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Runs `body` on a fresh loop with a 10 s bound.
-template <class F>
-void run_bounded(F body) {
-  sockpat::EventLoop loop;
-  loop.run_until_complete([&]() -> sockpat::Task<void> { co_await sockpat::wait_for(body(), 10s); }());
-}
-
 sockpat::Task<void> brief_pause() { co_await sockpat::sleep(1ms); }
 
 sockpat::Task<int> get_one(sockpat::Queue<int>& q) { co_return co_await q.get(); }
@@ -39,7 +33,7 @@ bool is_canceled(const std::system_error& e) { return e.code() == std::errc::ope
 TEST_SUITE("sync") {
 TEST_CASE("Event: wait returns once set, every waiter wakes, and a set event does not suspend" *
           doctest::timeout(10)) {
-  run_bounded([]() -> sockpat::Task<void> {
+  test::run_bounded([]() -> sockpat::Task<void> {
     sockpat::Event event;
     int woke = 0;
     auto waiter = [&]() -> sockpat::Task<void> {
@@ -64,7 +58,7 @@ TEST_CASE("Event: wait returns once set, every waiter wakes, and a set event doe
 }
 
 TEST_CASE("Event: a wait under wait_for times out, and leaves no waiter behind" * doctest::timeout(10)) {
-  run_bounded([]() -> sockpat::Task<void> {
+  test::run_bounded([]() -> sockpat::Task<void> {
     sockpat::Event event;
     auto wait = [&]() -> sockpat::Task<void> { co_await event.wait(); };
     CHECK_THROWS_AS(co_await sockpat::wait_for(wait(), 20ms), std::system_error);
@@ -74,7 +68,7 @@ TEST_CASE("Event: a wait under wait_for times out, and leaves no waiter behind" 
 }
 
 TEST_CASE("Semaphore: at most N holders at once, and waiters are served in order" * doctest::timeout(10)) {
-  run_bounded([]() -> sockpat::Task<void> {
+  test::run_bounded([]() -> sockpat::Task<void> {
     sockpat::Semaphore sem(2);
     int inside = 0;
     int most = 0;
@@ -101,7 +95,7 @@ TEST_CASE("Semaphore: at most N holders at once, and waiters are served in order
 }
 
 TEST_CASE("Semaphore: a cancelled acquire takes no permit" * doctest::timeout(10)) {
-  run_bounded([]() -> sockpat::Task<void> {
+  test::run_bounded([]() -> sockpat::Task<void> {
     sockpat::Semaphore sem(0);
     auto take = [&]() -> sockpat::Task<void> { co_await sem.acquire(); };
     CHECK_THROWS_AS(co_await sockpat::wait_for(take(), 10ms), std::system_error);
@@ -111,7 +105,7 @@ TEST_CASE("Semaphore: a cancelled acquire takes no permit" * doctest::timeout(10
 }
 
 TEST_CASE("Queue: items come out in order, put waits while full, get while empty" * doctest::timeout(10)) {
-  run_bounded([]() -> sockpat::Task<void> {
+  test::run_bounded([]() -> sockpat::Task<void> {
     sockpat::Queue<int> q(3);
     int max_size = 0;
     auto producer = [&]() -> sockpat::Task<void> {
@@ -162,7 +156,7 @@ TEST_CASE("Queue: try_put and try_get never wait, and a refused item is left to 
 
 TEST_CASE("Queue: close wakes every waiting putter and getter with errc::closed; get drains first" *
           doctest::timeout(10)) {
-  run_bounded([]() -> sockpat::Task<void> {
+  test::run_bounded([]() -> sockpat::Task<void> {
     sockpat::Queue<std::string> full(1);
     CHECK(full.try_put("kept"));
     int closed_puts = 0;
@@ -203,7 +197,7 @@ TEST_CASE("Queue: close wakes every waiting putter and getter with errc::closed;
 }
 
 TEST_CASE("Queue: a cancelled put has not queued its item, a cancelled get took none" * doctest::timeout(10)) {
-  run_bounded([]() -> sockpat::Task<void> {
+  test::run_bounded([]() -> sockpat::Task<void> {
     sockpat::Queue<int> q(1);
     CHECK(q.try_put(1));
     auto put = [&]() -> sockpat::Task<void> { co_await q.put(2); };

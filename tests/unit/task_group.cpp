@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include "support/loop.hpp"
 #include "support/printing.hpp"
 
 #include <chrono>        // std::chrono_literals
@@ -17,12 +18,6 @@
 using namespace std::chrono_literals;
 
 namespace {
-
-template <class F>
-void run_bounded(F body) {
-  sockpat::EventLoop loop;
-  loop.run_until_complete([&]() -> sockpat::Task<void> { co_await sockpat::wait_for(body(), 10s); }());
-}
 
 // Counts, on destruction, that a task's frame has released what it held.
 struct Held {
@@ -58,7 +53,7 @@ sockpat::Task<int> value_after(std::chrono::milliseconds d, int v) {
 
 TEST_SUITE("task_group") {
 TEST_CASE("a child's failure cancels its siblings, join rethrows it, and no task is left" * doctest::timeout(10)) {
-  run_bounded([]() -> sockpat::Task<void> {
+  test::run_bounded([]() -> sockpat::Task<void> {
     sockpat::Event never;
     int cancelled = 0;
     int released = 0;
@@ -75,7 +70,7 @@ TEST_CASE("a child's failure cancels its siblings, join rethrows it, and no task
 }
 
 TEST_CASE("every failure is kept; join rethrows the first" * doctest::timeout(10)) {
-  run_bounded([]() -> sockpat::Task<void> {
+  test::run_bounded([]() -> sockpat::Task<void> {
     sockpat::TaskGroup group;
     // Both fail in the same loop round, before the first failure's cancel can reach the second.
     group.create_task([]() -> sockpat::Task<void> { throw std::runtime_error("first"); co_return; }());
@@ -88,7 +83,7 @@ TEST_CASE("every failure is kept; join rethrows the first" * doctest::timeout(10
 
 TEST_CASE("spawn returns a handle to await for the result, and a group that succeeds joins quietly" *
           doctest::timeout(10)) {
-  run_bounded([]() -> sockpat::Task<void> {
+  test::run_bounded([]() -> sockpat::Task<void> {
     sockpat::TaskGroup group;
     auto a = group.create_task(value_after(3ms, 1));
     auto b = group.create_task(value_after(1ms, 2));
@@ -103,7 +98,7 @@ TEST_CASE("spawn returns a handle to await for the result, and a group that succ
 
 TEST_CASE("cancelling a handle ends that task with operation_canceled, and is not a group failure" *
           doctest::timeout(10)) {
-  run_bounded([]() -> sockpat::Task<void> {
+  test::run_bounded([]() -> sockpat::Task<void> {
     sockpat::Event never;
     int cancelled = 0;
     int released = 0;
@@ -127,7 +122,7 @@ TEST_CASE("cancelling a handle ends that task with operation_canceled, and is no
 
 TEST_CASE("wait_for on a group: the timed-out children are cancelled and have ended when it throws" *
           doctest::timeout(10)) {
-  run_bounded([]() -> sockpat::Task<void> {
+  test::run_bounded([]() -> sockpat::Task<void> {
     sockpat::Event never;
     int cancelled = 0;
     int released = 0;
@@ -150,7 +145,7 @@ TEST_CASE("wait_for on a group: the timed-out children are cancelled and have en
 
 TEST_CASE("with_task_group: an exception from the body cancels the children and is rethrown after them" *
           doctest::timeout(10)) {
-  run_bounded([]() -> sockpat::Task<void> {
+  test::run_bounded([]() -> sockpat::Task<void> {
     sockpat::Event never;
     int cancelled = 0;
     int released = 0;
@@ -167,7 +162,7 @@ TEST_CASE("with_task_group: an exception from the body cancels the children and 
 }
 
 TEST_CASE("gather_settled returns every outcome in order, and a failure cancels nothing" * doctest::timeout(10)) {
-  run_bounded([]() -> sockpat::Task<void> {
+  test::run_bounded([]() -> sockpat::Task<void> {
     std::vector<sockpat::Task<int>> tasks;
     tasks.push_back(value_after(3ms, 1));
     tasks.push_back(fail_after(1ms, "middle"));
@@ -183,7 +178,7 @@ TEST_CASE("gather_settled returns every outcome in order, and a failure cancels 
 }
 
 TEST_CASE("when_any: the first to finish wins, the others are cancelled and have ended" * doctest::timeout(10)) {
-  run_bounded([]() -> sockpat::Task<void> {
+  test::run_bounded([]() -> sockpat::Task<void> {
     sockpat::Event never;
     int cancelled = 0;
     int released = 0;
