@@ -21,7 +21,7 @@ inline std::error_code canceled() noexcept { return make_errc(std::errc::operati
 /// complete(): a producer that wakes ten consumers keeps running until it suspends itself.
 class Waiter : public Pending {
  public:
-  /// The operation's outcome once resumed: empty, or operation_canceled.
+  /// The operation's outcome once resumed: empty, operation_canceled, or the operation's error.
   [[nodiscard]] std::error_code error() const noexcept { return ec_; }
 
   /// For await_ready: binds the loop of this thread; true (do not suspend) when it is closing.
@@ -59,7 +59,6 @@ class Waiter : public Pending {
   [[nodiscard]] std::error_code& error_slot() noexcept { return ec_; }
 
  public:
-
   /// Ends the wait and schedules the coroutine (with `ec`, when given). Idempotent. Two
   /// overloads, not a default argument: a default std::error_code costs a call to
   /// system_category() on the hot path.
