@@ -11,7 +11,6 @@
 #include <concepts>            // std::same_as
 #include <condition_variable>  // std::condition_variable_any, std::condition_variable
 #include <cstddef>             // std::size_t
-#include <cstdio>              // std::fprintf: the default error report, as socketserver's handle_error
 #include <deque>               // std::deque: the pool's queue of accepted clients
 #include <exception>           // std::exception_ptr
 #include <functional>          // std::function: ServerOptions::on_error
@@ -30,6 +29,7 @@
 #include "sockpat/backoff.hpp"  // Backoff, BackoffSequence: pauses after accept errors
 #include "sockpat/connection.hpp"
 #include "sockpat/deadline.hpp"
+#include "sockpat/detail/report.hpp"           // report_failure: on_error or stderr
 #include "sockpat/detail/unique_function.hpp"  // UniqueFunction: a move-only handler
 #include "sockpat/error.hpp"                   // detail::ending_of: normal endings
 #include "sockpat/listener.hpp"
@@ -540,22 +540,7 @@ class Server {
   }
 
   void report(std::exception_ptr error, const Endpoint& peer) noexcept {
-    try {
-      if (options_.on_error) {
-        options_.on_error(error, peer);
-        return;
-      }
-      try {
-        std::rethrow_exception(error);
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "sockpat server %s: %s%s%s\n", local_.to_string().c_str(),
-                     peer.empty() ? "" : peer.to_string().c_str(), peer.empty() ? "" : ": ", e.what());
-      } catch (...) {
-        std::fprintf(stderr, "sockpat server %s: a handler threw a non-standard exception\n", local_.to_string().c_str());
-      }
-    } catch (...) {
-      // An error hook that throws, or a report that cannot allocate, must not stop the server.
-    }
+    detail::report_failure(options_.on_error, "server", local_, std::move(error), peer);
   }
 
   Listener<P> listener_;

@@ -7,7 +7,6 @@
 #include <chrono>        // std::chrono::milliseconds
 #include <coroutine>     // std::coroutine_handle
 #include <cstddef>       // std::byte, std::size_t, std::ptrdiff_t
-#include <cstdio>        // std::fprintf, stderr: the default report of a failed handler
 #include <cstring>       // std::memcpy, std::memmove
 #include <exception>     // std::exception_ptr
 #include <functional>    // std::function
@@ -24,6 +23,7 @@
 
 #include "sockpat/connection.hpp"
 #include "sockpat/detail/per_thread.hpp"  // per_thread: the buffer cache
+#include "sockpat/detail/report.hpp"      // report_failure: on_error or stderr
 #include "sockpat/event_loop.hpp"
 #include "sockpat/framing.hpp"  // Framing, FrameScan, encode_frame: read_frame, write_frame
 #include "sockpat/listener.hpp"
@@ -1130,23 +1130,7 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
   }
 
   void report(std::exception_ptr error, const Endpoint& peer) noexcept {
-    try {
-      if (options.on_error) {
-        options.on_error(error, peer);
-        return;
-      }
-      try {
-        std::rethrow_exception(error);
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "sockpat stream server %s: %s%s%s\n", local.to_string().c_str(),
-                     peer.empty() ? "" : peer.to_string().c_str(), peer.empty() ? "" : ": ", e.what());
-      } catch (...) {
-        std::fprintf(stderr, "sockpat stream server %s: a handler threw a non-standard exception\n",
-                     local.to_string().c_str());
-      }
-    } catch (...) {
-      // An error hook that throws, or a report that cannot allocate, must not stop the server.
-    }
+    report_failure(options.on_error, "stream server", local, std::move(error), peer);
   }
 
   TaskSet handlers_{false};
