@@ -594,6 +594,8 @@ class TlsEngine {
   }
 
   [[nodiscard]] bool handshake_done() const noexcept { return handshake_done_; }
+  /// Whether a step failed (error_text() says why); the engine is then unusable.
+  [[nodiscard]] bool failed() const noexcept { return failed_; }
   [[nodiscard]] bool is_server() const noexcept { return context_->server; }
   /// Whether close_notify was queued, and whether the peer's arrived.
   [[nodiscard]] bool close_notify_sent() const noexcept { return close_sent_; }
@@ -710,6 +712,436 @@ class TlsEngine {
 };
 
 }  // namespace detail
+
+// ---- blocking: TlsConnection and TlsServer ----
+
+/// The bounds a TLS connection uses when a call's Deadline has no time of its own, so that a
+/// silent peer cannot hold a handshake or a closing exchange for ever.
+struct TlsOptions {
+  std::chrono::steady_clock::duration handshake_timeout = std::chrono::seconds(10);
+  std::chrono::steady_clock::duration close_timeout = std::chrono::seconds(10);
+};
+
+/// A TLS stream over a Connection<P>, with Connection's calls and Deadlines. read_some returns 0
+/// only after the peer's close_notify (a clean end); a stream that ends without one fails with
+/// tls_errc::truncated. Failures throw std::system_error whose message names the operation, the
+/// peer and OpenSSL's reason in words; the std::error_code& twins store the code, and error_text()
+/// keeps the reason. Destroying it closes the socket without close_notify (the peer then sees a
+/// truncation): call shutdown() for a clean end. Move-only; one thread at a time (TLS shares one
+/// state between reading and writing).
+template <StreamProtocol P>
+class TlsConnection {
+ public:
+  using protocol_type = P;
+
+  TlsConnection() noexcept = default;
+  /// Wraps `connection` for `context`'s side, without a handshake yet (handshake() does it; the
+  /// first read or write would too, without a bound of its own). A client checks `server_name`.
+  TlsConnection(Connection<P>&& connection, const TlsContext& context, std::string_view server_name = {},
+                TlsOptions options = {})
+      : connection_(std::move(connection)), engine_(std::in_place, context, server_name), options_(options) {}
+
+  /// Resolves and connects to `host` (Connection::connect), then does the handshake as a client
+  /// checking `host` in the certificate, all within `d` (without a time: options.handshake_timeout).
+  /// Throws std::system_error: the connect's error, or the handshake's with its reason.
+  [[nodiscard]] static TlsConnection connect(std::string_view host, int port, const TlsContext& context,
+                                             Deadline d = {}, TlsOptions options = {})
+    requires InternetProtocol<P>
+  {
+    const Deadline bound = bounded(d, options.handshake_timeout);
+    TlsConnection c(Connection<P>::connect(host, port, bound), context, host, options);
+    c.handshake(bound);
+    return c;
+  }
+  /// On failure the result holds no connection; its error_text() says why a handshake failed.
+  [[nodiscard]] static TlsConnection connect(std::string_view host, int port, const TlsContext& context, Deadline d,
+                                             std::error_code& ec, TlsOptions options = {}) noexcept
+    requires InternetProtocol<P>
+  {
+    const Deadline bound = bounded(d, options.handshake_timeout);
+    auto connection = Connection<P>::connect(host, port, bound, ec);
+    if (ec) return {};
+    return handshaken(std::move(connection), context, host, bound, ec, options);
+  }
+
+  /// The client side of TLS over an open connection (STARTTLS), checking `server_name`.
+  [[nodiscard]] static TlsConnection client(Connection<P>&& connection, const TlsContext& context,
+                                            std::string_view server_name, Deadline d = {}, TlsOptions options = {}) {
+    TlsConnection c(std::move(connection), context, server_name, options);
+    c.handshake(d);
+    return c;
+  }
+  [[nodiscard]] static TlsConnection client(Connection<P>&& connection, const TlsContext& context,
+                                            std::string_view server_name, Deadline d, std::error_code& ec,
+                                            TlsOptions options = {}) noexcept {
+    return handshaken(std::move(connection), context, server_name, bounded(d, options.handshake_timeout), ec, options);
+  }
+  /// The server side of TLS over an accepted connection.
+  [[nodiscard]] static TlsConnection server(Connection<P>&& connection, const TlsContext& context, Deadline d = {},
+                                            TlsOptions options = {}) {
+    TlsConnection c(std::move(connection), context, {}, options);
+    c.handshake(d);
+    return c;
+  }
+  [[nodiscard]] static TlsConnection server(Connection<P>&& connection, const TlsContext& context, Deadline d,
+                                            std::error_code& ec, TlsOptions options = {}) noexcept {
+    return handshaken(std::move(connection), context, {}, bounded(d, options.handshake_timeout), ec, options);
+  }
+
+  /// Does the handshake within `d` (without a time: the handshake_timeout). Throws std::system_error
+  /// ("tls handshake with 127.0.0.1:4433: certificate verify failed: hostname mismatch: ...").
+  void handshake(Deadline d = {}) {
+    const Deadline bound = bounded(d, options_.handshake_timeout);
+    std::error_code ec;
+    handshake(bound, ec);
+    if (ec) detail::throw_error(ec, where("tls handshake", "with", ec, bound));
+  }
+  void handshake(Deadline d, std::error_code& ec) noexcept {
+    ec = open_check();
+    if (ec) return;
+    const Deadline bound = bounded(d, options_.handshake_timeout);
+    for (;;) {
+      std::error_code tls;
+      const auto s = engine_->handshake(tls);
+      std::error_code sent;
+      flush(bound, sent);  // the handshake's messages, or the alert that tells the peer why it failed
+      if (s == detail::TlsStatus::error) {
+        ec = tls;
+        return;
+      }
+      if (sent || s == detail::TlsStatus::ok) {
+        ec = sent;
+        return;
+      }
+      if (s == detail::TlsStatus::want_read) {
+        fill(bound, ec);
+        if (ec) return;
+      }
+    }
+  }
+
+  // --- reading ---
+
+  /// Reads what is there, up to buffer.size(), waiting for at least one byte. Returns 0 after the
+  /// peer's close_notify; throws tls_errc::truncated when the stream ended without one.
+  std::size_t read_some(std::span<std::byte> buffer, Deadline d = {}) {
+    std::error_code ec;
+    const auto n = read_some(buffer, d, ec);
+    if (ec) detail::throw_error(ec, where("read", "from", ec, d));
+    return n;
+  }
+  std::size_t read_some(std::span<std::byte> buffer, Deadline d, std::error_code& ec) noexcept {
+    ec = open_check();
+    if (ec || buffer.empty()) return 0;
+    for (;;) {
+      std::size_t n = 0;
+      switch (engine_->read(buffer, n, ec)) {
+        case detail::TlsStatus::ok: return n;
+        case detail::TlsStatus::closed: return 0;
+        case detail::TlsStatus::error: return 0;
+        case detail::TlsStatus::want_write:
+          flush(d, ec);
+          if (ec) return 0;
+          break;
+        case detail::TlsStatus::want_read:
+          flush(d, ec);
+          if (!ec) fill(d, ec);
+          if (ec) return 0;
+          break;
+      }
+    }
+  }
+  std::size_t read_some(std::span<char> buffer, Deadline d = {}) { return read_some(std::as_writable_bytes(buffer), d); }
+  std::size_t read_some(std::span<char> buffer, Deadline d, std::error_code& ec) noexcept {
+    return read_some(std::as_writable_bytes(buffer), d, ec);
+  }
+
+  /// Fills the whole buffer. A clean end first throws TransferError (sockpat::errc::end_of_stream)
+  /// with the count that arrived; the twin returns that count.
+  std::size_t read_exactly(std::span<std::byte> buffer, Deadline d = {}) {
+    std::error_code ec;
+    const auto n = read_exactly(buffer, d, ec);
+    if (ec) throw TransferError(ec, where("read_exactly", "from", ec, d), n);
+    return n;
+  }
+  std::size_t read_exactly(std::span<std::byte> buffer, Deadline d, std::error_code& ec) noexcept {
+    std::size_t done = 0;
+    ec.clear();
+    while (done < buffer.size()) {
+      const auto n = read_some(buffer.subspan(done), d, ec);
+      if (ec) return done;
+      if (n == 0) {
+        ec = make_error_code(errc::end_of_stream);
+        return done;
+      }
+      done += n;
+    }
+    return done;
+  }
+  std::size_t read_exactly(std::span<char> buffer, Deadline d = {}) {
+    return read_exactly(std::as_writable_bytes(buffer), d);
+  }
+  std::size_t read_exactly(std::span<char> buffer, Deadline d, std::error_code& ec) noexcept {
+    return read_exactly(std::as_writable_bytes(buffer), d, ec);
+  }
+
+  // --- writing ---
+
+  /// Encrypts and sends every byte within one deadline. Throws TransferError; the count is the
+  /// bytes the TLS layer took (sent, or encrypted and waiting when the error came).
+  std::size_t write_all(std::span<const std::byte> data, Deadline d = {}) {
+    std::error_code ec;
+    const auto n = write_all(data, d, ec);
+    if (ec) throw TransferError(ec, where("write_all", "to", ec, d), n);
+    return n;
+  }
+  std::size_t write_all(std::span<const std::byte> data, Deadline d, std::error_code& ec) noexcept {
+    ec = open_check();
+    if (ec) return 0;
+    std::size_t done = 0;
+    while (done < data.size()) {
+      std::size_t n = 0;
+      const auto s = engine_->write(data.subspan(done), n, ec);
+      done += n;
+      if (s == detail::TlsStatus::error) return done;
+      flush(d, ec);  // the engine holds at most output_limit bytes: send them before encrypting more
+      if (!ec && s == detail::TlsStatus::want_read) fill(d, ec);
+      if (ec) return done;
+    }
+    return done;
+  }
+  std::size_t write_all(std::string_view data, Deadline d = {}) { return write_all(detail::bytes_of(data), d); }
+  std::size_t write_all(std::string_view data, Deadline d, std::error_code& ec) noexcept {
+    return write_all(detail::bytes_of(data), d, ec);
+  }
+
+  // --- ending ---
+
+  /// The clean end: sends close_notify and waits for the peer's (or for its stream to end), within
+  /// `d` (without a time: options.close_timeout, so a silent peer cannot hold it). Data arriving
+  /// meanwhile is discarded. The socket stays open; close() or the destructor closes it.
+  void shutdown(Deadline d = {}) {
+    const Deadline bound = bounded(d, options_.close_timeout);
+    std::error_code ec;
+    shutdown(bound, ec);
+    if (ec) detail::throw_error(ec, where("tls shutdown", "with", ec, bound));
+  }
+  void shutdown(Deadline d, std::error_code& ec) noexcept {
+    ec = open_check();
+    if (ec) return;
+    const Deadline bound = bounded(d, options_.close_timeout);
+    for (;;) {
+      std::error_code tls;
+      const auto s = engine_->shutdown(tls);
+      flush(bound, ec);
+      if (s == detail::TlsStatus::ok) {
+        // The peer ended cleanly already: that it no longer takes our close_notify is no failure.
+        if (engine_->close_notify_received()) ec.clear();
+        return;
+      }
+      if (s == detail::TlsStatus::error) {
+        ec = tls;
+        return;
+      }
+      if (!ec) fill(bound, ec);
+      if (ec) return;
+    }
+  }
+
+  /// Closes the socket (no close_notify: see shutdown()).
+  void close() { connection_.close(); }
+  void close(std::error_code& ec) noexcept { connection_.close(ec); }
+
+  // --- what was agreed ---
+
+  [[nodiscard]] bool is_open() const noexcept { return connection_.is_open() && engine_.has_value(); }
+  /// The ALPN protocol agreed on, or empty.
+  [[nodiscard]] std::string_view alpn() const noexcept { return engine_ ? engine_->alpn() : std::string_view{}; }
+  /// "TLSv1.3" or "TLSv1.2" once the handshake is done.
+  [[nodiscard]] std::string_view protocol_version() const noexcept {
+    return engine_ ? engine_->protocol_version() : std::string_view{};
+  }
+  /// The subject of the peer's certificate (RFC 2253 form), or empty when it sent none.
+  [[nodiscard]] std::string peer_subject() const { return engine_ ? engine_->peer_subject() : std::string{}; }
+  /// The reason in words of the last TLS failure, for the error_code forms.
+  [[nodiscard]] std::string_view error_text() const noexcept {
+    return engine_ ? std::string_view(engine_->error_text()) : std::string_view(text_);
+  }
+  [[nodiscard]] Endpoint remote_endpoint(std::error_code& ec) const noexcept { return connection_.remote_endpoint(ec); }
+  [[nodiscard]] Endpoint remote_endpoint() const { return connection_.remote_endpoint(); }
+  [[nodiscard]] Endpoint local_endpoint() const { return connection_.local_endpoint(); }
+
+  /// The connection underneath (its timeout and stop token bound every call here too).
+  [[nodiscard]] Connection<P>& connection() noexcept { return connection_; }
+  [[nodiscard]] const Connection<P>& connection() const noexcept { return connection_; }
+  /// The engine, for what this class does not name (native_handle(): the SSL).
+  [[nodiscard]] detail::TlsEngine* engine() noexcept { return engine_ ? &*engine_ : nullptr; }
+
+ private:
+  static constexpr std::size_t input_buffer = 32 * 1024;
+
+  [[nodiscard]] static Deadline bounded(const Deadline& d, std::chrono::steady_clock::duration fallback) noexcept {
+    if (d.has_time()) return d;
+    return Deadline(fallback, d.stop_token());
+  }
+
+  [[nodiscard]] static TlsConnection handshaken(Connection<P>&& connection, const TlsContext& context,
+                                                std::string_view server_name, const Deadline& d, std::error_code& ec,
+                                                TlsOptions options) noexcept {
+    TlsConnection c;
+    try {
+      c = TlsConnection(std::move(connection), context, server_name, options);
+    } catch (const std::system_error& e) {
+      ec = e.code();
+      c.text_ = e.what();
+      return c;
+    } catch (...) {
+      ec = std::make_error_code(std::errc::not_enough_memory);
+      return c;
+    }
+    c.handshake(d, ec);
+    if (ec) {
+      std::error_code ignored;
+      c.connection_.close(ignored);  // keeps the engine, for error_text()
+    }
+    return c;
+  }
+
+  [[nodiscard]] std::error_code open_check() const noexcept {
+    if (!engine_ || !connection_.is_open()) return make_error_code(errc::not_connected);
+    return {};
+  }
+
+  // Sends what the engine has for the peer.
+  void flush(const Deadline& d, std::error_code& ec) noexcept {
+    ec.clear();
+    while (!engine_->output().empty()) {
+      const auto n = connection_.write_some(engine_->output(), d, ec);
+      engine_->consume_output(n);
+      if (ec) return;
+    }
+  }
+
+  // Reads what the peer sent into the engine; the end of its stream is given to the engine as such.
+  void fill(const Deadline& d, std::error_code& ec) noexcept {
+    if (in_.empty()) {
+      try {
+        in_.resize(input_buffer);
+      } catch (...) {
+        ec = std::make_error_code(std::errc::not_enough_memory);
+        return;
+      }
+    }
+    const std::size_t room = (std::min)(in_.size(), engine_->input_room());
+    if (room == 0) {  // a record larger than TLS allows
+      ec = make_error_code(errc::buffer_full);
+      return;
+    }
+    const auto n = connection_.read_some(std::span<std::byte>(in_).first(room), d, ec);
+    if (ec) return;
+    if (n == 0) {
+      engine_->feed_eof();
+    } else {
+      (void)engine_->feed(std::span<const std::byte>(in_).first(n));
+    }
+  }
+
+  // The message a failed call throws with: "read from PEER", and the TLS layer's reason in words.
+  [[nodiscard]] std::string where(std::string_view op, std::string_view to_from, std::error_code ec,
+                                  const Deadline& d) const {
+    std::error_code ignored;
+    std::string s = detail::describe(op, to_from, connection_.remote_endpoint(ignored),
+                                     connection_.local_endpoint(ignored), ec, detail::waited(d, connection_.timeout()));
+    if (engine_ && engine_->failed() && !engine_->error_text().empty()) {
+      s += ": ";
+      s += engine_->error_text();
+    }
+    return s;
+  }
+
+  Connection<P> connection_;
+  std::optional<detail::TlsEngine> engine_;
+  TlsOptions options_;
+  std::vector<std::byte> in_;
+  std::string text_;  // why the engine could not be made (the error_code forms)
+};
+
+using TlsTcpConnection = TlsConnection<Tcp>;
+
+/// Server<P> for TLS clients: each client's handshake runs on the server's thread for it, bounded
+/// by TlsOptions::handshake_timeout, then `handler(tls_connection)` (or `handler(tls_connection,
+/// stop)`) runs as Server's handlers do. A failed handshake (a plaintext client, a certificate
+/// rejected, a client that gives up) ends that client like a handler that throws: reported to
+/// ServerOptions::on_error (or one line on stderr), counted in stats(); a handshake that times out or
+/// a client that leaves is counted, not reported. The server goes on with the next client.
+template <StreamProtocol P>
+class TlsServer {
+ public:
+  using protocol_type = P;
+
+  template <class H>
+    requires std::is_invocable_v<H&, TlsConnection<P>&> || std::is_invocable_v<H&, TlsConnection<P>&, std::stop_token>
+  TlsServer(Listener<P> listener, TlsContext context, H handler, ServerOptions options = {}, TlsOptions tls = {})
+      : context_(std::move(context)), tls_(tls), server_(std::move(listener), wrap(std::move(handler)), std::move(options)) {
+    if (!context_.is_server()) throw std::invalid_argument("sockpat: TlsServer needs a server context (TlsContext::server)");
+  }
+  /// Binds `local` (port 0 picks a free port: read it back with local_endpoint()).
+  template <class H>
+    requires std::is_invocable_v<H&, TlsConnection<P>&> || std::is_invocable_v<H&, TlsConnection<P>&, std::stop_token>
+  TlsServer(const Endpoint& local, TlsContext context, H handler, ServerOptions options = {}, TlsOptions tls = {})
+      : TlsServer(Listener<P>::bind(local), std::move(context), std::move(handler), std::move(options), tls) {}
+  template <class H>
+    requires InternetProtocol<P> && (std::is_invocable_v<H&, TlsConnection<P>&> ||
+                                     std::is_invocable_v<H&, TlsConnection<P>&, std::stop_token>)
+  TlsServer(std::string_view host, int port, TlsContext context, H handler, ServerOptions options = {},
+            TlsOptions tls = {})
+      : TlsServer(Listener<P>::bind(host, port), std::move(context), std::move(handler), std::move(options), tls) {}
+
+  /// As Server: serve() runs until a stop, start() on a thread of its own; stop() joins.
+  void serve(std::stop_token stop = {}, std::stop_token urgent = {}) { server_.serve(std::move(stop), std::move(urgent)); }
+  void start(std::stop_token stop = {}, std::stop_token urgent = {}) { server_.start(std::move(stop), std::move(urgent)); }
+  void request_stop() noexcept { server_.request_stop(); }
+  void stop() noexcept { server_.stop(); }
+  [[nodiscard]] bool stop_requested() const noexcept { return server_.stop_requested(); }
+  [[nodiscard]] std::stop_token stop_token() const noexcept { return server_.stop_token(); }
+  [[nodiscard]] const Endpoint& local_endpoint() const noexcept { return server_.local_endpoint(); }
+  [[nodiscard]] ServerStats stats() const { return server_.stats(); }
+  [[nodiscard]] const TlsContext& context() const noexcept { return context_; }
+
+ private:
+  // Runs `use` on the TLS connection over `c` once its handshake is done. `c` gets its socket back
+  // afterwards, even when something threw, so that Server names the client and closes it.
+  template <class F>
+  void session(Connection<P>& c, F&& use) {
+    TlsConnection<P> tls(std::move(c), context_, {}, tls_);
+    struct GiveBack {
+      Connection<P>& to;
+      TlsConnection<P>& from;
+      ~GiveBack() { to = std::move(from.connection()); }
+    } give_back{c, tls};
+    tls.handshake();
+    use(tls);
+  }
+
+  template <class H>
+  auto wrap(H handler) {
+    if constexpr (std::is_invocable_v<H&, TlsConnection<P>&, std::stop_token>) {
+      return [this, h = std::move(handler)](Connection<P>& c, std::stop_token stop) mutable {
+        session(c, [&](TlsConnection<P>& tls) { h(tls, std::move(stop)); });
+      };
+    } else {
+      return [this, h = std::move(handler)](Connection<P>& c) mutable {
+        session(c, [&](TlsConnection<P>& tls) { h(tls); });
+      };
+    }
+  }
+
+  TlsContext context_;
+  TlsOptions tls_;
+  Server<P> server_;  // last: it stops and joins its handlers before the context goes
+};
+
+using TlsTcpServer = TlsServer<Tcp>;
 
 }  // namespace sockpat
 

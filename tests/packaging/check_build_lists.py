@@ -48,6 +48,16 @@ for name in sorted(set(cmake_test_files) & set(meson_test_files)):
     if sorted(cmake_test_files[name]) != sorted(meson_test_files[name]):
         problems.append(f'test {name!r}: CMake builds {cmake_test_files[name]}, Meson {meson_test_files[name]}')
 
+tls_body = re.search(r'^sockpat_tls_tests = \{(.*?)^\}', meson_tests, re.S | re.M)
+meson_tls = {name: re.findall(r"'([^']+)'", files)
+             for name, files in re.findall(r"^\s*'([^']+)': files\(([^)]*)\)", tls_body.group(1) if tls_body else '', re.M)}
+cmake_tls = cmake_calls(cmake_tests, 'sockpat_add_tls_test')
+compare('TLS test', cmake_tls, meson_tls,
+        lambda n: "`'%s': files(%s),` to sockpat_tls_tests in tests/meson.build" % (n, ', '.join(f"'{f}'" for f in cmake_tls[n])))
+for name in sorted(set(cmake_tls) & set(meson_tls)):
+    if sorted(cmake_tls[name]) != sorted(meson_tls[name]):
+        problems.append(f'TLS test {name!r}: CMake builds {cmake_tls[name]}, Meson {meson_tls[name]}')
+
 async_body = re.search(r'^sockpat_async_tests = \{(.*?)^\}', meson_tests, re.S | re.M)
 meson_async = {name: re.findall(r"'([^']+)'", files)
                for name, files in re.findall(r"^\s*'([^']+)': files\(([^)]*)\)", async_body.group(1) if async_body else '', re.M)}
@@ -64,7 +74,8 @@ compare('example scenario', scenarios.group(1).split() if scenarios else [], mes
 
 # Tests registered by name (scripts and checks: packaging, docs, soak, fault_vanish). The Wine
 # fixtures exist only under CMake's cross-compiling emulator; Meson does not run tests for Windows.
-cmake_named = set(re.findall(r'add_test\(NAME ([A-Za-z0-9_]+)\s', cmake_tests)) - {'wine_prefix', 'wine_server_stop'}
+# tls_certs is CTest's fixture that makes the TLS certificates; Meson makes them in a custom_target.
+cmake_named = set(re.findall(r'add_test\(NAME ([A-Za-z0-9_]+)\s', cmake_tests)) - {'wine_prefix', 'wine_server_stop', 'tls_certs'}
 meson_named = set(re.findall(r"^\s*test\('([A-Za-z0-9_]+)',", meson_tests, re.M))
 compare('named test', cmake_named, meson_named, lambda n: f"a `test('{n}', ...)` to tests/meson.build")
 

@@ -68,11 +68,12 @@ prefix=$PWD/sockpat-prefix
 quiet cmake -S sockpat -B sockpat-build -DSOCKPAT_BUILD_TESTS=OFF -DSOCKPAT_BUILD_EXAMPLES=OFF
 quiet cmake --install sockpat-build --prefix "$prefix"
 
-step "the prefix holds headers, the CMake package, sockpat.pc and the license, nothing else"
+step "the prefix holds headers, the CMake package, sockpat.pc, sockpat-tls.pc and the license, nothing else"
 expected_headers=$( (cd "$src" && find include -name '*.hpp') | LC_ALL=C sort)
 expected=$(printf '%s\n' "$expected_headers" share/cmake/sockpat/sockpatConfig.cmake \
              share/cmake/sockpat/sockpatConfigVersion.cmake share/cmake/sockpat/sockpatTargets.cmake \
-             share/doc/sockpat/LICENSE share/pkgconfig/sockpat.pc | LC_ALL=C sort)
+             share/cmake/sockpat/sockpatTlsTargets.cmake \
+             share/doc/sockpat/LICENSE share/pkgconfig/sockpat.pc share/pkgconfig/sockpat-tls.pc | LC_ALL=C sort)
 if ! diff <(echo "$expected") <(files_under "$prefix"); then
   fail "cmake --install: unexpected file set under the prefix (< expected, > installed)"
 fi
@@ -167,11 +168,14 @@ run_app "$work/copy/app"
 step "meson install as the main project: headers, sockpat.pc and the license, as CMake's"
 quiet meson setup "$work/meson-main" "$src" --prefix=/usr -Dtests=disabled -Dexamples=disabled
 quiet meson install -C "$work/meson-main" --destdir "$work/meson-stage"
-expected=$(printf '%s\n' "$expected_headers" share/doc/sockpat/LICENSE share/pkgconfig/sockpat.pc | LC_ALL=C sort)
+expected=$(printf '%s\n' "$expected_headers" share/doc/sockpat/LICENSE share/pkgconfig/sockpat.pc \
+             share/pkgconfig/sockpat-tls.pc | LC_ALL=C sort)
 if ! diff <(echo "$expected") <(files_under "$work/meson-stage/usr"); then
   fail "meson install: unexpected file set (< expected, > installed)"
 fi
 diff "$prefix/share/pkgconfig/sockpat.pc" "$work/meson-stage/usr/share/pkgconfig/sockpat.pc" ||
   fail "CMake and Meson install different sockpat.pc files"
+diff "$prefix/share/pkgconfig/sockpat-tls.pc" "$work/meson-stage/usr/share/pkgconfig/sockpat-tls.pc" ||
+  fail "CMake and Meson install different sockpat-tls.pc files"
 
 step "all routes passed"

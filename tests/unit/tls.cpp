@@ -1,0 +1,490 @@
+#include "sockpat/tls.hpp"
+
+#include <doctest/doctest.h>
+
+#include "support/printing.hpp"
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdio>  // popen, fgets: the Python peer
+#include <cstdlib>  // std::getenv
+#include <future>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support/loopback.hpp"
+
+using namespace std::chrono_literals;
+using sockpat::TlsConnection;
+using sockpat::TlsContext;
+using sockpat::tls_errc;
+
+namespace {
+
+// The certificates tests/tls/make_certs.py made for this run (the tls_certs CTest fixture).
+std::string cert(const std::string& name) {
+  const char* dir = std::getenv("SOCKPAT_TLS_CERTS");
+  if (dir == nullptr) throw std::runtime_error("SOCKPAT_TLS_CERTS is not set: run through ctest (fixture tls_certs)");
+  return std::string(dir) + '/' + name;
+}
+
+TlsContext server_context(const std::string& name = "server") {
+  return TlsContext::server(cert(name + ".pem"), cert(name + ".key"));
+}
+
+TlsContext client_context() {
+  auto c = TlsContext::client();
+  c.add_ca_file(cert("ca.pem"));
+  return c;
+}
+
+// Echoes until the client's close_notify, then answers it.
+void echo(TlsConnection<sockpat::Tcp>& tls) {
+  std::vector<std::byte> buf(64 * 1024);
+  while (const auto n = tls.read_some(buf, 20s)) tls.write_all(std::span<const std::byte>(buf).first(n), 20s);
+  tls.shutdown();
+}
+
+// Failures the server reported, to check their messages.
+struct Reports {
+  std::mutex mutex;
+  std::vector<std::string> messages;
+  std::promise<void> first;
+  bool told = false;
+
+  sockpat::ServerOptions options() {
+    sockpat::ServerOptions o;
+    o.on_error = [this](std::exception_ptr e, const sockpat::Endpoint&) {
+      std::lock_guard lock(mutex);
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& x) {
+        messages.emplace_back(x.what());
+      }
+      if (!told) first.set_value();
+      told = true;
+    };
+    return o;
+  }
+  std::string wait_first() {
+    REQUIRE(first.get_future().wait_for(10s) == std::future_status::ready);
+    std::lock_guard lock(mutex);
+    return messages.front();
+  }
+};
+
+/// A Python ssl peer (tests/tls/tls_peer.py), started with popen; its lines are read with a bound
+/// that the script keeps itself (every socket call has a timeout, --timeout bounds the whole run).
+class PythonPeer {
+ public:
+  explicit PythonPeer(const std::string& args) {
+    const std::string command =
+        std::string(SOCKPAT_TEST_PYTHON) + " " + SOCKPAT_TLS_PEER + " " + args + " --timeout 20 2>&1";
+    pipe_ = ::popen(command.c_str(), "r");
+    if (pipe_ == nullptr) throw std::runtime_error("cannot start " + command);
+  }
+  PythonPeer(const PythonPeer&) = delete;
+  PythonPeer& operator=(const PythonPeer&) = delete;
+  ~PythonPeer() {
+    if (pipe_ != nullptr) ::pclose(pipe_);
+  }
+  std::string line() {
+    std::array<char, 512> buf{};
+    if (std::fgets(buf.data(), static_cast<int>(buf.size()), pipe_) == nullptr) return "(no output)";
+    std::string s(buf.data());
+    if (!s.empty() && s.back() == '\n') s.pop_back();
+    return s;
+  }
+  int port() {
+    const auto l = line();
+    REQUIRE_MESSAGE(l.rfind("port ", 0) == 0, l);
+    return std::stoi(l.substr(5));
+  }
+
+ private:
+  FILE* pipe_ = nullptr;
+};
+
+std::string peer_files() {
+  return "--cert " + cert("server.pem") + " --key " + cert("server.key");
+}
+
+std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
+  std::vector<std::byte> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<std::byte>((i * 131 + seed) >> 3);
+  return v;
+}
+
+}  // namespace
+
+TEST_SUITE("tls") {
+
+TEST_CASE("a client verifies the server, echoes through it and ends with close_notify both ways" * doctest::timeout(30)) {
+  sockpat::TlsTcpServer server({"127.0.0.1", 0}, server_context(), echo);
+  server.start();
+  auto c = TlsConnection<sockpat::Tcp>::connect("localhost", server.local_endpoint().port(), client_context(), 10s);
+  CHECK(c.protocol_version() == "TLSv1.3");
+  c.write_all("hello over TLS", 5s);
+  std::array<char, 14> got{};
+  c.read_exactly(got, 5s);
+  CHECK(std::string(got.data(), got.size()) == "hello over TLS");
+  c.shutdown(5s);
+  CHECK(c.engine()->close_notify_received());
+}
+
+TEST_CASE("a client given 127.0.0.1 checks the address in the certificate" * doctest::timeout(30)) {
+  sockpat::TlsTcpServer server({"127.0.0.1", 0}, server_context(), echo);
+  server.start();
+  auto c = TlsConnection<sockpat::Tcp>::connect("127.0.0.1", server.local_endpoint().port(), client_context(), 10s);
+  c.write_all("x", 5s);
+  std::array<char, 1> got{};
+  CHECK(c.read_some(got, 5s) == 1);
+  c.shutdown(5s);
+}
+
+TEST_CASE("TlsServer serves Python ssl clients, 1 MiB each, with ALPN" * doctest::timeout(60)) {
+  auto ctx = server_context();
+  ctx.set_alpn({"h2", "http/1.1"});
+  sockpat::TlsTcpServer server({"127.0.0.1", 0}, std::move(ctx), echo);
+  server.start();
+  const auto port = std::to_string(server.local_endpoint().port());
+  for (int i = 0; i < 2; ++i) {
+    PythonPeer client("client --port " + port + " --ca " + cert("ca.pem") + " --alpn http/1.1,h2 --bytes 1048576");
+    CHECK(client.line() == "ok 1048576 TLSv1.3 h2");
+  }
+}
+
+TEST_CASE("TlsConnection talks to a Python ssl server over TLS 1.3 and TLS 1.2" * doctest::timeout(60)) {
+  for (const bool tls12 : {false, true}) {
+    CAPTURE(tls12);
+    PythonPeer server("server " + peer_files() + " --alpn http/1.1" + (tls12 ? " --max-tls12" : ""));
+    const int port = server.port();
+    auto ctx = client_context();
+    ctx.set_alpn({"http/1.1"});
+    auto c = TlsConnection<sockpat::Tcp>::connect("localhost", port, ctx, 10s);
+    CHECK(c.protocol_version() == (tls12 ? "TLSv1.2" : "TLSv1.3"));
+    CHECK(c.alpn() == "http/1.1");
+    const auto data = pattern(1 << 20, 7);
+    std::vector<std::byte> back(64 * 1024);
+    for (std::size_t at = 0; at < data.size(); at += back.size()) {
+      c.write_all(std::span<const std::byte>(data).subspan(at, back.size()), 10s);
+      c.read_exactly(back, 10s);
+      REQUIRE(std::equal(back.begin(), back.end(), data.begin() + static_cast<std::ptrdiff_t>(at)));
+    }
+    c.shutdown(5s);
+    const auto result = server.line();
+    CHECK(result.rfind("ok 1048576 ", 0) == 0);
+  }
+}
+
+TEST_CASE("a wrong host name, an unknown CA, a self-signed and an expired certificate each fail with their reason" *
+          doctest::timeout(60)) {
+  struct Case {
+    const char* cert;
+    const char* host;
+    const char* reason;
+  };
+  for (const auto& k : {Case{"other", "localhost", "hostname mismatch"},
+                        Case{"server", "127.0.0.2", "IP address mismatch"},
+                        Case{"rogue", "localhost", "unable to get local issuer certificate"},
+                        Case{"self_signed", "localhost", "self-signed certificate"},
+                        Case{"expired", "localhost", "certificate has expired"}}) {
+    CAPTURE(k.cert);
+    Reports reports;
+    sockpat::TlsTcpServer server({"127.0.0.1", 0}, server_context(k.cert), echo, reports.options());
+    server.start();
+    const int port = server.local_endpoint().port();
+    const auto ctx = client_context();
+    // The throwing form says why in words.
+    auto dial = [&] {
+      auto c = TlsConnection<sockpat::Tcp>::client(sockpat::TcpConnection::connect({"127.0.0.1", port}, 5s), ctx,
+                                                   k.host, 5s);
+    };
+    CHECK_THROWS_WITH_AS(dial(), doctest::Contains(k.reason), std::system_error);
+    // The error_code form: the code, and the same reason in error_text().
+    std::error_code ec;
+    auto c = TlsConnection<sockpat::Tcp>::client(sockpat::TcpConnection::connect({"127.0.0.1", port}, 5s), ctx,
+                                                 k.host, 5s, ec);
+    CHECK(ec == tls_errc::certificate_verify_failed);
+    CHECK(std::string(c.error_text()).find(k.reason) != std::string::npos);
+    CHECK_FALSE(c.is_open());
+    // The server hears the client's alert and reports it.
+    CHECK(reports.wait_first().find("alert") != std::string::npos);
+  }
+}
+
+TEST_CASE("a client that requires TLS 1.3 fails against a TLS 1.2 server, saying so" * doctest::timeout(30)) {
+  PythonPeer server("server " + peer_files() + " --max-tls12");
+  const int port = server.port();
+  auto ctx = client_context();
+  ctx.set_min_version(sockpat::TlsVersion::tls1_3);
+  std::error_code ec;
+  auto c = TlsConnection<sockpat::Tcp>::connect("localhost", port, ctx, 10s, ec);
+  CHECK(ec == tls_errc::handshake_failed);
+  CHECK(std::string(c.error_text()).find("protocol version") != std::string::npos);
+  CHECK(server.line().rfind("error", 0) == 0);
+}
+
+TEST_CASE("a plaintext client gets a clear error and the server serves the next client" * doctest::timeout(30)) {
+  Reports reports;
+  sockpat::TlsTcpServer server({"127.0.0.1", 0}, server_context(), echo, reports.options());
+  server.start();
+  const int port = server.local_endpoint().port();
+  {
+    auto plain = sockpat::TcpConnection::connect({"127.0.0.1", port}, 5s);
+    plain.write_all("GET / HTTP/1.0\r\n\r\n", 5s);
+    std::array<char, 64> buf{};
+    std::error_code ec;
+    CHECK(plain.read_some(buf, 5s, ec) == 0);  // closed (end of stream or a reset)
+  }
+  const auto message = reports.wait_first();
+  CHECK(message.find("not TLS") != std::string::npos);
+  CHECK(message.find("tls handshake with 127.0.0.1:") != std::string::npos);
+  PythonPeer plain_python("client --mode plaintext --port " + std::to_string(port));
+  CHECK(plain_python.line() == "ok closed");
+  auto c = TlsConnection<sockpat::Tcp>::connect("localhost", port, client_context(), 10s);
+  c.write_all("next", 5s);
+  std::array<char, 4> got{};
+  c.read_exactly(got, 5s);
+  CHECK(std::string(got.data(), 4) == "next");
+  c.shutdown(5s);
+  CHECK(server.stats().handler_errors == 2);
+}
+
+TEST_CASE("a TLS client of a plaintext server fails with not_tls" * doctest::timeout(30)) {
+  auto listener = test::loopback_listener();
+  std::thread plain([&] {
+    auto c = listener.accept(10s);
+    c.write_all("HTTP/1.0 400 Bad Request\r\n\r\n", 5s);
+  });
+  std::error_code ec;
+  auto c = TlsConnection<sockpat::Tcp>::connect("127.0.0.1", listener.local_endpoint().port(), client_context(), 10s, ec);
+  plain.join();
+  CHECK(ec == tls_errc::not_tls);
+  CHECK(std::string(c.error_text()).find("not TLS") != std::string::npos);
+}
+
+TEST_CASE("a client that stops halfway through the handshake is dropped at the handshake deadline" *
+          doctest::timeout(30)) {
+  sockpat::TlsOptions tls;
+  tls.handshake_timeout = 300ms;
+  sockpat::TlsTcpServer server({"127.0.0.1", 0}, server_context(), echo, {}, tls);
+  server.start();
+  PythonPeer stalled("client --mode stall --port " + std::to_string(server.local_endpoint().port()));
+  const auto line = stalled.line();
+  REQUIRE_MESSAGE(line.rfind("ok dropped after ", 0) == 0, line);
+  const double after = std::stod(line.substr(17));
+  CHECK(after >= 0.25);
+  CHECK(after < 5.0);
+  // Counted as a timeout, not reported as a failure.
+  for (int i = 0; i < 500 && server.stats().timed_out == 0; ++i) std::this_thread::yield();
+  CHECK(server.stats().handler_errors == 0);
+}
+
+TEST_CASE("64 MiB are echoed byte-exact" * doctest::timeout(120)) {
+  sockpat::TlsTcpServer server({"127.0.0.1", 0}, server_context(), echo);
+  server.start();
+  auto c = TlsConnection<sockpat::Tcp>::connect("localhost", server.local_endpoint().port(), client_context(), 10s);
+  constexpr std::size_t total = 64u << 20;
+  constexpr std::size_t chunk = 64 * 1024;
+  std::vector<std::byte> back(chunk);
+  const auto block = pattern(chunk + 251, 3);
+  bool same = true;
+  for (std::size_t at = 0; at < total && same; at += chunk) {
+    const auto piece = std::span<const std::byte>(block).subspan(at / chunk % 251, chunk);
+    c.write_all(piece, 20s);
+    c.read_exactly(back, 20s);
+    same = std::equal(back.begin(), back.end(), piece.begin());
+  }
+  CHECK(same);
+  c.shutdown(5s);
+}
+
+TEST_CASE("a peer that closes without close_notify gives the truncation error; close_notify gives 0" *
+          doctest::timeout(30)) {
+  std::atomic<bool> notify{false};
+  sockpat::TlsTcpServer server({"127.0.0.1", 0}, server_context(), [&](TlsConnection<sockpat::Tcp>& tls) {
+    tls.write_all("partial", 5s);
+    if (notify) tls.shutdown(2s);
+    tls.close();
+  });
+  server.start();
+  const int port = server.local_endpoint().port();
+  std::array<char, 7> got{};
+  {
+    auto c = TlsConnection<sockpat::Tcp>::connect("localhost", port, client_context(), 10s);
+    c.read_exactly(got, 5s);
+    CHECK_THROWS_WITH_AS(c.read_some(got, 5s), doctest::Contains("without close_notify"), std::system_error);
+  }
+  {
+    auto c = TlsConnection<sockpat::Tcp>::connect("localhost", port, client_context(), 10s);
+    c.read_exactly(got, 5s);
+    std::error_code ec;
+    CHECK(c.read_some(got, 5s, ec) == 0);
+    CHECK(ec == tls_errc::truncated);
+    CHECK(ec != sockpat::errc::end_of_stream);
+  }
+  {
+    PythonPeer python_server("server " + peer_files() + " --mode truncate");
+    auto c = TlsConnection<sockpat::Tcp>::connect("localhost", python_server.port(), client_context(), 10s);
+    c.read_exactly(got, 5s);
+    std::error_code ec;
+    CHECK(c.read_some(got, 5s, ec) == 0);
+    CHECK(ec == tls_errc::truncated);
+  }
+  notify = true;
+  {
+    auto c = TlsConnection<sockpat::Tcp>::connect("localhost", port, client_context(), 10s);
+    c.read_exactly(got, 5s);
+    std::error_code ec;
+    CHECK(c.read_some(got, 5s, ec) == 0);
+    CHECK_FALSE(ec);
+    CHECK(c.read_some(got, 5s) == 0);  // and stays at its end
+  }
+}
+
+TEST_CASE("shutdown against a peer that never answers ends at its deadline" * doctest::timeout(30)) {
+  std::promise<void> done;
+  auto finished = done.get_future().share();
+  sockpat::TlsTcpServer server({"127.0.0.1", 0}, server_context(), [finished](TlsConnection<sockpat::Tcp>& tls) {
+    (void)finished.wait_for(20s);  // holds the connection open, reading nothing
+    tls.close();
+  });
+  server.start();
+  const int port = server.local_endpoint().port();
+  auto c = TlsConnection<sockpat::Tcp>::connect("localhost", port, client_context(), 10s);
+  auto c2 = TlsConnection<sockpat::Tcp>::connect("localhost", port, client_context(), 10s);
+  const auto start = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH_AS(c.shutdown(200ms), doctest::Contains("tls shutdown with 127.0.0.1"), std::system_error);
+  std::error_code ec;
+  c2.shutdown(200ms, ec);
+  CHECK(ec == std::errc::timed_out);
+  CHECK(std::chrono::steady_clock::now() - start < 3s);
+  done.set_value();
+}
+
+TEST_CASE("client certificates: required by the server, verified, and named" * doctest::timeout(30)) {
+  auto ctx = server_context();
+  ctx.add_ca_file(cert("ca.pem")).verify_clients();
+  std::promise<std::string> subject;
+  Reports reports;
+  sockpat::TlsTcpServer server({"127.0.0.1", 0}, std::move(ctx), [&](TlsConnection<sockpat::Tcp>& tls) {
+    subject.set_value(tls.peer_subject());
+    echo(tls);
+  }, reports.options());
+  server.start();
+  const int port = server.local_endpoint().port();
+  {
+    // Without a certificate: TLS 1.3 ends the client's handshake first, so the refusal comes as an
+    // alert on the first read.
+    std::error_code ec;
+    auto c = TlsConnection<sockpat::Tcp>::connect("localhost", port, client_context(), 10s, ec);
+    if (!ec) {
+      c.write_all("x", 5s, ec);
+      std::array<char, 1> got{};
+      if (!ec) (void)c.read_some(got, 5s, ec);
+    }
+    CHECK(ec);
+    CHECK(std::string(c.error_text()).find("certificate required") != std::string::npos);
+    CHECK(reports.wait_first().find("peer did not return a certificate") != std::string::npos);
+  }
+  auto with_cert = client_context();
+  with_cert.use_certificate_files(cert("client.pem"), cert("client.key"));
+  auto c = TlsConnection<sockpat::Tcp>::connect("localhost", port, with_cert, 10s);
+  c.write_all("y", 5s);
+  std::array<char, 1> got{};
+  CHECK(c.read_some(got, 5s) == 1);
+  c.shutdown(5s);
+  auto f = subject.get_future();
+  REQUIRE(f.wait_for(5s) == std::future_status::ready);
+  CHECK(f.get().find("CN=sockpat-test-client") != std::string::npos);
+}
+
+TEST_CASE("ALPN: the server picks its first choice among the client's" * doctest::timeout(30)) {
+  auto sctx = server_context();
+  sctx.set_alpn({"h2", "http/1.1"});
+  std::promise<std::string> chosen;
+  sockpat::TlsTcpServer server({"127.0.0.1", 0}, std::move(sctx), [&](TlsConnection<sockpat::Tcp>& tls) {
+    chosen.set_value(std::string(tls.alpn()));
+    echo(tls);
+  });
+  server.start();
+  auto ctx = client_context();
+  ctx.set_alpn({"http/1.1", "spdy/1"});
+  auto c = TlsConnection<sockpat::Tcp>::connect("localhost", server.local_endpoint().port(), ctx, 10s);
+  CHECK(c.alpn() == "http/1.1");
+  c.shutdown(5s);
+  auto f = chosen.get_future();
+  REQUIRE(f.wait_for(5s) == std::future_status::ready);
+  CHECK(f.get() == "http/1.1");
+  CHECK_THROWS_AS(ctx.set_alpn({""}), std::invalid_argument);
+}
+
+TEST_CASE("insecure_no_verify connects to a self-signed server; a verifying client does not" * doctest::timeout(30)) {
+  sockpat::TlsTcpServer server({"127.0.0.1", 0}, server_context("self_signed"), echo, [] {
+    sockpat::ServerOptions o;
+    o.on_error = [](std::exception_ptr, const sockpat::Endpoint&) {};
+    return o;
+  }());
+  server.start();
+  const int port = server.local_endpoint().port();
+  auto open = TlsContext::client();
+  open.insecure_no_verify();
+  CHECK_FALSE(open.verifies_peer());
+  auto c = TlsConnection<sockpat::Tcp>::connect("localhost", port, open, 10s);
+  c.shutdown(5s);
+  std::error_code ec;
+  (void)TlsConnection<sockpat::Tcp>::connect("localhost", port, TlsContext::client(), 10s, ec);
+  CHECK(ec == tls_errc::certificate_verify_failed);
+}
+
+TEST_CASE("contexts load certificates from memory, and report a missing file in both forms") {
+  auto read = [](const std::string& path) {
+    std::string s;
+    FILE* f = std::fopen(path.c_str(), "rb");
+    REQUIRE(f != nullptr);
+    std::array<char, 4096> buf{};
+    while (const auto n = std::fread(buf.data(), 1, buf.size(), f)) s.append(buf.data(), n);
+    std::fclose(f);
+    return s;
+  };
+  auto server = TlsContext::server_from_pem(read(cert("server.pem")), read(cert("server.key")));
+  CHECK(server.is_server());
+  auto client = TlsContext::client();
+  client.add_ca_pem(read(cert("ca.pem")));
+  CHECK(client.verifies_peer());
+  CHECK_THROWS_WITH_AS(TlsContext::server("/nonexistent.pem", "/nonexistent.key"),
+                       doctest::Contains("/nonexistent.pem"), std::system_error);
+  std::error_code ec;
+  client.add_ca_file("/nonexistent.pem", ec);
+  CHECK(ec == tls_errc::bad_configuration);
+  CHECK_FALSE(client.error_text().empty());
+  client.add_ca_pem("not PEM", ec);
+  CHECK(ec == tls_errc::bad_configuration);
+  CHECK_THROWS_AS(TlsContext::server_from_pem(read(cert("server.pem")), read(cert("other.key"))), std::system_error);
+}
+
+TEST_CASE("the engine takes no more input than its bound and calls garbage not TLS") {
+  auto ctx = server_context();
+  sockpat::detail::TlsEngine engine(ctx, {});
+  std::vector<std::byte> junk(200 * 1024, std::byte{'G'});
+  const auto taken = engine.feed(junk);
+  CHECK(taken == sockpat::detail::TlsEngine::input_limit);
+  CHECK(engine.feed(junk) == 0);
+  CHECK(engine.input_room() == 0);
+  std::error_code ec;
+  CHECK(engine.handshake(ec) == sockpat::detail::TlsStatus::error);
+  CHECK(ec == tls_errc::not_tls);
+  CHECK(engine.output().empty());
+}
+
+TEST_CASE("the error category names every code") {
+  for (int i = 1; i <= 6; ++i) CHECK(sockpat::tls_category().message(i) != "unknown TLS error");
+  CHECK(std::string(sockpat::make_error_code(tls_errc::truncated).category().name()) == "sockpat.tls");
+}
+
+}  // TEST_SUITE
