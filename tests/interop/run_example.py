@@ -1065,6 +1065,102 @@ def scenario_cleanup_on_failure(b):
             errors.close()
 
 
+# --- TLS (tls_echo_server, tls_client): certificates from tests/tls/make_certs.py (SOCKPAT_TLS_CERTS) ---
+
+def tls_cert(name):
+    return os.path.join(os.environ['SOCKPAT_TLS_CERTS'], name)
+
+
+def tls_peer(*args):
+    return [sys.executable, os.path.join(HERE, '..', 'tls', 'tls_peer.py')] + [str(a) for a in args]
+
+
+def tls_server(b, *extra):
+    return Server(bin_path(b, 'tls_echo_server') + ['--port', '0', '--cert', tls_cert('server.pem'),
+                                                      '--key', tls_cert('server.key')] + list(extra))
+
+
+def scenario_tls_echo(b):
+    # tls_client and Python's ssl against tls_echo_server; a plaintext client is refused with a
+    # line on the server's stderr, and the next client is served; SIGINT stops it, exit 0.
+    server = tls_server(b)
+    rc, out, err = run(bin_path(b, 'tls_client') + ['--port', str(server.port), '--ca', tls_cert('ca.pem'),
+                                                    '--message', 'hello over TLS'])
+    expect(rc == 0 and out == 'TLSv1.3 with localhost\nReceived from server: hello over TLS\n', 'tls_client output',
+           rc, out, err)
+    rc, out, err = run(tls_peer('client', '--port', server.port, '--ca', tls_cert('ca.pem'), '--bytes', 1 << 22))
+    expect(rc == 0 and out == 'ok 4194304 TLSv1.3 -\n', 'a Python ssl client echoes 4 MiB through tls_echo_server',
+           rc, out, err)
+    rc, out, err = run(tls_peer('client', '--mode', 'plaintext', '--port', server.port))
+    expect(rc == 0 and out == 'ok closed\n', 'a plaintext client is closed', rc, out, err)
+    rc, out, err = run(bin_path(b, 'tls_client') + ['--port', str(server.port), '--host', '127.0.0.1',
+                                                    '--ca', tls_cert('ca.pem'), '--message', 'again'])
+    expect(rc == 0 and out.endswith('Received from server: again\n'), 'the next client is served', rc, out, err)
+    rc, _, err = server.stop(signal.SIGINT)
+    expect(rc == 0, 'tls_echo_server exits 0 on SIGINT', rc, err)
+    expect('not TLS' in err and len(err.splitlines()) == 1, 'the plaintext client is one line on stderr', err)
+
+
+def scenario_tls_client_vs_python_server(b):
+    # tls_client against Python's ssl server: verified by name and CA, TLS 1.3 and 1.2, clean end both ways.
+    for extra in ([], ['--max-tls12']):
+        server = start(tls_peer('server', '--cert', tls_cert('server.pem'), '--key', tls_cert('server.key'), *extra),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = server.stdout.readline()
+        expect(line.startswith('port '), 'the Python server prints its port', line)
+        rc, out, err = run(bin_path(b, 'tls_client') + ['--port', line.split()[1], '--ca', tls_cert('ca.pem'),
+                                                        '--message', 'from sockpat'])
+        version = 'TLSv1.2' if extra else 'TLSv1.3'
+        expect(rc == 0 and out == '%s with localhost\nReceived from server: from sockpat\n' % version,
+               'tls_client output', rc, out, err)
+        out, err = server.communicate(timeout=TIMEOUT)
+        expect(out.startswith('ok 12 '), 'the Python server saw 12 bytes and a clean end', out, err)
+
+
+def scenario_tls_refusals(b):
+    # What a user sees when the server is not who it should be: one line on stderr, exit 1,
+    # the reason in words. And the server's side of a refused client certificate.
+    server = tls_server(b)
+    cases = [
+        (['--ca', tls_cert('rogue_ca.pem')], 'unable to get local issuer certificate'),
+        (['--ca', tls_cert('ca.pem'), '--host', 'other.example'], None),  # does not resolve, or mismatch
+        ([], 'unable to get local issuer certificate'),  # the system store does not know the test CA
+    ]
+    for args, reason in cases:
+        rc, out, err = run(bin_path(b, 'tls_client') + ['--port', str(server.port)] + args)
+        expect(rc == 1 and out == '' and len(err.splitlines()) == 1, 'one line on stderr and exit 1', args, rc, out, err)
+        if reason:
+            expect(reason in err, 'the reason is given', reason, err)
+    rc, out, err = run(bin_path(b, 'tls_client') + ['--port', str(server.port), '--host', '127.0.0.1', '--insecure'])
+    expect(rc == 0, '--insecure connects without checks', rc, out, err)
+    rc, _, err = server.stop(signal.SIGTERM)
+    expect(rc == 0, 'tls_echo_server exits 0 on SIGTERM', rc, err)
+    for name in ('expired', 'other'):
+        server = Server(bin_path(b, 'tls_echo_server') + ['--port', '0', '--cert', tls_cert(name + '.pem'),
+                                                          '--key', tls_cert(name + '.key')])
+        rc, out, err = run(bin_path(b, 'tls_client') + ['--port', str(server.port), '--ca', tls_cert('ca.pem')])
+        want = 'certificate has expired' if name == 'expired' else 'hostname mismatch'
+        expect(rc == 1 and want in err, 'the client says why: ' + want, rc, out, err)
+        rc, _, err = server.stop(signal.SIGINT)
+        expect(rc == 0, 'tls_echo_server exits 0 on SIGINT', rc, err)
+    # A server that requires client certificates: without one the client is refused, with one served.
+    server = tls_server(b, '--ca', tls_cert('ca.pem'))
+    rc, out, err = run(bin_path(b, 'tls_client') + ['--port', str(server.port), '--ca', tls_cert('ca.pem')])
+    expect(rc == 1 and 'certificate required' in err, 'no client certificate: refused', rc, out, err)
+    rc, out, err = run(bin_path(b, 'tls_client') + ['--port', str(server.port), '--ca', tls_cert('ca.pem'),
+                                                    '--cert', tls_cert('client.pem'), '--key', tls_cert('client.key'),
+                                                    '--message', 'mine'])
+    expect(rc == 0 and out.endswith('Received from server: mine\n'), 'with a client certificate: served', rc, out, err)
+    rc, _, err = server.stop(signal.SIGINT)
+    expect(rc == 0 and 'peer did not return a certificate' in err, 'the server names the refusal', rc, err)
+    # Command-line mistakes: usage errors (exit 2), a missing file (exit 1, one line).
+    rc, out, err = run(bin_path(b, 'tls_echo_server') + ['--port', '0'])
+    expect(rc == 2 and 'usage' in err, 'tls_echo_server without --cert is a usage error', rc, err)
+    rc, out, err = run(bin_path(b, 'tls_echo_server') + ['--port', '0', '--cert', '/nonexistent.pem', '--key', 'x'])
+    expect(rc == 1 and out == '' and len(err.splitlines()) == 1 and '/nonexistent.pem' in err,
+           'a missing certificate file is one line and exit 1', rc, out, err)
+
+
 def main():
     bin_dir, name = sys.argv[1], sys.argv[2]
     RUNNER.extend(a for a in sys.argv[3:] if a)

@@ -79,6 +79,14 @@ cmake_named = set(re.findall(r'add_test\(NAME ([A-Za-z0-9_]+)\s', cmake_tests)) 
 meson_named = set(re.findall(r"^\s*test\('([A-Za-z0-9_]+)',", meson_tests, re.M))
 compare('named test', cmake_named, meson_named, lambda n: f"a `test('{n}', ...)` to tests/meson.build")
 
+tls_scenarios = re.search(r'foreach\(tls_scenario\s([^)]*)\)', cmake_tests)
+compare('TLS example scenario', tls_scenarios.group(1).split() if tls_scenarios else [],
+        meson_list(meson_tests, 'sockpat_tls_example_scenarios'),
+        lambda n: f"`'{n}',` to sockpat_tls_example_scenarios in tests/meson.build")
+tls_examples = re.search(r'set\(SOCKPAT_TLS_EXAMPLES\s([^)]*)\)', cmake_examples)
+compare('TLS example', tls_examples.group(1).split() if tls_examples else [], meson_list(meson_examples, 'sockpat_tls_examples'),
+        lambda n: f"`'{n}',` to sockpat_tls_examples in examples/meson.build")
+
 examples = re.search(r'set\(SOCKPAT_EXAMPLES\s([^)]*)\)', cmake_examples)
 compare('example', examples.group(1).split() if examples else [], meson_list(meson_examples, 'sockpat_examples'),
         lambda n: f"`'{n}',` to sockpat_examples in examples/meson.build")
