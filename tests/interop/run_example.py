@@ -658,8 +658,70 @@ def run_all(argvs):
     return results
 
 
+def scenario_http_keepalive(b):
+    # The request server's HTTP example against Python's http.client: keep-alive over several
+    # requests on one connection, 404, 405, Connection: close, HTTP/1.0, pipelining, a head too
+    # large, and 100 keep-alive clients at once on 2 worker threads.
+    import http.client
+    server = Server(bin_path(b, 'http_keepalive_server') + ['--port', '0', '--threads', '2'])
+    conn = http.client.HTTPConnection('127.0.0.1', server.port, timeout=TIMEOUT)
+    first_sock = None
+    for path, status, body in [('/', 200, b'Hello from sockpat\n'), ('/hello', 200, b'hello, world\n'),
+                               ('/missing', 404, b'not found\n'), ('/', 200, b'Hello from sockpat\n')]:
+        conn.request('GET', path)
+        r = conn.getresponse()
+        got = r.read()
+        expect((r.status, got) == (status, body), 'GET %s gives %d' % (path, status), r.status, got)
+        expect(r.getheader('Connection') == 'keep-alive', 'HTTP/1.1 keeps the connection', r.getheaders())
+        first_sock = first_sock or conn.sock
+        expect(conn.sock is first_sock, 'every request went over the same connection')
+    conn.request('POST', '/', body=b'')
+    r = conn.getresponse()
+    r.read()
+    expect(r.status == 405 and r.getheader('Allow') == 'GET', 'POST gives 405 with Allow: GET', r.status)
+    conn.request('GET', '/hello', headers={'Connection': 'close'})
+    r = conn.getresponse()
+    expect(r.status == 200 and r.read() == b'hello, world\n', 'Connection: close still gets its reply')
+    expect(r.getheader('Connection') == 'close', 'and the reply says close', r.getheaders())
+    expect(conn.sock is None, 'http.client drops the connection the server closes')
+    conn.close()
+
+    def raw(request):
+        with socket.create_connection(('127.0.0.1', server.port), timeout=TIMEOUT) as s:
+            s.sendall(request)
+            return recv_until_closed(s)
+
+    got = raw(b'GET / HTTP/1.0\r\n\r\n')
+    expect(got.startswith(b'HTTP/1.1 200 OK\r\n') and b'Connection: close' in got, 'HTTP/1.0 is answered, then closed',
+           got)
+    # Two requests in one segment, the second closing: both answers, in order, then the close.
+    got = raw(b'GET /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nConnection: close\r\n\r\n')
+    expect(got.count(b'HTTP/1.1 ') == 2 and got.index(b'200 OK') < got.index(b'404 Not Found'),
+           'pipelined requests are answered in order', got)
+    got = raw(b'GET / HTTP/1.1\r\nX-Big: ' + b'x' * 20000 + b'\r\n\r\n')
+    expect(got.startswith(b'HTTP/1.1 431 '), 'a head over 8 KiB gets 431', got[:100])
+    got = raw(b'garbage\r\n\r\n')
+    expect(got.startswith(b'HTTP/1.1 400 '), 'a bad request line gets 400', got[:100])
+
+    def client(i):
+        c = http.client.HTTPConnection('127.0.0.1', server.port, timeout=TIMEOUT)
+        bodies = []
+        for _ in range(5):
+            c.request('GET', '/' if i % 2 else '/hello')
+            bodies.append(c.getresponse().read())
+        c.close()
+        return bodies
+
+    got = run_threads(100, client)
+    expect(all(g == [b'Hello from sockpat\n' if i % 2 else b'hello, world\n'] * 5 for i, g in enumerate(got)),
+           '100 keep-alive clients on 2 workers each get their 5 replies')
+    rc, _, err = server.stop(signal.SIGTERM)
+    expect(rc == 0, 'http_keepalive_server exits 0 on SIGTERM', rc, err)
+
+
 SERVERS = ['hello_server', 'uppercase_server', 'udp_echo', 'threaded_echo_server', 'line_server',
-           'async_hello_server', 'async_echo_server', 'chat_server']
+           'async_hello_server', 'async_echo_server', 'chat_server',
+           'http_keepalive_server']
 
 
 def scenario_server_errors(b):
@@ -714,6 +776,7 @@ def scenario_example_args(b):
                                  ('threaded_echo_server', 'threads', ['-1']),
                                  ('threaded_echo_server', 'max-connections', ['-1']),
                                  ('threaded_echo_server', 'idle-timeout', ['0', '1.5']),
+                                 ('http_keepalive_server', 'threads', ['0', '-1']),
                                  ('line_server', 'threads', ['-1']),
                                  ('mesh_chat', 'wait-peers', ['-1']),
                                  ('mesh_chat', 'timeout', ['0', '99999999999']),
