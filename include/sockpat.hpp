@@ -15,6 +15,7 @@
 #include "sockpat/peer_wire.hpp"
 #include "sockpat/protocol.hpp"
 #include "sockpat/rendezvous.hpp"
+#include "sockpat/resolver.hpp"
 #include "sockpat/request_server.hpp"
 #include "sockpat/server.hpp"
 #include "sockpat/signals.hpp"

@@ -5,10 +5,13 @@
 
 #include <chrono>              // std::chrono::steady_clock
 #include <functional>          // std::function
+#include <new>                 // std::bad_alloc
+#include <stdexcept>           // std::invalid_argument
 #include <string>              // std::string
 #include <string_view>         // std::string_view
 #include <system_error>        // std::error_code
 #include <utility>             // std::move
+#include <vector>              // std::vector: the addresses an attempt tried
 
 #include "sockpat/backoff.hpp"  // Backoff, BackoffSequence: the pauses between attempts
 #include "sockpat/connection.hpp"
@@ -24,6 +27,9 @@ struct RetryOptions {
   /// Called after each failed attempt that will be retried, with its error and its number (1, 2, ...).
   /// It must not throw.
   std::function<void(const std::error_code&, int attempt)> on_retry = {};
+  /// How each attempt by host name dials (Happy Eyeballs delay, family, resolver, local address);
+  /// its deadline is not used: the Deadline given to connect_with_retry bounds every attempt.
+  ConnectOptions connect = {};
 };
 
 namespace detail {
@@ -40,6 +46,33 @@ inline bool worth_retrying(const std::error_code& ec) noexcept {
 /// so this is the stop-aware wait of every blocking call, with nothing to wait for.)
 inline bool pause_until(steady_time until, const std::stop_token& stop) noexcept {
   return wait_ready(invalid_handle, Readiness::read, until, stop) != std::errc::operation_canceled;
+}
+
+}  // namespace detail
+
+namespace detail {
+
+// The loop of connect_with_retry by name; `tried` holds the last attempt's addresses and errors.
+template <StreamProtocol P>
+Connection<P> retry_by_name(std::string_view host, int port, const Deadline& d, const RetryOptions& retry,
+                            std::vector<AttemptError>& tried, std::error_code& ec) noexcept {
+  ConnectOptions options = retry.connect;
+  options.deadline = d;
+  BackoffSequence delays(retry.backoff);
+  for (int attempt = 1;; ++attempt) {
+    tried.clear();
+    auto c = NamedConnect<P>::run(host, port, options, tried, ec);
+    if (!ec) return c;
+    if (tried.empty() || !worth_retrying(ec)) return {};  // no address to retry (or a bad name)
+    const auto now = std::chrono::steady_clock::now();
+    const auto delay = delays.next();
+    if (d.has_time() && now + delay >= d.time()) return {};
+    if (retry.on_retry) retry.on_retry(ec, attempt);
+    if (!pause_until(now + delay, d.stop_token())) {
+      ec = make_errc(std::errc::operation_canceled);
+      return {};
+    }
+  }
 }
 
 }  // namespace detail
@@ -71,6 +104,35 @@ template <StreamProtocol P>
       ec = detail::make_errc(std::errc::operation_canceled);
       return {};
     }
+  }
+}
+
+/// As above, by host name: each attempt resolves `host` (within `d`) and races its addresses by
+/// Happy Eyeballs (retry.connect); a name that does not resolve is not retried. Throws
+/// std::system_error naming every address of the last attempt with its error.
+template <StreamProtocol P>
+  requires InternetProtocol<P>
+[[nodiscard]] Connection<P> connect_with_retry(std::string_view host, int port, Deadline d = {},
+                                               const RetryOptions& retry = {}) {
+  (void)detail::checked_port(port, host);
+  if (host.empty()) throw std::invalid_argument("sockpat: cannot connect to an empty host");
+  std::vector<detail::AttemptError> tried;
+  std::error_code ec;
+  auto c = detail::retry_by_name<P>(host, port, d, retry, tried, ec);
+  if (ec && tried.empty()) detail::throw_error(ec, "connect " + std::string(host) + ':' + std::to_string(port));
+  if (ec) detail::throw_error(ec, detail::describe_attempts("connect (with retries)", host, port, tried));
+  return c;
+}
+template <StreamProtocol P>
+  requires InternetProtocol<P>
+[[nodiscard]] Connection<P> connect_with_retry(std::string_view host, int port, Deadline d, const RetryOptions& retry,
+                                               std::error_code& ec) noexcept {
+  try {
+    std::vector<detail::AttemptError> tried;
+    return detail::retry_by_name<P>(host, port, d, retry, tried, ec);
+  } catch (const std::bad_alloc&) {
+    ec = detail::make_errc(std::errc::not_enough_memory);
+    return {};
   }
 }
 

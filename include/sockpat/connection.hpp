@@ -4,17 +4,22 @@
 
 #include <chrono>        // std::chrono::steady_clock
 #include <cstddef>       // std::byte, std::size_t
+#include <memory>        // std::unique_ptr: the stop callback of kernel waits
 #include <optional>      // std::optional
 #include <span>          // std::span
-#include <stop_token>    // std::stop_token
+#include <stop_token>    // std::stop_token, std::stop_callback
 #include <string>        // std::string
 #include <string_view>   // std::string_view
 #include <system_error>  // std::error_code
 #include <utility>       // std::pair, std::move
 #include <vector>        // std::vector
 
+#include "sockpat/detail/happy_eyeballs.hpp"  // interleave, wait_any_connected, describe_attempts
+#include "sockpat/resolver.hpp"                // resolve and async_resolve within the deadline
 #include "sockpat/socket.hpp"
+#include "sockpat/sync.hpp"        // Queue: the async attempts report to the race
 #include "sockpat/task.hpp"
+#include "sockpat/task_group.hpp"  // TaskGroup: the async attempts
 
 namespace sockpat {
 
@@ -31,8 +36,16 @@ struct ConnectOptions {
   /// (with reuse_port too) holds: the rendezvous of two peers uses it. Windows has no
   /// SO_REUSEPORT: there the connect fails with operation_not_supported.
   bool reuse_port = false;
-  /// Bounds the whole connect, over every address tried.
+  /// Bounds the whole connect: the resolution and every address tried.
   Deadline deadline = {};
+  /// Happy Eyeballs (RFC 8305) over several addresses: how long an attempt runs alone before the
+  /// next address is tried beside it (a failed attempt starts the next at once); zero tries one
+  /// address at a time.
+  std::chrono::milliseconds attempt_delay{250};
+  /// The family tried first when a name resolves to both; unspecified: the first address's.
+  Family prefer = Family::unspecified;
+  /// Resolves a host name on a helper thread, within `deadline`; empty: default_resolver().
+  Resolver resolver = {};
 
   [[nodiscard]] static ConnectOptions with_deadline(Deadline d) noexcept {
     ConnectOptions o;
@@ -41,21 +54,54 @@ struct ConnectOptions {
   }
 };
 
+template <StreamProtocol P>
+class Connection;
+
+namespace detail {
+/// Connect by name with the list of addresses tried, for callers that build their own message
+/// (connect_with_retry).
+template <StreamProtocol P>
+struct NamedConnect {
+  static Connection<P> run(std::string_view host, int port, const ConnectOptions& options,
+                           std::vector<AttemptError>& tried, std::error_code& ec) noexcept;
+};
+}  // namespace detail
+
+namespace detail {
+/// The cancel of a connection whose reads wait in the kernel: the stop token's callback shuts the
+/// socket down, which ends a recv sleeping on it. A base of Connection placed before its socket,
+/// so a move-assignment disarms the old callback before the old descriptor closes (a callback
+/// left armed could shut down whatever socket reuses the number).
+class KernelWaitStop {
+ public:
+  void arm(const std::stop_token& stop, native_handle h) {
+    cb_.reset();
+    if (stop.stop_possible()) cb_ = std::make_unique<std::stop_callback<Shut>>(stop, Shut{h});
+  }
+  void disarm() noexcept { cb_.reset(); }
+
+ private:
+  struct Shut {
+    native_handle h;
+    void operator()() const noexcept { (void)shutdown_handle(h, shut_both); }
+  };
+  std::unique_ptr<std::stop_callback<Shut>> cb_;
+};
+}  // namespace detail
+
 /// A connected stream socket. read_some returning 0 means the peer closed its side.
 /// Moves, never copies; one thread may read while another writes; Deadline bounds every call.
 template <StreamProtocol P>
-class Connection : private Socket<P> {
+class Connection : private detail::KernelWaitStop, private Socket<P> {
   using Base = Socket<P>;
 
  public:
   using protocol_type = P;
-  using Base::close;
   using Base::family;
   using Base::is_open;
   using Base::local_endpoint;
   using Base::native_handle;
   using Base::receive_buffer_size;
-  using Base::release;
   using Base::remote_endpoint;
   using Base::send_buffer_size;
   using Base::set_keep_alive;
@@ -67,6 +113,24 @@ class Connection : private Socket<P> {
   Connection() noexcept = default;
   /// Adopts a connected socket.
   explicit Connection(Socket<P>&& s) noexcept : Base(std::move(s)) {}
+  Connection(Connection&&) noexcept = default;
+  Connection& operator=(Connection&&) noexcept = default;
+  ~Connection() { this->disarm(); }  // the kernel-wait stop callback goes before the descriptor closes
+
+  /// Closes the socket. Throws std::system_error if the OS reports an error; the twin does not.
+  void close() {
+    this->disarm();
+    Base::close();
+  }
+  void close(std::error_code& ec) noexcept {
+    this->disarm();
+    Base::close(ec);
+  }
+  /// Gives up ownership of the descriptor (non-blocking again if kernel waits had made it blocking).
+  [[nodiscard]] native_handle_type release() noexcept {
+    if (kernel_wait_) leave_kernel_wait();
+    return Base::release();
+  }
 
   void set_no_delay(bool on)
     requires std::same_as<P, Tcp>
@@ -113,7 +177,12 @@ class Connection : private Socket<P> {
     return Connection(std::move(s));
   }
 
-  /// Resolves `host` and connects to each address in turn until one answers, all within `d`.
+  /// Resolves `host` (on a helper thread, within the deadline) and races its addresses by Happy
+  /// Eyeballs (ConnectOptions::attempt_delay): the first to connect wins, the others are closed.
+  /// Throws std::invalid_argument for a bad port or an empty host; std::system_error for a
+  /// resolution that fails or times out ("resolve \"host\""), and when every address fails,
+  /// one naming each with its own error ("connect host:80 (tried [::1]:80: Connection refused;
+  /// 127.0.0.1:80: Connection timed out)"), whose code is the last error met.
   [[nodiscard]] static Connection connect(std::string_view host, int port, Deadline d = {})
     requires InternetProtocol<P>
   {
@@ -127,36 +196,33 @@ class Connection : private Socket<P> {
   [[nodiscard]] static Connection connect(std::string_view host, int port, const ConnectOptions& options)
     requires InternetProtocol<P>
   {
-    const auto addresses = resolve(host, port);
+    const auto order = detail::interleave(resolve(host, port, options.deadline, options.resolver), options.prefer);
+    std::vector<detail::AttemptError> tried;
     std::error_code ec;
-    auto c = connect_any(addresses, options, ec);
-    if (ec) {
-      std::string what = "connect " + std::string(host) + ':' + std::to_string(port) + " (tried";
-      for (const auto& a : addresses) what += ' ' + a.to_string();
-      detail::throw_error(ec, detail::describe(what + ')', {}, ec, options.deadline.timeout()));
-    }
+    auto c = race(order, options, tried, ec);
+    if (ec) detail::throw_error(ec, detail::describe_attempts("connect", host, port, tried));
     return c;
   }
   [[nodiscard]] static Connection connect(std::string_view host, int port, const ConnectOptions& options,
                                           std::error_code& ec) noexcept
     requires InternetProtocol<P>
   {
-    const auto addresses = resolve(host, port, ec);
-    if (ec) return {};
-    return connect_any(addresses, options, ec);
+    std::vector<detail::AttemptError> tried;
+    return detail::NamedConnect<P>::run(host, port, options, tried, ec);
   }
 
-  /// Tries each endpoint in order; the error is the last one met (timed_out once the deadline passed).
+  /// Races the endpoints, in the order given, by Happy Eyeballs (ConnectOptions::attempt_delay);
+  /// endpoints of another family than `options.local` are skipped. The error is the last one met
+  /// (timed_out once the deadline passed; host_unreachable when there was nothing to try).
   [[nodiscard]] static Connection connect_any(std::span<const Endpoint> endpoints, const ConnectOptions& options,
                                               std::error_code& ec) noexcept {
-    ec = detail::make_errc(std::errc::host_unreachable);
-    for (const auto& e : endpoints) {
-      if (!options.local.empty() && options.local.family() != e.family()) continue;
-      auto c = connect(e, options, ec);
-      if (!ec) return c;
-      if (ec == std::errc::timed_out || ec == std::errc::operation_canceled) break;
+    try {
+      std::vector<detail::AttemptError> tried;
+      return race(endpoints, options, tried, ec);
+    } catch (const std::bad_alloc&) {
+      ec = detail::make_errc(std::errc::not_enough_memory);
+      return {};
     }
-    return {};
   }
 
   /// Two connected Unix-domain streams (socketpair).
@@ -174,14 +240,60 @@ class Connection : private Socket<P> {
   /// Bounds each later blocking call by `timeout` from the moment it starts (the earlier of this
   /// and the call's own Deadline wins), like Python's socket.settimeout; std::nullopt removes it.
   /// A silent peer then makes a read fail with timed_out instead of holding a thread.
-  void set_timeout(std::optional<std::chrono::steady_clock::duration> timeout) noexcept { timeout_ = timeout; }
+  void set_timeout(std::optional<std::chrono::steady_clock::duration> timeout) noexcept {
+    timeout_ = timeout;
+    if (kernel_wait_ && detail::set_receive_timeout(native_handle(), receive_timeout())) leave_kernel_wait();
+  }
   [[nodiscard]] std::optional<std::chrono::steady_clock::duration> timeout() const noexcept { return timeout_; }
 
   /// Once `stop` is requested, pending and later blocking calls end with operation_canceled,
   /// whatever Deadline they were given: how another thread (a Server) cancels a handler's I/O
   /// without touching the descriptor. Set it before sharing the connection with other threads.
-  void set_stop_token(std::stop_token stop) noexcept { stop_ = std::move(stop); }
+  void set_stop_token(std::stop_token stop) noexcept {
+    stop_ = std::move(stop);
+    if (!kernel_wait_) return;
+    try {
+      this->arm(stop_, native_handle());
+    } catch (...) {  // no memory for the callback: back to waiting in poll(), which needs none
+      leave_kernel_wait();
+    }
+  }
   [[nodiscard]] const std::stop_token& stop_token() const noexcept { return stop_; }
+
+  /// Lets read_some and read_exactly calls without a Deadline of their own sleep in recv itself,
+  /// as a blocking socket does, instead of trying recv, polling and trying again: a third of the
+  /// system calls for a thread per connection (Server turns it on for its clients). The
+  /// connection's timeout becomes SO_RCVTIMEO, and its stop token now shuts the socket down: a
+  /// canceled connection cannot be used again. Writes and calls with their own Deadline still
+  /// wait in poll(); awaited calls never block. Where the platform cannot (Windows) this does
+  /// nothing. Throws std::system_error if the socket refuses; the twin reports it and leaves the
+  /// connection as it was.
+  void set_kernel_wait(bool on) {
+    std::error_code ec;
+    set_kernel_wait(on, ec);
+    if (ec) detail::throw_error(ec, "set_kernel_wait");
+  }
+  void set_kernel_wait(bool on, std::error_code& ec) noexcept {
+    ec = this->open_check();
+    if (ec || !detail::kernel_wait_supported || on == kernel_wait_) return;
+    if (!on) {
+      leave_kernel_wait();
+      return;
+    }
+    const auto h = native_handle();
+    ec = detail::set_receive_timeout(h, receive_timeout());
+    if (!ec) ec = detail::set_blocking(h, true);
+    if (ec) return;
+    try {
+      this->arm(stop_, h);
+    } catch (...) {
+      (void)detail::set_blocking(h, false);
+      ec = std::make_error_code(std::errc::not_enough_memory);
+      return;
+    }
+    kernel_wait_ = true;
+  }
+  [[nodiscard]] bool kernel_wait() const noexcept { return kernel_wait_; }
 
   /// `d` capped by this connection's timeout counted from now: the bound a call starting now gets.
   /// Composite operations (FramedConnection::read_line) fix it once, so the timeout bounds all of it.
@@ -203,6 +315,7 @@ class Connection : private Socket<P> {
   std::size_t read_some(std::span<std::byte> buffer, Deadline d, std::error_code& ec) noexcept {
     ec = this->open_check();
     if (ec) return 0;
+    if (kernel_wait_ && !d.has_time() && !d.stop_token().stop_possible()) return recv_in_kernel(buffer, ec);
     return detail::blocking_recv(native_handle(), buffer.data(), buffer.size(), bound(d), ec);
   }
   std::size_t read_some(std::span<char> buffer, Deadline d = {}) { return read_some(std::as_writable_bytes(buffer), d); }
@@ -222,8 +335,22 @@ class Connection : private Socket<P> {
     ec = this->open_check();
     if (ec) return 0;
     bool eof = false;
-    const auto n = detail::blocking_recv_all(native_handle(), buffer.data(), buffer.size(), bound(d), ec, eof);
+    std::size_t first = 0;
+    // A kernel wait for the first bytes only: SO_RCVTIMEO bounds one recv, and the rest must
+    // arrive within what is left of the timeout, as without kernel waits (a dribbling peer).
+    const auto b = bound(d);
+    if (kernel_wait_ && !d.has_time() && !d.stop_token().stop_possible() && !buffer.empty()) {
+      first = recv_in_kernel(buffer, ec);
+      if (ec) return 0;
+      if (first == 0) {
+        ec = make_error_code(errc::end_of_stream);
+        return 0;
+      }
+    }
+    const auto n = first + detail::blocking_recv_all(native_handle(), buffer.data() + first, buffer.size() - first, b,
+                                                     ec, eof);
     if (eof) ec = make_error_code(errc::end_of_stream);
+    if (ec && kernel_wait_ && stop_.stop_requested()) ec = detail::make_errc(std::errc::operation_canceled);
     return n;
   }
   std::size_t read_exactly(std::span<char> buffer, Deadline d = {}) {
@@ -245,7 +372,9 @@ class Connection : private Socket<P> {
   std::size_t write_some(std::span<const std::byte> data, Deadline d, std::error_code& ec) noexcept {
     ec = this->open_check();
     if (ec) return 0;
-    return detail::blocking_send(native_handle(), data.data(), data.size(), bound(d), ec);
+    const auto n = detail::blocking_send(native_handle(), data.data(), data.size(), bound(d), ec);
+    if (ec && kernel_wait_ && stop_.stop_requested()) ec = detail::make_errc(std::errc::operation_canceled);
+    return n;
   }
   std::size_t write_some(std::string_view data, Deadline d = {}) { return write_some(detail::bytes_of(data), d); }
   std::size_t write_some(std::string_view data, Deadline d, std::error_code& ec) noexcept {
@@ -263,7 +392,10 @@ class Connection : private Socket<P> {
   std::size_t write_all(std::span<const std::byte> data, Deadline d, std::error_code& ec) noexcept {
     ec = this->open_check();
     if (ec) return 0;
-    return detail::blocking_send_all(native_handle(), data.data(), data.size(), bound(d), ec);
+    const auto n = detail::blocking_send_all(native_handle(), data.data(), data.size(), bound(d), ec);
+    // A kernel-wait cancel shut the socket down: the write sees a broken pipe, which is the cancel.
+    if (ec && kernel_wait_ && stop_.stop_requested()) ec = detail::make_errc(std::errc::operation_canceled);
+    return n;
   }
   std::size_t write_all(std::string_view data, Deadline d = {}) { return write_all(detail::bytes_of(data), d); }
   std::size_t write_all(std::string_view data, Deadline d, std::error_code& ec) noexcept {
@@ -357,22 +489,23 @@ class Connection : private Socket<P> {
     co_return Connection(std::move(s));
   }
 
-  /// Resolves `host` (blocking, as getaddrinfo is) and tries each address in turn, all within `d`.
+  /// Resolves `host` on a helper thread (the loop runs on meanwhile) and races its addresses by
+  /// Happy Eyeballs, all within the deadline: as the blocking connect by name, awaited. Errors
+  /// are std::system_error (a bad port or an empty host as invalid_argument).
   static Task<Connection> async_connect(std::string host, int port, Deadline d = {})
     requires InternetProtocol<P>
   {
-    const std::vector<Endpoint> addresses = resolve(host, port);
-    std::error_code ec = detail::make_errc(std::errc::host_unreachable);
-    for (const auto& remote : addresses) {
-      Socket<P> s(remote.family(), ec);
-      if (ec) continue;
-      co_await detail::IoAwaiter<detail::ConnectOp>(s.native_handle(), detail::ConnectOp{remote.raw()}, d, &ec);
-      if (!ec) co_return Connection(std::move(s));
-      if (ec == std::errc::timed_out || ec == std::errc::operation_canceled) break;
-    }
-    std::string what = "connect " + host + ':' + std::to_string(port) + " (tried";
-    for (const auto& a : addresses) what += ' ' + a.to_string();
-    detail::throw_error(ec, detail::describe(what + ')', {}, ec, d.timeout()));
+    co_return co_await async_connect(std::move(host), port, ConnectOptions::with_deadline(std::move(d)));
+  }
+  static Task<Connection> async_connect(std::string host, int port, ConnectOptions options)
+    requires InternetProtocol<P>
+  {
+    const auto addresses = co_await async_resolve(host, port, options.deadline, options.resolver);
+    std::vector<detail::AttemptError> tried;
+    std::error_code ec;
+    auto c = co_await async_race(detail::interleave(addresses, options.prefer), options, tried, ec);
+    if (ec) detail::throw_error(ec, detail::describe_attempts("connect", host, port, tried));
+    co_return c;
   }
 
   /// Ends one or both directions; Shutdown::send tells the peer "end of stream" (a half-close).
@@ -410,9 +543,209 @@ class Connection : private Socket<P> {
     return b;
   }
 
+  // One recv sleeping in the kernel (set_kernel_wait): SO_RCVTIMEO ends it with would_block, and
+  // the stop token's shutdown with an end of stream that is really the cancel.
+  std::size_t recv_in_kernel(std::span<std::byte> buffer, std::error_code& ec) noexcept {
+    if (stop_.stop_requested()) {
+      ec = detail::make_errc(std::errc::operation_canceled);
+      return 0;
+    }
+    const auto n = detail::recv_waiting(native_handle(), buffer.data(), buffer.size(), ec);
+    if ((ec || n == 0) && stop_.stop_requested()) {
+      ec = detail::make_errc(std::errc::operation_canceled);
+      return 0;
+    }
+    if (ec && detail::would_block(ec)) ec = detail::make_errc(std::errc::timed_out);
+    return n;
+  }
+
+  [[nodiscard]] std::chrono::microseconds receive_timeout() const noexcept {
+    if (!timeout_) return std::chrono::microseconds::zero();
+    const auto t = std::chrono::ceil<std::chrono::microseconds>(*timeout_);
+    return t.count() > 0 ? t : std::chrono::microseconds(1);  // SO_RCVTIMEO's 0 would mean forever
+  }
+
+  void leave_kernel_wait() noexcept {
+    this->disarm();
+    if (is_open()) (void)detail::set_blocking(native_handle(), false);
+    kernel_wait_ = false;
+  }
+
   std::optional<std::chrono::steady_clock::duration> timeout_;
   std::stop_token stop_;
+  bool kernel_wait_ = false;
+
+  friend struct detail::NamedConnect<P>;
+
+  // --- Happy Eyeballs (RFC 8305 section 5): one attempt per address, a new one every
+  // attempt_delay while the earlier ones are pending, the next at once when one fails; the
+  // first to connect wins and the others are closed (their sockets go with the race's state).
+
+  /// A socket for `remote`, bound to `o.local` when set.
+  static Socket<P> open_for(const Endpoint& remote, const ConnectOptions& o, std::error_code& ec) noexcept {
+    Socket<P> s(remote.family(), ec);
+    if (ec || o.local.empty()) return s;
+    if (o.reuse_address) ec = detail::set_int_option(s.native_handle(), detail::option::reuse_address, 1);
+    if (!ec && o.reuse_port) ec = detail::set_reuse_port(s.native_handle());
+    if (!ec) s.bind(o.local, ec);
+    return s;
+  }
+
+  static bool skipped(const Endpoint& e, const ConnectOptions& o) noexcept {
+    return !o.local.empty() && o.local.family() != e.family();
+  }
+
+  /// The blocking race: the pending connects wait together in one poll.
+  static Connection race(std::span<const Endpoint> order, const ConnectOptions& o,
+                         std::vector<detail::AttemptError>& tried, std::error_code& ec) {
+    struct Attempt {
+      Socket<P> socket;
+      Endpoint remote;
+    };
+    std::vector<Attempt> live;
+    std::vector<detail::native_handle> handles;
+    const auto deadline = o.deadline.time();
+    const auto& stop = o.deadline.stop_token();
+    const auto end = [&](std::errc why) {
+      for (const auto& a : live) tried.push_back({a.remote, detail::make_errc(why)});
+      ec = detail::make_errc(why);
+      return Connection();
+    };
+    std::size_t next = 0;
+    auto next_start = std::chrono::steady_clock::now();
+    for (;;) {
+      const auto now = std::chrono::steady_clock::now();
+      if (stop.stop_requested()) return end(std::errc::operation_canceled);
+      if (now >= deadline) return end(std::errc::timed_out);
+      if (next < order.size() && (live.empty() || (o.attempt_delay.count() > 0 && now >= next_start))) {
+        const Endpoint& remote = order[next++];
+        if (skipped(remote, o)) continue;
+        std::error_code aec;
+        auto s = open_for(remote, o, aec);
+        if (!aec) aec = detail::connect_handle(s.native_handle(), remote.raw().data(), remote.raw().size);
+        if (!aec) {
+          ec.clear();
+          return Connection(std::move(s));  // connected at once (loopback may)
+        }
+        if (aec == std::errc::operation_in_progress || detail::would_block(aec)) {
+          live.push_back({std::move(s), remote});
+          next_start = now + o.attempt_delay;
+        } else {
+          tried.push_back({remote, aec});
+        }
+        continue;
+      }
+      if (live.empty()) {
+        ec = tried.empty() ? detail::make_errc(std::errc::host_unreachable) : tried.back().error;
+        return {};
+      }
+      const bool more = next < order.size() && o.attempt_delay.count() > 0;
+      const auto until = more && next_start < deadline ? next_start : deadline;
+      handles.clear();
+      for (const auto& a : live) handles.push_back(a.socket.native_handle());
+      std::size_t ready = 0;
+      const auto wec = detail::wait_any_connected(handles, until, stop, ready);
+      if (wec == std::errc::timed_out || wec == std::errc::operation_canceled) continue;  // seen above
+      if (wec) {
+        ec = wec;
+        return {};
+      }
+      if (const auto failed = detail::pending_error(handles[ready])) {
+        tried.push_back({live[ready].remote, failed});
+        live.erase(live.begin() + static_cast<std::ptrdiff_t>(ready));
+        continue;
+      }
+      ec.clear();
+      return Connection(std::move(live[ready].socket));
+    }
+  }
+
+  /// How one async attempt ended: its index in the order, its error, its socket.
+  struct Attempted {
+    std::size_t index;
+    std::error_code error;
+    Socket<P> socket;
+  };
+
+  static Task<void> attempt(Endpoint remote, std::size_t index, const ConnectOptions& o, Queue<Attempted>& done) {
+    std::error_code ec;
+    auto s = open_for(remote, o, ec);
+    if (!ec) co_await detail::IoAwaiter<detail::ConnectOp>(s.native_handle(), detail::ConnectOp{remote.raw()}, o.deadline, &ec);
+    (void)done.try_put(Attempted{index, ec, std::move(s)});  // the queue has room for every attempt
+  }
+
+  /// The awaited race: each attempt is a task of one group and reports to a queue; the race
+  /// waits on the queue for at most the time left until the next attempt is due.
+  static Task<Connection> async_race(std::vector<Endpoint> order, ConnectOptions o,
+                                     std::vector<detail::AttemptError>& tried, std::error_code& ec) {
+    Queue<Attempted> done(order.size() + 1);
+    TaskGroup attempts;
+    std::optional<Connection> won;
+    std::error_code cancelled;
+    std::size_t next = 0;
+    std::size_t live = 0;
+    auto next_start = std::chrono::steady_clock::now();
+    while (!won) {
+      const auto now = std::chrono::steady_clock::now();
+      if (o.deadline.stop_token().stop_requested() || now >= o.deadline.time()) next = order.size();  // start no more
+      if (next < order.size() && (live == 0 || (o.attempt_delay.count() > 0 && now >= next_start))) {
+        const std::size_t i = next++;
+        if (skipped(order[i], o)) continue;
+        attempts.create_task(attempt(order[i], i, o, done));
+        ++live;
+        next_start = now + o.attempt_delay;
+        continue;
+      }
+      if (live == 0) break;
+      std::optional<Attempted> got;
+      if (next < order.size() && o.attempt_delay.count() > 0) {
+        auto r = co_await as_result(wait_for(done.get(), next_start - now));
+        if (r) {
+          got.emplace(std::move(*r));
+        } else if (r.error() != std::errc::timed_out) {
+          cancelled = r.error();
+          break;
+        }
+      } else {
+        auto r = co_await as_result(done.get());
+        if (!r) {
+          cancelled = r.error();
+          break;
+        }
+        got.emplace(std::move(*r));
+      }
+      if (!got) continue;
+      --live;
+      if (got->error) {
+        tried.push_back({order[got->index], got->error});
+      } else {
+        won.emplace(std::move(got->socket));
+      }
+    }
+    attempts.cancel();
+    co_await attempts.join();  // the losers have ended; their sockets close with `done`
+    if (cancelled) detail::throw_error(cancelled, "connect");
+    if (won) {
+      ec.clear();
+      co_return std::move(*won);
+    }
+    ec = tried.empty() ? detail::make_errc(std::errc::host_unreachable) : tried.back().error;
+    co_return Connection();
+  }
 };
+
+template <StreamProtocol P>
+Connection<P> detail::NamedConnect<P>::run(std::string_view host, int port, const ConnectOptions& options,
+                                           std::vector<AttemptError>& tried, std::error_code& ec) noexcept {
+  const auto addresses = resolve(host, port, options.deadline, ec, options.resolver);
+  if (ec) return {};
+  try {
+    return Connection<P>::race(interleave(addresses, options.prefer), options, tried, ec);
+  } catch (const std::bad_alloc&) {
+    ec = make_errc(std::errc::not_enough_memory);
+    return {};
+  }
+}
 
 using TcpConnection = Connection<Tcp>;
 using UnixConnection = Connection<Unix>;

@@ -62,13 +62,13 @@ class Endpoint {
 
   /// An IP endpoint from a numeric host ("127.0.0.1", "::1", "fe80::1%eth0") and a port.
   /// Throws std::invalid_argument, quoting the input, for a bad port, an empty host or a name
-  /// (names go through sockpat::resolve).
+  /// (names go through sockpat::resolve(), or a connect by name, which resolves them itself).
   Endpoint(std::string_view host, int port) {
     const auto p = detail::checked_port(port, host);
     if (host.empty()) throw std::invalid_argument("sockpat: empty host (with port " + std::to_string(port) + ")");
     if (!detail::parse_numeric_host(host, p, raw_)) {
       throw std::invalid_argument("sockpat: " + detail::quoted(host) +
-                                  " is not a numeric IPv4 or IPv6 address (resolve host names with sockpat::resolve)");
+                                  " is not a numeric IPv4 or IPv6 address (a host name needs sockpat::resolve(), or a connect by name)");
     }
   }
 
@@ -107,7 +107,7 @@ class Endpoint {
     if (p > 65535) throw fail("the port must be a number from 0 to 65535");
     Endpoint e;
     if (!detail::parse_numeric_host(host, static_cast<std::uint16_t>(p), e.raw_)) {
-      throw fail("not a numeric IPv4 or IPv6 address (resolve host names with sockpat::resolve)");
+      throw fail("not a numeric IPv4 or IPv6 address (a host name needs sockpat::resolve(), or a connect by name)");
     }
     if (text.starts_with('[') != (e.family() == Family::ipv6)) throw fail("brackets are for IPv6 addresses only");
     return e;

@@ -973,11 +973,20 @@ template <StreamProtocol P>
   return {StreamReader(s), StreamWriter(s)};
 }
 
-/// Connects (trying each resolved address, within `d`) and returns asyncio's (reader, writer).
+/// Connects (resolving `host` on a helper thread, then racing its addresses by Happy Eyeballs,
+/// all within `d`) and returns asyncio's (reader, writer).
 template <class = void>
 Task<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, int port, Deadline d = {},
                                                                   StreamOptions options = {}) {
   auto c = co_await TcpConnection::async_connect(std::move(host), port, std::move(d));
+  co_return make_streams(std::move(c), options);
+}
+/// As above, dialling with `connect` (its deadline, attempt delay, family preference, resolver,
+/// local address).
+template <class = void>
+Task<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, int port, ConnectOptions connect,
+                                                                  StreamOptions options = {}) {
+  auto c = co_await TcpConnection::async_connect(std::move(host), port, std::move(connect));
   co_return make_streams(std::move(c), options);
 }
 

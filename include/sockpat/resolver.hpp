@@ -1,0 +1,353 @@
+// sockpat: name resolution bounded by a deadline: getaddrinfo (or a resolver of the program's
+// own) on a helper thread, awaited by a blocking caller or by a coroutine on an event loop.
+#ifndef SOCKPAT_RESOLVER_HPP
+#define SOCKPAT_RESOLVER_HPP
+
+#include <chrono>              // std::chrono::ceil: "after N ms"
+#include <condition_variable>  // std::condition_variable_any: a blocking caller's wait
+#include <coroutine>           // std::coroutine_handle
+#include <cstdint>             // std::uint16_t
+#include <functional>          // std::function: Resolver
+#include <memory>              // std::shared_ptr, std::make_shared
+#include <mutex>               // std::mutex, std::lock_guard, std::unique_lock
+#include <new>                 // std::bad_alloc
+#include <optional>            // std::optional
+#include <stdexcept>           // std::invalid_argument
+#include <stop_token>          // std::stop_source, std::stop_token, std::stop_callback
+#include <string>              // std::string
+#include <string_view>         // std::string_view
+#include <system_error>        // std::error_code, std::system_error
+#include <utility>             // std::move
+#include <vector>              // std::vector
+
+#include "sockpat/deadline.hpp"
+#include "sockpat/detail/reactor.hpp"      // Reactor::notify_stop: the answer wakes the loop
+#include "sockpat/detail/thread_pool.hpp"  // resolver_pool
+#include "sockpat/detail/waiter.hpp"       // Waiter: ResolveAwaiter
+#include "sockpat/endpoint.hpp"
+
+namespace sockpat {
+
+/// Resolves a host name into the addresses to try, in order; reports failure through `ec`.
+/// It is called on a helper thread (never on an event loop's), possibly on several at once.
+/// A caller whose deadline passes first does not wait for it: its late answer is dropped.
+using Resolver = std::function<std::vector<Endpoint>(const std::string& host, std::uint16_t port, std::error_code& ec)>;
+
+/// getaddrinfo: every IPv4 and IPv6 address of a stream socket, in its order, without duplicates.
+/// Errors come in the `sockpat.resolver` category (EAI_*).
+[[nodiscard]] inline Resolver system_resolver() {
+  return [](const std::string& host, std::uint16_t port, std::error_code& ec) {
+    std::vector<detail::RawAddress> raw;
+    ec = detail::get_addresses(host, port, Family::unspecified, detail::SocketType::stream, raw);
+    std::vector<Endpoint> out;
+    out.reserve(raw.size());
+    for (const auto& r : raw) out.push_back(Endpoint::from_native(&r.storage, r.size));
+    return out;
+  };
+}
+
+namespace detail {
+
+struct DefaultResolver {
+  std::mutex mutex;
+  std::shared_ptr<const Resolver> resolver;
+};
+inline DefaultResolver& default_resolver_slot() {
+  static DefaultResolver slot;
+  return slot;
+}
+
+}  // namespace detail
+
+/// Replaces the resolver that connects by name use when their options name none (every
+/// thread's, from now on); an empty one restores system_resolver(). Thread-safe.
+inline void set_default_resolver(Resolver r) {
+  auto p = r ? std::make_shared<const Resolver>(std::move(r)) : nullptr;
+  auto& slot = detail::default_resolver_slot();
+  const std::lock_guard<std::mutex> lock(slot.mutex);
+  slot.resolver = std::move(p);
+}
+
+/// The resolver set by set_default_resolver(), or system_resolver(). Thread-safe.
+[[nodiscard]] inline Resolver default_resolver() {
+  auto& slot = detail::default_resolver_slot();
+  {
+    const std::lock_guard<std::mutex> lock(slot.mutex);
+    if (slot.resolver) return *slot.resolver;
+  }
+  return system_resolver();
+}
+
+namespace detail {
+
+/// What a resolution on a helper thread and the call waiting for it share. Either side may go
+/// first: a caller whose deadline passed drops its reference, and the helper's answer is freed
+/// with the last one.
+struct ResolveState {
+  std::mutex mutex;
+  std::condition_variable_any answered;  // a blocking caller waits on it
+  bool done = false;
+  std::vector<Endpoint> addresses;
+  std::error_code ec;
+  Reactor* loop = nullptr;  // while a coroutine awaits the answer: its loop, to wake
+  std::stop_source wake;    // requested with the answer: how the loop finds the awaiter (see ResolveAwaiter)
+};
+
+/// The answer known without a resolver: a bad argument, or a numeric host (which needs no
+/// lookup). True when `out`/`ec` hold it.
+inline bool resolve_at_once(std::string_view host, int port, std::vector<Endpoint>& out, std::error_code& ec) {
+  ec.clear();
+  if (host.empty() || port < 0 || port > 65535 || malformed_dotted_quad(host)) {
+    ec = make_errc(std::errc::invalid_argument);
+    return true;
+  }
+  RawAddress raw;
+  if (!parse_numeric_host(host, static_cast<std::uint16_t>(port), raw)) return false;
+  out.assign(1, Endpoint::from_native(&raw.storage, raw.size));
+  return true;
+}
+
+/// Starts resolving on the pool; null (with `ec`) when it cannot start.
+inline std::shared_ptr<ResolveState> start_resolve(std::string host, std::uint16_t port, Resolver resolver,
+                                                   std::error_code& ec) noexcept {
+  try {
+    if (!resolver) resolver = default_resolver();
+    auto state = std::make_shared<ResolveState>();
+    ec = resolver_pool().submit([state, resolver = std::move(resolver), host = std::move(host), port]() noexcept {
+      std::error_code failed;
+      std::vector<Endpoint> found;
+      try {
+        found = resolver(host, port, failed);
+      } catch (const std::system_error& e) {
+        failed = e.code();
+      } catch (const std::bad_alloc&) {
+        failed = make_errc(std::errc::not_enough_memory);
+      } catch (...) {
+        failed = make_errc(std::errc::io_error);  // a resolver that throws something else
+      }
+      const std::lock_guard<std::mutex> lock(state->mutex);
+      state->addresses = std::move(found);
+      state->ec = failed;
+      state->done = true;
+      state->answered.notify_all();
+      // The awaiter clears `loop` (under this mutex) before it stops waiting, so the loop is alive here.
+      if (state->loop != nullptr) {
+        state->wake.request_stop();
+        state->loop->notify_stop();
+      }
+    });
+    if (ec) return nullptr;
+    return state;
+  } catch (const std::bad_alloc&) {
+    ec = make_errc(std::errc::not_enough_memory);
+    return nullptr;
+  }
+}
+
+/// Awaits a resolution on the pool, on the running loop, bounded by a Deadline. The helper
+/// wakes the loop the way a stop token does (Reactor::notify_stop, which any thread may call):
+/// the awaiter sits in the loop's list of stoppable operations with a token that the answer
+/// (or the caller's own stop token) requests, and the loop then ends its wait through cancel(),
+/// which takes the answer if there is one. A deadline, a cancel or a closing loop that comes
+/// first ends the wait at once and leaves the answer to the helper, which frees it.
+class [[nodiscard]] ResolveAwaiter final : private Waiter {
+ public:
+  ResolveAwaiter(std::string host, int port, Deadline d, Resolver resolver, std::error_code* out) noexcept
+      : host_(std::move(host)), port_(port), deadline_(std::move(d)), resolver_(std::move(resolver)), out_(out) {}
+  ResolveAwaiter(ResolveAwaiter&&) = default;  // only before it is awaited (as_result, wait_for take it)
+  ResolveAwaiter& operator=(const ResolveAwaiter&) = delete;
+  ~ResolveAwaiter() {
+    if (waiting()) unlink();  // its coroutine was destroyed while it waited
+    detach();
+  }
+
+  bool await_ready() {
+    if (begin()) return true;  // the loop is closing: operation_canceled
+    if (deadline_.stop_token().stop_requested()) {
+      set_error(canceled());
+      return true;
+    }
+    std::error_code ec;
+    try {
+      if (resolve_at_once(host_, port_, addresses_, ec)) {
+        set_error(ec);
+        return true;
+      }
+    } catch (const std::bad_alloc&) {
+      set_error(make_errc(std::errc::not_enough_memory));
+      return true;
+    }
+    if (deadline_.expired()) {
+      set_error(make_errc(std::errc::timed_out));
+      return true;
+    }
+    state_ = start_resolve(host_, static_cast<std::uint16_t>(port_), std::move(resolver_), ec);
+    set_error(ec);
+    return static_cast<bool>(ec);
+  }
+
+  template <class Promise>
+  bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
+    if (!arm(h)) return false;
+    {
+      const std::lock_guard<std::mutex> lock(state_->mutex);
+      if (state_->done) {
+        addresses_ = std::move(state_->addresses);
+        (void)finish(state_->ec);
+        return false;
+      }
+      state_->loop = &reactor();
+    }
+    if (deadline_.has_time()) {
+      when = deadline_.time();
+      reactor().add_timer(this);
+    }
+    wake_ = state_->wake.get_token();
+    stop = &wake_;
+    reactor().add_stoppable(this);
+    if (deadline_.stop_token().stop_possible()) on_stop_.emplace(deadline_.stop_token(), WakeOnStop{state_.get()});
+    return true;
+  }
+
+  std::vector<Endpoint> await_resume() {
+    on_stop_.reset();
+    if (out_ != nullptr) {
+      *out_ = error();
+    } else if (error()) {
+      throw std::system_error(error(), "resolve " + quoted(host_));
+    }
+    return std::move(addresses_);
+  }
+
+ private:
+  // The caller's stop token fired (on any thread): wake the loop as the answer would.
+  struct WakeOnStop {
+    ResolveState* state;
+    void operator()() const noexcept {
+      state->wake.request_stop();
+      const std::lock_guard<std::mutex> lock(state->mutex);
+      if (state->loop != nullptr) state->loop->notify_stop();
+    }
+  };
+
+  // The loop calls it when the answer came (the wake token), on the caller's stop, on a
+  // cancelled scope and on a closing loop: the answer wins if it is there.
+  void cancel(std::error_code why) noexcept override {
+    if (!waiting()) return;
+    unlink();
+    complete(take_answer() ? answer_ec_ : why);
+  }
+  void on_timer() noexcept override {
+    unlink();
+    complete(take_answer() ? answer_ec_ : make_errc(std::errc::timed_out));
+  }
+  void unlink() noexcept override {
+    if (heap_index != not_in_heap) reactor().remove_timer(this);
+    if (stop != nullptr) {
+      reactor().remove_stoppable(this);
+      stop = nullptr;
+    }
+  }
+  // Stops the helper from waking this loop; true, with the answer moved here, if it came.
+  bool take_answer() noexcept {
+    if (!state_) return false;
+    const std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->loop = nullptr;
+    if (!state_->done) return false;
+    addresses_ = std::move(state_->addresses);
+    answer_ec_ = state_->ec;
+    return true;
+  }
+  void detach() noexcept {
+    if (!state_) return;
+    const std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->loop = nullptr;
+  }
+
+  std::string host_;
+  int port_;
+  Deadline deadline_;
+  Resolver resolver_;
+  std::error_code* out_;
+  std::shared_ptr<ResolveState> state_;
+  std::vector<Endpoint> addresses_;
+  std::error_code answer_ec_;
+  std::stop_token wake_;
+  std::optional<std::stop_callback<WakeOnStop>> on_stop_;
+};
+
+}  // namespace detail
+
+/// Resolves `host` (a name, or a numeric address, which is returned as is without a lookup) on
+/// a helper thread with `resolver` (empty: default_resolver()), waiting at most until `d`.
+/// Throws std::invalid_argument for an empty host, a bad port or a malformed dotted quad, and
+/// std::system_error ("resolve \"host\"": timed_out, operation_canceled on stop, the resolver's error).
+[[nodiscard]] inline std::vector<Endpoint> resolve(std::string_view host, int port, Deadline d,
+                                                   const Resolver& resolver = {});
+
+/// As above; every error (a bad argument as invalid_argument) goes to `ec`.
+[[nodiscard]] inline std::vector<Endpoint> resolve(std::string_view host, int port, Deadline d, std::error_code& ec,
+                                                   const Resolver& resolver = {}) noexcept {
+  std::vector<Endpoint> out;
+  try {
+    if (detail::resolve_at_once(host, port, out, ec)) return out;
+    if (d.stop_token().stop_requested()) {
+      ec = detail::make_errc(std::errc::operation_canceled);
+      return {};
+    }
+    if (d.expired()) {
+      ec = detail::make_errc(std::errc::timed_out);
+      return {};
+    }
+    auto state = detail::start_resolve(std::string(host), static_cast<std::uint16_t>(port), resolver, ec);
+    if (ec) return {};
+    std::unique_lock<std::mutex> lock(state->mutex);
+    const auto answered = [&] { return state->done; };
+    const bool done = d.has_time() ? state->answered.wait_until(lock, d.stop_token(), d.time(), answered)
+                                   : state->answered.wait(lock, d.stop_token(), answered);
+    if (!done) {
+      ec = detail::make_errc(d.stop_token().stop_requested() ? std::errc::operation_canceled : std::errc::timed_out);
+      return {};
+    }
+    ec = state->ec;
+    return std::move(state->addresses);
+  } catch (const std::bad_alloc&) {
+    ec = detail::make_errc(std::errc::not_enough_memory);
+    return {};
+  }
+}
+
+inline std::vector<Endpoint> resolve(std::string_view host, int port, Deadline d, const Resolver& resolver) {
+  (void)detail::checked_port(port, host);
+  if (host.empty()) throw std::invalid_argument("sockpat: cannot resolve an empty host");
+  if (detail::malformed_dotted_quad(host)) {
+    throw std::invalid_argument("sockpat: " + detail::quoted(host) + " is not a valid IPv4 address");
+  }
+  std::error_code ec;
+  auto out = resolve(host, port, d, ec, resolver);
+  if (ec) {
+    std::string what = "resolve " + detail::quoted(host);
+    if (ec == std::errc::timed_out && d.timeout() > d.timeout().zero()) {
+      what += " after " + std::to_string(std::chrono::ceil<std::chrono::milliseconds>(d.timeout()).count()) + " ms";
+    }
+    throw std::system_error(ec, what);
+  }
+  return out;
+}
+
+/// Resolves `host` on a helper thread while the running loop goes on; awaiting it gives the
+/// addresses, or throws as resolve(host, port, d) does (bad arguments as std::system_error
+/// invalid_argument). Await it in the same expression: it keeps its arguments until then.
+[[nodiscard]] inline detail::ResolveAwaiter async_resolve(std::string host, int port, Deadline d = {},
+                                                          Resolver resolver = {}) noexcept {
+  return {std::move(host), port, std::move(d), std::move(resolver), nullptr};
+}
+/// As above; the error is stored in `ec` (which must outlive the co_await) instead of thrown.
+[[nodiscard]] inline detail::ResolveAwaiter async_resolve(std::string host, int port, Deadline d, std::error_code& ec,
+                                                          Resolver resolver = {}) noexcept {
+  return {std::move(host), port, std::move(d), std::move(resolver), &ec};
+}
+
+}  // namespace sockpat
+
+#endif  // SOCKPAT_RESOLVER_HPP
