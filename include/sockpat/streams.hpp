@@ -10,7 +10,7 @@
 #include <cstring>       // std::memcpy, std::memmove
 #include <exception>     // std::exception_ptr
 #include <functional>    // std::function
-#include <memory>        // std::shared_ptr, std::make_shared, std::enable_shared_from_this
+#include <memory>        // std::shared_ptr, std::make_shared, std::enable_shared_from_this, std::unique_ptr
 #include <new>           // std::bad_alloc
 #include <span>          // std::span
 #include <stdexcept>     // std::invalid_argument
@@ -123,6 +123,46 @@ class BufferCache {
   std::size_t count_[classes] = {};
 };
 
+/// A transform between the bytes a StreamReader / StreamWriter pair sees and the bytes on its
+/// socket (TLS records), driven by StreamState: sans-I/O, it never touches the socket. A plain
+/// stream has none and pays a null check per operation for the possibility, never a virtual
+/// call. Its wire bytes to send accumulate in output(), in order, whichever call made them.
+class StreamTransport {
+ public:
+  StreamTransport() = default;
+  StreamTransport(const StreamTransport&) = delete;
+  StreamTransport& operator=(const StreamTransport&) = delete;
+  virtual ~StreamTransport() = default;
+
+  /// One step of the opening exchange (the TLS handshake): true once it is done, false when it
+  /// needs more input (feed()).
+  virtual bool open(std::error_code& ec) noexcept = 0;
+  /// Takes wire bytes received from the socket, at most input_room(); how many it took.
+  virtual std::size_t feed(std::span<const std::byte> wire) noexcept = 0;
+  /// How many wire bytes feed() takes now (its input is bounded).
+  [[nodiscard]] virtual std::size_t input_room() const noexcept = 0;
+  /// Up to out.size() bytes for the reader; 0 when it needs more input, or once the peer ended
+  /// its side cleanly (input_closed()).
+  virtual std::size_t decode(std::span<std::byte> out, std::error_code& ec) noexcept = 0;
+  /// Takes up to plain.size() of the writer's bytes, encoding them into output(); how many it took.
+  virtual std::size_t encode(std::span<const std::byte> plain, std::error_code& ec) noexcept = 0;
+  /// Puts the ending (TLS close_notify) into output().
+  virtual void end_output(std::error_code& ec) noexcept = 0;
+  /// The socket's input ended: `ec` says so when that is not a clean end (TLS: truncated).
+  virtual void input_ended(std::error_code& ec) noexcept = 0;
+  /// True once the peer's ending arrived.
+  [[nodiscard]] virtual bool input_closed() const noexcept = 0;
+  [[nodiscard]] virtual std::span<const std::byte> output() const noexcept = 0;
+  virtual void consume_output(std::size_t n) noexcept = 0;
+  /// Words on the last failure for error messages ("certificate verify failed: ..."); may be empty.
+  [[nodiscard]] virtual std::string failure_text() const { return {}; }
+  /// The opening's name in error messages.
+  [[nodiscard]] virtual const char* opening_name() const noexcept { return "handshake"; }
+
+  /// The most wire bytes received per system call.
+  static constexpr std::size_t wire_chunk = 16 * 1024;
+};
+
 /// The connection and both buffers, shared by a StreamReader and its StreamWriter.
 class StreamState final : public std::enable_shared_from_this<StreamState> {
  public:
@@ -138,6 +178,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   StreamState& operator=(const StreamState&) = delete;
   ~StreamState() {
     stop_flushing();
+    stop_awaiting_end();
     (void)handle_.close();
     rbegin = rend = 0;
     release_rbuf();
@@ -254,6 +295,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     std::size_t room = 0;
     std::size_t done = 0;
     bool perform(native_handle h, std::error_code& ec) noexcept {
+      if (s->transport_ != nullptr) return s->fill_transported(*this, h, ec);
       ec.clear();
       const bool fresh = s->rbuf == nullptr;
       if (!s->make_room()) {
@@ -279,6 +321,52 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     [[nodiscard]] std::size_t result() const noexcept { return done; }
     [[noreturn]] void raise(std::error_code ec) const { throw std::system_error(ec, s->where("StreamReader read", "from")); }
   };
+
+  /// The transport under this stream; null on a plain one.
+  [[nodiscard]] StreamTransport* transport() const noexcept { return transport_.get(); }
+
+  /// FillOp::perform through the transport: decodes what it holds, receiving more wire bytes
+  /// only when it needs them. Never reports the socket drained: the transport may still hold
+  /// a whole record when the socket is empty, and the next read must decode it, not wait.
+  bool fill_transported(FillOp& op, native_handle h, std::error_code& ec) noexcept {
+    ec.clear();
+    op.done = 0;
+    op.room = 0;
+    for (;;) {
+      if (!make_room()) {
+        ec = detail::make_errc(std::errc::not_enough_memory);
+        return true;
+      }
+      for (;;) {
+        const std::size_t room = (std::min)(rcap - rend, op.limit - (std::min)(op.limit, available()));
+        if (room == 0) break;
+        const std::size_t n = transport_->decode({rbuf + rend, room}, ec);
+        if (ec || n == 0) break;
+        rend += n;
+        op.done += n;
+      }
+      op.room = op.done;
+      send_transport_output();
+      if (ec || op.done > 0) return true;
+      if (transport_->input_closed()) {
+        eof = true;
+        release_rbuf();
+        return true;
+      }
+      const std::size_t got = receive_wire(h, ec);
+      if (ec) {
+        if (!would_block(ec)) return true;
+        release_rbuf();
+        return false;
+      }
+      if (got == 0) {
+        transport_->input_ended(ec);
+        if (!ec) eof = true;
+        release_rbuf();
+        return true;
+      }
+    }
+  }
 
   /// Receives straight into a caller's buffer (read_some with nothing buffered).
   struct DirectOp {
@@ -352,6 +440,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
       ec = detail::make_errc(std::errc::broken_pipe);
       return true;
     }
+    if (transport_ != nullptr) return take_transported(data, left, ec);
     if (buffered() == 0) {
       // Nothing queued: write straight from the caller's bytes, no copy.
       while (left > 0) {
@@ -388,6 +477,166 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     return left == 0;
   }
 
+  /// take() through the transport: the buffer holds wire bytes; each piece is encoded (as much
+  /// as there is room for) and sent at once when the socket takes it.
+  bool take_transported(const std::byte*& data, std::size_t& left, std::error_code& ec) noexcept {
+    while (left > 0) {
+      const std::size_t room = options_.high_water - (std::min)(options_.high_water, buffered());
+      const std::size_t n = (std::min)(room, left);
+      if (n == 0) break;
+      const std::size_t took = transport_->encode({data, n}, ec);
+      if (!ec) append_transport_output(ec);
+      if (!ec) send_buffered(ec);
+      if (ec) {
+        fail(ec);
+        return true;
+      }
+      data += took;
+      left -= took;
+      if (took == 0) break;
+    }
+    start_flushing();
+    return left == 0;
+  }
+
+  /// Receives wire bytes (no more than the transport takes) and feeds them to it.
+  std::size_t receive_wire(native_handle h, std::error_code& ec) noexcept {
+    const std::size_t want = (std::min)(transport_->input_room(), StreamTransport::wire_chunk);
+    if (want == 0) {  // its input is full and yields nothing: not the peer we expect
+      ec = make_error_code(errc::buffer_full);
+      return 0;
+    }
+    auto [wire, cap] = BufferCache::acquire(want);
+    if (wire == nullptr) {
+      ec = detail::make_errc(std::errc::not_enough_memory);
+      return 0;
+    }
+    const std::size_t got = recv_some(h, wire, want, 0, ec);
+    if (!ec && got > 0 && transport_->feed({wire, got}) != got) ec = make_error_code(errc::buffer_full);
+    BufferCache::release(wire, cap);
+    return got;
+  }
+
+  /// Moves the transport's output to the end of the write buffer.
+  void append_transport_output(std::error_code& ec) noexcept {
+    const auto out = transport_->output();
+    if (out.empty()) return;
+    if (wbegin_ > 0) {
+      wbuf_.erase(wbuf_.begin(), wbuf_.begin() + static_cast<std::ptrdiff_t>(wbegin_));
+      wbegin_ = 0;
+    }
+    try {
+      wbuf_.insert(wbuf_.end(), out.begin(), out.end());
+    } catch (const std::bad_alloc&) {
+      ec = detail::make_errc(std::errc::not_enough_memory);
+      return;
+    }
+    transport_->consume_output(out.size());
+  }
+  /// Sends from the write buffer what the socket takes now.
+  void send_buffered(std::error_code& ec) noexcept {
+    while (buffered() > 0) {
+      const auto n = send_some(fd(), wbuf_.data() + wbegin_, buffered(), ec);
+      if (ec) {
+        if (would_block(ec)) ec.clear();
+        return;
+      }
+      wbegin_ += n;
+    }
+    wbuf_.clear();
+    wbegin_ = 0;
+  }
+  /// What the transport wrote on its own while reading (alerts, key updates) goes out.
+  void send_transport_output() noexcept {
+    if (transport_->output().empty() || closed_ || werror_) return;
+    std::error_code ec;
+    append_transport_output(ec);
+    // Sent at once when it can be: an edge-triggered backend reports writability only after
+    // a send found the socket full.
+    if (!ec && !flushing_) send_buffered(ec);
+    if (ec) {
+      fail(ec);
+      return;
+    }
+    start_flushing();
+  }
+
+  /// Puts `t` under this stream (asyncio's start_tls). Wire bytes already buffered for the
+  /// reader (sent by the peer right after the plaintext exchange) are fed to it first; the
+  /// write buffer must be empty.
+  void install_transport(std::unique_ptr<StreamTransport> t, std::error_code& ec) noexcept {
+    transport_ = std::move(t);
+    if (available() > 0 && transport_->feed({rdata(), available()}) != available()) ec = make_error_code(errc::buffer_full);
+    consume(available());
+    release_rbuf();
+  }
+
+  /// The opening exchange's system calls (handshake), each awaited with its deadline.
+  struct SendWireOp {
+    static constexpr Direction direction = Direction::write;
+    StreamState* s;
+    bool perform(native_handle, std::error_code& ec) noexcept {
+      ec.clear();
+      s->send_buffered(ec);
+      return ec || s->buffered() == 0;
+    }
+    [[nodiscard]] std::size_t result() const noexcept { return 0; }
+    [[noreturn]] void raise(std::error_code ec) const { s->raise_opening(ec); }
+  };
+  struct RecvWireOp {
+    static constexpr Direction direction = Direction::read;
+    StreamState* s;
+    bool perform(native_handle h, std::error_code& ec) noexcept {
+      ec.clear();
+      const std::size_t got = s->receive_wire(h, ec);
+      if (ec) return !would_block(ec);
+      if (got == 0) {  // the peer left during the opening
+        s->transport_->input_ended(ec);
+        if (!ec) ec = make_error_code(errc::end_of_stream);
+      }
+      return true;
+    }
+    [[nodiscard]] std::size_t result() const noexcept { return 0; }
+    [[noreturn]] void raise(std::error_code ec) const { s->raise_opening(ec); }
+  };
+  /// Puts `t` under this stream and runs its opening exchange, each step within `d`; what the
+  /// writer still buffers goes out first, as plaintext. Throws std::system_error naming the
+  /// opening and the peer (timed_out at the deadline). No read or write may be in flight.
+  template <class = void>
+  Task<void> open_transport(std::unique_ptr<StreamTransport> t, Deadline d) {
+    if (transport_ != nullptr) throw std::invalid_argument("sockpat: the stream already has a transport");
+    if (closing() || fd() == invalid_handle) detail::throw_error(make_error_code(errc::not_connected), "StreamWriter start_tls");
+    if (werror_) throw std::system_error(werror_, where("StreamWriter start_tls", "to"));
+    stop_flushing();  // the opening's own sends wait on the socket from now on
+    while (buffered() > 0) co_await IoAwaiter<PlainSendOp>(fd(), PlainSendOp{{this}}, d, nullptr);
+    std::error_code ec;
+    install_transport(std::move(t), ec);
+    for (;;) {
+      const bool done = !ec && transport_->open(ec);
+      std::error_code sent;
+      append_transport_output(sent);
+      // An alert saying why the opening failed goes out before the error is raised.
+      while (!sent && buffered() > 0) co_await IoAwaiter<SendWireOp>(fd(), SendWireOp{this}, d, &sent);
+      if (ec) raise_opening(ec);
+      if (sent) raise_opening(sent);
+      if (done) break;
+      co_await IoAwaiter<RecvWireOp>(fd(), RecvWireOp{this}, d, nullptr);
+    }
+    wbuf_.clear();
+    wbegin_ = 0;
+    std::vector<std::byte>().swap(wbuf_);
+  }
+  struct PlainSendOp : SendWireOp {
+    [[noreturn]] void raise(std::error_code ec) const { throw std::system_error(ec, s->where("StreamWriter start_tls", "to")); }
+  };
+
+  /// "TLS handshake with PEER: <the transport's words>".
+  [[noreturn]] void raise_opening(std::error_code ec) const {
+    std::string what = where(transport_->opening_name(), "with");
+    if (std::string why = transport_->failure_text(); !why.empty()) what.append(": ").append(why);
+    throw std::system_error(ec, what);
+  }
+
   /// Takes all of [data, data + size) now or none of it: false when earlier writes wait or the
   /// buffer has no room for all of it. With nothing buffered it is taken whole, even past the
   /// high-water mark. Errors as take().
@@ -412,6 +661,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
 
   void write_eof() noexcept {
     if (eof_sent_ || closing()) return;
+    end_transport_output();
     eof_pending_ = true;
     if (buffered() == 0) finish_pending();
   }
@@ -419,8 +669,9 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   /// Closes once the buffer is sent; the state keeps itself alive until then.
   void close() noexcept {
     if (closing()) return;
+    end_transport_output();
     close_pending_ = true;
-    if (buffered() == 0 || werror_) {
+    if ((buffered() == 0 && transport_ == nullptr) || werror_) {
       finish_close();
       return;
     }
@@ -431,11 +682,13 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
       r->add_timer(&linger_);
       lingering_ = r;
     }
+    if (buffered() == 0) finish_close();  // the transport's ending is sent: wait for the peer's
   }
 
   /// Closes now, dropping what is buffered.
   void abort() noexcept {
     if (closed_) return;
+    hard_close_ = true;
     wbuf_.clear();
     wbegin_ = 0;
     close_pending_ = true;
@@ -443,6 +696,70 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   }
 
  private:
+  // The transport's ending (close_notify) goes after what is buffered, once.
+  void end_transport_output() noexcept {
+    if (transport_ == nullptr || output_ended_ || werror_ || eof_sent_ || eof_pending_) return;
+    output_ended_ = true;
+    std::error_code ec;
+    transport_->end_output(ec);
+    if (!ec) append_transport_output(ec);
+    if (!ec) send_buffered(ec);
+    if (ec) {
+      fail(ec);
+      return;
+    }
+    start_flushing();
+  }
+
+  // After its own ending is sent, a transported stream waits for the peer's (bounded by the
+  // close timeout) before closing the socket: closing with the peer's bytes unread would reset
+  // the connection, and the peer could lose our ending and report a truncation.
+  bool await_peer_end() noexcept {
+    if (transport_ == nullptr || awaiting_end_ || hard_close_ || werror_ || eof || transport_->input_closed() ||
+        lingering_ == nullptr || linger_.heap_index == not_in_heap) {
+      return false;
+    }
+    if (lingering_->wait_io(fd(), Direction::read, &ender_)) return false;  // a read is pending: it sees the end
+    awaiting_end_ = true;
+    (void)shutdown_handle(fd(), shut_send);  // and a peer that answers only an end of stream sees one
+    return true;
+  }
+  void stop_awaiting_end() noexcept {
+    if (!awaiting_end_) return;
+    awaiting_end_ = false;
+    lingering_->unwait_io(fd(), Direction::read, &ender_);
+  }
+  // Reads and drops what arrives until the peer's ending, the end of the stream or an error.
+  void read_to_end() noexcept {
+    auto [plain, cap] = BufferCache::acquire(StreamTransport::wire_chunk);
+    if (plain == nullptr) return finish_close_now();
+    for (int i = 0; i < 64; ++i) {
+      std::error_code ec;
+      const std::size_t got = receive_wire(fd(), ec);
+      if (ec && would_block(ec)) break;
+      while (!ec && transport_->decode({plain, cap}, ec) > 0) {
+      }
+      if (ec || got == 0 || transport_->input_closed()) {
+        BufferCache::release(plain, cap);
+        return finish_close_now();
+      }
+    }
+    BufferCache::release(plain, cap);
+  }
+  void finish_close_now() noexcept {
+    hard_close_ = true;
+    finish_close();
+  }
+  class Ender final : public Pending {
+   public:
+    explicit Ender(StreamState* s) noexcept : s_(s) {}
+    void on_ready() noexcept override { s_->read_to_end(); }
+    void cancel(std::error_code) noexcept override { s_->finish_close_now(); }
+
+   private:
+    StreamState* s_;
+  };
+
   class Flusher final : public Pending {
    public:
     explicit Flusher(StreamState* s) noexcept : s_(s) {}
@@ -527,6 +844,8 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
 
   void finish_close() noexcept {
     if (closed_) return;
+    if (transport_ != nullptr && await_peer_end()) return;
+    stop_awaiting_end();
     if (lingering_ != nullptr && linger_.heap_index != not_in_heap) lingering_->remove_timer(&linger_);
     stop_flushing();
     closed_ = true;
@@ -546,6 +865,9 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   bool eof_sent_ = false;
   bool close_pending_ = false;
   bool closed_ = false;
+  bool output_ended_ = false;  // the transport's ending is queued
+  bool awaiting_end_ = false;  // closing: waiting for the peer's ending
+  bool hard_close_ = false;    // closing: no more waiting
 
  public:
   bool eof = false;  ///< reading: the peer ended the stream
@@ -566,6 +888,8 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   Linger linger_{this};
   Reactor* lingering_ = nullptr;
   std::shared_ptr<StreamState> self_;
+  std::unique_ptr<StreamTransport> transport_;
+  Ender ender_{this};
 };
 
 /// Waits on the writer side of a StreamState: for its turn and room (write), for the
@@ -719,6 +1043,8 @@ inline std::string_view view_of(const std::byte* p, std::size_t n) noexcept {
   return {reinterpret_cast<const char*>(p), n};
 }
 
+struct StreamAccess;  // the state under a reader or writer, for start_tls
+
 }  // namespace detail
 
 /// The reading half of a stream, as asyncio's: every read returns bytes as a std::string
@@ -744,6 +1070,7 @@ class StreamReader {
   template <class = void>
   Task<std::size_t> read_some(std::span<std::byte> buffer) {
     auto* s = state();
+    if (s->available() == 0 && !buffer.empty() && s->transport() != nullptr && !co_await s->fill()) co_return 0;
     if (s->available() == 0 && !buffer.empty()) {
       if (s->eof) co_return 0;
       s->release_rbuf();
@@ -867,6 +1194,7 @@ class StreamReader {
   [[nodiscard]] std::size_t buffer_capacity() const noexcept { return s_ ? s_->rcap : 0; }
 
  private:
+  friend struct detail::StreamAccess;
   detail::StreamState* state() const {
     if (!s_) detail::throw_error(make_error_code(errc::not_connected), "StreamReader");
     return s_.get();
@@ -958,12 +1286,20 @@ class StreamWriter {
   }
 
  private:
+  friend struct detail::StreamAccess;
   void release() noexcept {
     if (s_) s_->close();
     s_.reset();
   }
   std::shared_ptr<detail::StreamState> s_;
 };
+
+namespace detail {
+struct StreamAccess {
+  static const std::shared_ptr<StreamState>& of(const StreamReader& r) noexcept { return r.s_; }
+  static const std::shared_ptr<StreamState>& of(const StreamWriter& w) noexcept { return w.s_; }
+};
+}  // namespace detail
 
 /// Wraps a connected stream into a reader and a writer.
 template <StreamProtocol P>
@@ -1037,6 +1373,10 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
   TcpListener listener;
   StreamHandler handler;
   StreamServerOptions options;
+  /// Streams over a transport (TLS): one made per connection, opened within `opening_timeout`
+  /// before the handler runs; unset for plain streams.
+  std::function<std::unique_ptr<StreamTransport>()> make_transport;
+  std::chrono::milliseconds opening_timeout{0};
   EventLoop* loop;
   Endpoint local;
   bool accepting = true;
@@ -1120,6 +1460,10 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
   static Task<void> run_handler(std::shared_ptr<ServerState> self, std::shared_ptr<StreamState> stream, Endpoint peer) {
     std::exception_ptr failure;
     try {
+      if (self->make_transport) {
+        const Deadline d = self->opening_timeout.count() > 0 ? Deadline(self->opening_timeout) : Deadline{};
+        co_await stream->open_transport(self->make_transport(), d);
+      }
       co_await self->handler(StreamReader(stream), StreamWriter(stream));
     } catch (const std::system_error& e) {
       switch (ending_of(e.code())) {
@@ -1198,17 +1542,30 @@ class StreamServer {
   std::shared_ptr<detail::ServerState> s_;
 };
 
+namespace detail {
+/// start_server's body; with `make_transport`, each connection runs over a transport of its own
+/// (tls.hpp), opened before the handler is called.
+template <class = void>
+StreamServer start_stream_server(StreamHandler handler, const std::string& host, int port, StreamServerOptions options,
+                                 std::function<std::unique_ptr<StreamTransport>()> make_transport,
+                                 std::chrono::milliseconds opening_timeout) {
+  auto listener = TcpListener::bind(host, port, options.listen);
+  auto state = std::make_shared<ServerState>(std::move(listener), std::move(handler), std::move(options));
+  state->make_transport = std::move(make_transport);
+  state->opening_timeout = opening_timeout;
+  state->local = state->listener.local_endpoint();
+  state->loop->create_task(ServerState::accept_loop<>(state));
+  return StreamServer(std::move(state));
+}
+}  // namespace detail
+
 /// Listens on host:port ("localhost" and port 0 work) and runs `handler(reader, writer)` for
 /// each connection as its own task on the running loop (asyncio.start_server). A handler that
 /// throws is reported (StreamServerOptions::on_error) and its connection closed; the server
 /// goes on. Throws std::system_error if it cannot listen.
 template <class = void>
 Task<StreamServer> start_server(StreamHandler handler, std::string host, int port, StreamServerOptions options = {}) {
-  auto listener = TcpListener::bind(host, port, options.listen);
-  auto state = std::make_shared<detail::ServerState>(std::move(listener), std::move(handler), std::move(options));
-  state->local = state->listener.local_endpoint();
-  state->loop->create_task(detail::ServerState::accept_loop<>(state));
-  co_return StreamServer(std::move(state));
+  co_return detail::start_stream_server<>(std::move(handler), host, port, std::move(options), {}, {});
 }
 
 }  // namespace sockpat
