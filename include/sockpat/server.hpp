@@ -351,6 +351,12 @@ class Server {
       if (options_.no_delay) (void)detail::set_int_option(it->connection.native_handle(), detail::option::no_delay, 1);
     }
     it->connection.set_stop_token(it->cancel.get_token());
+    {
+      // Reads sleep in recv itself: a thread per client needs no poll() per read (best effort:
+      // a socket that refuses keeps waiting in poll()).
+      std::error_code ignored;
+      it->connection.set_kernel_wait(true, ignored);
+    }
     if (options_.strategy == Strategy::thread_per_connection) {
       try {
         // Started under the lock, so the thread's end_session sees `thread` already assigned.

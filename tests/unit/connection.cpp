@@ -18,6 +18,7 @@
 
 #if !defined(_WIN32)
 #include <sys/resource.h>  // setrlimit
+#include <fcntl.h>         // fcntl: kernel waits make the descriptor blocking
 #include <sys/wait.h>      // waitpid
 #include <unistd.h>        // fork, _exit, alarm
 #endif
@@ -385,6 +386,114 @@ TEST_CASE("a stop still ends a wait when the process has no descriptor left for 
   REQUIRE(::waitpid(child, &status, 0) == child);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
+}
+#endif
+
+// Kernel waits: reads sleep in recv itself (Server's clients). Windows keeps poll(): nothing to test there.
+#if !defined(_WIN32)
+TEST_CASE("with kernel waits a read gets the bytes, the timeout ends a silent read, and a deadline still applies") {
+  auto ab = test::local_pair();  // clang 14 cannot capture structured bindings
+  auto& a = ab.first;
+  auto& b = ab.second;
+  b.set_timeout(100ms);
+  b.set_kernel_wait(true);
+  CHECK(b.kernel_wait());
+  a.write_all("ping", 5s);
+  std::array<char, 8> buf{};
+  CHECK(b.read_some(buf) == 4);
+  CHECK(std::string(buf.data(), 4) == "ping");
+
+  auto start = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH_AS((void)b.read_some(buf), doctest::Contains("timed out"), std::system_error);
+  auto waited = std::chrono::steady_clock::now() - start;
+  CHECK(waited >= 90ms);  // SO_RCVTIMEO, not an early return
+  CHECK(waited < 5s);
+  std::error_code ec;
+  start = std::chrono::steady_clock::now();
+  (void)b.read_some(buf, 20ms, ec);  // a call's own deadline waits in poll(), on a blocking socket
+  CHECK(ec == std::errc::timed_out);
+  CHECK(std::chrono::steady_clock::now() - start < 90ms + 5s);
+
+  b.set_timeout(std::nullopt);  // SO_RCVTIMEO follows the connection's timeout
+  a.write_all("x", 5s);
+  CHECK(b.read_some(buf) == 1);
+}
+
+TEST_CASE("with kernel waits the stop token ends a read sleeping in the kernel, in both forms") {
+  for (const bool throwing : {false, true}) {
+    CAPTURE(throwing);
+    auto ab = test::local_pair();
+    auto& b = ab.second;
+    std::stop_source cancel;
+    b.set_kernel_wait(true);  // before the token: set_stop_token arms the shutdown too
+    b.set_stop_token(cancel.get_token());
+    std::promise<void> started;
+    auto blocked = std::async(std::launch::async, [&]() -> std::error_code {
+      std::array<char, 8> buf{};
+      started.set_value();
+      if (!throwing) {
+        std::error_code ec;
+        (void)b.read_some(buf, sockpat::Deadline{}, ec);
+        return ec;
+      }
+      try {
+        (void)b.read_some(buf);
+      } catch (const std::system_error& e) {
+        return e.code();
+      }
+      return {};
+    });
+    started.get_future().wait();
+    CHECK(blocked.wait_for(50ms) == std::future_status::timeout);
+    cancel.request_stop();
+    REQUIRE(blocked.wait_for(10s) == std::future_status::ready);
+    CHECK(blocked.get() == std::errc::operation_canceled);
+    std::error_code ec;
+    b.write_all("late", 1s, ec);
+    CHECK(ec == std::errc::operation_canceled);
+  }
+}
+
+TEST_CASE("with kernel waits read_exactly is bounded as a whole and writes never block past their bound") {
+  auto ab = test::local_pair();
+  auto& a = ab.first;
+  auto& b = ab.second;
+  b.set_timeout(100ms);
+  b.set_kernel_wait(true);
+  a.write_all("h", 5s);  // one byte of two, then silence: the rest waits within the timeout
+  std::array<char, 2> two{};
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    (void)b.read_exactly(two);
+    FAIL("read_exactly returned");
+  } catch (const sockpat::TransferError& e) {
+    CHECK(e.code() == std::errc::timed_out);
+    CHECK(e.bytes_transferred() == 1);
+  }
+  CHECK(std::chrono::steady_clock::now() - start < 5s);
+  // The peer reads nothing: a write that cannot finish fails at the timeout, not in send().
+  const std::vector<char> big(std::size_t{64} << 20, 'x');
+  std::error_code ec;
+  const auto n = b.write_all(std::string_view(big.data(), big.size()), sockpat::Deadline{}, ec);
+  CHECK(ec == std::errc::timed_out);
+  CHECK(n < big.size());
+}
+
+TEST_CASE("kernel waits end when turned off or the descriptor is released: it is non-blocking again") {
+  auto ab = test::local_pair();
+  auto& b = ab.second;
+  b.set_kernel_wait(true);
+  CHECK((::fcntl(b.native_handle(), F_GETFL) & O_NONBLOCK) == 0);
+  b.set_kernel_wait(false);
+  CHECK_FALSE(b.kernel_wait());
+  CHECK((::fcntl(b.native_handle(), F_GETFL) & O_NONBLOCK) != 0);
+  b.set_kernel_wait(true);
+  const int fd = b.release();
+  CHECK((::fcntl(fd, F_GETFL) & O_NONBLOCK) != 0);
+  ::close(fd);
+  std::error_code ec;
+  b.set_kernel_wait(true, ec);  // nothing left to change
+  CHECK(ec == sockpat::errc::not_connected);
 }
 #endif
 }

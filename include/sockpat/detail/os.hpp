@@ -16,6 +16,7 @@
 #include <signal.h>       // sigaction
 #include <sys/resource.h> // getrlimit: the descriptor limit that bounds a Server's connections
 #include <sys/socket.h>   // socket, bind, listen, accept, connect, send, recv
+#include <sys/time.h>     // timeval: SO_RCVTIMEO
 #include <sys/un.h>       // sockaddr_un
 #include <unistd.h>       // close, pipe, write, read
 #if defined(SOCKPAT_LINUX)

@@ -1,13 +1,15 @@
 // sockpat: thin, non-template wrappers over the socket system calls.
 // Each returns its error as std::error_code, retries EINTR where retrying is right,
 // never raises SIGPIPE, and creates every descriptor close-on-exec and non-blocking
-// (blocking calls wait in poll(), so that a deadline or a stop token can bound them).
+// (blocking calls wait in poll(), so that a deadline or a stop token can bound them; the one
+// exception, a connection's reads waiting in recv itself, is Connection::set_kernel_wait).
 // On Windows the same functions sit over Winsock: SOCKET handles created non-inheritable,
 // FIONBIO for non-blocking, WSAGetLastError translated by winsock_category().
 #ifndef SOCKPAT_DETAIL_SYSCALL_HPP
 #define SOCKPAT_DETAIL_SYSCALL_HPP
 
 #include <cerrno>        // errno
+#include <chrono>        // std::chrono::microseconds: SO_RCVTIMEO
 #include <climits>       // INT_MAX
 #include <cstddef>       // std::size_t
 #include <string>        // std::string: error messages
@@ -188,10 +190,21 @@ inline bool would_block(const std::error_code& ec) noexcept {
 }
 
 #if defined(SOCKPAT_POSIX)
-#if defined(MSG_NOSIGNAL)
-inline constexpr int send_flags = MSG_NOSIGNAL;
+// MSG_DONTWAIT on every recv_some/send_some: a descriptor is non-blocking anyway, except a
+// connection switched to kernel waits (Connection::set_kernel_wait), whose other calls must
+// still never block. Without the flag (none of the POSIX systems sockpat targets lacks it)
+// kernel waits are not offered.
+#if defined(MSG_DONTWAIT)
+inline constexpr int dont_wait = MSG_DONTWAIT;
+inline constexpr bool kernel_wait_supported = true;
 #else
-inline constexpr int send_flags = 0;  // SO_NOSIGPIPE is set on the socket instead
+inline constexpr int dont_wait = 0;
+inline constexpr bool kernel_wait_supported = false;
+#endif
+#if defined(MSG_NOSIGNAL)
+inline constexpr int send_flags = MSG_NOSIGNAL | dont_wait;
+#else
+inline constexpr int send_flags = dont_wait;  // SO_NOSIGPIPE is set on the socket instead
 #endif
 
 inline std::error_code set_nonblocking_cloexec(native_handle h) noexcept {
@@ -419,12 +432,40 @@ inline std::error_code connect_handle(native_handle h, const void* addr, socklen
 
 inline std::size_t recv_some(native_handle h, void* buf, std::size_t n, int flags, std::error_code& ec) noexcept {
   for (;;) {
-    const auto r = ::recv(h, buf, n, flags);
+    const auto r = ::recv(h, buf, n, flags | dont_wait);
     if (r >= 0) return static_cast<std::size_t>(r);
     if (errno == EINTR) continue;
     ec = last_error();
     return 0;
   }
+}
+
+/// recv that sleeps in the kernel until data, end of stream, SO_RCVTIMEO (would_block) or a
+/// shutdown: for a descriptor set_blocking(true) made blocking.
+inline std::size_t recv_waiting(native_handle h, void* buf, std::size_t n, std::error_code& ec) noexcept {
+  for (;;) {
+    const auto r = ::recv(h, buf, n, 0);
+    if (r >= 0) return static_cast<std::size_t>(r);
+    if (errno == EINTR) continue;
+    ec = last_error();
+    return 0;
+  }
+}
+
+inline std::error_code set_blocking(native_handle h, bool blocking) noexcept {
+  const int fl = ::fcntl(h, F_GETFL, 0);
+  if (fl < 0 || ::fcntl(h, F_SETFL, blocking ? (fl & ~O_NONBLOCK) : (fl | O_NONBLOCK)) < 0) return last_error();
+  return {};
+}
+
+/// SO_RCVTIMEO: how long recv_waiting sleeps before would_block; 0 means without limit.
+inline std::error_code set_receive_timeout(native_handle h, std::chrono::microseconds t) noexcept {
+  ::timeval tv{};
+  tv.tv_sec = static_cast<decltype(tv.tv_sec)>(t.count() / 1000000);
+  tv.tv_usec = static_cast<decltype(tv.tv_usec)>(t.count() % 1000000);
+  if (t.count() > 0 && tv.tv_sec == 0 && tv.tv_usec == 0) tv.tv_usec = 1;
+  if (::setsockopt(h, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0) return last_error();
+  return {};
 }
 
 inline std::size_t send_some(native_handle h, const void* buf, std::size_t n, std::error_code& ec) noexcept {
@@ -512,6 +553,17 @@ inline std::size_t recv_some(native_handle h, void* buf, std::size_t n, int flag
   if (r >= 0) return static_cast<std::size_t>(r);
   ec = last_error();
   return 0;
+}
+
+// Winsock has no per-call MSG_DONTWAIT, so a blocking SOCKET would make every call block:
+// connections keep waiting in WSAPoll, and these three exist only so that code compiles.
+inline constexpr bool kernel_wait_supported = false;
+inline std::size_t recv_waiting(native_handle h, void* buf, std::size_t n, std::error_code& ec) noexcept {
+  return recv_some(h, buf, n, 0, ec);
+}
+inline std::error_code set_blocking(native_handle, bool) noexcept { return make_errc(std::errc::not_supported); }
+inline std::error_code set_receive_timeout(native_handle, std::chrono::microseconds) noexcept {
+  return make_errc(std::errc::not_supported);
 }
 
 inline std::size_t send_some(native_handle h, const void* buf, std::size_t n, std::error_code& ec) noexcept {
