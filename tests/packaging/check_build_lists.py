@@ -65,7 +65,8 @@ cmake_async = cmake_calls(cmake_tests, 'sockpat_add_async_test')
 compare('event-loop test', cmake_async, meson_async,
         lambda n: "`'%s': files(%s),` to sockpat_async_tests in tests/meson.build" % (n, ', '.join(f"'{f}'" for f in cmake_async[n])))
 
-compare('fuzz target', cmake_calls(cmake_tests, 'sockpat_add_fuzz_target'), meson_list(meson_tests, 'sockpat_fuzz_targets'),
+compare('fuzz target', cmake_calls(cmake_tests, 'sockpat_add_fuzz_target'),
+        meson_list(meson_tests, 'sockpat_fuzz_targets') + meson_list(meson_tests, 'sockpat_tls_fuzz_targets'),
         lambda n: f"`'{n}',` to sockpat_fuzz_targets in tests/meson.build")
 
 scenarios = re.search(r'foreach\(scenario\s([^)]*)\)', cmake_tests)
