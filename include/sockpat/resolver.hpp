@@ -154,7 +154,7 @@ class [[nodiscard]] ResolveAwaiter final : private Waiter {
  public:
   ResolveAwaiter(std::string host, int port, Deadline d, Resolver resolver, std::error_code* out) noexcept
       : host_(std::move(host)), port_(port), deadline_(std::move(d)), resolver_(std::move(resolver)), out_(out) {}
-  ResolveAwaiter(ResolveAwaiter&&) = default;  // only before it is awaited (as_result, wait_for take it)
+  ResolveAwaiter(const ResolveAwaiter&) = delete;  // as_result and wait_for take it by reference
   ResolveAwaiter& operator=(const ResolveAwaiter&) = delete;
   ~ResolveAwaiter() {
     if (waiting()) unlink();  // its coroutine was destroyed while it waited
