@@ -3,7 +3,7 @@ docs/ (every .md file under it, guides included). A snippet that does not compil
 test, named by its Markdown file and line; the compiler's own messages point into the .md file
 too (the generated code carries #line directives).
 
-Usage: check_snippets.py SOURCE_DIR OUT_DIR COMPILER [FLAG ...]
+Usage: check_snippets.py [--without-tls] SOURCE_DIR OUT_DIR COMPILER [FLAG ...]
        (CMake and Meson pass the C++ compiler, -std=c++20, sockpat's include directory and the
        project's warning flags; this script adds -fsyntax-only and the -Wno-unused-* below.)
 
@@ -25,6 +25,9 @@ The convention (docs/contributing.md says the same for writers of the documentat
 
       <!-- snippet: with sockpat::TcpConnection& conn, std::string_view payload -->
 
+- A file whose snippets say `#include <sockpat/tls.hpp>` needs OpenSSL's headers. Where the
+  build found no OpenSSL it passes --without-tls, and such a file is left out and named in the
+  summary (CI requires OpenSSL, so there every TLS snippet is compiled).
 - `<!-- snippet: skip, REASON -->` on the line before a block leaves it out. Only for blocks
   that are deliberately not C++ (a mislabelled CMake block, a grammar); the reason is required.
 - A line `...` (an elided part of a program) is compiled as a comment.
@@ -188,6 +191,9 @@ def translation_unit(snippets):
 
 
 def main():
+    without_tls = '--without-tls' in sys.argv[1:2]
+    if without_tls:
+        del sys.argv[1]
     if len(sys.argv) < 4:
         sys.exit(__doc__)
     src, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
@@ -195,7 +201,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     markdown = [src / 'README.md'] + sorted((src / 'docs').rglob('*.md'))
 
-    problems, compiled, skipped = [], 0, 0
+    problems, compiled, skipped, tls_left_out = [], 0, 0, []
     for path in markdown:
         relative = path.relative_to(src).as_posix()
         snippets = []
@@ -212,6 +218,9 @@ def main():
                 continue
             snippets.append(s)
         if not snippets:
+            continue
+        if without_tls and any('#include <sockpat/tls.hpp>' in s.code for s in snippets):
+            tls_left_out.append(relative)
             continue
         unit = out / (relative.replace('/', '_').replace('.md', '') + '.cpp')
         unit.write_text(translation_unit(snippets))
@@ -234,6 +243,8 @@ def main():
         sys.exit('Documentation snippets:\n  ' + '\n  '.join(problems))
     print(f'{compiled} C++ snippets in README.md and docs/ compile ({skipped} skipped by their '
           'snippet: skip comment)')
+    if tls_left_out:
+        print('not compiled, for want of OpenSSL (--without-tls): ' + ', '.join(tls_left_out))
 
 
 if __name__ == '__main__':

@@ -156,6 +156,20 @@ export PKG_CONFIG_PATH="$prefix/share/pkgconfig"
 mkdir -p "$work/pkg-config" && cp "$here/app.cpp" "$work/pkg-config/"
 (cd "$work/pkg-config" && c++ -std=c++20 $(pkg-config --cflags sockpat) app.cpp -o app) || fail "pkg-config compile"
 run_app "$work/pkg-config/app"
+
+step "TLS consumers: find_package(sockpat COMPONENTS tls) and pkg-config sockpat-tls"
+rm -rf "$work/find_package_tls" && mkdir -p "$work/find_package_tls" && cp "$here/find_package_tls"/* "$work/find_package_tls/"
+quiet cmake -S "$work/find_package_tls" -B "$work/find_package_tls/build" -DCMAKE_PREFIX_PATH="$prefix"
+quiet cmake --build "$work/find_package_tls/build"
+out=$("$work/find_package_tls/build/tls_app") || fail "tls_app (find_package) exited with $?"
+[[ $out == "sockpat $version tls consumer: a ClientHello" ]] || fail "tls_app printed: $out"
+echo "   $out"
+(cd "$work/find_package_tls" &&
+  c++ -std=c++20 $(pkg-config --cflags sockpat-tls) tls_app.cpp $(pkg-config --libs sockpat-tls) -o tls_app_pc) ||
+  fail "pkg-config sockpat-tls compile"
+out=$("$work/find_package_tls/tls_app_pc") || fail "tls_app (pkg-config) exited with $?"
+[[ $out == "sockpat $version tls consumer: a ClientHello" ]] || fail "tls_app (pkg-config) printed: $out"
+echo "   $out"
 unset PKG_CONFIG_PATH
 
 step "copy-the-include-folder consumer"
