@@ -80,6 +80,10 @@ SERVERS = [
            why_not="a thread per connection being served", blocking=True),
     Server("sockpat thread pool", "bench/sockpat_threaded_echo_server", pool_threads, max_conns=1000,
            why_not="a blocking pool holds a thread per connection", blocking=True),
+    # Framed requests (fixed --size frames) on a poller thread and one worker: the half-sync/half-async
+    # server; compared with the async server in bench/NOTES.md (issue 14's target: 0.8x).
+    Server("sockpat request server (1 worker)", "bench/sockpat_request_echo_server",
+           lambda sc: ["--size", str(sc.size), "--threads", "1"]),
     Server("sockpat sequential", "bench/sockpat_sequential_echo_server", max_conns=1,
            why_not="serves one connection at a time"),
 ]
