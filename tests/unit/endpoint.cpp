@@ -90,8 +90,15 @@ TEST_CASE("an empty host is rejected") {
   CHECK_THROWS_WITH_AS((void)Endpoint::parse("[]:80"), doctest::Contains("empty host"), std::invalid_argument);
 }
 
-TEST_CASE("a host name in Endpoint's constructor points the user at resolve") {
-  CHECK_THROWS_WITH_AS(Endpoint("localhost", 80), doctest::Contains("resolve"), std::invalid_argument);
+TEST_CASE("a host name where a numeric address is needed points the user at resolve()") {
+  CHECK_THROWS_WITH_AS(Endpoint("localhost", 80), doctest::Contains("\"localhost\" is not a numeric"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(Endpoint("localhost", 80), doctest::Contains("sockpat::resolve()"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(Endpoint("db.internal", 5432), doctest::Contains("sockpat::resolve()"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)Endpoint::parse("localhost:80"), doctest::Contains("sockpat::resolve()"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)Endpoint::parse("localhost:80"), doctest::Contains("\"localhost:80\""),
+                       std::invalid_argument);
 }
 
 TEST_CASE("an over-long Unix path is rejected, and the longest one that fits is kept whole") {
