@@ -214,7 +214,7 @@ class [[nodiscard]] ResolveAwaiter final : private Waiter {
     if (out_ != nullptr) {
       *out_ = error();
     } else if (error()) {
-      throw std::system_error(error(), "resolve " + quoted(host_));
+      throw std::system_error(error(), "resolve " + sockpat::detail::quoted(host_));
     }
     return std::move(addresses_);
   }
