@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "support/loopback.hpp"
@@ -22,6 +23,15 @@ using namespace std::chrono_literals;
 using sockpat::TlsConnection;
 using sockpat::TlsContext;
 using sockpat::tls_errc;
+
+// Move-only, as the rest of sockpat's owners.
+static_assert(!std::is_copy_constructible_v<TlsContext>);
+static_assert(std::is_nothrow_move_constructible_v<TlsContext>);
+static_assert(!std::is_copy_constructible_v<sockpat::detail::TlsEngine>);
+static_assert(std::is_nothrow_move_constructible_v<sockpat::detail::TlsEngine>);
+static_assert(!std::is_copy_constructible_v<sockpat::TlsTcpConnection>);
+static_assert(std::is_nothrow_move_constructible_v<sockpat::TlsTcpConnection>);
+static_assert(std::is_error_code_enum_v<tls_errc>);
 
 namespace {
 
