@@ -273,7 +273,9 @@ class RequestServer {
   static constexpr std::size_t read_chunk = 16 * 1024;
   // A worker answers at most this many pipelined requests of one connection in a row, then lets
   // the other connections' requests go first.
-  static constexpr int requests_in_a_row = 16;
+  static constexpr int requests_in_a_row = 32;
+  // Replies of pipelined requests gathered up to this size before a send.
+  static constexpr std::size_t reply_batch = 64 * 1024;
 
   bool begin_serving() {
     std::lock_guard lock(mutex_);
@@ -432,10 +434,6 @@ class RequestServer {
     listener_unwatched_ = true;
   }
 
-  void resume_accepting() noexcept {
-    accept_ready_ = true;  // try now (after the pause, if any): an edge may have come and gone while full
-  }
-
   void adopt(Connection<P> connection) noexcept {
     Conn* c = nullptr;
     try {
@@ -495,7 +493,8 @@ class RequestServer {
       }
       std::span<char> room;
       try {
-        room = c.decoder.prepare(read_chunk);
+        // A frame known to be larger (a length prefix read already) is read in one go.
+        room = c.decoder.prepare((std::max)(read_chunk, (std::min)(c.decoder.needed(), cap - have)));
       } catch (...) {
         c.unread = true;  // no memory now; the deadline ends it if it never comes
         return;
@@ -676,7 +675,12 @@ class RequestServer {
     } catch (...) {
       // Freed at stop instead.
     }
-    if (active_.fetch_sub(1) == max_) resume_accepting();
+    // A slot, and a descriptor, free: accept again now, even in the middle of a pause after an
+    // accept error (out of descriptors).
+    if (active_.fetch_sub(1) == max_ || accept_paused_until_ != detail::steady_time{}) {
+      accept_paused_until_ = {};
+      accept_ready_ = true;  // an edge may have come and gone meanwhile
+    }
   }
 
   void free_closed() noexcept {
@@ -701,22 +705,36 @@ class RequestServer {
     }
   }
 
+  // Pipelined requests already buffered are answered together: their replies go out in one send.
   void serve_requests(Conn& c) noexcept {
     for (int n = 0; n < requests_in_a_row; ++n) {
-      if (!c.has_request && !next_request(c)) return;
+      if (!c.has_request && !take_buffered(c)) {
+        if (!send_reply(c) || !next_request(c)) return;
+      }
       c.has_request = false;
       bool close_after = false;
       if (!handle(c, c.request, close_after)) {
         give_back(c, Back::close_now);
         return;
       }
-      if (!send_reply(c)) return;
       if (close_after || stop_.stop_requested()) {
-        give_back(c, Back::close_after_reply);
+        if (send_reply(c)) give_back(c, Back::close_after_reply);
         return;
       }
+      if (c.out.size() >= reply_batch && !send_reply(c)) return;
     }
-    requeue(c);  // the other connections' requests first
+    if (send_reply(c)) requeue(c);  // the other connections' requests first
+  }
+
+  // The next request if it is buffered whole already (no read, no error handling: next_request
+  // sees the same bytes again).
+  bool take_buffered(Conn& c) noexcept {
+    std::error_code ec;
+    const auto frame = c.decoder.next(ec);
+    if (!frame) return false;
+    c.request = *frame;
+    c.has_request = true;
+    return true;
   }
 
   // Runs the handler; false if it threw (reported; the connection is then closed).
