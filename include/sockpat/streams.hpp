@@ -158,6 +158,8 @@ class StreamTransport {
   [[nodiscard]] virtual std::string failure_text() const { return {}; }
   /// The opening's name in error messages.
   [[nodiscard]] virtual const char* opening_name() const noexcept { return "handshake"; }
+  /// Whether the writer can end its side alone (write_eof) while the reader goes on.
+  [[nodiscard]] virtual bool can_write_eof() const noexcept { return true; }
 
   /// The most wire bytes received per system call.
   static constexpr std::size_t wire_chunk = 16 * 1024;
@@ -295,7 +297,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     std::size_t room = 0;
     std::size_t done = 0;
     bool perform(native_handle h, std::error_code& ec) noexcept {
-      if (s->transport_ != nullptr) return s->fill_transported(*this, h, ec);
+      if (s->transport_ != nullptr) [[unlikely]] return s->fill_transported(*this, h, ec);
       ec.clear();
       const bool fresh = s->rbuf == nullptr;
       if (!s->make_room()) {
@@ -328,7 +330,9 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   /// FillOp::perform through the transport: decodes what it holds, receiving more wire bytes
   /// only when it needs them. Never reports the socket drained: the transport may still hold
   /// a whole record when the socket is empty, and the next read must decode it, not wait.
-  bool fill_transported(FillOp& op, native_handle h, std::error_code& ec) noexcept {
+  /// Out of line, as take_transported: inlined, they made the plain path's callers too large
+  /// to inline (callgrind, bench/NOTES.md).
+  [[gnu::noinline]] bool fill_transported(FillOp& op, native_handle h, std::error_code& ec) noexcept {
     ec.clear();
     op.done = 0;
     op.room = 0;
@@ -440,7 +444,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
       ec = detail::make_errc(std::errc::broken_pipe);
       return true;
     }
-    if (transport_ != nullptr) return take_transported(data, left, ec);
+    if (transport_ != nullptr) [[unlikely]] return take_transported(data, left, ec);
     if (buffered() == 0) {
       // Nothing queued: write straight from the caller's bytes, no copy.
       while (left > 0) {
@@ -479,7 +483,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
 
   /// take() through the transport: the buffer holds wire bytes; each piece is encoded (as much
   /// as there is room for) and sent at once when the socket takes it.
-  bool take_transported(const std::byte*& data, std::size_t& left, std::error_code& ec) noexcept {
+  [[gnu::noinline]] bool take_transported(const std::byte*& data, std::size_t& left, std::error_code& ec) noexcept {
     while (left > 0) {
       const std::size_t room = options_.high_water - (std::min)(options_.high_water, buffered());
       const std::size_t n = (std::min)(room, left);
@@ -661,7 +665,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
 
   void write_eof() noexcept {
     if (eof_sent_ || closing()) return;
-    end_transport_output();
+    if (transport_ != nullptr) end_transport_output();
     eof_pending_ = true;
     if (buffered() == 0) finish_pending();
   }
@@ -669,7 +673,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   /// Closes once the buffer is sent; the state keeps itself alive until then.
   void close() noexcept {
     if (closing()) return;
-    end_transport_output();
+    if (transport_ != nullptr) end_transport_output();
     close_pending_ = true;
     if ((buffered() == 0 && transport_ == nullptr) || werror_) {
       finish_close();
@@ -696,9 +700,10 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   }
 
  private:
-  // The transport's ending (close_notify) goes after what is buffered, once.
-  void end_transport_output() noexcept {
-    if (transport_ == nullptr || output_ended_ || werror_ || eof_sent_ || eof_pending_) return;
+  // The transport's ending (close_notify) goes after what is buffered, once. The transport's
+  // steps of closing are out of line: close() is inlined into every StreamWriter's destructor.
+  [[gnu::noinline]] void end_transport_output() noexcept {
+    if (output_ended_ || werror_ || eof_sent_ || eof_pending_) return;
     output_ended_ = true;
     std::error_code ec;
     transport_->end_output(ec);
@@ -714,7 +719,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   // After its own ending is sent, a transported stream waits for the peer's (bounded by the
   // close timeout) before closing the socket: closing with the peer's bytes unread would reset
   // the connection, and the peer could lose our ending and report a truncation.
-  bool await_peer_end() noexcept {
+  [[gnu::noinline]] bool await_peer_end() noexcept {
     if (transport_ == nullptr || awaiting_end_ || hard_close_ || werror_ || eof || transport_->input_closed() ||
         lingering_ == nullptr || linger_.heap_index == not_in_heap) {
       return false;
@@ -1252,9 +1257,19 @@ class StreamWriter {
   }
   [[nodiscard]] bool try_write(std::string_view data) { return try_write(detail::bytes_of(data)); }
 
-  /// Half-closes once the buffer is sent: the peer reads end of stream.
+  /// Half-closes once the buffer is sent: the peer reads end of stream. Over TLS, where it
+  /// cannot (can_write_eof() false, as asyncio's), throws std::system_error (operation_not_supported).
   void write_eof() {
-    if (s_) s_->write_eof();
+    if (!s_) return;
+    if (!can_write_eof()) {
+      throw std::system_error(detail::make_errc(std::errc::operation_not_supported),
+                              s_->where("StreamWriter write_eof", "to") + ": not over TLS; close() instead");
+    }
+    s_->write_eof();
+  }
+  /// Whether write_eof() works on this stream (asyncio's can_write_eof): false over TLS.
+  [[nodiscard]] bool can_write_eof() const noexcept {
+    return !s_ || s_->transport() == nullptr || s_->transport()->can_write_eof();
   }
   /// Closes once the buffer is sent (asyncio's close); wait_closed() waits for that.
   void close() noexcept {
@@ -1373,10 +1388,10 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
   TcpListener listener;
   StreamHandler handler;
   StreamServerOptions options;
-  /// Streams over a transport (TLS): one made per connection, opened within `opening_timeout`
-  /// before the handler runs; unset for plain streams.
-  std::function<std::unique_ptr<StreamTransport>()> make_transport;
-  std::chrono::milliseconds opening_timeout{0};
+  /// Streams over a transport (TLS): puts one under each connection and runs its opening before
+  /// the handler runs (StreamState::open_transport); unset for plain streams. A function, so that
+  /// a plain server's translation unit does not instantiate the opening's coroutine.
+  std::function<Task<void>(StreamState&)> opening;
   EventLoop* loop;
   Endpoint local;
   bool accepting = true;
@@ -1460,10 +1475,7 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
   static Task<void> run_handler(std::shared_ptr<ServerState> self, std::shared_ptr<StreamState> stream, Endpoint peer) {
     std::exception_ptr failure;
     try {
-      if (self->make_transport) {
-        const Deadline d = self->opening_timeout.count() > 0 ? Deadline(self->opening_timeout) : Deadline{};
-        co_await stream->open_transport(self->make_transport(), d);
-      }
+      if (self->opening) co_await self->opening(*stream);
       co_await self->handler(StreamReader(stream), StreamWriter(stream));
     } catch (const std::system_error& e) {
       switch (ending_of(e.code())) {
@@ -1543,16 +1555,14 @@ class StreamServer {
 };
 
 namespace detail {
-/// start_server's body; with `make_transport`, each connection runs over a transport of its own
+/// start_server's body; with an `opening`, each connection runs over a transport of its own
 /// (tls.hpp), opened before the handler is called.
 template <class = void>
 StreamServer start_stream_server(StreamHandler handler, const std::string& host, int port, StreamServerOptions options,
-                                 std::function<std::unique_ptr<StreamTransport>()> make_transport,
-                                 std::chrono::milliseconds opening_timeout) {
+                                 std::function<Task<void>(StreamState&)> opening) {
   auto listener = TcpListener::bind(host, port, options.listen);
   auto state = std::make_shared<ServerState>(std::move(listener), std::move(handler), std::move(options));
-  state->make_transport = std::move(make_transport);
-  state->opening_timeout = opening_timeout;
+  state->opening = std::move(opening);
   state->local = state->listener.local_endpoint();
   state->loop->create_task(ServerState::accept_loop<>(state));
   return StreamServer(std::move(state));
@@ -1565,7 +1575,7 @@ StreamServer start_stream_server(StreamHandler handler, const std::string& host,
 /// goes on. Throws std::system_error if it cannot listen.
 template <class = void>
 Task<StreamServer> start_server(StreamHandler handler, std::string host, int port, StreamServerOptions options = {}) {
-  co_return detail::start_stream_server<>(std::move(handler), host, port, std::move(options), {}, {});
+  co_return detail::start_stream_server<>(std::move(handler), host, port, std::move(options), {});
 }
 
 }  // namespace sockpat

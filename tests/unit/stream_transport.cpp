@@ -137,7 +137,9 @@ std::unique_ptr<sockpat::detail::StreamTransport> make_frame_transport() { retur
 sockpat::StreamServer framed_server(sockpat::StreamHandler handler, sockpat::StreamServerOptions options = {},
                                     std::chrono::milliseconds opening_timeout = 5s) {
   return sockpat::detail::start_stream_server<>(std::move(handler), "127.0.0.1", 0, std::move(options),
-                                                make_frame_transport, opening_timeout);
+                                                [opening_timeout](sockpat::detail::StreamState& stream) {
+                                                  return stream.open_transport(make_frame_transport(), opening_timeout);
+                                                });
 }
 
 // A client stream over the frame transport, opened within 5 s.
@@ -176,6 +178,13 @@ std::string pattern(std::size_t n) {
   return s;
 }
 
+// Writes `data` in pieces of `piece` bytes (a task of its own: a lambda's captures would die
+// with the lambda before the coroutine ends).
+sockpat::Task<void> write_in_pieces(sockpat::StreamWriter& writer, const std::string& data, std::size_t piece) {
+  for (std::size_t at = 0; at < data.size(); at += piece) co_await writer.write(std::string_view(data).substr(at, piece));
+  writer.write_eof();
+}
+
 }  // namespace
 
 TEST_SUITE("stream transport") {
@@ -193,10 +202,7 @@ TEST_CASE("a stream over a transport echoes 4 MiB byte-exact, through every read
         const std::string big = pattern(4 << 20);
         std::string back;
         sockpat::TaskGroup group;
-        (void)group.create_task([&]() -> sockpat::Task<void> {
-          for (std::size_t at = 0; at < big.size(); at += 100'000) co_await writer.write(std::string_view(big).substr(at, 100'000));
-          writer.write_eof();
-        }());
+        (void)group.create_task(write_in_pieces(writer, big, 100'000));
         for (int i = 0; i < 100'000; ++i) {
           const auto chunk = co_await reader.read_chunk();
           if (chunk.empty()) break;
