@@ -82,6 +82,19 @@ class Line:
             return recv_all(s)
 
 
+class Http:
+    request = b'GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
+    answer = (b'HTTP/1.1 200 OK\r\nServer: sockpat\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n'
+              b'Connection: close\r\n\r\nhello, world\n')
+    half_close_ok = True
+
+    @staticmethod
+    def talk(port):
+        with connect(port) as s:
+            s.sendall(Http.request)
+            return recv_all(s)  # Connection: close: the server answers, then closes
+
+
 def well_behaved(port, proto, when):
     got = proto.talk(port)
     if got != proto.answer:

@@ -546,6 +546,13 @@ def scenario_hostile_async_hello(b):
     hostile_scenario(b, 'async_hello_server', hostile.Hello, during_dribble=True, during_burst=True)
 
 
+def scenario_hostile_http_keepalive(b):
+    # The request server: the dribbler and the burst of idle connections wait in the poller, not
+    # in the 2 workers, so a well-behaved client is served during both.
+    hostile_scenario(b, 'http_keepalive_server', hostile.Http, during_dribble=True, during_burst=True,
+                     extra=['--threads', '2'])
+
+
 class Lines:
     """Collects a process's output lines on a thread, so that a wait for one is bounded."""
 
