@@ -60,6 +60,9 @@ struct LineClient {
 
   explicit LineClient(const sockpat::Endpoint& server)
       : conn(sockpat::TcpConnection::connect(server, 10s)), framed(conn) {}
+  // `framed` points at `conn`: a LineClient stays where it was made.
+  LineClient(const LineClient&) = delete;
+  LineClient& operator=(const LineClient&) = delete;
 
   std::string ask(std::string_view line, sockpat::Deadline d = 10s) {
     framed.write_line(line, d);
@@ -325,13 +328,13 @@ TEST_CASE("stop() with clients parked and mid-request closes them all and joins 
   auto server = std::make_unique<sockpat::RequestServer<sockpat::Tcp, DelimiterFraming>>(
       test::loopback_listener(), DelimiterFraming::lines(), line_echo, with_threads(4));
   server->start();
-  std::vector<LineClient> clients;
+  std::vector<std::unique_ptr<LineClient>> clients;
   for (int i = 0; i < 30; ++i) {
-    clients.emplace_back(server->local_endpoint());
+    clients.push_back(std::make_unique<LineClient>(server->local_endpoint()));
     if (i % 2 == 0) {
-      CHECK(clients.back().ask("parked after this") == "echo: parked after this");
+      CHECK(clients.back()->ask("parked after this") == "echo: parked after this");
     } else {
-      clients.back().conn.write_all(std::string_view("half a req"), 10s);
+      clients.back()->conn.write_all(std::string_view("half a req"), 10s);
     }
   }
   CHECK(eventually([&] { return server->stats().active == 30; }));
@@ -340,7 +343,7 @@ TEST_CASE("stop() with clients parked and mid-request closes them all and joins 
   CHECK(Clock::now() - t0 < 2s);
   CHECK(server->stats().canceled == 30);
   CHECK(server->stats().active == 0);
-  for (auto& c : clients) CHECK(c.sees_close(5s));
+  for (auto& c : clients) CHECK(c->sees_close(5s));
   server.reset();
 #if defined(__linux__)
   CHECK(std::distance(std::filesystem::directory_iterator("/proc/self/task"), {}) == threads_before);
