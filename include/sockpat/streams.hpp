@@ -997,7 +997,7 @@ class [[nodiscard]] ChunkAwaiter final : private Waiter {
       return true;
     }
     if (!reactor().maybe_ready(s->fd(), Direction::read)) return false;
-    if (!perform()) return false;
+    if (!perform_out_of_line()) return false;
     if (reactor().spend_inline()) return true;
     yield_ = true;  // received, but its coroutine has run long enough: let the others run first
     return false;
@@ -1032,6 +1032,10 @@ class [[nodiscard]] ChunkAwaiter final : private Waiter {
     if (!ec && op_.drained()) reactor().drained(op_.s->fd(), Direction::read);
     return true;
   }
+  // await_ready's call: inlined there, perform() made every await_ready (most of which find
+  // bytes buffered and return at once) save and restore six registers (callgrind: +8
+  // instructions per read). on_ready keeps it inline: it performs every time.
+  [[gnu::noinline]] bool perform_out_of_line() noexcept { return perform(); }
   void on_ready() noexcept override {
     if (!perform()) return;
     ChunkAwaiter::unlink();  // not through the vtable: this is the hot path
