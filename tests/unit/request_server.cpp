@@ -126,7 +126,13 @@ TEST_CASE("4 worker threads answer 200 keep-alive clients of 20 requests each, n
   INFO("first error: " << first_error);
   CHECK(failures.load() == 0);
   INFO("slowest reply: " << worst_us.load() << " us");
+#if defined(_WIN32)
+  // Under Wine (docs/platforms.md) 200 client threads and the server share Wine's socket emulation,
+  // and poll() parks each connection through the poller's wake-up: the bound there is 3 s.
+  CHECK(worst_us.load() < 3'000'000);
+#else
   CHECK(worst_us.load() < 1'000'000);
+#endif
   CHECK(server.stats().requests == std::size_t{clients} * requests);
   CHECK(server.stats().accepted == std::size_t{clients});
   CHECK(server.stats().handler_errors == 0);
@@ -451,6 +457,8 @@ TEST_CASE("a move-only handler and a framing of one's own serve requests" * doct
   CHECK(got == "R:12345678R:abcdefgh");
 }
 
+// Windows: AF_UNIX is not in Wine 8 (docs/platforms.md).
+#if !defined(_WIN32)
 TEST_CASE("a Unix-domain request server answers length-prefixed requests" * doctest::timeout(60)) {
   test::TempSocketPath path("request-server");
   const LengthPrefixFraming framing(4096, 2);
@@ -465,5 +473,6 @@ TEST_CASE("a Unix-domain request server answers length-prefixed requests" * doct
   }
   CHECK(server.stats().requests == 20);
 }
+#endif
 
 }  // TEST_SUITE
