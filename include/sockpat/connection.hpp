@@ -26,6 +26,12 @@ namespace sockpat {
 /// Which direction(s) shutdown() ends.
 enum class Shutdown { receive, send, both };
 
+namespace detail {
+// RFC 8305's recommended Connection Attempt Delay. A constant copied into ConnectOptions, not
+// duration{250} there: duration's converting constructor is not noexcept, its copy is.
+inline constexpr std::chrono::milliseconds connection_attempt_delay{250};
+}  // namespace detail
+
 /// How Connection::connect dials.
 struct ConnectOptions {
   /// When set, the socket is bound here first (the seed's peer binds its own port, then connects).
@@ -41,7 +47,7 @@ struct ConnectOptions {
   /// Happy Eyeballs (RFC 8305) over several addresses: how long an attempt runs alone before the
   /// next address is tried beside it (a failed attempt starts the next at once); zero tries one
   /// address at a time.
-  std::chrono::milliseconds attempt_delay{250};
+  std::chrono::milliseconds attempt_delay = detail::connection_attempt_delay;
   /// The family tried first when a name resolves to both; unspecified: the first address's.
   Family prefer = Family::unspecified;
   /// Resolves a host name on a helper thread, within `deadline`; empty: default_resolver().
