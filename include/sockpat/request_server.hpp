@@ -713,11 +713,16 @@ class RequestServer {
       }
       c.has_request = false;
       bool close_after = false;
+      const std::size_t before = c.out.size();
       if (!handle(c, c.request, close_after)) {
-        give_back(c, Back::close_now);
+        // The replies to the requests before it still go out; what the failed call wrote does not.
+        c.out.resize(before);
+        c.close_after = true;  // also when the poller has to finish the send
+        if (send_reply(c)) give_back(c, Back::close_now);
         return;
       }
       if (close_after || stop_.stop_requested()) {
+        c.close_after = true;
         if (send_reply(c)) give_back(c, Back::close_after_reply);
         return;
       }

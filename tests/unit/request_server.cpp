@@ -5,6 +5,7 @@
 #include "support/printing.hpp"
 
 #include <algorithm>  // std::max
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <exception>
@@ -325,6 +326,44 @@ TEST_CASE("Request::close() sends the reply, then closes the connection" * docte
   CHECK(*reply == "echo: bye");
   CHECK(c.sees_close(10s));
   CHECK(server.stats().requests == 2);
+}
+
+TEST_CASE("a close after a reply too large for the socket: the poller finishes the reply, then closes" *
+          doctest::timeout(60)) {
+  const std::string big(8 * 1024 * 1024, 'b');
+  sockpat::RequestServer server(
+      test::loopback_listener(), DelimiterFraming::lines(),
+      [&](Request& r) {
+        r.reply(big);
+        r.close();
+      },
+      with_threads(1));
+  server.start();
+  auto c = sockpat::TcpConnection::connect(server.local_endpoint(), 10s);
+  c.write_all(std::string_view("give me a lot\n"), 10s);
+  std::string got;
+  std::array<char, 65536> buf{};
+  const sockpat::Deadline d = 20s;
+  while (const auto n = c.read_some(buf, d)) got.append(buf.data(), n);  // to the close
+  CHECK(got.size() == big.size());
+  CHECK(got == big);
+}
+
+TEST_CASE("a handler that throws on a pipelined request: the replies before it arrive, then the close" *
+          doctest::timeout(60)) {
+  RequestServerOptions options = with_threads(1);
+  options.on_error = [](std::exception_ptr, const sockpat::Endpoint&) {};
+  sockpat::RequestServer server(test::loopback_listener(), DelimiterFraming::lines(), line_echo, options);
+  server.start();
+  LineClient c(server.local_endpoint());
+  c.conn.write_all(std::string_view("one\ntwo\nthrow\nnever\n"), 10s);
+  for (const char* want : {"echo: one", "echo: two"}) {
+    auto reply = c.framed.read_frame(DelimiterFraming::lines(), 10s);
+    REQUIRE(reply);
+    CHECK(*reply == want);
+  }
+  CHECK(c.sees_close(10s));
+  CHECK(server.stats().handler_errors == 1);
 }
 
 TEST_CASE("stop() with clients parked and mid-request closes them all and joins every thread" * doctest::timeout(60)) {
