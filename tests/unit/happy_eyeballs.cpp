@@ -7,6 +7,7 @@
 #include "support/printing.hpp"
 
 #include <chrono>
+#include <stop_token>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -141,7 +142,32 @@ TEST_CASE("when every address fails, one error names each address with its own e
   });
   CHECK(test::open_descriptors() == before);
 }
+
+TEST_CASE("cancelling an awaited race closes every pending attempt" * doctest::timeout(30)) {
+  auto silent = test::silent_listener();
+  auto other = test::silent_listener();
+  const auto o = options(endpoints({silent.endpoint(), other.endpoint()}), sockpat::Deadline());
+  const int before = test::open_descriptors();
+  test::run_bounded([&]() -> sockpat::Task<void> {
+    const auto start = Clock::now();
+    // Both attempts are pending (the second started after 250 ms) when wait_for cancels the race.
+    const auto r = co_await sockpat::as_result(
+        sockpat::wait_for(sockpat::TcpConnection::async_connect("black-hole.test", 1, o), 400ms));
+    CHECK(r.error() == std::errc::timed_out);
+    CHECK(Clock::now() - start < 2s);
+  });
+  CHECK(test::open_descriptors() == before);
+}
 #endif
+
+TEST_CASE("a stop already requested ends a connect by name at once with operation_canceled" * doctest::timeout(10)) {
+  std::stop_source stop;
+  stop.request_stop();
+  std::error_code ec;
+  (void)sockpat::TcpConnection::connect("dual.test", 1, options(test::fixed_resolver({"127.0.0.1"}), stop.get_token()),
+                                        ec);
+  CHECK(ec == std::errc::operation_canceled);
+}
 
 TEST_CASE("every address refusing fails at once with connection_refused, naming both" * doctest::timeout(20)) {
   const auto port = test::closed_port();
