@@ -1,12 +1,14 @@
 // tls_loadgen: the TLS benchmark's client, on OpenSSL and blocking POSIX sockets (no sockpat, so
 // it flatters no server). Prints one JSON line.
-//   tls_loadgen --port P --mode stream [--seconds S] [--size 65536]
-//       one connection; each message of `size` bytes is written, then its echo read back and
-//       checked: bytes echoed per second.
+//   tls_loadgen --port P --mode stream [--seconds S] [--size 65536] [--window 4]
+//       one connection, messages of `size` bytes written while the echo is read back (at most
+//       `window` messages in flight), every byte checked: bytes echoed per second.
 //   tls_loadgen --port P --mode handshakes [--seconds S] [--threads T]
 //       T threads, each in a loop: connect, full handshake (no resumption), 1 byte echoed,
 //       close_notify both ways, close: handshakes per second.
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -16,6 +18,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -102,6 +105,7 @@ int main(int argc, char** argv) {
   double warmup = 0.5;
   std::size_t size = 65536;
   int threads = 2;
+  std::size_t window = 4;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const char* v = argv[i + 1];
@@ -111,6 +115,7 @@ int main(int argc, char** argv) {
     else if (a == "--warmup") warmup = std::atof(v);
     else if (a == "--size") size = static_cast<std::size_t>(std::atol(v));
     else if (a == "--threads") threads = std::atoi(v);
+    else if (a == "--window") window = static_cast<std::size_t>(std::atol(v));
   }
   if (port <= 0 || (mode != "stream" && mode != "handshakes")) {
     std::fprintf(stderr, "usage: tls_loadgen --port P --mode stream|handshakes [--seconds S] [--size N] [--threads T]\n");
@@ -123,30 +128,72 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "tls_loadgen: connect/handshake failed\n");
       return 1;
     }
-    std::vector<char> out(size);
+    // Byte k of the stream is pattern[k % period]: a period prime to the message size, so a
+    // lost, repeated or reordered piece shows.
+    constexpr std::size_t period = 65521;
+    std::vector<char> pattern(period + size);
+    for (std::size_t i = 0; i < pattern.size(); ++i) pattern[i] = static_cast<char>('a' + (i % period) % 26);
+    ::fcntl(c.fd, F_SETFL, ::fcntl(c.fd, F_GETFL) | O_NONBLOCK);
     std::vector<char> in(size);
-    for (std::size_t i = 0; i < size; ++i) out[i] = static_cast<char>(i * 7 + 3);
+    std::uint64_t sent = 0;
+    std::uint64_t received = 0;
+    std::uint64_t counted = 0;
+    long mismatches = 0;
     const auto start = Clock::now();
     const auto measure_from = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(warmup));
     const auto end = measure_from + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
-    std::size_t messages = 0;
-    int mismatches = 0;
-    Clock::time_point t0 = start;
+    Clock::time_point t0{};
+    bool measuring = false;
     for (Clock::time_point now = start; now < end; now = Clock::now()) {
-      if (messages == 0 && now >= measure_from) t0 = now;
-      out[0] = static_cast<char>(messages);
-      if (!c.write_all(out.data(), size) || !c.read_exactly(in.data(), size)) {
-        std::fprintf(stderr, "tls_loadgen: the stream broke\n");
-        return 1;
+      if (!measuring && now >= measure_from) {
+        measuring = true;
+        t0 = now;
       }
-      if (std::memcmp(in.data(), out.data(), size) != 0) ++mismatches;
-      if (now >= measure_from) ++messages;
+      bool progress = false;
+      short want = 0;
+      if (sent - received < window * size) {
+        const std::size_t at = sent % period;
+        const std::size_t n = size - sent % size;  // whole messages: each write starts one
+        std::size_t w = 0;
+        if (SSL_write_ex(c.ssl, pattern.data() + at, n, &w) == 1) {
+          sent += w;
+          progress = true;
+        } else {
+          const int e = SSL_get_error(c.ssl, 0);
+          if (e == SSL_ERROR_WANT_WRITE) want |= POLLOUT;
+          else if (e == SSL_ERROR_WANT_READ) want |= POLLIN;
+          else return std::fprintf(stderr, "tls_loadgen: write failed\n"), 1;
+        }
+      }
+      std::size_t r = 0;
+      if (SSL_read_ex(c.ssl, in.data(), in.size(), &r) == 1) {
+        for (std::size_t i = 0; i < r; ++i) {
+          if (in[i] != pattern[(received + i) % period]) {
+            ++mismatches;
+            break;
+          }
+        }
+        received += r;
+        if (measuring) counted += r;
+        progress = true;
+      } else {
+        const int e = SSL_get_error(c.ssl, 0);
+        if (e == SSL_ERROR_WANT_READ) want |= POLLIN;
+        else if (e == SSL_ERROR_WANT_WRITE) want |= POLLOUT;
+        else return std::fprintf(stderr, "tls_loadgen: read failed\n"), 1;
+      }
+      if (!progress) {
+        pollfd p{c.fd, want != 0 ? want : static_cast<short>(POLLIN), 0};
+        ::poll(&p, 1, 100);
+      }
     }
     const double took = std::chrono::duration<double>(Clock::now() - t0).count();
+    ::fcntl(c.fd, F_SETFL, ::fcntl(c.fd, F_GETFL) & ~O_NONBLOCK);
     c.close_clean();
-    std::printf("{\"mode\": \"stream\", \"size\": %zu, \"messages\": %zu, \"seconds\": %.3f, \"mb_per_s\": %.1f, "
-                "\"mismatches\": %d}\n",
-                size, messages, took, static_cast<double>(messages * size) / took / 1e6, mismatches);
+    std::printf("{\"mode\": \"stream\", \"size\": %zu, \"window\": %zu, \"bytes\": %llu, \"seconds\": %.3f, "
+                "\"mb_per_s\": %.1f, \"mismatches\": %ld}\n",
+                size, window, static_cast<unsigned long long>(counted), took, static_cast<double>(counted) / took / 1e6,
+                mismatches);
     return mismatches == 0 ? 0 : 1;
   }
   std::atomic<long> done{0};

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The TLS benchmark: sockpat's async streams over TLS (bench/sockpat_tls_echo_server) against
 Asio's SSL stream (bench/asio_tls_echo_server), each one thread, in the same run, driven by
-bench/tls_loadgen (OpenSSL alone): stream throughput with 64 KiB messages on one connection, and
+bench/tls_loadgen (OpenSSL alone): stream throughput with 64 KiB messages on one connection (4 in
+flight, every byte checked), and
 full handshakes per second. Prints a Markdown table (medians of --reps runs) and the command.
 
 usage: python3 bench/tls_run.py --build-dir DIR [--reps 3] [--seconds 3] [--label TEXT]
