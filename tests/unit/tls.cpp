@@ -3,12 +3,12 @@
 #include <doctest/doctest.h>
 
 #include "support/printing.hpp"
+#include "support/tls_peer.hpp"
 
 #include <array>
 #include <atomic>
 #include <chrono>
-#include <cstdio>  // popen, fgets: the Python peer
-#include <cstdlib>  // std::getenv
+#include <cstdio>  // std::fopen: certificates read into memory
 #include <future>
 #include <mutex>
 #include <stdexcept>
@@ -35,12 +35,8 @@ static_assert(std::is_error_code_enum_v<tls_errc>);
 
 namespace {
 
-// The certificates tests/tls/make_certs.py made for this run (the tls_certs CTest fixture).
-std::string cert(const std::string& name) {
-  const char* dir = std::getenv("SOCKPAT_TLS_CERTS");
-  if (dir == nullptr) throw std::runtime_error("SOCKPAT_TLS_CERTS is not set: run through ctest (fixture tls_certs)");
-  return std::string(dir) + '/' + name;
-}
+using test::cert;
+using test::PythonPeer;
 
 TlsContext server_context(const std::string& name = "server") {
   return TlsContext::server(cert(name + ".pem"), cert(name + ".key"));
@@ -85,38 +81,6 @@ struct Reports {
     std::lock_guard lock(mutex);
     return messages.front();
   }
-};
-
-/// A Python ssl peer (tests/tls/tls_peer.py), started with popen; its lines are read with a bound
-/// that the script keeps itself (every socket call has a timeout, --timeout bounds the whole run).
-class PythonPeer {
- public:
-  explicit PythonPeer(const std::string& args) {
-    const std::string command =
-        std::string(SOCKPAT_TEST_PYTHON) + " " + SOCKPAT_TLS_PEER + " " + args + " --timeout 20 2>&1";
-    pipe_ = ::popen(command.c_str(), "r");
-    if (pipe_ == nullptr) throw std::runtime_error("cannot start " + command);
-  }
-  PythonPeer(const PythonPeer&) = delete;
-  PythonPeer& operator=(const PythonPeer&) = delete;
-  ~PythonPeer() {
-    if (pipe_ != nullptr) ::pclose(pipe_);
-  }
-  std::string line() {
-    std::array<char, 512> buf{};
-    if (std::fgets(buf.data(), static_cast<int>(buf.size()), pipe_) == nullptr) return "(no output)";
-    std::string s(buf.data());
-    if (!s.empty() && s.back() == '\n') s.pop_back();
-    return s;
-  }
-  int port() {
-    const auto l = line();
-    REQUIRE_MESSAGE(l.rfind("port ", 0) == 0, l);
-    return std::stoi(l.substr(5));
-  }
-
- private:
-  FILE* pipe_ = nullptr;
 };
 
 std::string peer_files() {
