@@ -29,6 +29,56 @@
 using namespace std::chrono_literals;
 
 TEST_SUITE("connection" * doctest::timeout(60)) {
+// Windows has neither fork nor a descriptor limit to lower (docs/platforms.md). First in the file:
+// fork() must find no other thread (ThreadSanitizer refuses threads in a child forked from a
+// multi-threaded process), and a connect by name below leaves resolver helpers alive for 5 s.
+#if !defined(_WIN32)
+TEST_CASE("a stop still ends a wait when the process has no descriptor left for the wake-up") {
+  // In a child process: lower the limit to the descriptors open now, so the waiting thread
+  // cannot open its wake-up descriptor; the stop must still end the read, by polling.
+  auto ab = test::local_pair();
+  auto& b = ab.second;
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::alarm(30);
+    const rlim_t limit = static_cast<rlim_t>(test::open_descriptors());
+    const ::rlimit rl{limit, limit};
+    if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) ::_exit(10);
+    // The limit caps descriptor numbers, not their count: fill any holes below it.
+    for (int i = 0; i < 100000 && ::dup(0) >= 0; ++i) {
+    }
+    if (::dup(0) >= 0) ::_exit(14);  // there must be no descriptor to spare
+    int status = 11;
+    try {
+      std::stop_source cancel;
+      b.set_stop_token(cancel.get_token());
+      std::promise<void> started;
+      auto reader = std::async(std::launch::async, [&] {
+        std::array<char, 8> buf{};
+        std::error_code ec;
+        started.set_value();
+        (void)b.read_some(buf, 20s, ec);
+        return ec;
+      });
+      started.get_future().wait();
+      // Still waiting (not failed for want of a descriptor), until the stop.
+      if (reader.wait_for(100ms) != std::future_status::timeout) ::_exit(15);
+      cancel.request_stop();
+      if (reader.wait_for(10s) != std::future_status::ready) ::_exit(16);
+      status = reader.get() == std::errc::operation_canceled ? 0 : 12;
+    } catch (...) {
+      status = 13;
+    }
+    ::_exit(status);
+  }
+  int status = -1;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}
+#endif
+
 TEST_CASE("bytes written on one side arrive on the other, both ways") {
   auto [client, server] = test::connected_pair();
   CHECK(client.write_all("Hello, server!", 5s) == 14);
@@ -340,54 +390,6 @@ TEST_CASE("the connection's stop token cancels a read blocked in another thread"
   b.write_all("late", 1s, ec);  // later calls are canceled at once
   CHECK(ec == std::errc::operation_canceled);
 }
-
-// Windows has neither fork nor a descriptor limit to lower (docs/platforms.md).
-#if !defined(_WIN32)
-TEST_CASE("a stop still ends a wait when the process has no descriptor left for the wake-up") {
-  // In a child process: lower the limit to the descriptors open now, so the waiting thread
-  // cannot open its wake-up descriptor; the stop must still end the read, by polling.
-  auto ab = test::local_pair();
-  auto& b = ab.second;
-  const pid_t child = ::fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
-    ::alarm(30);
-    const rlim_t limit = static_cast<rlim_t>(test::open_descriptors());
-    const ::rlimit rl{limit, limit};
-    if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) ::_exit(10);
-    // The limit caps descriptor numbers, not their count: fill any holes below it.
-    for (int i = 0; i < 100000 && ::dup(0) >= 0; ++i) {
-    }
-    if (::dup(0) >= 0) ::_exit(14);  // there must be no descriptor to spare
-    int status = 11;
-    try {
-      std::stop_source cancel;
-      b.set_stop_token(cancel.get_token());
-      std::promise<void> started;
-      auto reader = std::async(std::launch::async, [&] {
-        std::array<char, 8> buf{};
-        std::error_code ec;
-        started.set_value();
-        (void)b.read_some(buf, 20s, ec);
-        return ec;
-      });
-      started.get_future().wait();
-      // Still waiting (not failed for want of a descriptor), until the stop.
-      if (reader.wait_for(100ms) != std::future_status::timeout) ::_exit(15);
-      cancel.request_stop();
-      if (reader.wait_for(10s) != std::future_status::ready) ::_exit(16);
-      status = reader.get() == std::errc::operation_canceled ? 0 : 12;
-    } catch (...) {
-      status = 13;
-    }
-    ::_exit(status);
-  }
-  int status = -1;
-  REQUIRE(::waitpid(child, &status, 0) == child);
-  CHECK(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 0);
-}
-#endif
 
 // Kernel waits: reads sleep in recv itself (Server's clients). Windows keeps poll(): nothing to test there.
 #if !defined(_WIN32)
