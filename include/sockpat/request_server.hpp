@@ -30,6 +30,7 @@
 
 #include "sockpat/backoff.hpp"  // Backoff, BackoffSequence: pauses after accept errors
 #include "sockpat/connection.hpp"
+#include "sockpat/detail/batch_thread.hpp"     // BatchThread: the poller does not preempt workers
 #include "sockpat/detail/blocking.hpp"         // transient_accept_error
 #include "sockpat/detail/poller.hpp"           // Poller: epoll (edge-triggered) or poll
 #include "sockpat/detail/report.hpp"           // report_failure: on_error or stderr
@@ -49,6 +50,14 @@ struct RequestServerOptions {
   Overload overload = Overload::wait;
   /// TCP: TCP_NODELAY on each connection. Ignored for Unix-domain servers.
   bool no_delay = true;
+  /// Linux: the poller thread runs as SCHED_BATCH while it serves, so a client's bytes arriving do
+  /// not make it preempt a worker in the middle of a request: it runs when a worker waits, on an
+  /// idle CPU, or at the end of a time slice, and then takes every ready connection at once. With
+  /// the poller and one worker sharing a CPU this is 1.34x the round trips per second (bench/
+  /// NOTES.md). serve()'s calling thread gets its policy back when serve() returns; a thread whose
+  /// policy is not the default one (real-time, idle) is left alone, and so are the workers.
+  /// false: the poller keeps its thread's policy. Other systems: no effect.
+  bool batch_poller = true;
   /// How long a connection may take to send a whole request, counted from its accept or the end
   /// of its last reply (so a client dribbling a byte at a time is dropped too), and how long a
   /// reply may wait for a client that does not read it. std::nullopt: no limit.
@@ -313,7 +322,11 @@ class RequestServer {
       report(std::current_exception(), {});
       request_stop();
     }
-    poll_loop();
+    {
+      // After the workers started: a new thread inherits its creator's policy.
+      const detail::BatchThread batch(options_.batch_poller);
+      poll_loop();
+    }
     finish();
   }
 

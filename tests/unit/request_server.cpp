@@ -19,6 +19,11 @@
 #include <thread>
 #include <vector>
 
+#if defined(__linux__)
+#include <pthread.h>  // pthread_getschedparam: the poller's scheduling policy
+#include <sched.h>    // SCHED_BATCH
+#endif
+
 #include "sockpat/framing.hpp"
 #include "support/loopback.hpp"
 
@@ -495,6 +500,48 @@ TEST_CASE("a move-only handler and a framing of one's own serve requests" * doct
   c.read_exactly(std::span<char>(got), 10s);
   CHECK(got == "R:12345678R:abcdefgh");
 }
+
+// The poller's scheduling (RequestServerOptions::batch_poller): Linux only.
+#if defined(__linux__)
+namespace {
+int policy_of(pthread_t thread) {
+  int policy = -1;
+  sched_param param{};
+  if (::pthread_getschedparam(thread, &policy, &param) != 0) return -1;
+  return policy;
+}
+}  // namespace
+
+TEST_CASE("the poller thread runs as SCHED_BATCH while it serves and gets its policy back; workers keep theirs" *
+          doctest::timeout(60)) {
+  for (const bool batch : {true, false}) {
+    CAPTURE(batch);
+    std::atomic<int> worker_policy{-1};
+    RequestServerOptions options = with_threads(2);
+    options.batch_poller = batch;
+    sockpat::RequestServer server(
+        test::loopback_listener(), DelimiterFraming::lines(),
+        [&](Request& r) {
+          worker_policy = policy_of(::pthread_self());
+          r.reply_frame(r.data());
+        },
+        options);
+    std::stop_source stop;
+    std::atomic<int> policy_after{-1};
+    std::thread serving([&] {
+      server.serve(stop.get_token());
+      policy_after = policy_of(::pthread_self());
+    });
+    LineClient c(server.local_endpoint());
+    CHECK(c.ask("x") == "x");  // answered: the poller is in its loop
+    CHECK(policy_of(serving.native_handle()) == (batch ? SCHED_BATCH : SCHED_OTHER));
+    CHECK(worker_policy.load() == SCHED_OTHER);
+    stop.request_stop();
+    serving.join();
+    CHECK(policy_after.load() == SCHED_OTHER);  // serve() gave the calling thread its policy back
+  }
+}
+#endif
 
 // Windows: AF_UNIX is not in Wine 8 (docs/platforms.md).
 #if !defined(_WIN32)

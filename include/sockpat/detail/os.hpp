@@ -20,6 +20,7 @@
 #include <sys/un.h>       // sockaddr_un
 #include <unistd.h>       // close, pipe, write, read
 #if defined(SOCKPAT_LINUX)
+#include <sched.h>        // SCHED_BATCH: the request server's poller thread (batch_thread.hpp)
 #include <sys/epoll.h>    // epoll: the event loop's Linux backend
 #include <sys/eventfd.h>  // eventfd: the stop-token and event-loop wake-up
 #endif
