@@ -84,6 +84,10 @@ SERVERS = [
     # server; compared with the async server in bench/NOTES.md (issue 14's target: 0.8x).
     Server("sockpat request server (1 worker)", "bench/sockpat_request_echo_server",
            lambda sc: ["--size", str(sc.size), "--threads", "1"]),
+    # The same with the poller's default scheduling policy (RequestServerOptions::batch_poller off):
+    # what SCHED_BATCH on the poller buys when poller and worker share the one CPU.
+    Server("sockpat request server (1 worker, batch_poller off)", "bench/sockpat_request_echo_server",
+           lambda sc: ["--size", str(sc.size), "--threads", "1", "--batch-poller", "0"]),
     Server("sockpat sequential", "bench/sockpat_sequential_echo_server", max_conns=1,
            why_not="serves one connection at a time"),
 ]
