@@ -177,14 +177,14 @@ class TlsContext {
   }
 
   /// Presents this certificate chain and key: the server's certificate, or a client certificate.
-  TlsContext& use_certificate_files(const std::string& cert_chain_file, const std::string& key_file) {
+  TlsContext& use_certificate_files(const std::string& cert_chain_file, const std::string& key_file) & {
     std::error_code ec;
     use_certificate_files(cert_chain_file, key_file, ec);
     if (ec) detail::throw_tls(tls_errc::bad_configuration, "tls certificate " + cert_chain_file + ", key " + key_file + ": " + error_text_);
     return *this;
   }
   TlsContext& use_certificate_files(const std::string& cert_chain_file, const std::string& key_file,
-                                    std::error_code& ec) noexcept {
+                                    std::error_code& ec) & noexcept {
     ERR_clear_error();
     SSL_CTX* ctx = native_handle();
     const bool ok = SSL_CTX_use_certificate_chain_file(ctx, cert_chain_file.c_str()) == 1 &&
@@ -192,14 +192,14 @@ class TlsContext {
                     SSL_CTX_check_private_key(ctx) == 1;
     return configured(ok, ec);
   }
-  TlsContext& use_certificate_pem(std::string_view cert_chain_pem, std::string_view key_pem) {
+  TlsContext& use_certificate_pem(std::string_view cert_chain_pem, std::string_view key_pem) & {
     std::error_code ec;
     use_certificate_pem(cert_chain_pem, key_pem, ec);
     if (ec) detail::throw_tls(tls_errc::bad_configuration, "tls certificate (PEM): " + error_text_);
     return *this;
   }
   TlsContext& use_certificate_pem(std::string_view cert_chain_pem, std::string_view key_pem,
-                                  std::error_code& ec) noexcept {
+                                  std::error_code& ec) & noexcept {
     ERR_clear_error();
     SSL_CTX* ctx = native_handle();
     bool ok = false;
@@ -224,24 +224,24 @@ class TlsContext {
 
   /// Trusts the CA certificates in this PEM file too (on a client: for the server's certificate; on
   /// a server with verify_clients: for clients' certificates).
-  TlsContext& add_ca_file(const std::string& pem_file) {
+  TlsContext& add_ca_file(const std::string& pem_file) & {
     std::error_code ec;
     add_ca_file(pem_file, ec);
     if (ec) detail::throw_tls(tls_errc::bad_configuration, "tls CA file " + pem_file + ": " + error_text_);
     return *this;
   }
-  TlsContext& add_ca_file(const std::string& pem_file, std::error_code& ec) noexcept {
+  TlsContext& add_ca_file(const std::string& pem_file, std::error_code& ec) & noexcept {
     ERR_clear_error();
     return configured(SSL_CTX_load_verify_locations(native_handle(), pem_file.c_str(), nullptr) == 1, ec);
   }
   /// Trusts the CA certificates in this PEM text too.
-  TlsContext& add_ca_pem(std::string_view pem) {
+  TlsContext& add_ca_pem(std::string_view pem) & {
     std::error_code ec;
     add_ca_pem(pem, ec);
     if (ec) detail::throw_tls(tls_errc::bad_configuration, "tls CA (PEM): " + error_text_);
     return *this;
   }
-  TlsContext& add_ca_pem(std::string_view pem, std::error_code& ec) noexcept {
+  TlsContext& add_ca_pem(std::string_view pem, std::error_code& ec) & noexcept {
     ERR_clear_error();
     X509_STORE* store = SSL_CTX_get_cert_store(native_handle());
     int added = 0;
@@ -265,7 +265,7 @@ class TlsContext {
 
   /// Turns off every check of the peer's certificate (chain, expiry, host name): the connection is
   /// then encrypted but anyone can be on the other end. For tests and for peers pinned otherwise.
-  TlsContext& insecure_no_verify() noexcept {
+  TlsContext& insecure_no_verify() & noexcept {
     SSL_CTX_set_verify(native_handle(), SSL_VERIFY_NONE, nullptr);
     state_->verify = false;
     return *this;
@@ -273,7 +273,7 @@ class TlsContext {
 
   /// Server side: asks clients for a certificate and verifies it against the CAs added with
   /// add_ca_file/add_ca_pem; `required`: a client without one fails the handshake.
-  TlsContext& verify_clients(bool required = true) noexcept {
+  TlsContext& verify_clients(bool required = true) & noexcept {
     SSL_CTX_set_verify(native_handle(), SSL_VERIFY_PEER | (required ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), nullptr);
     state_->verify = true;
     return *this;
@@ -282,10 +282,10 @@ class TlsContext {
   /// ALPN: a client offers these protocols (in its order of preference); a server picks the first of
   /// its own list that the client offers, or none (the handshake goes on without ALPN).
   /// Throws std::invalid_argument for an empty name or one longer than 255 bytes.
-  TlsContext& set_alpn(std::initializer_list<std::string_view> protocols) {
+  TlsContext& set_alpn(std::initializer_list<std::string_view> protocols) & {
     return set_alpn(std::span<const std::string_view>(protocols.begin(), protocols.size()));
   }
-  TlsContext& set_alpn(std::span<const std::string_view> protocols) {
+  TlsContext& set_alpn(std::span<const std::string_view> protocols) & {
     std::string wire;
     for (const auto p : protocols) {
       if (p.empty() || p.size() > 255) throw std::invalid_argument("sockpat: an ALPN protocol name has 1 to 255 bytes");
@@ -302,14 +302,74 @@ class TlsContext {
   }
 
   /// The lowest protocol version accepted (TLS 1.2 unless raised).
-  TlsContext& set_min_version(TlsVersion v) noexcept {
+  TlsContext& set_min_version(TlsVersion v) & noexcept {
     SSL_CTX_set_min_proto_version(native_handle(), native_version(v));
     return *this;
   }
   /// The highest protocol version offered (the newest OpenSSL has unless lowered).
-  TlsContext& set_max_version(TlsVersion v) noexcept {
+  TlsContext& set_max_version(TlsVersion v) & noexcept {
     SSL_CTX_set_max_proto_version(native_handle(), native_version(v));
     return *this;
+  }
+
+  // The same setters on a temporary return the context by value, so that one expression makes and
+  // configures it: `auto ctx = TlsContext::client().add_ca_file("ca.pem").set_alpn({"h2"});`.
+  TlsContext use_certificate_files(const std::string& cert_chain_file, const std::string& key_file) && {
+    use_certificate_files(cert_chain_file, key_file);
+    return std::move(*this);
+  }
+  TlsContext use_certificate_files(const std::string& cert_chain_file, const std::string& key_file,
+                                   std::error_code& ec) && noexcept {
+    use_certificate_files(cert_chain_file, key_file, ec);
+    return std::move(*this);
+  }
+  TlsContext use_certificate_pem(std::string_view cert_chain_pem, std::string_view key_pem) && {
+    use_certificate_pem(cert_chain_pem, key_pem);
+    return std::move(*this);
+  }
+  TlsContext use_certificate_pem(std::string_view cert_chain_pem, std::string_view key_pem, std::error_code& ec) && noexcept {
+    use_certificate_pem(cert_chain_pem, key_pem, ec);
+    return std::move(*this);
+  }
+  TlsContext add_ca_file(const std::string& pem_file) && {
+    add_ca_file(pem_file);
+    return std::move(*this);
+  }
+  TlsContext add_ca_file(const std::string& pem_file, std::error_code& ec) && noexcept {
+    add_ca_file(pem_file, ec);
+    return std::move(*this);
+  }
+  TlsContext add_ca_pem(std::string_view pem) && {
+    add_ca_pem(pem);
+    return std::move(*this);
+  }
+  TlsContext add_ca_pem(std::string_view pem, std::error_code& ec) && noexcept {
+    add_ca_pem(pem, ec);
+    return std::move(*this);
+  }
+  TlsContext insecure_no_verify() && noexcept {
+    insecure_no_verify();
+    return std::move(*this);
+  }
+  TlsContext verify_clients(bool required = true) && noexcept {
+    verify_clients(required);
+    return std::move(*this);
+  }
+  TlsContext set_alpn(std::initializer_list<std::string_view> protocols) && {
+    set_alpn(protocols);
+    return std::move(*this);
+  }
+  TlsContext set_alpn(std::span<const std::string_view> protocols) && {
+    set_alpn(protocols);
+    return std::move(*this);
+  }
+  TlsContext set_min_version(TlsVersion v) && noexcept {
+    set_min_version(v);
+    return std::move(*this);
+  }
+  TlsContext set_max_version(TlsVersion v) && noexcept {
+    set_max_version(v);
+    return std::move(*this);
   }
 
   [[nodiscard]] bool is_server() const noexcept { return state_->server; }

@@ -13,8 +13,10 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <type_traits>
+#include <utility>  // std::declval, std::move
 #include <vector>
 
 #include "support/loopback.hpp"
@@ -396,6 +398,40 @@ TEST_CASE("ALPN: the server picks its first choice among the client's" * doctest
   REQUIRE(f.wait_for(5s) == std::future_status::ready);
   CHECK(f.get() == "http/1.1");
   CHECK_THROWS_AS(ctx.set_alpn({""}), std::invalid_argument);
+}
+
+TEST_CASE("a context is configured in one expression on a temporary, and works" * doctest::timeout(30)) {
+  // On a temporary the setters return the context itself (by value); on a variable, a reference.
+  static_assert(std::is_same_v<decltype(TlsContext::client().add_ca_file("ca.pem")), TlsContext>);
+  static_assert(std::is_same_v<decltype(std::declval<TlsContext&>().add_ca_file("ca.pem")), TlsContext&>);
+  auto sctx = TlsContext::server(cert("server.pem"), cert("server.key")).add_ca_file(cert("ca.pem")).verify_clients().set_alpn({"h2"});
+  CHECK(sctx.is_server());
+  CHECK(sctx.verifies_peer());
+  std::promise<std::string> subject;
+  sockpat::TlsTcpServer server({"127.0.0.1", 0}, std::move(sctx), [&](TlsConnection<sockpat::Tcp>& tls) {
+    subject.set_value(tls.peer_subject());
+    echo(tls);
+  });
+  server.start();
+  const auto cctx = TlsContext::client()
+                        .add_ca_file(cert("ca.pem"))
+                        .use_certificate_files(cert("client.pem"), cert("client.key"))
+                        .set_alpn({"h2", "http/1.1"})
+                        .set_min_version(sockpat::TlsVersion::tls1_3);
+  auto c = TlsConnection<sockpat::Tcp>::connect("localhost", server.local_endpoint().port(), cctx, 10s);
+  CHECK(c.alpn() == "h2");
+  CHECK(c.protocol_version() == "TLSv1.3");
+  c.write_all("z", 5s);
+  std::array<char, 1> got{};
+  CHECK(c.read_some(got, 5s) == 1);
+  CHECK(got[0] == 'z');
+  c.shutdown(5s);
+  auto f = subject.get_future();
+  REQUIRE(f.wait_for(5s) == std::future_status::ready);
+  CHECK(f.get().find("CN=sockpat-test-client") != std::string::npos);
+  // A failing setter on a temporary still throws, naming what failed.
+  CHECK_THROWS_WITH_AS(TlsContext::client().add_ca_file("/nonexistent/ca.pem"), doctest::Contains("/nonexistent/ca.pem"),
+                       std::system_error);
 }
 
 TEST_CASE("insecure_no_verify connects to a self-signed server; a verifying client does not" * doctest::timeout(30)) {
