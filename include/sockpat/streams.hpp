@@ -201,8 +201,16 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   // `bool eof` (the peer ended the stream) is declared with the writer's flags, to pack them.
 
   /// An error message naming the stream, built only when throwing: "StreamReader read from
-  /// PEER", or "... on LOCAL" when the peer has no address (an unnamed Unix-domain socket).
+  /// PEER", or "... on LOCAL" when the peer has no address (an unnamed Unix-domain socket); after
+  /// a transport's failure, its reason too: "StreamReader read from PEER: <the TLS alert>".
   [[nodiscard]] std::string where(std::string_view op, std::string_view to_from) const {
+    std::string s = place(op, to_from);
+    if (transport_ != nullptr) [[unlikely]] {
+      if (std::string why = transport_->failure_text(); !why.empty()) s.append(": ").append(why);
+    }
+    return s;
+  }
+  [[nodiscard]] std::string place(std::string_view op, std::string_view to_from) const {
     RawAddress a;
     if (peer_size_ != 0) {
       std::memcpy(a.data(), peer_, peer_size_);
@@ -635,11 +643,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   };
 
   /// "TLS handshake with PEER: <the transport's words>".
-  [[noreturn]] void raise_opening(std::error_code ec) const {
-    std::string what = where(transport_->opening_name(), "with");
-    if (std::string why = transport_->failure_text(); !why.empty()) what.append(": ").append(why);
-    throw std::system_error(ec, what);
-  }
+  [[noreturn]] void raise_opening(std::error_code ec) const { throw std::system_error(ec, where(transport_->opening_name(), "with")); }
 
   /// Takes all of [data, data + size) now or none of it: false when earlier writes wait or the
   /// buffer has no room for all of it. With nothing buffered it is taken whole, even past the

@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <utility>  // std::move
 #include <vector>
 
 #include "sockpat/sync.hpp"
@@ -88,6 +89,12 @@ sockpat::Task<std::pair<std::error_code, std::string>> failure_of(sockpat::Task<
 // with the lambda before the coroutine ends).
 sockpat::Task<void> write_in_pieces(sockpat::StreamWriter& writer, const std::string& data, std::size_t piece) {
   for (std::size_t at = 0; at < data.size(); at += piece) co_await writer.write(std::string_view(data).substr(at, piece));
+}
+
+// echo(), recording the client certificate's subject first.
+sockpat::Task<void> echo_naming(std::string* subject, sockpat::StreamReader r, sockpat::StreamWriter w) {
+  *subject = sockpat::tls_info(w).peer_subject;
+  co_await echo(std::move(r), std::move(w));
 }
 
 }  // namespace
@@ -246,6 +253,43 @@ TEST_CASE("a plaintext client of the TLS server is reported as not TLS, and the 
     CHECK(co_await reader.read_line() == "next\n");
     server.close();
     co_await server.wait_closed();
+  });
+}
+
+TEST_CASE("client certificates over the async streams: required, verified and named; a client without one is refused" *
+          doctest::timeout(30)) {
+  test::run_bounded([]() -> sockpat::Task<void> {
+    Reports reports;
+    std::string subject;
+    auto server = co_await sockpat::start_server(
+        [&subject](sockpat::StreamReader r, sockpat::StreamWriter w) { return echo_naming(&subject, std::move(r), std::move(w)); },
+        "127.0.0.1", 0, server_context().add_ca_file(cert("ca.pem")).verify_clients(), reports.options());
+    const int port = server.local_endpoint().port();
+    {
+      // Without a certificate: TLS 1.3 ends the client's handshake first, so the refusal comes as
+      // an alert on the first read.
+      const auto ctx = client_context();
+      auto [reader, writer] = co_await sockpat::open_connection("localhost", port, ctx, 5s);
+      co_await writer.write("x\n");
+      const auto [code, what] = co_await failure_of(reader.read_line());
+      // The client's handshake had ended: a failure after it, with the alert's words.
+      CHECK(code == tls_errc::failed);
+      CHECK(what.find("StreamReader read from 127.0.0.1:") != std::string::npos);
+      CHECK(what.find("certificate required") != std::string::npos);
+      co_await sockpat::wait_for(reports.first.wait(), 5s);
+      REQUIRE(reports.messages.size() == 1);
+      CHECK(reports.messages[0].find("peer did not return a certificate") != std::string::npos);
+    }
+    const auto ctx = client_context().use_certificate_files(cert("client.pem"), cert("client.key"));
+    auto [reader, writer] = co_await sockpat::open_connection("localhost", port, ctx, 5s);
+    co_await writer.write("y\n");
+    CHECK(co_await reader.read_line() == "y\n");
+    CHECK(subject.find("CN=sockpat-test-client") != std::string::npos);
+    writer.close();
+    co_await writer.wait_closed();
+    server.close();
+    co_await server.wait_closed();
+    CHECK(server.stats().handler_errors == 1);  // the refused handshake, and only it
   });
 }
 
