@@ -9,7 +9,7 @@
 #include <system_error>
 
 #include "sockpat.hpp"
-#include "sockpat/tls.hpp"
+#include "sockpat/tls_streams.hpp"
 
 namespace {
 

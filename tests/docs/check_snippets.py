@@ -25,7 +25,7 @@ The convention (docs/contributing.md says the same for writers of the documentat
 
       <!-- snippet: with sockpat::TcpConnection& conn, std::string_view payload -->
 
-- A file whose snippets say `#include <sockpat/tls.hpp>` needs OpenSSL's headers. Where the
+- A file whose snippets say `#include <sockpat/tls.hpp>` (or `tls_streams.hpp`) needs OpenSSL's headers. Where the
   build found no OpenSSL it passes --without-tls, and such a file is left out and named in the
   summary (CI requires OpenSSL, so there every TLS snippet is compiled).
 - `<!-- snippet: skip, REASON -->` on the line before a block leaves it out. Only for blocks
@@ -219,7 +219,7 @@ def main():
             snippets.append(s)
         if not snippets:
             continue
-        if without_tls and any('#include <sockpat/tls.hpp>' in s.code for s in snippets):
+        if without_tls and any('#include <sockpat/tls' in s.code for s in snippets):  # tls.hpp, tls_streams.hpp
             tls_left_out.append(relative)
             continue
         unit = out / (relative.replace('/', '_').replace('.md', '') + '.cpp')

@@ -1,6 +1,6 @@
 // StreamReader / StreamWriter over TLS: open_connection and start_server with a TlsContext,
 // start_tls, against each other and against Python's ssl (tests/tls/tls_peer.py).
-#include "sockpat/tls.hpp"
+#include "sockpat/tls_streams.hpp"
 
 #include <doctest/doctest.h>
 
