@@ -9,7 +9,7 @@
 #include <atomic>              // std::atomic: a connection's owner (poller or worker), the counters
 #include <chrono>              // std::chrono::steady_clock
 #include <concepts>            // std::same_as
-#include <condition_variable>  // std::condition_variable: idle workers, stop()
+#include <condition_variable>  // std::condition_variable: idle workers
 #include <cstddef>             // std::size_t
 #include <cstdint>             // std::uint64_t: poller tags
 #include <deque>               // std::deque: requests waiting for a worker
@@ -18,7 +18,6 @@
 #include <list>                // std::list: connections, stable while workers hold them
 #include <mutex>               // std::mutex
 #include <optional>            // std::optional
-#include <stdexcept>           // std::logic_error
 #include <stop_token>          // std::stop_source, std::stop_token, std::stop_callback
 #include <string>              // std::string: a connection's reply bytes
 #include <string_view>         // std::string_view
@@ -37,7 +36,7 @@
 #include "sockpat/detail/unique_function.hpp"  // UniqueFunction: a move-only handler
 #include "sockpat/framing.hpp"                 // Framing, Decoder
 #include "sockpat/listener.hpp"
-#include "sockpat/server.hpp"  // Overload, detail::current_server
+#include "sockpat/server.hpp"  // Overload, detail::current_server, detail::ServeControl
 
 namespace sockpat {
 
@@ -181,23 +180,14 @@ class RequestServer {
   /// `stop`), then stops and returns when every thread is joined. Returns at once on a server
   /// stopped already. Throws std::logic_error if it runs already.
   void serve(std::stop_token stop = {}) {
-    if (!begin_serving()) return;
+    if (!control_.begin("RequestServer")) return;
     serve_begun(std::move(stop));
   }
 
   /// serve() on a thread of its own; returns at once. stop() or the destructor joins it.
   /// Throws std::logic_error if the server runs already, std::system_error if no thread starts.
   void start(std::stop_token stop = {}) {
-    std::lock_guard join_lock(join_mutex_);
-    if (background_.joinable()) throw std::logic_error("sockpat: RequestServer::start was called already");
-    if (!begin_serving()) return;
-    try {
-      background_ = std::thread([this, stop] { serve_begun(stop); });
-    } catch (...) {
-      std::lock_guard lock(mutex_);
-      state_ = State::idle;
-      throw;
-    }
+    control_.start("RequestServer", [this, stop] { serve_begun(stop); });
   }
 
   /// Asks the server to stop and returns at once; safe from any thread, a handler included.
@@ -209,19 +199,7 @@ class RequestServer {
   void stop() noexcept {
     request_stop();
     if (detail::current_server() == this) return;
-    {
-      std::lock_guard lock(join_mutex_);
-      if (background_.joinable()) {
-        if (background_.get_id() != std::this_thread::get_id()) background_.join();
-        return;
-      }
-    }
-    std::unique_lock lock(mutex_);
-    if (state_ == State::idle) {
-      state_ = State::stopped;
-      return;
-    }
-    state_cv_.wait(lock, [this] { return state_ != State::serving; });
+    control_.wait_stopped();
   }
 
   [[nodiscard]] bool stop_requested() const noexcept { return stop_.stop_requested(); }
@@ -275,7 +253,6 @@ class RequestServer {
     explicit Conn(const F& f) : decoder(f) {}
   };
   using ConnList = std::list<Conn>;
-  enum class State { idle, serving, stopped };
 
   static constexpr std::uint64_t listener_tag = 0;
   static constexpr std::uint64_t waker_tag = 1;
@@ -286,22 +263,10 @@ class RequestServer {
   // Replies of pipelined requests gathered up to this size before a send.
   static constexpr std::size_t reply_batch = 64 * 1024;
 
-  bool begin_serving() {
-    std::lock_guard lock(mutex_);
-    if (state_ == State::serving) throw std::logic_error("sockpat: RequestServer::serve is running already");
-    if (state_ == State::stopped) return false;
-    state_ = State::serving;
-    return true;
-  }
-
   void serve_begun(std::stop_token stop) noexcept {
     std::stop_callback on_stop(stop, [this]() noexcept { request_stop(); });
     run();
-    {
-      std::lock_guard lock(mutex_);
-      state_ = State::stopped;
-    }
-    state_cv_.notify_all();
+    control_.end();
   }
 
   void run() noexcept {
@@ -927,17 +892,14 @@ class RequestServer {
   bool accept_reported_ = false;
   detail::steady_time accept_paused_until_{};  // after an accept error: no accept before it
 
-  std::mutex mutex_;                   // guards the queues and the state
+  std::mutex mutex_;                   // guards the queues
   std::condition_variable work_cv_;    // a request queued, or workers told to quit
-  std::condition_variable state_cv_;   // serve() returned
   std::deque<Conn*> queue_;            // connections with a whole request, for the workers
   std::vector<Conn*> returned_;        // given back to the poller
   std::vector<std::thread> workers_;
   bool quit_ = false;
-  State state_ = State::idle;
 
-  std::mutex join_mutex_;
-  std::thread background_;
+  detail::ServeControl control_;  // serve() once, start(), stop()'s wait
 
   std::atomic<std::size_t> accepted_{0};
   std::atomic<std::size_t> refused_{0};

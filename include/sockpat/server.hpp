@@ -19,6 +19,7 @@
 #include <optional>            // std::optional
 #include <stdexcept>           // std::logic_error
 #include <stop_token>          // std::stop_source, std::stop_token, std::stop_callback
+#include <string>              // std::string: ServeControl's messages
 #include <string_view>         // std::string_view: the host of Server(host, port, handler)
 #include <system_error>        // std::system_error
 #include <thread>              // std::thread: threads are the point of this header
@@ -114,6 +115,72 @@ inline const void*& current_server() noexcept {
   thread_local const void* server = nullptr;
   return server;
 }
+
+/// The run state of a blocking server (Server, RequestServer): serve() runs once, start() runs
+/// it on a thread of its own, and stop() waits until it has returned. `who` names the server in
+/// the std::logic_error of a second serve() or start().
+class ServeControl {
+ public:
+  /// Marks the server as serving; false if it stopped already. Throws std::logic_error if it serves.
+  bool begin(const char* who) {
+    std::lock_guard lock(mutex_);
+    if (state_ == State::serving) throw std::logic_error(std::string("sockpat: ") + who + "::serve is running already");
+    if (state_ == State::stopped) return false;
+    state_ = State::serving;
+    return true;
+  }
+
+  /// begin(), then `serve_begun` (which calls end() when it returns) on a thread of its own.
+  /// Throws std::logic_error if it was started already, std::system_error if no thread starts.
+  template <class F>
+  void start(const char* who, F serve_begun) {
+    std::lock_guard join_lock(join_mutex_);
+    if (background_.joinable()) throw std::logic_error(std::string("sockpat: ") + who + "::start was called already");
+    if (!begin(who)) return;
+    try {
+      background_ = std::thread(std::move(serve_begun));
+    } catch (...) {
+      std::lock_guard lock(mutex_);
+      state_ = State::idle;
+      throw;
+    }
+  }
+
+  /// serve() has returned: wakes wait_stopped().
+  void end() noexcept {
+    {
+      std::lock_guard lock(mutex_);
+      state_ = State::stopped;
+    }
+    cv_.notify_all();
+  }
+
+  /// Waits until serve() has returned: joins start()'s thread (unless called on it), or waits for
+  /// the thread in serve(). A server that never served is marked stopped: it will not serve.
+  void wait_stopped() noexcept {
+    {
+      std::lock_guard lock(join_mutex_);
+      if (background_.joinable()) {
+        if (background_.get_id() != std::this_thread::get_id()) background_.join();
+        return;
+      }
+    }
+    std::unique_lock lock(mutex_);
+    if (state_ == State::idle) {
+      state_ = State::stopped;
+      return;
+    }
+    cv_.wait(lock, [this] { return state_ != State::serving; });
+  }
+
+ private:
+  enum class State { idle, serving, stopped };
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  State state_ = State::idle;
+  std::mutex join_mutex_;
+  std::thread background_;
+};
 }  // namespace detail
 
 /// Accepts clients on a Listener and runs `handler(connection)` (or `handler(connection, stop)`,
@@ -183,23 +250,14 @@ class Server {
   /// is joined; `urgent` ends the grace (SignalStop::urgent_token(): a second Ctrl-C). Returns at
   /// once on a server already stopped. Throws std::logic_error if it runs already.
   void serve(std::stop_token stop = {}, std::stop_token urgent = {}) {
-    if (!begin_serving()) return;
+    if (!control_.begin("Server")) return;
     serve_begun(std::move(stop), std::move(urgent));
   }
 
   /// serve() on a thread of its own; returns at once. stop() or the destructor joins it.
   /// Throws std::logic_error if the server runs already, std::system_error if no thread starts.
   void start(std::stop_token stop = {}, std::stop_token urgent = {}) {
-    std::lock_guard join_lock(join_mutex_);
-    if (background_.joinable()) throw std::logic_error("sockpat: Server::start was called already");
-    if (!begin_serving()) return;
-    try {
-      background_ = std::thread([this, stop, urgent] { serve_begun(stop, urgent); });
-    } catch (...) {
-      std::lock_guard lock(mutex_);
-      state_ = State::idle;
-      throw;
-    }
+    control_.start("Server", [this, stop, urgent] { serve_begun(stop, urgent); });
   }
 
   /// Asks the server to stop and returns at once; safe from any thread, a handler included. A
@@ -219,19 +277,7 @@ class Server {
   void stop() noexcept {
     if (!stop_.stop_requested()) request_stop();
     if (detail::current_server() == this) return;
-    {
-      std::lock_guard lock(join_mutex_);
-      if (background_.joinable()) {
-        if (background_.get_id() != std::this_thread::get_id()) background_.join();
-        return;
-      }
-    }
-    std::unique_lock lock(mutex_);
-    if (state_ == State::idle) {
-      state_ = State::stopped;
-      return;
-    }
-    cv_.wait(lock, [this] { return state_ != State::serving; });
+    control_.wait_stopped();
   }
 
   [[nodiscard]] bool stop_requested() const noexcept { return stop_.stop_requested(); }
@@ -265,16 +311,6 @@ class Server {
     std::thread thread;  // thread_per_connection only
   };
   using SessionList = std::list<Session>;
-  enum class State { idle, serving, stopped };
-
-  /// Marks the server as serving; false if it stopped already. Throws std::logic_error if it serves.
-  bool begin_serving() {
-    std::lock_guard lock(mutex_);
-    if (state_ == State::serving) throw std::logic_error("sockpat: Server::serve is running already");
-    if (state_ == State::stopped) return false;
-    state_ = State::serving;
-    return true;
-  }
 
   void serve_begun(std::stop_token stop, std::stop_token urgent) noexcept {
     std::stop_callback on_stop(stop, [this]() noexcept { request_stop(); });
@@ -283,11 +319,7 @@ class Server {
       request_stop();
     });
     run();
-    {
-      std::lock_guard lock(mutex_);
-      state_ = State::stopped;
-    }
-    cv_.notify_all();
+    control_.end();
   }
 
   void run() noexcept {
@@ -559,7 +591,7 @@ class Server {
   std::stop_source stop_;
 
   mutable std::mutex mutex_;         // guards everything below up to the counters
-  std::condition_variable_any cv_;  // sessions ended, state changed
+  std::condition_variable_any cv_;  // sessions ended, a second stop request
   std::condition_variable work_cv_;  // work queued, or workers told to quit
   SessionList sessions_;             // clients held: queued or being handled
   std::deque<typename SessionList::iterator> queue_;
@@ -570,10 +602,8 @@ class Server {
   std::size_t idle_workers_ = 0;       // elastic threads waiting for a client
   bool quit_workers_ = false;
   bool urgent_ = false;  // a second stop request: no more grace
-  State state_ = State::idle;
 
-  std::mutex join_mutex_;
-  std::thread background_;
+  detail::ServeControl control_;  // serve() once, start(), stop()'s wait
 
   std::atomic<std::size_t> accepted_{0};
   std::atomic<std::size_t> refused_{0};
