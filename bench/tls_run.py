@@ -47,6 +47,15 @@ def stop(p):
         p.wait()
 
 
+def cpu_seconds(pid):
+    """User + system CPU time the process has used so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def loadgen(build, cpu, port, args, timeout):
     argv = pin(cpu) + [str(build / "bench/tls_loadgen"), "--port", str(port)] + args
     r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
@@ -70,38 +79,54 @@ def main():
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                     "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
                     "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
-    figures = {name: {"stream": [], "handshakes": []} for name, _ in SERVERS}
+    load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    figures = {name: {"stream": [], "handshakes": [], "cpu_per_mb": [], "cpu_per_handshake": []} for name, _ in SERVERS}
     try:
         for rep in range(args.reps):
             for name, binary in SERVERS:  # interleaved: both servers see the same machine
                 p, port = start(pin(server_cpu) + [str(build / binary), "--cert", str(cert), "--key", str(key)])
                 try:
+                    c0, t0 = cpu_seconds(p.pid), time.monotonic()
                     s = loadgen(build, client_cpu, port, ["--mode", "stream", "--seconds", str(args.seconds)],
                                 args.seconds + 60)
+                    c1, t1 = cpu_seconds(p.pid), time.monotonic()
                     h = loadgen(build, client_cpu, port, ["--mode", "handshakes", "--seconds", str(args.seconds),
                                                           "--threads", "2"], args.seconds + 60)
+                    c2, t2 = cpu_seconds(p.pid), time.monotonic()
                 finally:
                     stop(p)
                 figures[name]["stream"].append(s["mb_per_s"])
                 figures[name]["handshakes"].append(h["per_s"])
+                # The server's share of a CPU over each load (warm-up included: the load is the same
+                # throughout), divided by the measured rate: its CPU per MB and per handshake.
+                if None not in (c0, c1, c2) and s["mb_per_s"] > 0 and h["per_s"] > 0:
+                    figures[name]["cpu_per_mb"].append((c1 - c0) / (t1 - t0) * 1e6 / s["mb_per_s"])
+                    figures[name]["cpu_per_handshake"].append((c2 - c1) / (t2 - t1) * 1e3 / h["per_s"])
                 print(f"rep {rep + 1} {name}: {s['mb_per_s']:.0f} MB/s, {h['per_s']:.0f} handshakes/s", file=sys.stderr)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     ref = SERVERS[1][0]
     print(f"Command: `{shlex.join(['python3', 'bench/tls_run.py'] + sys.argv[1:])}`; "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average before: "
-          f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])}. {args.label}")
+          f"{load_before}. {args.label}")
     print()
-    print("| server | stream 64 KiB, 1 conn: MB/s | vs Asio | full handshakes/s (2 client threads) | vs Asio |")
-    print("|---|---:|---:|---:|---:|")
+    print("| server | stream 64 KiB, 1 conn: MB/s | vs Asio | server CPU us/MB | full handshakes/s (2 client threads) "
+          "| vs Asio | server CPU ms/handshake |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    med = lambda name, key: statistics.median(figures[name][key]) if figures[name][key] else None
+    cpu = lambda x, ref_x, digits: f"{x:.{digits}f} ({x / ref_x:.2f}x)" if x is not None and ref_x else "–"
     for name, _ in SERVERS:
-        st = statistics.median(figures[name]["stream"])
-        hs = statistics.median(figures[name]["handshakes"])
-        rst = statistics.median(figures[ref]["stream"])
-        rhs = statistics.median(figures[ref]["handshakes"])
+        st, hs = med(name, "stream"), med(name, "handshakes")
+        rst, rhs = med(ref, "stream"), med(ref, "handshakes")
         runs = lambda xs: ", ".join(f"{x:.0f}" for x in xs)
         print(f"| {name} | {st:.0f} ({runs(figures[name]['stream'])}) | {st / rst:.2f}x | "
-              f"{hs:.0f} ({runs(figures[name]['handshakes'])}) | {hs / rhs:.2f}x |")
+              f"{cpu(med(name, 'cpu_per_mb'), med(ref, 'cpu_per_mb'), 0)} | "
+              f"{hs:.0f} ({runs(figures[name]['handshakes'])}) | {hs / rhs:.2f}x | "
+              f"{cpu(med(name, 'cpu_per_handshake'), med(ref, 'cpu_per_handshake'), 3)} |")
+    print()
+    print("Server CPU: the server process's user + system time (/proc/PID/stat) over each load as a share "
+          "of the wall time, divided by the measured rate. The client runs on one CPU, so handshakes/s is bounded by the "
+          "client's half of each handshake: CPU per handshake is the server's own cost.")
 
 
 if __name__ == "__main__":
