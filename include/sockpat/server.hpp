@@ -146,12 +146,11 @@ class ServeControl {
     }
   }
 
-  /// serve() has returned: wakes wait_stopped().
+  /// serve() has returned: wakes wait_stopped(). It notifies under the lock: once a waiter sees
+  /// `stopped` the server may be destroyed, and this thread touches nothing of it after the unlock.
   void end() noexcept {
-    {
-      std::lock_guard lock(mutex_);
-      state_ = State::stopped;
-    }
+    std::lock_guard lock(mutex_);
+    state_ = State::stopped;
     cv_.notify_all();
   }
 
