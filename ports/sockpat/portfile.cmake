@@ -9,12 +9,23 @@ set(VCPKG_BUILD_TYPE release)
 
 get_filename_component(SOURCE_PATH "${CMAKE_CURRENT_LIST_DIR}/../.." ABSOLUTE)
 
+# sockpat[tls]: vcpkg installs openssl first, and SOCKPAT_TLS=ON makes the configure find it
+# (OpenSSL 3), so a port built with the feature is known to have what sockpat::tls links.
+# Without it, SOCKPAT_TLS=OFF: OpenSSL is not looked for. The files installed are the same
+# either way (headers are headers); find_package(sockpat COMPONENTS tls) needs OpenSSL 3.
+if("tls" IN_LIST FEATURES)
+    set(tls_option -DSOCKPAT_TLS=ON)
+else()
+    set(tls_option -DSOCKPAT_TLS=OFF)
+endif()
+
 vcpkg_cmake_configure(
     SOURCE_PATH "${SOURCE_PATH}"
     OPTIONS
         -DSOCKPAT_BUILD_TESTS=OFF
         -DSOCKPAT_BUILD_EXAMPLES=OFF
         -DSOCKPAT_INSTALL=ON
+        ${tls_option}
 )
 
 vcpkg_cmake_install()
