@@ -92,6 +92,9 @@ examples = re.search(r'set\(SOCKPAT_EXAMPLES\s([^)]*)\)', cmake_examples)
 compare('example', examples.group(1).split() if examples else [], meson_list(meson_examples, 'sockpat_examples'),
         lambda n: f"`'{n}',` to sockpat_examples in examples/meson.build")
 
+compare('documentation run', cmake_calls(cmake_tests, 'sockpat_add_docs_run'), meson_list(meson_tests, 'sockpat_docs_runs'),
+        lambda n: f"`'{n}',` to sockpat_docs_runs in tests/meson.build")
+
 if problems:
     sys.exit('The Meson build does not match the CMake build:\n  ' + '\n  '.join(problems))
 print(f'Meson and CMake build the same {len(cmake_test_files)} tests, fuzz targets, examples and scenarios')
