@@ -110,6 +110,11 @@ QUICK_SCENARIOS = [
 ]
 QUICK_IDLE = Scenario("idle200", "200 idle connections", mode="idle", conns=200, hold=0.2)
 
+# What the library sells, and the figure each must not pass (issue "Sharp edges...", 22.11 and
+# 22.12): include cost as a ratio of <asio.hpp>'s CPU time, idle memory per connection in bytes.
+INCLUDE_CEILINGS = {"<sockpat.hpp>": 0.80, "<sockpat/connection.hpp>": 0.45}
+IDLE_BYTES_CEILING = 1024
+
 # Instruction counts: a fixed exchange run twice with different lengths; the difference divided by
 # the difference in round trips is the cost of one round trip, free of start-up and connection set-up.
 CALLGRIND_SHORT = 2_000
@@ -118,6 +123,7 @@ CALLGRIND_CONNS = 10
 
 INCLUDE_TUS = {
     "<sockpat.hpp>": "#include <sockpat.hpp>\nint main() { return 0; }\n",
+    "<sockpat/connection.hpp>": "#include <sockpat/connection.hpp>\nint main() { return 0; }\n",
     "<sys/socket.h> + <string>": "#include <sys/socket.h>\n#include <string>\nint main() { return 0; }\n",
     "<asio.hpp>": "#include <asio.hpp>\nint main() { return 0; }\n",
 }
@@ -434,6 +440,13 @@ def run_include_cost(ctx: Context, cxx: str, reps: int, opts: list[str], have_as
 # ------------------------------------------------------------------------------------------------
 # Report
 
+def idle_verdict(server, per_conn: float | None) -> str:
+    """sockpat's async servers against IDLE_BYTES_CEILING; the others are references."""
+    if not (server.name.startswith("sockpat") and "async" in server.name) or per_conn is None:
+        return ""
+    return f"≤ {IDLE_BYTES_CEILING:,} B: " + ("met" if per_conn <= IDLE_BYTES_CEILING else "**over**")
+
+
 def med(runs: list[dict], key: str) -> float | None:
     vals = [r[key] for r in runs if r.get(key) is not None and r[key] >= 0]
     return statistics.median(vals) if vals else None
@@ -562,8 +575,11 @@ def report(ctx: Context, args, servers: list[Server], missing: dict[str, str], s
           f"(/proc/PID/status), the connections are held {idle_sc.hold:g} s and each does a second round trip. "
           "RSS counts user-space memory only (the kernel's socket buffers are not in it).")
         w("")
-        w("| server | connected | alive after hold | RSS before KiB | RSS after KiB | bytes per connection | errors / mismatches |")
-        w("|---|---:|---:|---:|---:|---:|---:|")
+        w(f"sockpat's async servers must stay at or below {IDLE_BYTES_CEILING:,} bytes per connection "
+          "(the last column says whether they did).")
+        w("")
+        w("| server | connected | alive after hold | RSS before KiB | RSS after KiB | bytes per connection | errors / mismatches | ceiling |")
+        w("|---|---:|---:|---:|---:|---:|---:|---|")
         for s in servers:
             if s.name in missing:
                 w(f"| {s.name} | {missing[s.name]} | | | | | |")
@@ -579,7 +595,8 @@ def report(ctx: Context, args, servers: list[Server], missing: dict[str, str], s
               f"| {fmt(med(runs, 'server_rss_before_kib'))} | {fmt(med(runs, 'server_rss_after_kib'))} "
               f"| {fmt(med(runs, 'server_rss_per_conn_bytes'))} "
               f"| {sum(r['errors'] for r in runs)} / {sum(r['mismatches'] for r in runs)}"
-              f"{' **FAIL**' if any(r['errors'] or r['mismatches'] or r['exit'] for r in runs) else ''} |")
+              f"{' **FAIL**' if any(r['errors'] or r['mismatches'] or r['exit'] for r in runs) else ''} "
+              f"| {idle_verdict(s, med(runs, 'server_rss_per_conn_bytes'))} |")
         w("")
 
     if callgrind_rows is not None:
@@ -609,13 +626,17 @@ def report(ctx: Context, args, servers: list[Server], missing: dict[str, str], s
           f"{max((r['n'] for r in include_rows), default=0)} compilations, interleaved. CPU = user + system time "
           "of the compiler (less noisy than wall time on a busy machine); memory = peak RSS of the compiler.")
         w("")
-        w("| translation unit | flags | wall s | CPU s | peak memory MiB | CPU vs `<asio.hpp>` |")
-        w("|---|---|---:|---:|---:|---:|")
+        w("| translation unit | flags | wall s | CPU s | peak memory MiB | CPU vs `<asio.hpp>` | ceiling |")
+        w("|---|---|---:|---:|---:|---:|---|")
         asio_cpu = {r["opt"]: r["cpu"] for r in include_rows if "asio" in r["tu"]}
         for r in sorted(include_rows, key=lambda r: (r["opt"], list(INCLUDE_TUS).index(r["tu"]))):
             base = asio_cpu.get(r["opt"])
             ratio = f"{r['cpu'] / base:.2f}×" if base else "–"
-            w(f"| `{r['tu']}` | `{r['opt']}` | {r['wall']:.2f} | {r['cpu']:.2f} | {r['maxrss_kib'] / 1024:.0f} | {ratio} |")
+            ceiling = INCLUDE_CEILINGS.get(r["tu"])
+            verdict = ""
+            if ceiling is not None:
+                verdict = f"≤ {ceiling:.2f}×" + ("" if not base else (": met" if r["cpu"] / base <= ceiling else ": **over**"))
+            w(f"| `{r['tu']}` | `{r['opt']}` | {r['wall']:.2f} | {r['cpu']:.2f} | {r['maxrss_kib'] / 1024:.0f} | {ratio} | {verdict} |")
         w("")
     return "\n".join(out) + "\n"
 
