@@ -38,6 +38,15 @@ sockpat::Resolver never_called() {
   };
 }
 
+/// Resolves `host` with `resolver` and no deadline, storing the error in `*ec`. Started by
+/// EventLoop::create_task, it runs to its wait at once: with a resolver that hangs, a lookup that
+/// holds a helper without a thread of the test's waiting for it.
+sockpat::Task<void> lookup(std::string host, sockpat::Resolver resolver, std::error_code* ec) {
+  std::error_code got;
+  (void)co_await sockpat::async_resolve(std::move(host), 80, {}, got, std::move(resolver));
+  *ec = got;
+}
+
 /// Restores the process's default resolver when the test ends, passed or not.
 struct DefaultResolverFor {
   explicit DefaultResolverFor(sockpat::Resolver r) { sockpat::set_default_resolver(std::move(r)); }
@@ -228,28 +237,32 @@ TEST_CASE("async_resolve of a numeric host or a bad argument needs no helper" * 
 TEST_CASE("eight lookups that hang do not hold up a lookup, or a connect by name, that can be answered" *
           doctest::timeout(30)) {
   test::Hang hang;
-  for (int i = 0; i < 8; ++i) {
+  {
+    std::vector<std::error_code> errors(8);  // outlives the loop, whose end ends each lookup
+    sockpat::EventLoop loop;                 // never run: each lookup waits where create_task left it
+    std::vector<sockpat::TaskHandle<void>> dead;
+    for (std::size_t i = 0; i < errors.size(); ++i) {
+      dead.push_back(loop.create_task(lookup("dead" + std::to_string(i) + ".test", hang.resolver(), &errors[i])));
+    }
+    REQUIRE(hang.entered(4));  // the old pool's every helper is stuck
+    auto start = Clock::now();
     std::error_code ec;
-    (void)sockpat::resolve("dead" + std::to_string(i) + ".test", 80, 10ms, ec, hang.resolver());
-    CHECK(ec == std::errc::timed_out);
-  }
-  REQUIRE(hang.entered(4));  // the old pool's every helper is stuck
-  auto start = Clock::now();
-  std::error_code ec;
-  const auto got = sockpat::resolve("alive.test", 80, 2s, ec, test::fixed_resolver({"127.0.0.1"}));
-  CHECK_FALSE(ec);
-  CHECK(got.size() == 1);
-  CHECK(Clock::now() - start < 1s);
-  // localhost by getaddrinfo (/etc/hosts), through a connect by name.
-  auto listener = sockpat::TcpListener::bind({"127.0.0.1", 0});
-  start = Clock::now();
-  auto options = sockpat::ConnectOptions::with_deadline(5s);
-  options.prefer = sockpat::Family::ipv4;
-  const auto conn = sockpat::TcpConnection::connect("localhost", listener.local_endpoint().port(), options, ec);
-  CHECK_FALSE(ec);
-  CHECK(Clock::now() - start < 4s);
-  CHECK(hang.entered(8));  // each dead name has a helper of its own
-  hang.release();
+    const auto got = sockpat::resolve("alive.test", 80, 2s, ec, test::fixed_resolver({"127.0.0.1"}));
+    CHECK_FALSE(ec);
+    CHECK(got.size() == 1);
+    CHECK(Clock::now() - start < 1s);
+    // localhost by getaddrinfo (/etc/hosts), through a connect by name.
+    auto listener = sockpat::TcpListener::bind({"127.0.0.1", 0});
+    start = Clock::now();
+    auto options = sockpat::ConnectOptions::with_deadline(5s);
+    options.prefer = sockpat::Family::ipv4;
+    const auto conn = sockpat::TcpConnection::connect("localhost", listener.local_endpoint().port(), options, ec);
+    CHECK_FALSE(ec);
+    CHECK(Clock::now() - start < 4s);
+    CHECK(hang.entered(8));  // each dead name has a helper of its own
+    for (const auto& t : dead) CHECK_FALSE(t.done());
+    hang.release();
+  }  // the loop goes, cancelling the lookups that waited
   CHECK(hang.freed());
 }
 
@@ -288,37 +301,45 @@ TEST_CASE("a lookup that finds every helper stuck fails at once, saying how many
           doctest::timeout(60)) {
   test::Hang hang;
   const auto limit = static_cast<int>(sockpat::detail::max_resolver_threads);
-  std::error_code ec;
-  int started = 0;
-  for (; started < 2 * limit; ++started) {
-    (void)sockpat::resolve("dead" + std::to_string(started) + ".test", 80, 1ms, ec, hang.resolver());
-    if (ec != std::errc::timed_out) break;
+  {
+    std::vector<std::error_code> errors(static_cast<std::size_t>(2 * limit));  // outlives the loop
+    sockpat::EventLoop loop;  // never run: each lookup waits where create_task left it
+    std::vector<sockpat::TaskHandle<void>> dead;
+    int started = 0;
+    for (; started < 2 * limit; ++started) {
+      auto t = loop.create_task(lookup("dead" + std::to_string(started) + ".test", hang.resolver(),
+                                       &errors[static_cast<std::size_t>(started)]));
+      if (t.done()) break;  // refused
+      dead.push_back(std::move(t));
+    }
+    REQUIRE(started < 2 * limit);
+    CHECK(errors[static_cast<std::size_t>(started)] == std::errc::resource_unavailable_try_again);
+    CHECK(started <= limit);  // fewer if a helper of an earlier test was still leaving
+    REQUIRE(hang.entered(started));
+    const auto start = Clock::now();
+    // resolve "db.test" (64 lookups already running, the oldest for N s): Resource temporarily unavailable
+    const std::string running = std::to_string(limit) + " lookups already running, the oldest for ";
+    const std::string full = "resolve \"db.test\" (" + running;
+    try {
+      (void)sockpat::resolve("db.test", 80, 5s, hang.resolver());
+      FAIL("resolve did not throw");
+    } catch (const std::system_error& e) {
+      const std::string what = e.what();
+      CHECK(e.code() == std::errc::resource_unavailable_try_again);
+      CHECK(what.starts_with(full));
+      CHECK(what.find(" s): ", full.size()) != std::string::npos);
+    }
+    std::error_code ec;
+    (void)sockpat::resolve("db.test", 80, 5s, ec, hang.resolver());
+    CHECK(ec == std::errc::resource_unavailable_try_again);
+    const auto awaited = loop.create_task([](std::string expected, sockpat::Resolver r) -> sockpat::Task<void> {
+      CHECK_THROWS_WITH_AS((void)co_await sockpat::async_resolve("db.test", 80, 5s, r),
+                           doctest::Contains(expected.c_str()), std::system_error);
+    }(running, hang.resolver()));
+    CHECK(awaited.done());  // refused at once, not at the deadline
+    CHECK(Clock::now() - start < 1s);
+    hang.release();
   }
-  CHECK(ec == std::errc::resource_unavailable_try_again);
-  CHECK(started <= limit);
-  REQUIRE(hang.entered(started));
-  const auto start = Clock::now();
-  // resolve "db.test" (64 lookups already running, the oldest for N s): Resource temporarily unavailable
-  const std::string running = std::to_string(limit) + " lookups already running, the oldest for ";
-  const std::string full = "resolve \"db.test\" (" + running;
-  try {
-    (void)sockpat::resolve("db.test", 80, 5s, hang.resolver());
-    FAIL("resolve did not throw");
-  } catch (const std::system_error& e) {
-    const std::string what = e.what();
-    CHECK(e.code() == std::errc::resource_unavailable_try_again);
-    CHECK(what.starts_with(full));
-    CHECK(what.find(" s): ", full.size()) != std::string::npos);
-  }
-  test::run_bounded([&]() -> sockpat::Task<void> {
-    CHECK_THROWS_WITH_AS((void)co_await sockpat::async_resolve("db.test", 80, 5s, hang.resolver()),
-                         doctest::Contains(running.c_str()), std::system_error);
-    std::error_code async_ec;
-    (void)co_await sockpat::async_resolve("db.test", 80, 5s, async_ec, hang.resolver());
-    CHECK(async_ec == std::errc::resource_unavailable_try_again);
-  });
-  CHECK(Clock::now() - start < 1s);  // at once, not at the deadline
-  hang.release();
   CHECK(hang.freed(20000ms));
   // Helpers free again: lookups run.
   CHECK(sockpat::resolve("alive.test", 80, 5s, test::fixed_resolver({"127.0.0.1"})).size() == 1);
