@@ -3,11 +3,13 @@
 #ifndef SOCKPAT_RESOLVER_HPP
 #define SOCKPAT_RESOLVER_HPP
 
+#include <algorithm>           // std::max
 #include <chrono>              // std::chrono::ceil: "after N ms"
 #include <condition_variable>  // std::condition_variable_any: a blocking caller's wait
 #include <coroutine>           // std::coroutine_handle
 #include <cstdint>             // std::uint16_t
 #include <functional>          // std::function: Resolver
+#include <map>                 // std::map: the lookups running
 #include <memory>              // std::shared_ptr, std::make_shared
 #include <mutex>               // std::mutex, std::lock_guard, std::unique_lock
 #include <new>                 // std::bad_alloc
@@ -17,12 +19,13 @@
 #include <string>              // std::string
 #include <string_view>         // std::string_view
 #include <system_error>        // std::error_code, std::system_error
+#include <tuple>               // std::tuple: a lookup's key
 #include <utility>             // std::move
 #include <vector>              // std::vector
 
 #include "sockpat/deadline.hpp"
 #include "sockpat/detail/reactor.hpp"      // Reactor::notify_stop: the answer wakes the loop
-#include "sockpat/detail/thread_pool.hpp"  // resolver_pool
+#include "sockpat/detail/thread_pool.hpp"  // ThreadPool, per_process, hold_over_fork
 #include "sockpat/detail/waiter.hpp"       // Waiter: ResolveAwaiter
 #include "sockpat/endpoint.hpp"
 
@@ -49,12 +52,21 @@ using Resolver = std::function<std::vector<Endpoint>(const std::string& host, st
 namespace detail {
 
 struct DefaultResolver {
-  std::mutex mutex;
+  std::mutex mutex;  // held for a pointer's copy only: a fork waits for it (hold_over_fork)
   std::shared_ptr<const Resolver> resolver;
 };
 inline DefaultResolver& default_resolver_slot() {
   static DefaultResolver slot;
   return slot;
+}
+inline std::mutex& default_resolver_mutex() { return default_resolver_slot().mutex; }
+
+/// The resolver set by set_default_resolver(); null for system_resolver().
+inline std::shared_ptr<const Resolver> default_resolver_set() {
+  auto& slot = default_resolver_slot();
+  hold_over_fork<default_resolver_mutex>();
+  const std::lock_guard<std::mutex> lock(slot.mutex);
+  return slot.resolver;
 }
 
 }  // namespace detail
@@ -64,23 +76,27 @@ inline DefaultResolver& default_resolver_slot() {
 inline void set_default_resolver(Resolver r) {
   auto p = r ? std::make_shared<const Resolver>(std::move(r)) : nullptr;
   auto& slot = detail::default_resolver_slot();
-  const std::lock_guard<std::mutex> lock(slot.mutex);
-  slot.resolver = std::move(p);
+  detail::hold_over_fork<detail::default_resolver_mutex>();
+  {
+    const std::lock_guard<std::mutex> lock(slot.mutex);
+    slot.resolver.swap(p);
+  }
+  // the old resolver is destroyed here, outside the lock: its destructor is the program's code
 }
 
 /// The resolver set by set_default_resolver(), or system_resolver(). Thread-safe.
 [[nodiscard]] inline Resolver default_resolver() {
-  auto& slot = detail::default_resolver_slot();
-  {
-    const std::lock_guard<std::mutex> lock(slot.mutex);
-    if (slot.resolver) return *slot.resolver;
-  }
+  if (auto set = detail::default_resolver_set()) return *set;
   return system_resolver();
 }
 
 namespace detail {
 
-/// What a resolution on a helper thread and the call waiting for it share. Either side may go
+/// Helpers that may be inside a resolver at once, process-wide. One name whose server does not
+/// answer holds one of them (its askers share the call); 64 such names before a lookup is refused.
+inline constexpr std::size_t max_resolver_threads = 64;
+
+/// What a resolution on a helper thread and one call waiting for it share. Either side may go
 /// first: a caller whose deadline passed drops its reference, and the helper's answer is freed
 /// with the last one.
 struct ResolveState {
@@ -92,6 +108,59 @@ struct ResolveState {
   Reactor* loop = nullptr;  // while a coroutine awaits the answer: its loop, to wake
   std::stop_source wake;    // requested with the answer: how the loop finds the awaiter (see ResolveAwaiter)
 };
+
+/// Gives a caller the answer and wakes it (its thread, or the loop its coroutine waits on).
+inline void deliver(ResolveState& state, std::vector<Endpoint> addresses, std::error_code ec) noexcept {
+  const std::lock_guard<std::mutex> lock(state.mutex);
+  state.addresses = std::move(addresses);
+  state.ec = ec;
+  state.done = true;
+  state.answered.notify_all();
+  // The awaiter clears `loop` (under this mutex) before it stops waiting, so the loop is alive here.
+  if (state.loop != nullptr) {
+    state.wake.request_stop();
+    state.loop->notify_stop();
+  }
+}
+
+/// One call of a resolver on the pool and the callers waiting for its answer (those gone, their
+/// deadline passed, are expired). Guarded by Resolutions::mutex.
+struct Lookup {
+  std::shared_ptr<const Resolver> resolver;  // the default resolver asked: keeps the key's pointer unique
+  std::vector<std::weak_ptr<ResolveState>> waiting;
+  std::size_t prune_at = 16;  // drop the expired callers when `waiting` grows this long
+};
+
+/// The process's resolver pool and the lookups through the default resolver that are running,
+/// by (that resolver, host, port): a caller asking what one of them asks joins it. (A resolver
+/// passed to one call has no identity to compare, so its lookups are not shared.) The getaddrinfo
+/// of system_resolver() is always for a stream socket of either family, so the family is not in
+/// the key. A forked child gets its own (per_process).
+struct Resolutions {
+  using Key = std::tuple<const Resolver*, std::string, std::uint16_t>;
+  ThreadPool pool{max_resolver_threads, std::chrono::seconds(5)};
+  std::mutex mutex;
+  std::map<Key, std::shared_ptr<Lookup>> running;
+
+  /// Callers waiting now for a shared lookup of `host`, for tests.
+  [[nodiscard]] std::size_t waiting(std::string_view host) {
+    const std::lock_guard<std::mutex> lock(mutex);
+    std::size_t n = 0;
+    for (const auto& [key, lookup] : running) {
+      if (std::get<1>(key) != host) continue;
+      for (const auto& w : lookup->waiting) n += w.expired() ? 0 : 1;
+    }
+    return n;
+  }
+};
+inline Resolutions& resolutions() { return per_process<Resolutions>(); }
+
+/// " (64 lookups already running, the oldest for 31 s)": why a lookup was refused.
+inline std::string describe_busy(const ThreadPool::Busy& busy) {
+  return " (" + std::to_string(busy.running) + (busy.running == 1 ? " lookup" : " lookups") +
+         " already running, the oldest for " +
+         std::to_string(std::chrono::duration_cast<std::chrono::seconds>(busy.oldest).count()) + " s)";
+}
 
 /// The answer known without a resolver: a bad argument, or a numeric host (which needs no
 /// lookup). True when `out`/`ec` hold it.
@@ -107,40 +176,125 @@ inline bool resolve_at_once(std::string_view host, int port, std::vector<Endpoin
   return true;
 }
 
-/// Starts resolving on the pool; null (with `ec`) when it cannot start.
+/// Starts resolving on the pool, or joins the same lookup running through the default resolver;
+/// null (with `ec`, and `busy` when the pool is full) when it cannot start.
 inline std::shared_ptr<ResolveState> start_resolve(std::string host, std::uint16_t port, Resolver resolver,
-                                                   std::error_code& ec) noexcept {
+                                                   std::error_code& ec, ThreadPool::Busy* busy = nullptr) noexcept {
   try {
-    if (!resolver) resolver = default_resolver();
+    auto& all = resolutions();
     auto state = std::make_shared<ResolveState>();
-    ec = resolver_pool().submit([state, resolver = std::move(resolver), host = std::move(host), port]() noexcept {
-      std::error_code failed;
-      std::vector<Endpoint> found;
-      try {
-        found = resolver(host, port, failed);
-      } catch (const std::system_error& e) {
-        failed = e.code();
-      } catch (const std::bad_alloc&) {
-        failed = make_errc(std::errc::not_enough_memory);
-      } catch (...) {
-        failed = make_errc(std::errc::io_error);  // a resolver that throws something else
+    auto lookup = std::make_shared<Lookup>();
+    const bool shared = !resolver;
+    std::optional<Resolutions::Key> key;
+    if (shared) {
+      lookup->resolver = default_resolver_set();
+      resolver = lookup->resolver ? *lookup->resolver : system_resolver();
+      key.emplace(lookup->resolver.get(), host, port);
+    }
+    const std::lock_guard<std::mutex> lock(all.mutex);
+    if (key) {
+      if (const auto it = all.running.find(*key); it != all.running.end()) {
+        auto& waiting = it->second->waiting;
+        if (waiting.size() >= it->second->prune_at) {
+          std::erase_if(waiting, [](const std::weak_ptr<ResolveState>& w) { return w.expired(); });
+          it->second->prune_at = std::max<std::size_t>(16, 2 * waiting.size());
+        }
+        waiting.push_back(state);
+        ec.clear();
+        return state;
       }
-      const std::lock_guard<std::mutex> lock(state->mutex);
-      state->addresses = std::move(found);
-      state->ec = failed;
-      state->done = true;
-      state->answered.notify_all();
-      // The awaiter clears `loop` (under this mutex) before it stops waiting, so the loop is alive here.
-      if (state->loop != nullptr) {
-        state->wake.request_stop();
-        state->loop->notify_stop();
-      }
-    });
-    if (ec) return nullptr;
+    }
+    lookup->waiting.push_back(state);
+    if (key) all.running.emplace(*key, lookup);
+    ec = all.pool.submit(
+        [&all, lookup, key, resolver = std::move(resolver), host = std::move(host), port]() noexcept {
+          std::error_code failed;
+          std::vector<Endpoint> found;
+          try {
+            found = resolver(host, port, failed);
+          } catch (const std::system_error& e) {
+            failed = e.code();
+          } catch (const std::bad_alloc&) {
+            failed = make_errc(std::errc::not_enough_memory);
+          } catch (...) {
+            failed = make_errc(std::errc::io_error);  // a resolver that throws something else
+          }
+          std::vector<std::weak_ptr<ResolveState>> waiting;
+          {
+            const std::lock_guard<std::mutex> held(all.mutex);
+            // From now on an asker starts a lookup of its own: this answer is not for it.
+            if (key) {
+              const auto it = all.running.find(*key);
+              if (it != all.running.end() && it->second == lookup) all.running.erase(it);
+            }
+            waiting.swap(lookup->waiting);
+          }
+          std::vector<std::shared_ptr<ResolveState>> alive;
+          try {
+            for (auto& w : waiting) {
+              if (auto s = w.lock()) alive.push_back(std::move(s));
+            }
+          } catch (const std::bad_alloc&) {
+            failed = make_errc(std::errc::not_enough_memory);  // those gathered get the error: the others time out
+            found.clear();
+          }
+          for (std::size_t i = 0; i < alive.size(); ++i) {
+            std::vector<Endpoint> copy;
+            if (i + 1 == alive.size()) {
+              copy = std::move(found);
+            } else {
+              try {
+                copy = found;
+              } catch (const std::bad_alloc&) {
+                deliver(*alive[i], {}, make_errc(std::errc::not_enough_memory));
+                continue;
+              }
+            }
+            deliver(*alive[i], std::move(copy), failed);
+          }
+        },
+        busy);
+    if (ec) {
+      if (key) all.running.erase(*key);
+      return nullptr;
+    }
     return state;
   } catch (const std::bad_alloc&) {
     ec = make_errc(std::errc::not_enough_memory);
     return nullptr;
+  }
+}
+
+/// Resolves by name on the pool, waiting at most until `d`; `busy` tells why a full pool refused.
+[[nodiscard]] inline std::vector<Endpoint> resolve_waiting(std::string_view host, int port, const Deadline& d,
+                                                           std::error_code& ec, const Resolver& resolver,
+                                                           ThreadPool::Busy* busy) noexcept {
+  std::vector<Endpoint> out;
+  try {
+    if (resolve_at_once(host, port, out, ec)) return out;
+    if (d.stop_token().stop_requested()) {
+      ec = make_errc(std::errc::operation_canceled);
+      return {};
+    }
+    if (d.expired()) {
+      ec = make_errc(std::errc::timed_out);
+      return {};
+    }
+    auto state = start_resolve(std::string(host), static_cast<std::uint16_t>(port), resolver, ec, busy);
+    if (ec) return {};
+    std::unique_lock<std::mutex> lock(state->mutex);
+    const auto answered = [&] { return state->done; };
+    const bool done = d.has_time() ? state->answered.wait_until(lock, d.stop_token(), d.time(), answered)
+                                   : state->answered.wait(lock, d.stop_token(), answered);
+    if (!done) {
+      ec = make_errc(d.stop_token().stop_requested() ? std::errc::operation_canceled : std::errc::timed_out);
+      return {};
+    }
+    ec = state->ec;
+    return std::move(state->addresses);
+  } catch (const std::bad_alloc&) {
+    ec = make_errc(std::errc::not_enough_memory);
+    return {};
   }
 }
 
@@ -181,7 +335,7 @@ class [[nodiscard]] ResolveAwaiter final : private Waiter {
       set_error(make_errc(std::errc::timed_out));
       return true;
     }
-    state_ = start_resolve(host_, static_cast<std::uint16_t>(port_), std::move(resolver_), ec);
+    state_ = start_resolve(host_, static_cast<std::uint16_t>(port_), std::move(resolver_), ec, &busy_);
     set_error(ec);
     return static_cast<bool>(ec);
   }
@@ -214,7 +368,8 @@ class [[nodiscard]] ResolveAwaiter final : private Waiter {
     if (out_ != nullptr) {
       *out_ = error();
     } else if (error()) {
-      throw std::system_error(error(), "resolve " + sockpat::detail::quoted(host_));
+      throw std::system_error(error(), "resolve " + sockpat::detail::quoted(host_) +
+                                           (busy_.running != 0 ? describe_busy(busy_) : std::string()));
     }
     return std::move(addresses_);
   }
@@ -272,6 +427,7 @@ class [[nodiscard]] ResolveAwaiter final : private Waiter {
   std::shared_ptr<ResolveState> state_;
   std::vector<Endpoint> addresses_;
   std::error_code answer_ec_;
+  ThreadPool::Busy busy_;  // why a full pool refused the lookup
   std::stop_token wake_;
   std::optional<std::stop_callback<WakeOnStop>> on_stop_;
 };
@@ -288,33 +444,7 @@ class [[nodiscard]] ResolveAwaiter final : private Waiter {
 /// As above; every error (a bad argument as invalid_argument) goes to `ec`.
 [[nodiscard]] inline std::vector<Endpoint> resolve(std::string_view host, int port, Deadline d, std::error_code& ec,
                                                    const Resolver& resolver = {}) noexcept {
-  std::vector<Endpoint> out;
-  try {
-    if (detail::resolve_at_once(host, port, out, ec)) return out;
-    if (d.stop_token().stop_requested()) {
-      ec = detail::make_errc(std::errc::operation_canceled);
-      return {};
-    }
-    if (d.expired()) {
-      ec = detail::make_errc(std::errc::timed_out);
-      return {};
-    }
-    auto state = detail::start_resolve(std::string(host), static_cast<std::uint16_t>(port), resolver, ec);
-    if (ec) return {};
-    std::unique_lock<std::mutex> lock(state->mutex);
-    const auto answered = [&] { return state->done; };
-    const bool done = d.has_time() ? state->answered.wait_until(lock, d.stop_token(), d.time(), answered)
-                                   : state->answered.wait(lock, d.stop_token(), answered);
-    if (!done) {
-      ec = detail::make_errc(d.stop_token().stop_requested() ? std::errc::operation_canceled : std::errc::timed_out);
-      return {};
-    }
-    ec = state->ec;
-    return std::move(state->addresses);
-  } catch (const std::bad_alloc&) {
-    ec = detail::make_errc(std::errc::not_enough_memory);
-    return {};
-  }
+  return detail::resolve_waiting(host, port, d, ec, resolver, nullptr);
 }
 
 inline std::vector<Endpoint> resolve(std::string_view host, int port, Deadline d, const Resolver& resolver) {
@@ -324,12 +454,14 @@ inline std::vector<Endpoint> resolve(std::string_view host, int port, Deadline d
     throw std::invalid_argument("sockpat: " + detail::quoted(host) + " is not a valid IPv4 address");
   }
   std::error_code ec;
-  auto out = resolve(host, port, d, ec, resolver);
+  detail::ThreadPool::Busy busy;
+  auto out = detail::resolve_waiting(host, port, d, ec, resolver, &busy);
   if (ec) {
     std::string what = "resolve " + detail::quoted(host);
     if (ec == std::errc::timed_out && d.timeout() > d.timeout().zero()) {
       what += " after " + std::to_string(std::chrono::ceil<std::chrono::milliseconds>(d.timeout()).count()) + " ms";
     }
+    if (busy.running != 0) what += detail::describe_busy(busy);
     throw std::system_error(ec, what);
   }
   return out;

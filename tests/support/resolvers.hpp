@@ -69,6 +69,11 @@ class Hang {
     std::unique_lock<std::mutex> lock(s_->mutex);
     return s_->changed.wait_for(lock, limit, [&] { return s_->entered >= n; });
   }
+  /// How many times the resolver has been called so far.
+  [[nodiscard]] int calls() const {
+    const std::lock_guard<std::mutex> lock(s_->mutex);
+    return s_->entered;
+  }
   /// Waits (at most `limit`) until every copy of every resolver() made so far was destroyed.
   bool freed(std::chrono::milliseconds limit = 5000ms) {
     std::unique_lock<std::mutex> lock(s_->mutex);

@@ -13,6 +13,12 @@
 #include <thread>
 #include <vector>
 
+#if !defined(_WIN32)
+#include <signal.h>    // kill, SIGKILL
+#include <sys/wait.h>  // waitpid
+#include <unistd.h>    // fork, _exit, alarm, getpid
+#endif
+
 #include "sockpat/event_loop.hpp"
 #include "sockpat/task.hpp"
 #include "support/loop.hpp"
@@ -31,6 +37,23 @@ sockpat::Resolver never_called() {
     return std::vector<sockpat::Endpoint>{};
   };
 }
+
+/// Resolves `host` with `resolver` and no deadline, storing the error in `*ec`. Started by
+/// EventLoop::create_task, it runs to its wait at once: with a resolver that hangs, a lookup that
+/// holds a helper without a thread of the test's waiting for it.
+sockpat::Task<void> lookup(std::string host, sockpat::Resolver resolver, std::error_code* ec) {
+  std::error_code got;
+  (void)co_await sockpat::async_resolve(std::move(host), 80, {}, got, std::move(resolver));
+  *ec = got;
+}
+
+/// Restores the process's default resolver when the test ends, passed or not.
+struct DefaultResolverFor {
+  explicit DefaultResolverFor(sockpat::Resolver r) { sockpat::set_default_resolver(std::move(r)); }
+  DefaultResolverFor(const DefaultResolverFor&) = delete;
+  DefaultResolverFor& operator=(const DefaultResolverFor&) = delete;
+  ~DefaultResolverFor() { sockpat::set_default_resolver({}); }
+};
 
 }  // namespace
 
@@ -210,4 +233,217 @@ TEST_CASE("async_resolve of a numeric host or a bad argument needs no helper" * 
     CHECK_THROWS_AS((void)co_await sockpat::async_resolve("x.test", -1, 1s, never_called()), std::system_error);
   });
 }
+
+TEST_CASE("eight lookups that hang do not hold up a lookup, or a connect by name, that can be answered" *
+          doctest::timeout(30)) {
+  test::Hang hang;
+  {
+    std::vector<std::error_code> errors(8);  // outlives the loop, whose end ends each lookup
+    sockpat::EventLoop loop;                 // never run: each lookup waits where create_task left it
+    std::vector<sockpat::TaskHandle<void>> dead;
+    for (std::size_t i = 0; i < errors.size(); ++i) {
+      dead.push_back(loop.create_task(lookup("dead" + std::to_string(i) + ".test", hang.resolver(), &errors[i])));
+    }
+    REQUIRE(hang.entered(4));  // the old pool's every helper is stuck
+    auto start = Clock::now();
+    std::error_code ec;
+    const auto got = sockpat::resolve("alive.test", 80, 2s, ec, test::fixed_resolver({"127.0.0.1"}));
+    CHECK_FALSE(ec);
+    CHECK(got.size() == 1);
+    CHECK(Clock::now() - start < 1s);
+    // localhost by getaddrinfo (/etc/hosts), through a connect by name.
+    auto listener = sockpat::TcpListener::bind({"127.0.0.1", 0});
+    start = Clock::now();
+    auto options = sockpat::ConnectOptions::with_deadline(5s);
+    options.prefer = sockpat::Family::ipv4;
+    const auto conn = sockpat::TcpConnection::connect("localhost", listener.local_endpoint().port(), options, ec);
+    CHECK_FALSE(ec);
+    CHECK(Clock::now() - start < 4s);
+    CHECK(hang.entered(8));  // each dead name has a helper of its own
+    for (const auto& t : dead) CHECK_FALSE(t.done());
+    hang.release();
+  }  // the loop goes, cancelling the lookups that waited
+  CHECK(hang.freed());
+}
+
+TEST_CASE("concurrent lookups of one name that hangs share one call, each bounded by its own deadline" *
+          doctest::timeout(30)) {
+  test::Hang hang;
+  const DefaultResolverFor hung(hang.resolver());
+  std::vector<std::thread> askers;
+  std::vector<std::error_code> errors(8);
+  for (std::size_t i = 0; i < errors.size(); ++i) {
+    askers.emplace_back([&, i] { (void)sockpat::resolve("same.test", 80, 200ms, errors[i]); });
+  }
+  for (auto& t : askers) t.join();
+  for (const auto& e : errors) CHECK(e == std::errc::timed_out);
+  REQUIRE(hang.entered());
+  CHECK(hang.calls() == 1);
+  // A later asker attaches to the running call too, and gets its answer when it comes.
+  std::thread releaser([&] {
+    const auto until = Clock::now() + 5s;
+    while (sockpat::detail::resolutions().waiting("same.test") < 1 && Clock::now() < until) std::this_thread::yield();
+    hang.release();
+  });
+  std::error_code ec;
+  const auto got = sockpat::resolve("same.test", 80, 10s, ec);
+  releaser.join();
+  CHECK_FALSE(ec);
+  REQUIRE(got.size() == 1);
+  CHECK(got[0] == sockpat::Endpoint("127.0.0.1", 80));
+  CHECK(hang.calls() == 1);
+  // Another port is another lookup.
+  CHECK(sockpat::resolve("same.test", 81, 10s).size() == 1);
+  CHECK(hang.calls() == 2);
+}
+
+TEST_CASE("a lookup that finds every helper stuck fails at once, saying how many and for how long" *
+          doctest::timeout(60)) {
+  test::Hang hang;
+  const auto limit = static_cast<int>(sockpat::detail::max_resolver_threads);
+  {
+    std::vector<std::error_code> errors(static_cast<std::size_t>(2 * limit));  // outlives the loop
+    sockpat::EventLoop loop;  // never run: each lookup waits where create_task left it
+    std::vector<sockpat::TaskHandle<void>> dead;
+    int started = 0;
+    for (; started < 2 * limit; ++started) {
+      auto t = loop.create_task(lookup("dead" + std::to_string(started) + ".test", hang.resolver(),
+                                       &errors[static_cast<std::size_t>(started)]));
+      if (t.done()) break;  // refused
+      dead.push_back(std::move(t));
+    }
+    REQUIRE(started < 2 * limit);
+    CHECK(errors[static_cast<std::size_t>(started)] == std::errc::resource_unavailable_try_again);
+    CHECK(started <= limit);  // fewer if a helper of an earlier test was still leaving
+    REQUIRE(hang.entered(started));
+    const auto start = Clock::now();
+    // resolve "db.test" (64 lookups already running, the oldest for N s): Resource temporarily unavailable
+    const std::string running = std::to_string(limit) + " lookups already running, the oldest for ";
+    const std::string full = "resolve \"db.test\" (" + running;
+    try {
+      (void)sockpat::resolve("db.test", 80, 5s, hang.resolver());
+      FAIL("resolve did not throw");
+    } catch (const std::system_error& e) {
+      const std::string what = e.what();
+      CHECK(e.code() == std::errc::resource_unavailable_try_again);
+      CHECK(what.starts_with(full));
+      CHECK(what.find(" s): ", full.size()) != std::string::npos);
+    }
+    std::error_code ec;
+    (void)sockpat::resolve("db.test", 80, 5s, ec, hang.resolver());
+    CHECK(ec == std::errc::resource_unavailable_try_again);
+    const auto awaited = loop.create_task([](std::string expected, sockpat::Resolver r) -> sockpat::Task<void> {
+      CHECK_THROWS_WITH_AS((void)co_await sockpat::async_resolve("db.test", 80, 5s, r),
+                           doctest::Contains(expected.c_str()), std::system_error);
+    }(running, hang.resolver()));
+    CHECK(awaited.done());  // refused at once, not at the deadline
+    CHECK(Clock::now() - start < 1s);
+    hang.release();
+  }
+  CHECK(hang.freed(20000ms));
+  // Helpers free again: lookups run.
+  CHECK(sockpat::resolve("alive.test", 80, 5s, test::fixed_resolver({"127.0.0.1"})).size() == 1);
+}
+
+TEST_CASE("helpers beyond the ones in use retire after their idle time" * doctest::timeout(30)) {
+  // Never destroyed, as the process-wide pool: a helper may still be leaving when threads() is 0.
+  static auto& pool = *new sockpat::detail::ThreadPool(8, 50ms);
+  test::Hang hang;
+  const auto resolver = hang.resolver();
+  for (int i = 0; i < 8; ++i) {
+    REQUIRE_FALSE(pool.submit([resolver] {
+      std::error_code ec;
+      (void)resolver("x.test", 80, ec);
+    }));
+  }
+  REQUIRE(hang.entered(8));
+  CHECK(pool.threads() == 8);
+  sockpat::detail::ThreadPool::Busy busy;
+  CHECK(pool.submit([] {}, &busy) == std::errc::resource_unavailable_try_again);
+  CHECK(busy.running == 8);
+  hang.release();
+  const auto until = Clock::now() + 10s;
+  while (pool.threads() != 0 && Clock::now() < until) std::this_thread::sleep_for(10ms);
+  CHECK(pool.threads() == 0);
+}
+
+// Windows has no fork. ThreadSanitizer kills a child that starts a thread when its parent had
+// several (die_after_fork), and this test's point is a parent with helper threads, so it is left
+// out of TSan builds; ASan and UBSan run it.
+#if !defined(_WIN32) && !defined(__SANITIZE_THREAD__)
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SOCKPAT_TEST_NO_FORK 1
+#endif
+#endif
+#if !defined(SOCKPAT_TEST_NO_FORK)
+TEST_CASE("a forked child's lookups get helpers of their own, with a deadline and without" * doctest::timeout(60)) {
+  // At the fork the parent has an idle helper, one inside a lookup that hangs (of the name the
+  // child asks for, through the same default resolver), and a thread holding the lookups' lock.
+  REQUIRE(sockpat::resolve("parent.test", 80, 5s, test::fixed_resolver({"127.0.0.1"})).size() == 1);
+  test::Hang hang;
+  const pid_t parent = ::getpid();
+  const auto hung = hang.resolver();
+  const DefaultResolverFor in_parent_only([hung, parent](const std::string& host, std::uint16_t port, std::error_code& ec) {
+    if (::getpid() == parent) return hung(host, port, ec);
+    return std::vector<sockpat::Endpoint>{{"127.0.0.3", port}};
+  });
+  std::error_code ec;
+  (void)sockpat::resolve("child.test", 80, 10ms, ec);
+  REQUIRE(ec == std::errc::timed_out);
+  REQUIRE(hang.entered());
+  std::mutex step;
+  std::condition_variable changed;
+  bool locked = false;
+  bool forked = false;
+  std::thread holder([&] {
+    const std::lock_guard<std::mutex> held(sockpat::detail::resolutions().mutex);
+    std::unique_lock<std::mutex> lock(step);
+    locked = true;
+    changed.notify_all();
+    changed.wait_for(lock, 10s, [&] { return forked; });
+  });
+  {
+    std::unique_lock<std::mutex> lock(step);
+    REQUIRE(changed.wait_for(lock, 10s, [&] { return locked; }));
+  }
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::alarm(30);  // a child that hangs ends itself too
+    int status = 0;
+    try {
+      std::error_code child_ec;
+      const auto a = sockpat::resolve("child.test", 80, 5s, child_ec);
+      if (child_ec == std::errc::timed_out) status = 10;
+      else if (child_ec || a.size() != 1 || a[0] != sockpat::Endpoint("127.0.0.3", 80)) status = 11;
+      const auto b = sockpat::resolve("other.test", 81, {}, test::fixed_resolver({"127.0.0.4"}));
+      if (status == 0 && (b.size() != 1 || b[0] != sockpat::Endpoint("127.0.0.4", 81))) status = 12;
+    } catch (...) {
+      status = 13;
+    }
+    ::_exit(status);
+  }
+  {
+    const std::lock_guard<std::mutex> lock(step);
+    forked = true;
+    changed.notify_all();
+  }
+  holder.join();
+  REQUIRE(child > 0);
+  int status = -1;
+  pid_t waited = 0;
+  const auto until = Clock::now() + 20s;
+  while ((waited = ::waitpid(child, &status, WNOHANG)) == 0 && Clock::now() < until) std::this_thread::sleep_for(10ms);
+  if (waited == 0) {
+    ::kill(child, SIGKILL);
+    (void)::waitpid(child, &status, 0);
+    FAIL("the child did not end within 20 s");
+  }
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  hang.release();
+  CHECK(sockpat::resolve("child.test", 80, 5s).size() == 1);  // the parent's lookups still run
+}
+#endif
+#endif
 }
