@@ -3,13 +3,11 @@
 #ifndef SOCKPAT_RESOLVER_HPP
 #define SOCKPAT_RESOLVER_HPP
 
-#include <algorithm>           // std::max
 #include <chrono>              // std::chrono::ceil: "after N ms"
 #include <condition_variable>  // std::condition_variable_any: a blocking caller's wait
 #include <coroutine>           // std::coroutine_handle
 #include <cstdint>             // std::uint16_t
 #include <functional>          // std::function: Resolver
-#include <map>                 // std::map: the lookups running
 #include <memory>              // std::shared_ptr, std::make_shared
 #include <mutex>               // std::mutex, std::lock_guard, std::unique_lock
 #include <new>                 // std::bad_alloc
@@ -19,7 +17,6 @@
 #include <string>              // std::string
 #include <string_view>         // std::string_view
 #include <system_error>        // std::error_code, std::system_error
-#include <tuple>               // std::tuple: a lookup's key
 #include <utility>             // std::move
 #include <vector>              // std::vector
 
@@ -127,8 +124,14 @@ inline void deliver(ResolveState& state, std::vector<Endpoint> addresses, std::e
 /// deadline passed, are expired). Guarded by Resolutions::mutex.
 struct Lookup {
   std::shared_ptr<const Resolver> resolver;  // the default resolver asked: keeps the key's pointer unique
+  std::string host;                          // with resolver and port, what a joining caller must ask
+  std::uint16_t port = 0;
   std::vector<std::weak_ptr<ResolveState>> waiting;
   std::size_t prune_at = 16;  // drop the expired callers when `waiting` grows this long
+
+  [[nodiscard]] bool asks(const Resolver* r, std::string_view h, std::uint16_t p) const noexcept {
+    return resolver.get() == r && port == p && host == h;
+  }
 };
 
 /// The process's resolver pool and the lookups through the default resolver that are running,
@@ -137,17 +140,28 @@ struct Lookup {
 /// of system_resolver() is always for a stream socket of either family, so the family is not in
 /// the key. A forked child gets its own (per_process).
 struct Resolutions {
-  using Key = std::tuple<const Resolver*, std::string, std::uint16_t>;
   ThreadPool pool{max_resolver_threads, std::chrono::seconds(5)};
   std::mutex mutex;
-  std::map<Key, std::shared_ptr<Lookup>> running;
+  // The shared lookups running: at most one per pool helper, so a short list searched in order
+  // (a std::map here cost every includer of connection.hpp its parse time).
+  std::vector<std::shared_ptr<Lookup>> running;
+
+  [[nodiscard]] std::shared_ptr<Lookup>* find(const Resolver* r, std::string_view host, std::uint16_t port) noexcept {
+    for (auto& lookup : running) {
+      if (lookup->asks(r, host, port)) return &lookup;
+    }
+    return nullptr;
+  }
+  void forget(const Lookup& done) noexcept {
+    std::erase_if(running, [&done](const std::shared_ptr<Lookup>& l) { return l.get() == &done; });
+  }
 
   /// Callers waiting now for a shared lookup of `host`, for tests.
   [[nodiscard]] std::size_t waiting(std::string_view host) {
     const std::lock_guard<std::mutex> lock(mutex);
     std::size_t n = 0;
-    for (const auto& [key, lookup] : running) {
-      if (std::get<1>(key) != host) continue;
+    for (const auto& lookup : running) {
+      if (lookup->host != host) continue;
       for (const auto& w : lookup->waiting) n += w.expired() ? 0 : 1;
     }
     return n;
@@ -184,28 +198,28 @@ inline std::shared_ptr<ResolveState> start_resolve(std::string host, std::uint16
     auto& all = resolutions();
     auto state = std::make_shared<ResolveState>();
     auto lookup = std::make_shared<Lookup>();
-    const bool shared = !resolver;
-    std::optional<Resolutions::Key> key;
-    if (shared) {
+    const bool key = !resolver;  // shared: through the default resolver, by (resolver, host, port)
+    if (key) {
       lookup->resolver = default_resolver_set();
       resolver = lookup->resolver ? *lookup->resolver : system_resolver();
-      key.emplace(lookup->resolver.get(), host, port);
+      lookup->host = host;
+      lookup->port = port;
     }
     const std::lock_guard<std::mutex> lock(all.mutex);
     if (key) {
-      if (const auto it = all.running.find(*key); it != all.running.end()) {
-        auto& waiting = it->second->waiting;
-        if (waiting.size() >= it->second->prune_at) {
-          std::erase_if(waiting, [](const std::weak_ptr<ResolveState>& w) { return w.expired(); });
-          it->second->prune_at = std::max<std::size_t>(16, 2 * waiting.size());
+      if (const auto* running = all.find(lookup->resolver.get(), host, port)) {
+        auto& joined = **running;
+        if (joined.waiting.size() >= joined.prune_at) {
+          std::erase_if(joined.waiting, [](const std::weak_ptr<ResolveState>& w) { return w.expired(); });
+          joined.prune_at = 2 * joined.waiting.size() < 16 ? 16 : 2 * joined.waiting.size();
         }
-        waiting.push_back(state);
+        joined.waiting.push_back(state);
         ec.clear();
         return state;
       }
     }
     lookup->waiting.push_back(state);
-    if (key) all.running.emplace(*key, lookup);
+    if (key) all.running.push_back(lookup);
     ec = all.pool.submit(
         [&all, lookup, key, resolver = std::move(resolver), host = std::move(host), port]() noexcept {
           std::error_code failed;
@@ -223,10 +237,7 @@ inline std::shared_ptr<ResolveState> start_resolve(std::string host, std::uint16
           {
             const std::lock_guard<std::mutex> held(all.mutex);
             // From now on an asker starts a lookup of its own: this answer is not for it.
-            if (key) {
-              const auto it = all.running.find(*key);
-              if (it != all.running.end() && it->second == lookup) all.running.erase(it);
-            }
+            if (key) all.forget(*lookup);
             waiting.swap(lookup->waiting);
           }
           std::vector<std::shared_ptr<ResolveState>> alive;
@@ -255,7 +266,7 @@ inline std::shared_ptr<ResolveState> start_resolve(std::string host, std::uint16
         },
         busy);
     if (ec) {
-      if (key) all.running.erase(*key);
+      if (key) all.forget(*lookup);
       return nullptr;
     }
     return state;
