@@ -36,7 +36,7 @@
 #include "sockpat/detail/unique_function.hpp"  // UniqueFunction: a move-only handler
 #include "sockpat/framing.hpp"                 // Framing, Decoder
 #include "sockpat/listener.hpp"
-#include "sockpat/server.hpp"  // Overload, detail::current_server, detail::ServeControl
+#include "sockpat/server.hpp"  // Overload, detail::current_server, detail::ServeControl, detail::ServingThread
 
 namespace sockpat {
 
@@ -195,11 +195,11 @@ class RequestServer {
     if (stop_.request_stop()) waker_.notify();
   }
 
-  /// Requests a stop and waits until serve() has returned. From a handler it only requests.
+  /// Requests a stop and waits until serve() has returned. From the server's own threads (a
+  /// handler, on_error) it only requests.
   void stop() noexcept {
     request_stop();
-    if (detail::current_server() == this) return;
-    control_.wait_stopped();
+    control_.wait_stopped(this);
   }
 
   [[nodiscard]] bool stop_requested() const noexcept { return stop_.stop_requested(); }
@@ -265,7 +265,10 @@ class RequestServer {
 
   void serve_begun(std::stop_token stop) noexcept {
     std::stop_callback on_stop(stop, [this]() noexcept { request_stop(); });
-    run();
+    {
+      const detail::ServingThread serving(this);  // on_error runs here for accept and poll errors
+      run();
+    }
     control_.end();
   }
 
