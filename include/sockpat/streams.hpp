@@ -674,13 +674,22 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     if (buffered() == 0) finish_pending();
   }
 
-  /// Closes once the buffer is sent; the state keeps itself alive until then.
+  /// Closes once the buffer is sent; the state keeps itself alive until then. On a thread with
+  /// no loop, where nothing would send the rest, what the socket takes now is sent and the rest
+  /// dropped, as abort() does.
   void close() noexcept {
     if (closing()) return;
     if (transport_ != nullptr) end_transport_output();
     close_pending_ = true;
     if ((buffered() == 0 && transport_ == nullptr) || werror_) {
       finish_close();
+      return;
+    }
+    if (!flushing_ && thread_reactor() == nullptr) [[unlikely]] {
+      // Keeping itself alive here would keep the state and its descriptor for good.
+      std::error_code ignored;
+      send_buffered(ignored);
+      abort();
       return;
     }
     self_ = shared_from_this();

@@ -847,4 +847,34 @@ TEST_CASE("a peer that resets while a close waits to send ends the close cleanly
     co_await server.wait_closed();
   });
 }
+
+TEST_CASE("closing a writer with bytes buffered on a thread with no loop releases its descriptor" * doctest::timeout(30)) {
+  auto listener = sockpat::TcpListener::bind({"127.0.0.1", 0});
+  auto client = sockpat::TcpConnection::connect(listener.local_endpoint(), 5s);
+  auto peer = listener.accept(5s);
+  const int before = test::open_descriptors();
+  std::size_t taken = 0;
+  {
+    auto [r, w] = sockpat::make_streams(std::move(client));
+    const std::string block(4096, 'x');
+    for (int i = 0; i < 100000 && w.try_write(block); ++i) taken += block.size();
+    REQUIRE(w.buffered() > 0);  // the peer does not read yet: the kernel's buffers are full
+  }  // the last writer closes, and no loop will ever send what it holds
+  CHECK(test::open_descriptors() == before - 1);
+  // The peer reads what was sent, then end of stream.
+  std::array<char, 65536> buf{};
+  std::size_t got = 0;
+  bool all_x = true;
+  std::error_code ec;
+  for (int i = 0; i < 100000; ++i) {
+    const std::size_t n = peer.read_some(buf, 10s, ec);
+    if (ec || n == 0) break;
+    for (std::size_t k = 0; k < n; ++k) all_x = all_x && buf[k] == 'x';
+    got += n;
+  }
+  CHECK(ec == std::error_code{});  // end of stream, not a timeout
+  CHECK(got > 0);
+  CHECK(got <= taken);
+  CHECK(all_x);
+}
 }
