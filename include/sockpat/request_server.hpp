@@ -343,6 +343,7 @@ class RequestServer {
   }
 
   void on_event(Conn& c, bool readable, bool writable) noexcept {
+    if (closed(c)) return;  // see close()
     int owner = c.owner.load(std::memory_order_acquire);
     if (owner == busy) {
       if (!readable) return;
@@ -443,6 +444,7 @@ class RequestServer {
 
   // Parked: read what is there; hand a whole request to a worker.
   void read_and_dispatch(Conn& c) noexcept {
+    if (closed(c)) return;  // a failed set_interest just before closed it
     read_more(c);
     std::error_code ec;
     const auto frame = c.decoder.next(ec);
@@ -548,6 +550,7 @@ class RequestServer {
 
   // Writing: send what the socket takes; once all is out, the next request or park.
   void flush(Conn& c) noexcept {
+    if (closed(c)) return;  // a failed set_interest just before closed it
     while (c.sent < c.out.size()) {
       std::error_code ec;
       const std::size_t n = detail::send_some(c.connection.native_handle(), c.out.data() + c.sent, c.out.size() - c.sent, ec);
@@ -586,6 +589,7 @@ class RequestServer {
   }
 
   void drain(Conn& c) noexcept {
+    if (closed(c)) return;
     char sink[4096];
     for (int i = 0; i < 64; ++i) {  // bounded per event: a flood of garbage cannot hold the poller
       std::error_code ec;
@@ -644,10 +648,13 @@ class RequestServer {
     }
   }
 
-  // Closes now; the entry is freed after this round of events (an event later in the round may
-  // still name it).
+  // Closes now; the entry is freed after this round of events. Nothing reads or writes a closed
+  // entry: a recv or send on its invalid handle would fail and count the failure as the peer's
+  // (peer_closed). A poller reports each descriptor once a round and an event handler closes
+  // only its own connection, so the guards matter where a set_interest that failed (no memory)
+  // closed the connection in the middle of a step.
   void close(Conn& c) noexcept {
-    if (c.connection.native_handle() == detail::invalid_handle) return;
+    if (closed(c)) return;
     poller_.forget(c.connection.native_handle(), false, c.registered);
     std::error_code ignored;
     c.connection.close(ignored);
@@ -663,6 +670,8 @@ class RequestServer {
       accept_ready_ = true;  // an edge may have come and gone meanwhile
     }
   }
+
+  static bool closed(const Conn& c) noexcept { return c.connection.native_handle() == detail::invalid_handle; }
 
   void free_closed() noexcept {
     for (const auto it : closed_) conns_.erase(it);
