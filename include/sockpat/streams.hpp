@@ -1598,17 +1598,20 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
     Endpoint peer = conn.remote_endpoint(ec);
     const Family family = conn.family();
     auto stream = std::make_shared<StreamState>(UniqueHandle(conn.release()), family, options.streams);
-    typename HeldList::iterator held;
-    try {
-      held = held_.insert(held_.end(), Held{stream, stream->activity, std::chrono::steady_clock::now(), false});
-    } catch (...) {
-      report(std::current_exception(), {});  // no memory: the connection closes
-      return;
+    // Listed only when a limit needs it: an idle connection of a plain server costs no entry.
+    typename HeldList::iterator held = held_.end();
+    if (options.max_connections != 0 || options.idle_timeout) {
+      try {
+        held = held_.insert(held_.end(), Held{stream, stream->activity, std::chrono::steady_clock::now(), false});
+      } catch (...) {
+        report(std::current_exception(), {});  // no memory: the connection closes
+        return;
+      }
     }
     try {
       handlers_.start(run_handler(shared_from_this(), std::move(stream), std::move(peer), held))->release();  // no handle
     } catch (...) {
-      held_.erase(held);
+      if (held != held_.end()) held_.erase(held);
       slot_.set();
       report(std::current_exception(), {});  // no memory for the task: the connection closes
     }
@@ -1630,12 +1633,14 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
       failure = std::current_exception();
     }
     // Closed by the idle timeout: however the handler took it, that is how it ended.
-    if (held->timed_out) {
-      ending = Ending::timed_out;
-      failure = nullptr;
+    if (held != self->held_.end()) {
+      if (held->timed_out) {
+        ending = Ending::timed_out;
+        failure = nullptr;
+      }
+      self->held_.erase(held);
+      self->slot_.set();
     }
-    self->held_.erase(held);
-    self->slot_.set();
     if (ending && !failure) {
       switch (*ending) {
         case Ending::canceled: ++self->stats.canceled; break;
@@ -1659,7 +1664,7 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
   Grace grace_;
   Sweep sweep_;
   std::chrono::milliseconds tick_{1000};
-  HeldList held_;  // the connections, for max_connections and the idle timeout
+  HeldList held_;  // the connections, when max_connections or the idle timeout needs them
   Event slot_;     // set when a connection ends: the accept loop may go on
   std::error_code ignored_;
 };

@@ -917,12 +917,12 @@ TEST_CASE("the idle timeout closes a silent client while an active one keeps bei
     auto server = co_await sockpat::start_server(echo_lines, "127.0.0.1", 0, options);
     const int port = server.local_endpoint().port();
     const auto start = std::chrono::steady_clock::now();
-    auto [silent_r, silent_w] = co_await sockpat::open_connection("127.0.0.1", port, 5s);
+    auto silent = co_await sockpat::open_connection("127.0.0.1", port, 5s);  // a pair: lambdas capture it
     auto [r, w] = co_await sockpat::open_connection("127.0.0.1", port, 5s);
     sockpat::Event silent_closed;
     std::chrono::steady_clock::duration silent_lived{};
     auto watch_silent = [&]() -> sockpat::Task<void> {
-      CHECK(co_await sockpat::wait_for(silent_r.read(), 5s) == "");  // end of stream from the server
+      CHECK(co_await sockpat::wait_for(silent.first.read(), 5s) == "");  // end of stream from the server
       silent_lived = std::chrono::steady_clock::now() - start;
       silent_closed.set();
     };
