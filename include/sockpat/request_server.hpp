@@ -650,12 +650,14 @@ class RequestServer {
 
   // Closes now; the entry is freed after this round of events. Nothing reads or writes a closed
   // entry: a recv or send on its invalid handle would fail and count the failure as the peer's
-  // (peer_closed). A poller reports each descriptor once a round and an event handler closes
-  // only its own connection, so the guards matter where a set_interest that failed (no memory)
-  // closed the connection in the middle of a step.
+  // (peer_closed). The guards matter where a set_interest that failed (no memory) closed the
+  // connection in the middle of a step.
   void close(Conn& c) noexcept {
     if (closed(c)) return;
-    poller_.forget(c.connection.native_handle(), false, c.registered);
+    // Out of the set before the close, although closing usually takes it out: while a forked
+    // child holds a copy of the descriptor the socket lives on, and so would its registration,
+    // whose next event would name this entry after it is freed.
+    poller_.forget(c.connection.native_handle(), /*released=*/true, c.registered);
     std::error_code ignored;
     c.connection.close(ignored);
     try {

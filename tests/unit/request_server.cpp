@@ -565,6 +565,44 @@ TEST_CASE("a Unix-domain request server answers length-prefixed requests" * doct
   CHECK(server.stats().requests == 20);
 }
 
+TEST_CASE("bytes arriving for a connection the server closed while a forked child holds its descriptor are not read" *
+          doctest::timeout(60)) {
+  RequestServerOptions options = with_threads(1);
+  options.idle_timeout = 100ms;
+  sockpat::RequestServer server(test::loopback_listener(), DelimiterFraming::lines(), line_echo, options);
+  server.start();
+  LineClient a(server.local_endpoint());
+  CHECK(a.ask("before") == "echo: before");
+  // A child holds a copy of every descriptor (as between a handler's fork and its exec): the
+  // server's close of A's socket then leaves the socket open, and its epoll registration with it.
+  int hold[2];
+  REQUIRE(::pipe(hold) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::alarm(20);
+    char c;
+    (void)::read(hold[0], &c, 1);  // until the parent writes or closes
+    ::_exit(0);
+  }
+  ::close(hold[0]);
+  CHECK(eventually([&] { return server.stats().timed_out == 1; }));  // A closed by the idle timeout
+  // A's bytes reach the socket the child still holds: the server must not see them, since its
+  // entry for A is gone (reading it would read freed memory, or count a peer_closed for fd -1).
+  a.framed.write_line("after", 5s);
+  for (int i = 0; i < 3; ++i) {
+    LineClient b(server.local_endpoint());  // rounds of the poller after A's bytes arrived
+    CHECK(b.ask("b") == "echo: b");
+  }
+  CHECK(server.stats().peer_closed == 0);
+  CHECK(server.stats().handler_errors == 0);
+  ::close(hold[1]);
+  int status = -1;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  server.stop();
+  CHECK(server.stats().requests == 4);
+}
+
 TEST_CASE("stop() from on_error on the thread in serve() returns at once, and serve() returns promptly" *
           doctest::timeout(60)) {
   int port_pipe[2];
