@@ -1419,8 +1419,8 @@ struct StreamServerOptions {
   std::size_t max_connections = 0;
   /// A connection with no bytes received or written for this long is closed: its handler's
   /// pending and later operations on it fail, and it counts in stats().timed_out, not as a
-  /// failure. Checked on a tick of a tenth of it (at least 5 ms, at most 1 s), so a connection
-  /// lives at most about 20 % longer. std::nullopt: no limit (asyncio's).
+  /// failure. Checked on a tick of a tenth of it (at least 5 ms, at most 1 s): an idle
+  /// connection is closed within two ticks past it. std::nullopt: no limit (asyncio's).
   std::optional<std::chrono::milliseconds> idle_timeout = std::nullopt;
   /// Called with what a handler threw and its peer's address, on the loop's thread; what it
   /// throws is ignored. Unset: one line on stderr naming the server and the peer. Normal
