@@ -36,7 +36,7 @@
 #include "sockpat/detail/unique_function.hpp"  // UniqueFunction: a move-only handler
 #include "sockpat/framing.hpp"                 // Framing, Decoder
 #include "sockpat/listener.hpp"
-#include "sockpat/server.hpp"  // Overload, detail::current_server, detail::ServeControl
+#include "sockpat/server.hpp"  // Overload, detail::current_server, detail::ServeControl, detail::ServingThread
 
 namespace sockpat {
 
@@ -195,11 +195,11 @@ class RequestServer {
     if (stop_.request_stop()) waker_.notify();
   }
 
-  /// Requests a stop and waits until serve() has returned. From a handler it only requests.
+  /// Requests a stop and waits until serve() has returned. From the server's own threads (a
+  /// handler, on_error) it only requests.
   void stop() noexcept {
     request_stop();
-    if (detail::current_server() == this) return;
-    control_.wait_stopped();
+    control_.wait_stopped(this);
   }
 
   [[nodiscard]] bool stop_requested() const noexcept { return stop_.stop_requested(); }
@@ -265,7 +265,10 @@ class RequestServer {
 
   void serve_begun(std::stop_token stop) noexcept {
     std::stop_callback on_stop(stop, [this]() noexcept { request_stop(); });
-    run();
+    {
+      const detail::ServingThread serving(this);  // on_error runs here for accept and poll errors
+      run();
+    }
     control_.end();
   }
 
@@ -340,6 +343,7 @@ class RequestServer {
   }
 
   void on_event(Conn& c, bool readable, bool writable) noexcept {
+    if (closed(c)) return;  // see close()
     int owner = c.owner.load(std::memory_order_acquire);
     if (owner == busy) {
       if (!readable) return;
@@ -440,6 +444,7 @@ class RequestServer {
 
   // Parked: read what is there; hand a whole request to a worker.
   void read_and_dispatch(Conn& c) noexcept {
+    if (closed(c)) return;  // a failed set_interest just before closed it
     read_more(c);
     std::error_code ec;
     const auto frame = c.decoder.next(ec);
@@ -545,6 +550,7 @@ class RequestServer {
 
   // Writing: send what the socket takes; once all is out, the next request or park.
   void flush(Conn& c) noexcept {
+    if (closed(c)) return;  // a failed set_interest just before closed it
     while (c.sent < c.out.size()) {
       std::error_code ec;
       const std::size_t n = detail::send_some(c.connection.native_handle(), c.out.data() + c.sent, c.out.size() - c.sent, ec);
@@ -583,6 +589,7 @@ class RequestServer {
   }
 
   void drain(Conn& c) noexcept {
+    if (closed(c)) return;
     char sink[4096];
     for (int i = 0; i < 64; ++i) {  // bounded per event: a flood of garbage cannot hold the poller
       std::error_code ec;
@@ -641,11 +648,16 @@ class RequestServer {
     }
   }
 
-  // Closes now; the entry is freed after this round of events (an event later in the round may
-  // still name it).
+  // Closes now; the entry is freed after this round of events. Nothing reads or writes a closed
+  // entry: a recv or send on its invalid handle would fail and count the failure as the peer's
+  // (peer_closed). The guards matter where a set_interest that failed (no memory) closed the
+  // connection in the middle of a step.
   void close(Conn& c) noexcept {
-    if (c.connection.native_handle() == detail::invalid_handle) return;
-    poller_.forget(c.connection.native_handle(), false, c.registered);
+    if (closed(c)) return;
+    // Out of the set before the close, although closing usually takes it out: while a forked
+    // child holds a copy of the descriptor the socket lives on, and so would its registration,
+    // whose next event would name this entry after it is freed.
+    poller_.forget(c.connection.native_handle(), /*released=*/true, c.registered);
     std::error_code ignored;
     c.connection.close(ignored);
     try {
@@ -660,6 +672,8 @@ class RequestServer {
       accept_ready_ = true;  // an edge may have come and gone meanwhile
     }
   }
+
+  static bool closed(const Conn& c) noexcept { return c.connection.native_handle() == detail::invalid_handle; }
 
   void free_closed() noexcept {
     for (const auto it : closed_) conns_.erase(it);

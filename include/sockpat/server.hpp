@@ -110,11 +110,25 @@ struct ServerStats {
 };
 
 namespace detail {
-/// The server whose handler runs on this thread, so that stop() from a handler does not wait for itself.
+/// The server this thread serves (its serve() runs here, or it is one of its workers), so that a
+/// stop() from a handler or an on_error on it does not wait for itself.
 inline const void*& current_server() noexcept {
   thread_local const void* server = nullptr;
   return server;
 }
+
+/// Marks this thread as `server`'s while serve() runs on it; a server served from another's
+/// handler gets the other back afterwards.
+class ServingThread {
+ public:
+  explicit ServingThread(const void* server) noexcept : previous_(std::exchange(current_server(), server)) {}
+  ServingThread(const ServingThread&) = delete;
+  ServingThread& operator=(const ServingThread&) = delete;
+  ~ServingThread() { current_server() = previous_; }
+
+ private:
+  const void* previous_;
+};
 
 /// The run state of a blocking server (Server, RequestServer): serve() runs once, start() runs
 /// it on a thread of its own, and stop() waits until it has returned. `who` names the server in
@@ -154,9 +168,12 @@ class ServeControl {
     cv_.notify_all();
   }
 
-  /// Waits until serve() has returned: joins start()'s thread (unless called on it), or waits for
-  /// the thread in serve(). A server that never served is marked stopped: it will not serve.
-  void wait_stopped() noexcept {
+  /// Waits until serve() has returned: joins start()'s thread, or waits for the thread in serve().
+  /// On a thread that serves `server` (its serve() or a worker: a handler, on_error) it returns at
+  /// once, since that thread is what stop() would wait for. A server that never served is marked
+  /// stopped: it will not serve.
+  void wait_stopped(const void* server) noexcept {
+    if (current_server() == server) return;
     {
       std::lock_guard lock(join_mutex_);
       if (background_.joinable()) {
@@ -272,11 +289,11 @@ class Server {
 
   /// Requests a stop (unless one was requested already: stop() is not a second request) and waits
   /// until serve() has returned: handlers finished or canceled, threads joined, descriptors
-  /// closed. From a handler it only requests (a handler cannot wait for itself).
+  /// closed. From the server's own threads (a handler, on_error) it only requests: they cannot wait
+  /// for themselves.
   void stop() noexcept {
     if (!stop_.stop_requested()) request_stop();
-    if (detail::current_server() == this) return;
-    control_.wait_stopped();
+    control_.wait_stopped(this);
   }
 
   [[nodiscard]] bool stop_requested() const noexcept { return stop_.stop_requested(); }
@@ -317,7 +334,10 @@ class Server {
       request_stop();
       request_stop();
     });
-    run();
+    {
+      const detail::ServingThread serving(this);  // on_error runs here for accept errors
+      run();
+    }
     control_.end();
   }
 

@@ -7,9 +7,11 @@
 #include <chrono>        // std::chrono::milliseconds
 #include <coroutine>     // std::coroutine_handle
 #include <cstddef>       // std::byte, std::size_t, std::ptrdiff_t
+#include <cstdint>       // std::uint32_t: StreamState::activity
 #include <cstring>       // std::memcpy, std::memmove
 #include <exception>     // std::exception_ptr
 #include <functional>    // std::function
+#include <list>          // std::list: a stream server's connections, stable while they run
 #include <memory>        // std::shared_ptr, std::make_shared, std::enable_shared_from_this, std::unique_ptr
 #include <new>           // std::bad_alloc
 #include <span>          // std::span
@@ -323,6 +325,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
         s->eof = true;
         s->release_rbuf();
       }
+      s->activity += done != 0;
       s->rend += done;
       if (fresh) s->fit_fresh_block(done);
       return true;
@@ -392,6 +395,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
       done = recv_some(h, data, size, 0, ec);
       if (ec) return !would_block(ec);
       if (done == 0) s->eof = true;
+      s->activity += done != 0;
       return true;
     }
     [[nodiscard]] bool drained() const noexcept { return done > 0 && done < size; }
@@ -524,6 +528,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
       return 0;
     }
     const std::size_t got = recv_some(h, wire, want, 0, ec);
+    activity += !ec && got != 0;
     if (!ec && got > 0 && transport_->feed({wire, got}) != got) ec = make_error_code(errc::buffer_full);
     BufferCache::release(wire, cap);
     return got;
@@ -674,13 +679,22 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     if (buffered() == 0) finish_pending();
   }
 
-  /// Closes once the buffer is sent; the state keeps itself alive until then.
+  /// Closes once the buffer is sent; the state keeps itself alive until then. On a thread with
+  /// no loop, where nothing would send the rest, what the socket takes now is sent and the rest
+  /// dropped, as abort() does.
   void close() noexcept {
     if (closing()) return;
     if (transport_ != nullptr) end_transport_output();
     close_pending_ = true;
     if ((buffered() == 0 && transport_ == nullptr) || werror_) {
       finish_close();
+      return;
+    }
+    if (!flushing_ && thread_reactor() == nullptr) [[unlikely]] {
+      // Keeping itself alive here would keep the state and its descriptor for good.
+      std::error_code ignored;
+      send_buffered(ignored);
+      abort();
       return;
     }
     self_ = shared_from_this();
@@ -812,6 +826,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
         break;
       }
       wbegin_ += n;
+      activity += n != 0;
     }
     if (buffered() == 0) {
       std::vector<std::byte>().swap(wbuf_);  // an idle connection keeps no write buffer
@@ -880,6 +895,9 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
 
  public:
   bool eof = false;  ///< reading: the peer ended the stream
+  /// Bumped by each receive that got bytes, each write handed to the writer and each send from
+  /// the buffer: a stream server's idle timeout watches it change.
+  std::uint32_t activity = 0;
 
  private:
   Reactor* reactor_ = nullptr;
@@ -947,6 +965,7 @@ class [[nodiscard]] WriterAwaiter final : private Waiter {
   bool done() noexcept {
     switch (kind_) {
       case Kind::write:
+        ++s_->activity;
         return s_->take(data_, left_, error_slot());
       case Kind::drain:
         if (s_->write_error()) {
@@ -1221,6 +1240,7 @@ class StreamReader {
 /// stream once its buffer is sent.
 class StreamWriter {
  public:
+  using native_handle_type = detail::native_handle;
   StreamWriter() noexcept = default;
   explicit StreamWriter(std::shared_ptr<detail::StreamState> s) noexcept : s_(std::move(s)) {}
   StreamWriter(StreamWriter&&) noexcept = default;
@@ -1261,6 +1281,7 @@ class StreamWriter {
     std::error_code ec;
     const bool taken = s_->try_take(data.data(), data.size(), ec);
     if (ec) throw std::system_error(ec, s_->where("StreamWriter try_write", "to"));
+    s_->activity += taken;
     return taken;
   }
   [[nodiscard]] bool try_write(std::string_view data) { return try_write(detail::bytes_of(data)); }
@@ -1307,12 +1328,46 @@ class StreamWriter {
     if (detail::peer_address(s_->fd(), a.data(), &a.size)) return {};
     return Endpoint::from_native(a.data(), a.size);
   }
+  /// This end's address (asyncio's get_extra_info('sockname')); empty once closed.
+  [[nodiscard]] Endpoint local_endpoint() const noexcept {
+    if (!s_ || s_->closed()) return {};
+    detail::RawAddress a;
+    a.size = sizeof a.storage;
+    if (detail::local_address(s_->fd(), a.data(), &a.size)) return {};
+    return Endpoint::from_native(a.data(), a.size);
+  }
+  /// The socket under the stream (asyncio's get_extra_info('socket')), for options this class
+  /// does not name; invalid once closed. Reading or writing it directly bypasses the buffers.
+  [[nodiscard]] native_handle_type native_handle() const noexcept {
+    return s_ && !s_->closed() ? s_->fd() : detail::invalid_handle;
+  }
+  /// SO_SNDBUF and SO_RCVBUF, as Connection's. Throw std::system_error naming the peer (not_connected once closed).
+  void set_send_buffer_size(int bytes) { set_option(detail::option::send_buffer, bytes, "StreamWriter set SO_SNDBUF"); }
+  [[nodiscard]] int send_buffer_size() const { return get_option(detail::option::send_buffer, "StreamWriter get SO_SNDBUF"); }
+  void set_receive_buffer_size(int bytes) { set_option(detail::option::receive_buffer, bytes, "StreamWriter set SO_RCVBUF"); }
+  [[nodiscard]] int receive_buffer_size() const {
+    return get_option(detail::option::receive_buffer, "StreamWriter get SO_RCVBUF");
+  }
 
  private:
   friend struct detail::StreamAccess;
   void release() noexcept {
     if (s_) s_->close();
     s_.reset();
+  }
+  // Templates: instantiated only where used (the compile-time note at the top).
+  template <class = void>
+  void set_option(const detail::SocketOption& o, int value, const char* what) {
+    const std::error_code ec =
+        !s_ || s_->closed() ? make_error_code(errc::not_connected) : detail::set_int_option(s_->fd(), o, value);
+    if (ec) throw std::system_error(ec, s_ ? s_->where(what, "on") : std::string(what));
+  }
+  template <class = void>
+  [[nodiscard]] int get_option(const detail::SocketOption& o, const char* what) const {
+    std::error_code ec = make_error_code(errc::not_connected);
+    const int v = !s_ || s_->closed() ? 0 : detail::get_int_option(s_->fd(), o, ec);
+    if (ec) throw std::system_error(ec, s_ ? s_->where(what, "on") : std::string(what));
+    return v;
   }
   std::shared_ptr<detail::StreamState> s_;
 };
@@ -1357,6 +1412,16 @@ struct StreamServerOptions {
   /// operation_canceled). A handler that should finish its work instead opts in here: close()
   /// then lets handlers run for this long before it cancels them; a second close() ends it.
   std::chrono::milliseconds grace{0};
+  /// Connections held at once, from accept until their handler ends. At the limit the server
+  /// stops accepting: new clients wait in the listen backlog (their connect succeeds, nothing of
+  /// theirs is read) until a connection ends, as Server's Overload::wait; once the backlog is full
+  /// the OS drops or refuses them. 0: no limit (asyncio's).
+  std::size_t max_connections = 0;
+  /// A connection with no bytes received or written for this long is closed: its handler's
+  /// pending and later operations on it fail, and it counts in stats().timed_out, not as a
+  /// failure. Checked on a tick of a tenth of it (at least 5 ms, at most 1 s): an idle
+  /// connection is closed within two ticks past it. std::nullopt: no limit (asyncio's).
+  std::optional<std::chrono::milliseconds> idle_timeout = std::nullopt;
   /// Called with what a handler threw and its peer's address, on the loop's thread; what it
   /// throws is ignored. Unset: one line on stderr naming the server and the peer. Normal
   /// endings (a reset or end_of_stream from the peer, a timeout, a cancel) are not failures:
@@ -1370,7 +1435,7 @@ struct StreamServerStats {
   std::size_t active = 0;          ///< handlers running now
   std::size_t handler_errors = 0;  ///< handlers that failed (reported to on_error)
   std::size_t canceled = 0;        ///< handlers that ended in operation_canceled (close, or a cancel)
-  std::size_t timed_out = 0;       ///< handlers that ended in timed_out
+  std::size_t timed_out = 0;       ///< handlers that ended in timed_out, or closed by the idle timeout
   std::size_t peer_closed = 0;     ///< handlers ended by their peer: a reset, end_of_stream
 };
 
@@ -1383,6 +1448,7 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
   ServerState(TcpListener l, StreamHandler h, StreamServerOptions o)
       : listener(std::move(l)), handler(std::move(h)), options(std::move(o)), loop(&get_running_loop()) {
     grace_.server = this;
+    sweep_.server = this;
     // The set counts a handler until its frame has ended; closed() is checked again then.
     handlers_.on_empty = [](void* self) noexcept { static_cast<ServerState*>(self)->check_closed(); };
     handlers_.context = this;
@@ -1391,6 +1457,7 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
   ServerState& operator=(const ServerState&) = delete;
   ~ServerState() {
     if (grace_.heap_index != not_in_heap) loop->remove_timer(&grace_);
+    if (sweep_.heap_index != not_in_heap) loop->remove_timer(&sweep_);
   }
 
   TcpListener listener;
@@ -1404,7 +1471,8 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
   Endpoint local;
   bool accepting = true;
   bool closing = false;
-  Event closed_event;  ///< set once closed: not accepting, every handler ended
+  Event closing_event;  ///< set when close() begins
+  Event closed_event;   ///< set once closed: not accepting, every handler ended
   StreamServerStats stats;
 
   [[nodiscard]] std::size_t active() const noexcept { return handlers_.size(); }
@@ -1413,6 +1481,16 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
   template <class = void>
   static Task<void> accept_loop(std::shared_ptr<ServerState> self) {
     while (!self->closing) {
+      if (self->options.max_connections != 0 && self->held_.size() >= self->options.max_connections) {
+        // Full: the next clients wait in the backlog until a connection ends (or the close).
+        self->slot_.clear();
+        try {
+          co_await self->slot_.wait();
+        } catch (const std::system_error&) {
+          break;
+        }
+        continue;
+      }
       std::error_code ec;
       auto conn = co_await self->listener.async_accept(Deadline{}, ec);
       if (self->closing || ec == std::errc::operation_canceled) break;
@@ -1443,6 +1521,8 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
     }
     closing = true;
     listener.close(ignored_);  // cancels the pending accept
+    slot_.set();               // or ends the wait for a free slot
+    closing_event.set();
     if (options.grace.count() > 0 && handlers_.size() > 0 && EventLoop::current() == loop) {
       grace_.when = std::chrono::steady_clock::now() + options.grace;
       loop->add_timer(&grace_);
@@ -1455,7 +1535,16 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
   void check_closed() noexcept {
     if (!closed()) return;
     if (grace_.heap_index != not_in_heap) loop->remove_timer(&grace_);
+    if (sweep_.heap_index != not_in_heap) loop->remove_timer(&sweep_);
     closed_event.set();
+  }
+
+  /// With an idle timeout: starts the tick that closes idle connections.
+  void start_idle_timeout() noexcept {
+    if (!options.idle_timeout) return;
+    tick_ = std::clamp(*options.idle_timeout / 10, std::chrono::milliseconds(5), std::chrono::milliseconds(1000));
+    sweep_.when = std::chrono::steady_clock::now() + tick_;
+    loop->add_timer(&sweep_);
   }
 
  private:
@@ -1464,6 +1553,44 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
     void on_timer() noexcept override { server->handlers_.cancel(); }
     void cancel(std::error_code) noexcept override { server->handlers_.cancel(); }
   };
+  struct Sweep final : Pending {
+    ServerState* server = nullptr;
+    void on_timer() noexcept override { server->sweep(); }
+    void cancel(std::error_code) noexcept override {}  // the loop is closing: so are the handlers
+  };
+  // A connection held: from accept until its handler ends.
+  struct Held {
+    std::shared_ptr<StreamState> stream;
+    std::uint32_t seen = 0;                        // its activity at the last tick
+    std::chrono::steady_clock::time_point since;  // when that changed last
+    bool timed_out = false;
+  };
+  using HeldList = std::list<Held>;
+
+  // Closes the connections idle for the idle timeout. Aborted after the scan: an abort may end
+  // a handler, which removes its entry.
+  void sweep() noexcept {
+    const auto now = std::chrono::steady_clock::now();
+    std::vector<std::shared_ptr<StreamState>> idle;
+    for (auto& h : held_) {
+      if (h.timed_out) continue;
+      if (h.stream->activity != h.seen) {
+        h.seen = h.stream->activity;
+        h.since = now;
+      } else if (now - h.since >= *options.idle_timeout) {
+        try {
+          idle.push_back(h.stream);
+          h.timed_out = true;
+        } catch (...) {
+          break;  // no memory: the next tick tries again
+        }
+      }
+    }
+    for (auto& s : idle) s->abort();
+    if (closed()) return;
+    sweep_.when = now + tick_;
+    loop->add_timer(&sweep_);
+  }
 
   template <class = void>
   void start_handler(TcpConnection conn) {
@@ -1471,29 +1598,56 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
     Endpoint peer = conn.remote_endpoint(ec);
     const Family family = conn.family();
     auto stream = std::make_shared<StreamState>(UniqueHandle(conn.release()), family, options.streams);
+    // Listed only when a limit needs it: an idle connection of a plain server costs no entry.
+    typename HeldList::iterator held = held_.end();
+    if (options.max_connections != 0 || options.idle_timeout) {
+      try {
+        held = held_.insert(held_.end(), Held{stream, stream->activity, std::chrono::steady_clock::now(), false});
+      } catch (...) {
+        report(std::current_exception(), {});  // no memory: the connection closes
+        return;
+      }
+    }
     try {
-      handlers_.start(run_handler(shared_from_this(), std::move(stream), std::move(peer)))->release();  // no handle
+      handlers_.start(run_handler(shared_from_this(), std::move(stream), std::move(peer), held))->release();  // no handle
     } catch (...) {
+      if (held != held_.end()) held_.erase(held);
+      slot_.set();
       report(std::current_exception(), {});  // no memory for the task: the connection closes
     }
   }
 
   // One handler, run as a task of the server's set; how it ended is counted here.
   template <class = void>
-  static Task<void> run_handler(std::shared_ptr<ServerState> self, std::shared_ptr<StreamState> stream, Endpoint peer) {
+  static Task<void> run_handler(std::shared_ptr<ServerState> self, std::shared_ptr<StreamState> stream, Endpoint peer,
+                                typename HeldList::iterator held) {
     std::exception_ptr failure;
+    std::optional<Ending> ending;  // none: returned
     try {
       if (self->opening) co_await self->opening(*stream);
       co_await self->handler(StreamReader(stream), StreamWriter(stream));
     } catch (const std::system_error& e) {
-      switch (ending_of(e.code())) {
+      ending = ending_of(e.code());
+      if (ending == Ending::failure) failure = std::current_exception();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    // Closed by the idle timeout: however the handler took it, that is how it ended.
+    if (held != self->held_.end()) {
+      if (held->timed_out) {
+        ending = Ending::timed_out;
+        failure = nullptr;
+      }
+      self->held_.erase(held);
+      self->slot_.set();
+    }
+    if (ending && !failure) {
+      switch (*ending) {
         case Ending::canceled: ++self->stats.canceled; break;
         case Ending::timed_out: ++self->stats.timed_out; break;
         case Ending::peer_closed: ++self->stats.peer_closed; break;
-        case Ending::failure: failure = std::current_exception(); break;
+        case Ending::failure: break;
       }
-    } catch (...) {
-      failure = std::current_exception();
     }
     if (failure) {
       ++self->stats.handler_errors;
@@ -1508,6 +1662,10 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
 
   TaskSet handlers_{false};
   Grace grace_;
+  Sweep sweep_;
+  std::chrono::milliseconds tick_{1000};
+  HeldList held_;  // the connections, when max_connections or the idle timeout needs them
+  Event slot_;     // set when a connection ends: the accept loop may go on
   std::error_code ignored_;
 };
 
@@ -1543,6 +1701,10 @@ class StreamServer {
   /// until closed; there is no serve_forever.
   template <class = void>
   [[nodiscard]] Task<void> wait_closed() const { return wait(s_); }
+  /// Waits until close() begins (at once if it has): a handler that awaits it can say goodbye
+  /// to its client during StreamServerOptions::grace, before it is canceled.
+  template <class = void>
+  [[nodiscard]] Task<void> wait_closing() const { return wait_closing_of(s_); }
   [[nodiscard]] bool is_serving() const noexcept { return s_ && !s_->closing; }
   /// Handlers running now.
   [[nodiscard]] std::size_t connections() const noexcept { return s_ ? s_->active() : 0; }
@@ -1559,6 +1721,10 @@ class StreamServer {
   static Task<void> wait(std::shared_ptr<detail::ServerState> s) {
     if (s) co_await s->closed_event.wait();
   }
+  template <class = void>
+  static Task<void> wait_closing_of(std::shared_ptr<detail::ServerState> s) {
+    if (s) co_await s->closing_event.wait();
+  }
   std::shared_ptr<detail::ServerState> s_;
 };
 
@@ -1573,6 +1739,7 @@ StreamServer start_stream_server(StreamHandler handler, const std::string& host,
   state->opening = std::move(opening);
   state->local = state->listener.local_endpoint();
   state->loop->create_task(ServerState::accept_loop<>(state));
+  state->start_idle_timeout();
   return StreamServer(std::move(state));
 }
 }  // namespace detail

@@ -19,6 +19,11 @@
 #include <thread>
 #include <vector>
 
+#if !defined(_WIN32)
+#include <sys/resource.h>  // setrlimit: the stop-from-on_error test's child
+#include <sys/wait.h>      // waitpid
+#include <unistd.h>        // fork, pipe, _exit
+#endif
 #if defined(__linux__)
 #include <pthread.h>  // pthread_getschedparam: the poller's scheduling policy
 #include <sched.h>    // SCHED_BATCH
@@ -558,6 +563,111 @@ TEST_CASE("a Unix-domain request server answers length-prefixed requests" * doct
     CHECK(f.request(framing, "n" + std::to_string(i), 10s) == "got n" + std::to_string(i));
   }
   CHECK(server.stats().requests == 20);
+}
+
+TEST_CASE("bytes arriving for a connection the server closed while a forked child holds its descriptor are not read" *
+          doctest::timeout(60)) {
+  RequestServerOptions options = with_threads(1);
+  options.idle_timeout = 100ms;
+  sockpat::RequestServer server(test::loopback_listener(), DelimiterFraming::lines(), line_echo, options);
+  server.start();
+  LineClient a(server.local_endpoint());
+  CHECK(a.ask("before") == "echo: before");
+  // A child holds a copy of every descriptor (as between a handler's fork and its exec): the
+  // server's close of A's socket then leaves the socket open, and its epoll registration with it.
+  int hold[2];
+  REQUIRE(::pipe(hold) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::alarm(20);
+    char c;
+    (void)::read(hold[0], &c, 1);  // until the parent writes or closes
+    ::_exit(0);
+  }
+  ::close(hold[0]);
+  CHECK(eventually([&] { return server.stats().timed_out == 1; }));  // A closed by the idle timeout
+  // A's bytes reach the socket the child still holds: the server must not see them, since its
+  // entry for A is gone (reading it would read freed memory, or count a peer_closed for fd -1).
+  a.framed.write_line("after", 5s);
+  for (int i = 0; i < 3; ++i) {
+    LineClient b(server.local_endpoint());  // rounds of the poller after A's bytes arrived
+    CHECK(b.ask("b") == "echo: b");
+  }
+  CHECK(server.stats().peer_closed == 0);
+  CHECK(server.stats().handler_errors == 0);
+  ::close(hold[1]);
+  int status = -1;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  server.stop();
+  CHECK(server.stats().requests == 4);
+}
+
+TEST_CASE("stop() from on_error on the thread in serve() returns at once, and serve() returns promptly" *
+          doctest::timeout(60)) {
+  int port_pipe[2];
+  REQUIRE(::pipe(port_pipe) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // The child: a server with no descriptor to spare, whose on_error stops it. A stop() that
+    // waits for serve() to return, on the thread in serve() (the poller), hangs until the watchdog.
+    ::alarm(20);
+    ::close(port_pipe[0]);
+    int status = 11;
+    try {
+      std::atomic<sockpat::RequestServer<sockpat::Tcp, DelimiterFraming>*> self{nullptr};
+      std::atomic<bool> stop_returned{false};
+      std::atomic<bool> on_serve_thread{false};
+      std::atomic<Clock::rep> error_at{0};
+      const auto serve_thread = std::this_thread::get_id();
+      RequestServerOptions o = with_threads(1);
+      o.max_connections = 1000;  // the descriptor limit, not this, is what runs out
+      o.on_error = [&](std::exception_ptr, const sockpat::Endpoint&) {
+        if (error_at.load() == 0) error_at = Clock::now().time_since_epoch().count();
+        on_serve_thread = std::this_thread::get_id() == serve_thread;
+        self.load()->stop();
+        stop_returned = true;
+      };
+      sockpat::RequestServer server(test::loopback_listener(), DelimiterFraming::lines(), line_echo, o);
+      self = &server;
+      const int port = server.local_endpoint().port();
+      const rlim_t limit = static_cast<rlim_t>(test::open_descriptors() + 2);
+      const ::rlimit rl{limit, limit};
+      if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) ::_exit(10);
+      if (::write(port_pipe[1], &port, sizeof port) != sizeof port) ::_exit(12);
+      server.serve();
+      const auto took = Clock::now() - Clock::time_point(Clock::duration(error_at.load()));
+      status = !stop_returned                    ? 13
+               : !on_serve_thread                ? 15
+               : server.stats().accept_errors == 0 ? 16
+               : took > 2s                       ? 17
+                                                 : 0;
+    } catch (...) {
+      status = 14;
+    }
+    ::_exit(status);
+  }
+  ::close(port_pipe[1]);
+  int port = 0;
+  {
+    auto pipe_end = sockpat::detail::UniqueHandle(port_pipe[0]);
+    REQUIRE(sockpat::detail::wait_ready(port_pipe[0], sockpat::detail::Readiness::read, Clock::now() + 10s, {}) ==
+            std::error_code{});
+    REQUIRE(::read(port_pipe[0], &port, sizeof port) == sizeof port);
+  }
+  // More clients than the child has descriptors: its accept fails with EMFILE, on the poller.
+  std::vector<sockpat::TcpConnection> clients;
+  for (int i = 0; i < 20; ++i) {
+    std::error_code ec;
+    auto c = sockpat::TcpConnection::connect(sockpat::Endpoint("127.0.0.1", port), 10s, ec);
+    if (ec) break;  // the child stopped and closed its listener
+    clients.push_back(std::move(c));
+  }
+  int status = -1;
+  REQUIRE(::waitpid(child, &status, 0) == child);  // bounded by the child's watchdog
+  CHECK(WIFEXITED(status));                        // not ended by the watchdog: no deadlock
+  CHECK(WEXITSTATUS(status) == 0);
 }
 #endif
 

@@ -662,6 +662,75 @@ TEST_CASE("a server with a low descriptor limit survives a connection flood and 
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
 }
+TEST_CASE("stop() from on_error on the thread in serve() returns at once, and serve() returns promptly" *
+          doctest::timeout(60)) {
+  int port_pipe[2];
+  REQUIRE(::pipe(port_pipe) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // The child: a server with no descriptor to spare, whose on_error stops it. A stop() that
+    // waits for serve() to return, on the thread in serve(), hangs until the watchdog ends it.
+    ::alarm(20);
+    ::close(port_pipe[0]);
+    int status = 11;
+    try {
+      using Clock = std::chrono::steady_clock;
+      std::atomic<sockpat::TcpServer*> self{nullptr};
+      std::atomic<bool> stop_returned{false};
+      std::atomic<bool> on_serve_thread{false};
+      std::atomic<Clock::rep> error_at{0};
+      const auto serve_thread = std::this_thread::get_id();
+      ServerOptions o;
+      o.strategy = Strategy::thread_pool;
+      o.threads = 1;
+      o.max_connections = 1000;  // the descriptor limit, not this, is what runs out
+      o.on_error = [&](std::exception_ptr, const sockpat::Endpoint&) {
+        if (error_at.load() == 0) error_at = Clock::now().time_since_epoch().count();
+        on_serve_thread = std::this_thread::get_id() == serve_thread;
+        self.load()->stop();
+        stop_returned = true;
+      };
+      sockpat::TcpServer server(test::loopback_listener(), echo, o);
+      self = &server;
+      const int port = server.local_endpoint().port();
+      const rlim_t limit = static_cast<rlim_t>(test::open_descriptors() + 2);
+      const ::rlimit rl{limit, limit};
+      if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) ::_exit(10);
+      if (::write(port_pipe[1], &port, sizeof port) != sizeof port) ::_exit(12);
+      server.serve();
+      const auto took = Clock::now() - Clock::time_point(Clock::duration(error_at.load()));
+      status = !stop_returned                    ? 13
+               : !on_serve_thread                ? 15
+               : server.stats().accept_errors == 0 ? 16
+               : took > 2s                       ? 17
+                                                 : 0;
+    } catch (...) {
+      status = 14;
+    }
+    ::_exit(status);
+  }
+  ::close(port_pipe[1]);
+  int port = 0;
+  {
+    auto pipe_end = sockpat::detail::UniqueHandle(port_pipe[0]);
+    REQUIRE(sockpat::detail::wait_ready(port_pipe[0], sockpat::detail::Readiness::read,
+                                        std::chrono::steady_clock::now() + 10s, {}) == std::error_code{});
+    REQUIRE(::read(port_pipe[0], &port, sizeof port) == sizeof port);
+  }
+  // More clients than the child has descriptors: its accept fails with EMFILE, on the serve thread.
+  std::vector<sockpat::TcpConnection> clients;
+  for (int i = 0; i < 20; ++i) {
+    std::error_code ec;
+    auto c = sockpat::TcpConnection::connect(sockpat::Endpoint("127.0.0.1", port), 10s, ec);
+    if (ec) break;  // the child stopped and closed its listener
+    clients.push_back(std::move(c));
+  }
+  int status = -1;
+  REQUIRE(::waitpid(child, &status, 0) == child);  // bounded by the child's watchdog
+  CHECK(WIFEXITED(status));                        // not ended by the watchdog: no deadlock
+  CHECK(WEXITSTATUS(status) == 0);
+}
 #endif
 
 TEST_CASE("a handler blocked in read_some with no deadline is canceled by stop() at once" * doctest::timeout(60)) {

@@ -847,4 +847,166 @@ TEST_CASE("a peer that resets while a close waits to send ends the close cleanly
     co_await server.wait_closed();
   });
 }
+
+TEST_CASE("closing a writer with bytes buffered on a thread with no loop releases its descriptor" * doctest::timeout(30)) {
+  auto listener = sockpat::TcpListener::bind({"127.0.0.1", 0});
+  auto client = sockpat::TcpConnection::connect(listener.local_endpoint(), 5s);
+  auto peer = listener.accept(5s);
+  const int before = test::open_descriptors();
+  std::size_t taken = 0;
+  {
+    auto [r, w] = sockpat::make_streams(std::move(client));
+    const std::string block(4096, 'x');
+    for (int i = 0; i < 100000 && w.try_write(block); ++i) taken += block.size();
+    REQUIRE(w.buffered() > 0);  // the peer does not read yet: the kernel's buffers are full
+  }  // the last writer closes, and no loop will ever send what it holds
+  CHECK(test::open_descriptors() == before - 1);
+  // The peer reads what was sent, then end of stream.
+  std::array<char, 65536> buf{};
+  std::size_t got = 0;
+  bool all_x = true;
+  std::error_code ec;
+  for (int i = 0; i < 100000; ++i) {
+    const std::size_t n = peer.read_some(buf, 10s, ec);
+    if (ec || n == 0) break;
+    for (std::size_t k = 0; k < n; ++k) all_x = all_x && buf[k] == 'x';
+    got += n;
+  }
+  CHECK(ec == std::error_code{});  // end of stream, not a timeout
+  CHECK(got > 0);
+  CHECK(got <= taken);
+  CHECK(all_x);
+}
+
+TEST_CASE("with max_connections 2, a third client waits in the backlog until one leaves, then is served" *
+          doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    sockpat::StreamServerOptions options;
+    options.max_connections = 2;
+    auto server = co_await sockpat::start_server(echo_lines, "127.0.0.1", 0, options);
+    const int port = server.local_endpoint().port();
+    auto [r1, w1] = co_await sockpat::open_connection("127.0.0.1", port, 5s);
+    auto [r2, w2] = co_await sockpat::open_connection("127.0.0.1", port, 5s);
+    co_await w1.write("one\n");
+    co_await w2.write("two\n");
+    CHECK(co_await r1.read_line() == "one\n");
+    CHECK(co_await r2.read_line() == "two\n");
+    auto [r3, w3] = co_await sockpat::open_connection("127.0.0.1", port, 5s);  // the backlog takes it
+    co_await w3.write("three\n");
+    const auto early = co_await sockpat::as_result(sockpat::wait_for(r3.read_line(), 300ms));
+    CHECK(early.error() == std::errc::timed_out);  // not accepted: no echo
+    CHECK(server.stats().accepted == 2);
+    CHECK(server.connections() == 2);
+    w1.write_eof();  // the first leaves: its handler ends, a slot frees
+    CHECK(co_await r1.read() == "");
+    CHECK(co_await sockpat::wait_for(r3.read_line(), 5s) == "three\n");
+    co_await w3.write("three again\n");
+    co_await w2.write("two again\n");
+    CHECK(co_await r3.read_line() == "three again\n");
+    CHECK(co_await r2.read_line() == "two again\n");
+    CHECK(server.stats().accepted == 3);
+    server.close();
+    co_await server.wait_closed();
+  });
+}
+
+TEST_CASE("the idle timeout closes a silent client while an active one keeps being served" * doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    sockpat::StreamServerOptions options;
+    options.idle_timeout = 200ms;
+    auto server = co_await sockpat::start_server(echo_lines, "127.0.0.1", 0, options);
+    const int port = server.local_endpoint().port();
+    const auto start = std::chrono::steady_clock::now();
+    auto silent = co_await sockpat::open_connection("127.0.0.1", port, 5s);  // a pair: lambdas capture it
+    auto [r, w] = co_await sockpat::open_connection("127.0.0.1", port, 5s);
+    sockpat::Event silent_closed;
+    std::chrono::steady_clock::duration silent_lived{};
+    auto watch_silent = [&]() -> sockpat::Task<void> {
+      CHECK(co_await sockpat::wait_for(silent.first.read(), 5s) == "");  // end of stream from the server
+      silent_lived = std::chrono::steady_clock::now() - start;
+      silent_closed.set();
+    };
+    sockpat::TaskGroup group;
+    group.create_task(watch_silent());
+    // The active client: a line every 50 ms for 600 ms, three idle timeouts, each echoed.
+    int echoed = 0;
+    for (int i = 0; i < 12; ++i) {
+      const std::string line = "line " + std::to_string(i) + "\n";
+      co_await w.write(line);
+      if (co_await sockpat::wait_for(r.read_line(), 5s) == line) ++echoed;
+      co_await sockpat::sleep(50ms);
+    }
+    CHECK(echoed == 12);
+    co_await sockpat::wait_for(silent_closed.wait(), 5s);
+    CHECK(silent_lived >= 200ms);
+    CHECK(silent_lived < 2s);
+    co_await group.join();
+    for (int i = 0; i < 1000 && server.stats().timed_out == 0; ++i) co_await sockpat::sleep(1ms);
+    CHECK(server.stats().timed_out == 1);
+    CHECK(server.stats().handler_errors == 0);
+    CHECK(server.connections() == 1);
+    server.close();
+    co_await server.wait_closed();
+  });
+}
+
+TEST_CASE("a handler that awaits wait_closing() says goodbye during the grace; the client reads it before end of stream" *
+          doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    sockpat::StreamServer server;
+    auto handler = [&server](sockpat::StreamReader, sockpat::StreamWriter w) -> sockpat::Task<void> {
+      co_await w.write("hi\n");
+      co_await server.wait_closing();
+      co_await w.write("bye\n");
+    };
+    sockpat::StreamServerOptions options;
+    options.grace = 5000ms;
+    server = co_await sockpat::start_server(handler, "127.0.0.1", 0, options);
+    auto [r, w] = co_await sockpat::open_connection("127.0.0.1", server.local_endpoint().port(), 5s);
+    CHECK(co_await r.read_line() == "hi\n");
+    const auto start = std::chrono::steady_clock::now();
+    server.close();
+    CHECK(co_await sockpat::wait_for(r.read_line(), 5s) == "bye\n");
+    CHECK(co_await sockpat::wait_for(r.read(), 5s) == "");
+    co_await sockpat::wait_for(server.wait_closed(), 5s);
+    CHECK(std::chrono::steady_clock::now() - start < 2s);  // the handler ended: no wait for the grace
+    CHECK(server.stats().canceled == 0);
+    co_await server.wait_closing();  // closing already: at once
+  });
+}
+
+TEST_CASE("a handler reaches its connection: sets SO_SNDBUF and reads it back, sees both addresses" *
+          doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    int set_to = 0;
+    int read_raw = -1;
+    sockpat::Endpoint local;
+    bool closed_throws = false;
+    auto handler = [&](sockpat::StreamReader, sockpat::StreamWriter w) -> sockpat::Task<void> {
+      w.set_send_buffer_size(64 * 1024);
+      set_to = w.send_buffer_size();
+      std::error_code ec;
+      read_raw = sockpat::detail::get_int_option(w.native_handle(), sockpat::detail::option::send_buffer, ec);
+      local = w.local_endpoint();
+      co_await w.write("ok\n");
+      co_await w.drain();
+      w.close();
+      CHECK(w.native_handle() == sockpat::detail::invalid_handle);
+      try {
+        (void)w.send_buffer_size();
+      } catch (const std::system_error& e) {
+        closed_throws = e.code() == sockpat::errc::not_connected;
+      }
+    };
+    auto server = co_await sockpat::start_server(handler, "127.0.0.1", 0, {});
+    auto [r, w] = co_await sockpat::open_connection("127.0.0.1", server.local_endpoint().port(), 5s);
+    CHECK(co_await r.read_line() == "ok\n");
+    CHECK(set_to >= 64 * 1024);  // Linux doubles it, for its bookkeeping
+    CHECK(read_raw == set_to);
+    CHECK(local == server.local_endpoint());
+    CHECK(closed_throws);
+    server.close();
+    co_await server.wait_closed();
+  });
+}
 }
