@@ -441,9 +441,14 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   [[nodiscard]] bool closing() const noexcept { return close_pending_ || closed_; }
   [[nodiscard]] bool closed() const noexcept { return closed_; }
 
-  /// Sends or buffers from [data, data + left) what the high-water mark allows; true once
-  /// all of it is taken or an error is stored in `ec`.
-  bool take(const std::byte*& data, std::size_t& left, std::error_code& ec) noexcept {
+  /// How much take() takes: what the high-water mark allows, or all of it (try_write's whole
+  /// message, past the mark).
+  enum class Taking { up_to_high_water, whole };
+
+  /// Sends or buffers from [data, data + left) what the high-water mark allows (all of it when
+  /// `how` is whole); true once all of it is taken or an error is stored in `ec`.
+  bool take(const std::byte*& data, std::size_t& left, std::error_code& ec,
+            Taking how = Taking::up_to_high_water) noexcept {
     if (werror_) {
       ec = werror_;
       return true;
@@ -452,7 +457,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
       ec = detail::make_errc(std::errc::broken_pipe);
       return true;
     }
-    if (transport_ != nullptr) [[unlikely]] return take_transported(data, left, ec);
+    if (transport_ != nullptr) [[unlikely]] return take_transported(data, left, ec, how);
     if (buffered() == 0) {
       // Nothing queued: write straight from the caller's bytes, no copy.
       while (left > 0) {
@@ -470,7 +475,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
       if (left == 0) return true;
     }
     const std::size_t room = options_.high_water - (std::min)(options_.high_water, buffered());
-    const std::size_t n = (std::min)(room, left);
+    const std::size_t n = how == Taking::whole ? left : (std::min)(room, left);
     if (n > 0) {
       if (wbegin_ > 0) {  // keep the buffer's bytes at its front
         wbuf_.erase(wbuf_.begin(), wbuf_.begin() + static_cast<std::ptrdiff_t>(wbegin_));
@@ -490,13 +495,17 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   }
 
   /// take() through the transport: the buffer holds wire bytes; each piece is encoded (as much
-  /// as there is room for) and sent at once when the socket takes it.
-  [[gnu::noinline]] bool take_transported(const std::byte*& data, std::size_t& left, std::error_code& ec) noexcept {
+  /// as there is room for) and sent at once when the socket takes it. Room is counted in wire
+  /// bytes, which outnumber the plaintext (a record's header and tag): a whole take cannot ask
+  /// for room of the plaintext's size, or its tail would not fit.
+  [[gnu::noinline]] bool take_transported(const std::byte*& data, std::size_t& left, std::error_code& ec,
+                                          Taking how) noexcept {
     while (left > 0) {
       const std::size_t room = options_.high_water - (std::min)(options_.high_water, buffered());
-      const std::size_t n = (std::min)(room, left);
+      const std::size_t n = how == Taking::whole ? left : (std::min)(room, left);
       if (n == 0) break;
       const std::size_t took = transport_->encode({data, n}, ec);
+      if (!ec && took == 0 && how == Taking::whole) ec = make_error_code(errc::buffer_full);  // would be lost
       if (!ec) append_transport_output(ec);
       if (!ec) send_buffered(ec);
       if (ec) {
@@ -651,11 +660,8 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   bool try_take(const std::byte* data, std::size_t size, std::error_code& ec) noexcept {
     if (!writers.empty()) return false;
     if (buffered() != 0 && buffered() + size > options_.high_water) return false;
-    const std::size_t room = options_.high_water;
-    options_.high_water = (std::max)(room, buffered() + size);  // room for all of it, this once
     std::size_t left = size;
-    (void)take(data, left, ec);
-    options_.high_water = room;
+    (void)take(data, left, ec, Taking::whole);  // all of it, or an error in ec
     return true;
   }
 

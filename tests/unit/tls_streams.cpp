@@ -18,6 +18,7 @@
 
 #include "sockpat/sync.hpp"
 #include "support/loop.hpp"
+#include "support/loopback.hpp"
 
 using namespace std::chrono_literals;
 using sockpat::TlsContext;
@@ -89,6 +90,17 @@ sockpat::Task<std::pair<std::error_code, std::string>> failure_of(sockpat::Task<
 // with the lambda before the coroutine ends).
 sockpat::Task<void> write_in_pieces(sockpat::StreamWriter& writer, const std::string& data, std::size_t piece) {
   for (std::size_t at = 0; at < data.size(); at += piece) co_await writer.write(std::string_view(data).substr(at, piece));
+}
+
+// Sends `data` with one try_write (`whole`) or one write, then closes (close_notify after it).
+sockpat::Task<void> send_and_close(sockpat::StreamWriter& writer, const std::string& data, bool whole) {
+  if (whole) {
+    CHECK(writer.try_write(data));  // a fresh stream takes a message whole
+  } else {
+    co_await writer.write(data);
+  }
+  writer.close();
+  co_await writer.wait_closed();
 }
 
 // echo(), recording the client certificate's subject first.
@@ -355,6 +367,54 @@ TEST_CASE("start_tls upgrades a plaintext stream on both sides, keeping a handsh
     server.close();
     co_await server.wait_closed();
   });
+}
+
+TEST_CASE("try_write and write over TLS with a 4 KiB send buffer and a reader that waits: the peer gets every byte" *
+          doctest::timeout(60)) {
+  test::run_bounded(
+      []() -> sockpat::Task<void> {
+        const auto client_ctx = client_context();
+        const auto server_ctx = server_context();
+        const std::string big = pattern(16 << 20);
+        for (const bool whole : {true, false}) {
+          CAPTURE(whole);
+          // A local stream: what the kernel holds for the reader is charged to the writer's
+          // 4 KiB buffer, so nearly all of the message waits in the writer's.
+          auto [one, two] = test::local_pair();
+          auto [reader, writer] = sockpat::make_streams(std::move(one));
+          auto [peer_reader, peer_writer] = sockpat::make_streams(std::move(two));
+          {
+            sockpat::TaskGroup handshakes;
+            sockpat::StreamTlsOptions tls;
+            tls.server_hostname = "localhost";
+            (void)handshakes.create_task(sockpat::start_tls(writer, client_ctx, tls));
+            (void)handshakes.create_task(sockpat::start_tls(peer_writer, server_ctx));
+            co_await handshakes.join();
+          }
+          const auto fd = sockpat::detail::StreamAccess::of(writer)->fd();
+          REQUIRE_FALSE(sockpat::detail::set_int_option(fd, sockpat::detail::option::send_buffer, 4096));
+          sockpat::TaskGroup group;
+          (void)group.create_task(send_and_close(writer, big, whole));
+          // Until the writer holds what the kernel would not take (a write: until it waits for room).
+          for (int i = 0; i < 2000 && writer.buffered() < 32 * 1024; ++i) co_await sockpat::sleep(1ms);
+          CHECK(writer.buffered() >= 32 * 1024);
+          // Then a buffer that lets the rest through quickly (4 KiB takes seconds per MiB).
+          CHECK_FALSE(sockpat::detail::set_int_option(fd, sockpat::detail::option::send_buffer, 1 << 20));
+          std::string received;
+          for (int i = 0; i < 10'000'000; ++i) {
+            const auto chunk = co_await peer_reader.read_chunk();
+            if (chunk.empty()) break;
+            received.append(reinterpret_cast<const char*>(chunk.data()), chunk.size());
+          }
+          CHECK(peer_reader.at_eof());  // the writer's close_notify, not a truncation
+          peer_writer.close();
+          co_await peer_writer.wait_closed();
+          co_await group.join();
+          CHECK(received.size() == big.size());
+          CHECK((received == big));  // byte-exact, in order
+        }
+      },
+      50s);
 }
 
 TEST_CASE("start_tls on a verifying client without a server name, and write_eof over TLS, are refused" *
