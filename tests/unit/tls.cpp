@@ -452,6 +452,79 @@ TEST_CASE("insecure_no_verify connects to a self-signed server; a verifying clie
   CHECK(ec == tls_errc::certificate_verify_failed);
 }
 
+TEST_CASE("a verifying client without a server name is refused at construction; verify_chain_only opts out" *
+          doctest::timeout(30)) {
+  // A certificate for other.example from the trusted CA: checking the chain alone would accept it.
+  PythonPeer server("server --cert " + cert("other.pem") + " --key " + cert("other.key"));
+  auto conn = sockpat::TcpConnection::connect({"127.0.0.1", server.port()}, 5s);
+  const auto ctx = client_context();
+  CHECK(ctx.checks_host_name());
+  CHECK_THROWS_WITH_AS(sockpat::TlsTcpConnection(std::move(conn), ctx), doctest::Contains("needs the server's name"),
+                       std::system_error);
+  CHECK(conn.is_open());  // a connection the engine refused is left to its owner, with its peer
+  CHECK_THROWS_WITH_AS((void)sockpat::TlsTcpConnection::client(std::move(conn), ctx, "", 5s),
+                       doctest::Contains("verify_chain_only"), std::system_error);
+  std::error_code ec;
+  auto refused = sockpat::TlsTcpConnection::client(std::move(conn), ctx, "", 5s, ec);
+  CHECK(ec == tls_errc::bad_configuration);
+  CHECK(std::string(refused.error_text()).find("needs the server's name") != std::string::npos);
+  CHECK_FALSE(refused.is_open());
+  REQUIRE(conn.is_open());
+  // The opt-out: the chain is still checked, the name is not.
+  auto chain_only = client_context();
+  chain_only.verify_chain_only();
+  CHECK_FALSE(chain_only.checks_host_name());
+  auto c = sockpat::TlsTcpConnection::client(std::move(conn), chain_only, "", 5s);
+  c.write_all("pinned", 5s);
+  std::array<char, 6> got{};
+  c.read_exactly(got, 5s);
+  CHECK(std::string(got.data(), got.size()) == "pinned");
+  c.shutdown(5s);
+  CHECK(server.line().rfind("ok 6 ", 0) == 0);
+}
+
+TEST_CASE("host names match DNS SANs only, IP literals IP SANs only; a trailing dot is dropped, a NUL refused" *
+          doctest::timeout(60)) {
+  struct Case {
+    const char* cert;
+    const char* host;
+    const char* refusal;  // what the error says, or nullptr: the handshake succeeds
+    const char* sni;      // the SNI the server saw, when it succeeds
+  };
+  using namespace std::string_literals;
+  const std::string nul_host = "localhost\0.evil.example"s;
+  for (const auto& k : {Case{"cn_only", "localhost", "hostname mismatch", nullptr},
+                        Case{"ip_only", "localhost", "hostname mismatch", nullptr},
+                        Case{"ip_only", "127.0.0.1", nullptr, "-"},
+                        Case{"server", "127.0.0.1", nullptr, "-"},
+                        Case{"ip_only", "::1", "IP address mismatch", nullptr},
+                        Case{"server", "localhost.", nullptr, "localhost"},
+                        Case{"server", "localhost", nullptr, "localhost"},
+                        Case{"server", ".localhost", "not a host name", nullptr},
+                        Case{"server", nul_host.c_str(), "NUL", nullptr}}) {
+    const std::string host = k.host == nul_host.c_str() ? nul_host : std::string(k.host);
+    const std::string name = k.cert;
+    CAPTURE(name);
+    CAPTURE(host);
+    PythonPeer server("server --report-sni --cert " + cert(std::string(k.cert) + ".pem") + " --key " +
+                      cert(std::string(k.cert) + ".key"));
+    auto conn = sockpat::TcpConnection::connect({"127.0.0.1", server.port()}, 5s);
+    const auto ctx = client_context();
+    if (k.refusal != nullptr) {
+      CHECK_THROWS_WITH_AS((void)sockpat::TlsTcpConnection::client(std::move(conn), ctx, host, 5s),
+                           doctest::Contains(k.refusal), std::system_error);
+      continue;
+    }
+    auto c = sockpat::TlsTcpConnection::client(std::move(conn), ctx, host, 5s);
+    CHECK(server.line() == std::string("sni ") + k.sni);
+    c.write_all("x", 5s);
+    std::array<char, 1> got{};
+    CHECK(c.read_some(got, 5s) == 1);
+    c.shutdown(5s);
+    CHECK(server.line().rfind("ok 1 ", 0) == 0);
+  }
+}
+
 TEST_CASE("contexts load certificates from memory, and report a missing file in both forms") {
   auto read = [](const std::string& path) {
     std::string s;

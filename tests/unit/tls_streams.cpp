@@ -417,7 +417,7 @@ TEST_CASE("try_write and write over TLS with a 4 KiB send buffer and a reader th
       50s);
 }
 
-TEST_CASE("start_tls on a verifying client without a server name, and write_eof over TLS, are refused" *
+TEST_CASE("start_tls on a verifying client without a server name (unless verify_chain_only), and write_eof over TLS, are refused" *
           doctest::timeout(30)) {
   test::run_bounded([]() -> sockpat::Task<void> {
     auto server = co_await sockpat::start_server(echo, "127.0.0.1", 0, server_context());
@@ -430,6 +430,14 @@ TEST_CASE("start_tls on a verifying client without a server name, and write_eof 
       refused = true;
     }
     CHECK(refused);
+    // Unless the context checks the chain alone (the peer is checked by other means).
+    auto chain_only = client_context();
+    chain_only.verify_chain_only();
+    co_await sockpat::start_tls(plain.second, chain_only);
+    co_await plain.second.write("over TLS\n");
+    CHECK(co_await plain.first.read_line() == "over TLS\n");
+    plain.second.close();
+    co_await plain.second.wait_closed();
     auto [reader, writer] = co_await sockpat::open_connection("localhost", server.local_endpoint().port(), ctx, 5s);
     std::error_code code;
     try {
