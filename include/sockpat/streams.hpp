@@ -358,7 +358,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
         op.done += n;
       }
       op.room = op.done;
-      send_transport_output();
+      if (!send_transport_output() && !ec) ec = write_error();  // the peer does not read our answers
       if (ec || op.done > 0) return true;
       if (transport_->input_closed()) {
         eof = true;
@@ -567,9 +567,19 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     wbuf_.clear();
     wbegin_ = 0;
   }
-  /// What the transport wrote on its own while reading (alerts, key updates) goes out.
-  void send_transport_output() noexcept {
-    if (transport_->output().empty() || closed_ || werror_) return;
+  /// What the transport wrote on its own while reading (alerts, key updates) goes out. False
+  /// when it would pass unsolicited_limit: the connection then fails with buffer_full.
+  bool send_transport_output() noexcept {
+    if (transport_->output().empty() || closed_ || werror_) return !overflowed_;
+    // A peer that makes the transport answer (TLS KeyUpdate requests) and never reads would
+    // grow the buffer without bound: what reading adds since it was last empty is bounded.
+    if (buffered() == 0) unsolicited_ = 0;
+    unsolicited_ += transport_->output().size();
+    if (unsolicited_ > unsolicited_limit) {
+      overflowed_ = true;
+      fail(make_error_code(errc::buffer_full));
+      return false;
+    }
     std::error_code ec;
     append_transport_output(ec);
     // Sent at once when it can be: an edge-triggered backend reports writability only after
@@ -577,10 +587,13 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     if (!ec && !flushing_) send_buffered(ec);
     if (ec) {
       fail(ec);
-      return;
+      return true;
     }
     start_flushing();
+    return true;
   }
+  /// The most bytes reading may add to the write buffer while the peer does not take them.
+  static constexpr std::size_t unsolicited_limit = 64 * 1024;
 
   /// Puts `t` under this stream (asyncio's start_tls). Wire bytes already buffered for the
   /// reader (sent by the peer right after the plaintext exchange) are fed to it first; the
@@ -874,8 +887,10 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   StreamOptions options_;
   std::vector<std::byte> wbuf_;
   std::size_t wbegin_ = 0;
+  std::size_t unsolicited_ = 0;  // what reading added to the write buffer since it was last empty
   std::error_code werror_;
   bool flushing_ = false;
+  bool overflowed_ = false;  // unsolicited_ passed unsolicited_limit: the connection failed
   bool eof_pending_ = false;
   bool eof_sent_ = false;
   bool close_pending_ = false;

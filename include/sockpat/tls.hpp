@@ -566,13 +566,17 @@ class TlsEngine {
   }
 
   /// Decrypts into `out`: ok with n > 0; closed after the peer's close_notify (n = 0, a clean
-  /// end); want_read: send output(), feed() more, call again; error tls_errc::truncated when the
-  /// peer's stream ended without close_notify.
+  /// end); want_read: send output(), feed() more, call again; want_write: output() holds
+  /// output_limit bytes (answers to the peer's messages): send them first; error
+  /// tls_errc::truncated when the peer's stream ended without close_notify.
   TlsStatus read(std::span<std::byte> out, std::size_t& n, std::error_code& ec) noexcept {
     n = 0;
     ec.clear();
     if (failed_) return fail(ec, last_error_);
     if (out.empty()) return TlsStatus::ok;
+    // Reading makes output too (a KeyUpdate request is answered at once): a peer that sends them
+    // and never reads must not grow output() without bound.
+    if (out_.size() - out_pos_ >= output_limit) return TlsStatus::want_write;
     if (!handshake_done_) {
       const auto s = handshake(ec);
       if (s != TlsStatus::ok) return s;

@@ -565,6 +565,46 @@ TEST_CASE("the engine takes no more input than its bound and calls garbage not T
   CHECK(engine.output().empty());
 }
 
+TEST_CASE("a peer that requests key updates and never reads cannot grow the engine's output past its bound") {
+  const auto server_ctx = server_context();
+  const auto client_ctx = client_context();
+  sockpat::detail::TlsEngine server(server_ctx, {});
+  sockpat::detail::TlsEngine client(client_ctx, "localhost");
+  auto pass = [](sockpat::detail::TlsEngine& from, sockpat::detail::TlsEngine& to) {
+    from.consume_output(to.feed(from.output()));
+  };
+  std::error_code ec;
+  for (int i = 0; i < 10 && !(client.handshake_done() && server.handshake_done()); ++i) {
+    (void)client.handshake(ec);
+    pass(client, server);
+    (void)server.handshake(ec);
+    pass(server, client);
+  }
+  REQUIRE(server.handshake_done());
+  std::array<std::byte, sockpat::detail::TlsEngine::max_record> plain{};
+  std::size_t received = 0;
+  bool held_back = false;
+  const std::array<std::byte, 1> one{std::byte{'k'}};
+  for (int i = 0; i < 5000; ++i) {
+    // Each request makes OpenSSL answer with a KeyUpdate of its own, while reading.
+    REQUIRE(SSL_key_update(client.native_handle(), SSL_KEY_UPDATE_REQUESTED) == 1);
+    std::size_t n = 0;
+    REQUIRE(client.write(one, n, ec) == sockpat::detail::TlsStatus::ok);
+    pass(client, server);
+    for (int j = 0; j < 4; ++j) {
+      const auto status = server.read(plain, n, ec);
+      REQUIRE(status != sockpat::detail::TlsStatus::error);
+      received += n;
+      held_back = held_back || status == sockpat::detail::TlsStatus::want_write;
+      if (status != sockpat::detail::TlsStatus::ok) break;
+    }
+    // The server never sends: its output must stay bounded (one record's answer past the limit).
+    REQUIRE(server.output().size() <= sockpat::detail::TlsEngine::output_limit + 1024);
+  }
+  CHECK(held_back);  // read() said "send first" (want_write) instead of growing the output
+  CHECK(received > 0);
+}
+
 TEST_CASE("the error category names every code") {
   for (int i = 1; i <= 6; ++i) CHECK(sockpat::tls_category().message(i) != "unknown TLS error");
   CHECK(std::string(sockpat::make_error_code(tls_errc::truncated).category().name()) == "sockpat.tls");

@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <utility>  // std::move
 #include <vector>
 
@@ -415,6 +416,47 @@ TEST_CASE("try_write and write over TLS with a 4 KiB send buffer and a reader th
         }
       },
       50s);
+}
+
+TEST_CASE("a peer that requests key updates and never reads fails the stream with buffer_full, its buffer bounded" *
+          doctest::timeout(60)) {
+  auto [one, two] = test::local_pair();
+  const auto client_ctx = client_context();
+  // The peer: a blocking TLS client on a thread of its own, sending KeyUpdate requests (each
+  // answered by the reader's side) and never reading the answers.
+  std::thread peer([&client_ctx, conn = std::move(one)]() mutable {
+    try {
+      auto tls = sockpat::TlsConnection<test::LocalConnection::protocol_type>::client(std::move(conn), client_ctx,
+                                                                                    "localhost", 10s);
+      for (int i = 0; i < 100'000; ++i) {
+        if (SSL_key_update(tls.engine()->native_handle(), SSL_KEY_UPDATE_REQUESTED) != 1) break;
+        tls.write_all("k", 10s);
+      }
+    } catch (const std::system_error&) {  // the stream ended it: what is checked is the stream's side
+    }
+  });
+  std::error_code failure;
+  std::size_t most_buffered = 0;
+  test::run_bounded(
+      [&]() -> sockpat::Task<void> {
+        auto [reader, writer] = sockpat::make_streams(std::move(two));
+        co_await sockpat::start_tls(writer, server_context());
+        const auto fd = sockpat::detail::StreamAccess::of(writer)->fd();
+        REQUIRE_FALSE(sockpat::detail::set_int_option(fd, sockpat::detail::option::send_buffer, 4096));
+        try {
+          for (int i = 0; i < 1'000'000; ++i) {
+            if ((co_await reader.read_chunk()).empty()) break;
+            most_buffered = (std::max)(most_buffered, writer.buffered());
+          }
+        } catch (const std::system_error& e) {
+          failure = e.code();
+        }
+        writer.abort();
+      },
+      50s);
+  peer.join();
+  CHECK(failure == sockpat::errc::buffer_full);
+  CHECK(most_buffered <= sockpat::detail::StreamState::unsolicited_limit);
 }
 
 TEST_CASE("start_tls on a verifying client without a server name (unless verify_chain_only), and write_eof over TLS, are refused" *
