@@ -21,6 +21,8 @@
 
 #include "support/loopback.hpp"
 
+#include <openssl/ct.h>  // SSL_CTX_enable_ct: a session that cannot be made
+
 using namespace std::chrono_literals;
 using sockpat::TlsConnection;
 using sockpat::TlsContext;
@@ -481,6 +483,37 @@ TEST_CASE("a verifying client without a server name is refused at construction; 
   CHECK(std::string(got.data(), got.size()) == "pinned");
   c.shutdown(5s);
   CHECK(server.line().rfind("ok 6 ", 0) == 0);
+}
+
+TEST_CASE("a TLS session that cannot be made is reported with the client's address, and its connection closed" *
+          doctest::timeout(30)) {
+  auto ctx = server_context();
+  // OpenSSL's SSL_new then fails: a CT check and a custom handler for its extension (18) clash.
+  REQUIRE(SSL_CTX_enable_ct(ctx.native_handle(), SSL_CT_VALIDATION_PERMISSIVE) == 1);
+  REQUIRE(SSL_CTX_add_custom_ext(ctx.native_handle(), 18, SSL_EXT_TLS1_3_CERTIFICATE, nullptr, nullptr, nullptr,
+                                 nullptr, nullptr) == 1);
+  std::promise<std::pair<std::string, sockpat::Endpoint>> reported;
+  std::atomic<bool> told{false};
+  sockpat::ServerOptions options;
+  options.on_error = [&](std::exception_ptr e, const sockpat::Endpoint& peer) {
+    if (told.exchange(true)) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      reported.set_value({x.what(), peer});
+    }
+  };
+  sockpat::TlsTcpServer server({"127.0.0.1", 0}, std::move(ctx), echo, options);
+  server.start();
+  auto client = sockpat::TcpConnection::connect({"127.0.0.1", server.local_endpoint().port()}, 5s);
+  auto f = reported.get_future();
+  REQUIRE(f.wait_for(10s) == std::future_status::ready);
+  const auto [message, peer] = f.get();
+  CHECK(message.find("tls session") != std::string::npos);
+  CHECK(peer == client.local_endpoint());  // the client, not an empty address
+  std::array<char, 1> got{};
+  CHECK(client.read_some(got, 5s) == 0);  // the server closed it
+  CHECK(server.stats().handler_errors >= 1);
 }
 
 TEST_CASE("host names match DNS SANs only, IP literals IP SANs only; a trailing dot is dropped, a NUL refused" *
