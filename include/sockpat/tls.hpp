@@ -469,8 +469,8 @@ enum class TlsStatus {
 
 /// One TLS session (an SSL over two memory BIOs) that does no I/O of its own: the caller sends
 /// output() to the peer and feed()s what arrives. Both buffers are bounded: feed() takes at most
-/// input_room() bytes, and write() stops once output() holds output_limit bytes. Move-only; one
-/// thread at a time.
+/// input_room() bytes, and write() and read() stop once output() holds output_limit bytes.
+/// Move-only; one thread at a time.
 class TlsEngine {
  public:
   static constexpr std::size_t input_limit = 64 * 1024;   // ciphertext fed but not yet decrypted
