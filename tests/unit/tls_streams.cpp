@@ -420,11 +420,11 @@ TEST_CASE("try_write and write over TLS with a 4 KiB send buffer and a reader th
 
 TEST_CASE("a peer that requests key updates and never reads fails the stream with buffer_full, its buffer bounded" *
           doctest::timeout(60)) {
-  auto [one, two] = test::local_pair();
+  auto ends = test::local_pair();  // not a structured binding: a lambda below uses an end
   const auto client_ctx = client_context();
   // The peer: a blocking TLS client on a thread of its own, sending KeyUpdate requests (each
   // answered by the reader's side) and never reading the answers.
-  std::thread peer([&client_ctx, conn = std::move(one)]() mutable {
+  std::thread peer([&client_ctx, conn = std::move(ends.first)]() mutable {
     try {
       auto tls = sockpat::TlsConnection<test::LocalConnection::protocol_type>::client(std::move(conn), client_ctx,
                                                                                     "localhost", 10s);
@@ -439,7 +439,7 @@ TEST_CASE("a peer that requests key updates and never reads fails the stream wit
   std::size_t most_buffered = 0;
   test::run_bounded(
       [&]() -> sockpat::Task<void> {
-        auto [reader, writer] = sockpat::make_streams(std::move(two));
+        auto [reader, writer] = sockpat::make_streams(std::move(ends.second));
         co_await sockpat::start_tls(writer, server_context());
         const auto fd = sockpat::detail::StreamAccess::of(writer)->fd();
         REQUIRE_FALSE(sockpat::detail::set_int_option(fd, sockpat::detail::option::send_buffer, 4096));
