@@ -361,7 +361,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
         op.done += n;
       }
       op.room = op.done;
-      send_transport_output();
+      if (!send_transport_output() && !ec) ec = write_error();  // the peer does not read our answers
       if (ec || op.done > 0) return true;
       if (transport_->input_closed()) {
         eof = true;
@@ -445,9 +445,14 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   [[nodiscard]] bool closing() const noexcept { return close_pending_ || closed_; }
   [[nodiscard]] bool closed() const noexcept { return closed_; }
 
-  /// Sends or buffers from [data, data + left) what the high-water mark allows; true once
-  /// all of it is taken or an error is stored in `ec`.
-  bool take(const std::byte*& data, std::size_t& left, std::error_code& ec) noexcept {
+  /// How much take() takes: what the high-water mark allows, or all of it (try_write's whole
+  /// message, past the mark).
+  enum class Taking { up_to_high_water, whole };
+
+  /// Sends or buffers from [data, data + left) what the high-water mark allows (all of it when
+  /// `how` is whole); true once all of it is taken or an error is stored in `ec`.
+  bool take(const std::byte*& data, std::size_t& left, std::error_code& ec,
+            Taking how = Taking::up_to_high_water) noexcept {
     if (werror_) {
       ec = werror_;
       return true;
@@ -456,7 +461,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
       ec = detail::make_errc(std::errc::broken_pipe);
       return true;
     }
-    if (transport_ != nullptr) [[unlikely]] return take_transported(data, left, ec);
+    if (transport_ != nullptr) [[unlikely]] return take_transported(data, left, ec, how);
     if (buffered() == 0) {
       // Nothing queued: write straight from the caller's bytes, no copy.
       while (left > 0) {
@@ -474,7 +479,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
       if (left == 0) return true;
     }
     const std::size_t room = options_.high_water - (std::min)(options_.high_water, buffered());
-    const std::size_t n = (std::min)(room, left);
+    const std::size_t n = how == Taking::whole ? left : (std::min)(room, left);
     if (n > 0) {
       if (wbegin_ > 0) {  // keep the buffer's bytes at its front
         wbuf_.erase(wbuf_.begin(), wbuf_.begin() + static_cast<std::ptrdiff_t>(wbegin_));
@@ -494,13 +499,17 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   }
 
   /// take() through the transport: the buffer holds wire bytes; each piece is encoded (as much
-  /// as there is room for) and sent at once when the socket takes it.
-  [[gnu::noinline]] bool take_transported(const std::byte*& data, std::size_t& left, std::error_code& ec) noexcept {
+  /// as there is room for) and sent at once when the socket takes it. Room is counted in wire
+  /// bytes, which outnumber the plaintext (a record's header and tag): a whole take cannot ask
+  /// for room of the plaintext's size, or its tail would not fit.
+  [[gnu::noinline]] bool take_transported(const std::byte*& data, std::size_t& left, std::error_code& ec,
+                                          Taking how) noexcept {
     while (left > 0) {
       const std::size_t room = options_.high_water - (std::min)(options_.high_water, buffered());
-      const std::size_t n = (std::min)(room, left);
+      const std::size_t n = how == Taking::whole ? left : (std::min)(room, left);
       if (n == 0) break;
       const std::size_t took = transport_->encode({data, n}, ec);
+      if (!ec && took == 0 && how == Taking::whole) ec = make_error_code(errc::buffer_full);  // would be lost
       if (!ec) append_transport_output(ec);
       if (!ec) send_buffered(ec);
       if (ec) {
@@ -563,9 +572,19 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     wbuf_.clear();
     wbegin_ = 0;
   }
-  /// What the transport wrote on its own while reading (alerts, key updates) goes out.
-  void send_transport_output() noexcept {
-    if (transport_->output().empty() || closed_ || werror_) return;
+  /// What the transport wrote on its own while reading (alerts, key updates) goes out. False
+  /// when it would pass unsolicited_limit: the connection then fails with buffer_full.
+  bool send_transport_output() noexcept {
+    if (transport_->output().empty() || closed_ || werror_) return !overflowed_;
+    // A peer that makes the transport answer (TLS KeyUpdate requests) and never reads would
+    // grow the buffer without bound: what reading adds since it was last empty is bounded.
+    if (buffered() == 0) unsolicited_ = 0;
+    unsolicited_ += transport_->output().size();
+    if (unsolicited_ > unsolicited_limit) {
+      overflowed_ = true;
+      fail(make_error_code(errc::buffer_full));
+      return false;
+    }
     std::error_code ec;
     append_transport_output(ec);
     // Sent at once when it can be: an edge-triggered backend reports writability only after
@@ -573,10 +592,13 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     if (!ec && !flushing_) send_buffered(ec);
     if (ec) {
       fail(ec);
-      return;
+      return true;
     }
     start_flushing();
+    return true;
   }
+  /// The most bytes reading may add to the write buffer while the peer does not take them.
+  static constexpr std::size_t unsolicited_limit = 64 * 1024;
 
   /// Puts `t` under this stream (asyncio's start_tls). Wire bytes already buffered for the
   /// reader (sent by the peer right after the plaintext exchange) are fed to it first; the
@@ -656,11 +678,8 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   bool try_take(const std::byte* data, std::size_t size, std::error_code& ec) noexcept {
     if (!writers.empty()) return false;
     if (buffered() != 0 && buffered() + size > options_.high_water) return false;
-    const std::size_t room = options_.high_water;
-    options_.high_water = (std::max)(room, buffered() + size);  // room for all of it, this once
     std::size_t left = size;
-    (void)take(data, left, ec);
-    options_.high_water = room;
+    (void)take(data, left, ec, Taking::whole);  // all of it, or an error in ec
     return true;
   }
 
@@ -883,8 +902,10 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   StreamOptions options_;
   std::vector<std::byte> wbuf_;
   std::size_t wbegin_ = 0;
+  std::size_t unsolicited_ = 0;  // what reading added to the write buffer since it was last empty
   std::error_code werror_;
   bool flushing_ = false;
+  bool overflowed_ = false;  // unsolicited_ passed unsolicited_limit: the connection failed
   bool eof_pending_ = false;
   bool eof_sent_ = false;
   bool close_pending_ = false;

@@ -130,6 +130,7 @@ struct TlsContextState {
   UniqueSslCtx ctx;
   bool server = false;
   bool verify = false;
+  bool check_host = true;  // a verifying client checks the server's name (verify_chain_only: not)
   std::string alpn_wire;  // the server's ALPN choices, length-prefixed (the callback reads it)
 };
 
@@ -272,6 +273,15 @@ class TlsContext {
     return *this;
   }
 
+  /// Client side: verifies the server's certificate chain but no host name in it, so a connection
+  /// may be made without a server name (a name given is sent as SNI only). For a peer checked by
+  /// other means (a pinned key or fingerprint, compared after the handshake); without this, a
+  /// verifying client given no name fails at construction.
+  TlsContext& verify_chain_only() & noexcept {
+    state_->check_host = false;
+    return *this;
+  }
+
   /// Server side: asks clients for a certificate and verifies it against the CAs added with
   /// add_ca_file/add_ca_pem; `required`: a client without one fails the handshake.
   TlsContext& verify_clients(bool required = true) & noexcept {
@@ -352,6 +362,10 @@ class TlsContext {
     insecure_no_verify();
     return std::move(*this);
   }
+  TlsContext verify_chain_only() && noexcept {
+    verify_chain_only();
+    return std::move(*this);
+  }
   TlsContext verify_clients(bool required = true) && noexcept {
     verify_clients(required);
     return std::move(*this);
@@ -376,6 +390,8 @@ class TlsContext {
   [[nodiscard]] bool is_server() const noexcept { return state_->server; }
   /// Whether the peer's certificate is checked (a client's default; a server after verify_clients).
   [[nodiscard]] bool verifies_peer() const noexcept { return state_->verify; }
+  /// Whether a verifying client checks the server's name (true unless verify_chain_only()).
+  [[nodiscard]] bool checks_host_name() const noexcept { return state_->check_host; }
   /// OpenSSL's reason for the last failed configuration call (for the error_code forms).
   [[nodiscard]] const std::string& error_text() const noexcept { return error_text_; }
   /// The SSL_CTX, for settings this class does not name (cipher lists, session caching).
@@ -453,8 +469,8 @@ enum class TlsStatus {
 
 /// One TLS session (an SSL over two memory BIOs) that does no I/O of its own: the caller sends
 /// output() to the peer and feed()s what arrives. Both buffers are bounded: feed() takes at most
-/// input_room() bytes, and write() stops once output() holds output_limit bytes. Move-only; one
-/// thread at a time.
+/// input_room() bytes, and write() and read() stop once output() holds output_limit bytes.
+/// Move-only; one thread at a time.
 class TlsEngine {
  public:
   static constexpr std::size_t input_limit = 64 * 1024;   // ciphertext fed but not yet decrypted
@@ -463,7 +479,8 @@ class TlsEngine {
 
   /// An engine for `ctx`'s side. A client checks `server_name` (a host name or an IP address) in
   /// the peer's certificate when the context verifies, and sends it as SNI when it is a name.
-  /// Throws std::system_error (bad_configuration) if OpenSSL cannot make the session.
+  /// Throws std::system_error (bad_configuration): a verifying client without a name (unless
+  /// TlsContext::verify_chain_only), a name that no host has, or OpenSSL cannot make the session.
   TlsEngine(const TlsContext& ctx, std::string_view server_name) : context_(ctx.state()) {
     ERR_clear_error();
     ssl_.reset(SSL_new(context_->ctx.get()));
@@ -483,19 +500,7 @@ class TlsEngine {
       SSL_set_accept_state(ssl_.get());
     } else {
       SSL_set_connect_state(ssl_.get());
-      if (!server_name.empty()) {
-        const std::string name(server_name);
-        X509_VERIFY_PARAM* param = SSL_get0_param(ssl_.get());
-        const bool is_ip = X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str()) == 1;
-        ERR_clear_error();
-        bool ok = true;
-        if (!is_ip) {
-          // SNI carries host names only (RFC 6066), never an address.
-          ok = SSL_set_tlsext_host_name(ssl_.get(), name.c_str()) == 1;
-          if (ok && context_->verify) ok = SSL_set1_host(ssl_.get(), name.c_str()) == 1;
-        }
-        if (!ok) throw_tls(tls_errc::bad_configuration, "tls server name " + name + ": " + take_openssl_error());
-      }
+      use_server_name(server_name);
     }
   }
 
@@ -561,13 +566,17 @@ class TlsEngine {
   }
 
   /// Decrypts into `out`: ok with n > 0; closed after the peer's close_notify (n = 0, a clean
-  /// end); want_read: send output(), feed() more, call again; error tls_errc::truncated when the
-  /// peer's stream ended without close_notify.
+  /// end); want_read: send output(), feed() more, call again; want_write: output() holds
+  /// output_limit bytes (answers to the peer's messages): send them first; error
+  /// tls_errc::truncated when the peer's stream ended without close_notify.
   TlsStatus read(std::span<std::byte> out, std::size_t& n, std::error_code& ec) noexcept {
     n = 0;
     ec.clear();
     if (failed_) return fail(ec, last_error_);
     if (out.empty()) return TlsStatus::ok;
+    // Reading makes output too (a KeyUpdate request is answered at once): a peer that sends them
+    // and never reads must not grow output() without bound.
+    if (out_.size() - out_pos_ >= output_limit) return TlsStatus::want_write;
     if (!handshake_done_) {
       const auto s = handshake(ec);
       if (s != TlsStatus::ok) return s;
@@ -688,6 +697,47 @@ class TlsEngine {
   [[nodiscard]] SSL* native_handle() const noexcept { return ssl_.get(); }
 
  private:
+  // The name a client checks and sends. The rules are the web's (Go's, rustls', browsers'): a
+  // name matches DNS names in the subjectAltName only, never the subject's CN; an IP address
+  // matches IP addresses only and is not sent as SNI (RFC 6066). OpenSSL would cut a name at a
+  // NUL and match a leading dot as "any subdomain": both are refused.
+  void use_server_name(std::string_view name) {
+    const bool check = context_->verify && context_->check_host;
+    if (name.empty()) {
+      if (check) {
+        throw_tls(tls_errc::bad_configuration,
+                  "tls server name: a verifying client needs the server's name to check in its certificate "
+                  "(TlsContext::verify_chain_only() for a peer checked by other means)");
+      }
+      return;
+    }
+    auto refuse = [&](const char* why) {
+      std::string shown;
+      for (const char c : name) shown += c == '\0' ? std::string_view("\\0") : std::string_view(&c, 1);
+      throw_tls(tls_errc::bad_configuration, "tls server name \"" + shown + "\": " + why);
+    };
+    if (name.find('\0') != std::string_view::npos) refuse("contains a NUL byte");
+    // "localhost." is the same host as "localhost" (the DNS root); certificates and SNI omit the dot.
+    if (name.back() == '.') name.remove_suffix(1);
+    if (name.empty() || name.front() == '.') refuse("not a host name");
+    const std::string host(name);
+    ASN1_OCTET_STRING* address = a2i_IPADDRESS(host.c_str());
+    const bool is_ip = address != nullptr;
+    ASN1_OCTET_STRING_free(address);
+    ERR_clear_error();
+    bool ok = true;
+    if (is_ip) {
+      if (check) ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_.get()), host.c_str()) == 1;
+    } else {
+      ok = SSL_set_tlsext_host_name(ssl_.get(), host.c_str()) == 1;
+      if (ok && check) {
+        SSL_set_hostflags(ssl_.get(), X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
+        ok = SSL_set1_host(ssl_.get(), host.c_str()) == 1;
+      }
+    }
+    if (!ok) throw_tls(tls_errc::bad_configuration, "tls server name " + host + ": " + take_openssl_error());
+  }
+
   // Moves what OpenSSL wrote into its output BIO to out_, the buffer output() shows.
   bool collect_output(std::error_code& ec) noexcept {
     const std::size_t pending = BIO_ctrl_pending(out_bio_);
@@ -798,9 +848,11 @@ class TlsConnection {
   TlsConnection() noexcept = default;
   /// Wraps `connection` for `context`'s side, without a handshake yet (handshake() does it; the
   /// first read or write would too, without a bound of its own). A client checks `server_name`.
+  /// Throws std::system_error (bad_configuration) as detail::TlsEngine's constructor does;
+  /// `connection` is then left as it was.
   TlsConnection(Connection<P>&& connection, const TlsContext& context, std::string_view server_name = {},
                 TlsOptions options = {})
-      : connection_(std::move(connection)), engine_(std::in_place, context, server_name), options_(options) {}
+      : engine_(std::in_place, context, server_name), connection_(std::move(connection)), options_(options) {}
 
   /// Resolves and connects to `host` (Connection::connect), then does the handshake as a client
   /// checking `host` in the certificate, all within `d` (without a time: options.handshake_timeout).
@@ -1120,8 +1172,10 @@ class TlsConnection {
     return s;
   }
 
-  Connection<P> connection_;
+  // The engine first: if it cannot be made, the connection is not taken, so that the caller (a
+  // TlsServer's Server) still has the socket and its peer to report.
   std::optional<detail::TlsEngine> engine_;
+  Connection<P> connection_;
   TlsOptions options_;
   std::vector<std::byte> in_;
   std::string text_;  // why the engine could not be made (the error_code forms)

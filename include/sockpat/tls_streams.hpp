@@ -150,8 +150,10 @@ template <class = void>
 Task<void> start_tls(StreamWriter& writer, const TlsContext& ssl, StreamTlsOptions tls = {}) {
   const auto& state = detail::StreamAccess::of(writer);
   if (!state) detail::throw_error(make_error_code(errc::not_connected), "StreamWriter start_tls");
-  if (!ssl.is_server() && ssl.verifies_peer() && tls.server_hostname.empty()) {
-    throw std::invalid_argument("sockpat: start_tls on a verifying client needs StreamTlsOptions::server_hostname");
+  if (!ssl.is_server() && ssl.verifies_peer() && ssl.checks_host_name() && tls.server_hostname.empty()) {
+    throw std::invalid_argument(
+        "sockpat: start_tls on a verifying client needs StreamTlsOptions::server_hostname "
+        "(TlsContext::verify_chain_only() for a peer checked by other means)");
   }
   return detail::open_tls<>(state, std::make_unique<detail::TlsTransport>(ssl, tls.server_hostname),
                             tls.handshake_timeout);

@@ -7,6 +7,8 @@ Everything is made fresh at test time (EC P-256 keys, so it is quick); no key is
   ca.pem                  the test CA (trusted by the tests)
   server.pem, server.key  localhost, 127.0.0.1 and ::1, signed by the CA
   other.pem, other.key    a certificate for another host name (other.example), signed by the CA
+  cn_only.pem, cn_only.key  CN=localhost and no subjectAltName, signed by the CA (names are in SANs only)
+  ip_only.pem, ip_only.key  CN=localhost and only the IP SAN 127.0.0.1, signed by the CA
   expired.pem, expired.key  localhost, signed by the CA, expired in 2020
   rogue.pem, rogue.key    localhost, signed by a CA nobody trusts (rogue_ca.pem)
   self_signed.pem, self_signed.key  localhost, self-signed
@@ -52,7 +54,7 @@ commonName = supplied
 basicConstraints = CA:FALSE
 keyUsage = critical,digitalSignature
 extendedKeyUsage = {usage}
-subjectAltName = {san}
+{san_line}
 """
 
 
@@ -66,7 +68,8 @@ def leaf(name, issuer, cn, san, usage, cwd, start=None, end=None, self_signed=Fa
             f.write(os.urandom(8).hex() + "\n")
         config = os.path.join(work, "ca.cnf")
         with open(config, "w") as f:
-            f.write(LEAF_CONFIG.format(db=db, work=work, serial=serial, usage=usage, san=san))
+            san_line = f"subjectAltName = {san}" if san else ""
+            f.write(LEAF_CONFIG.format(db=db, work=work, serial=serial, usage=usage, san_line=san_line))
         csr = os.path.join(work, name + ".csr")
         run("req", "-new", "-key", name + ".key", "-subj", f"/CN={cn}", "-out", csr, cwd=cwd)
         dates = ["-startdate", start, "-enddate", end] if start else ["-days", "30"]
@@ -86,6 +89,8 @@ def main():
     ca("rogue_ca", out)
     leaf("server", "ca", "localhost", local, "serverAuth", out)
     leaf("other", "ca", "other.example", "DNS:other.example", "serverAuth", out)
+    leaf("cn_only", "ca", "localhost", None, "serverAuth", out)
+    leaf("ip_only", "ca", "localhost", "IP:127.0.0.1", "serverAuth", out)
     leaf("expired", "ca", "localhost", local, "serverAuth", out, start="20200101000000Z", end="20200201000000Z")
     leaf("rogue", "rogue_ca", "localhost", local, "serverAuth", out)
     leaf("self_signed", None, "localhost", local, "serverAuth", out, self_signed=True)

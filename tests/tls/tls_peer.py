@@ -2,8 +2,9 @@
 """A Python `ssl` peer for the TLS tests: a server or a client that no sockpat code wrote.
 
 usage:
-  tls_peer.py server --cert F --key F [--ca F] [--alpn P,Q] [--max-tls12] [--mode echo|truncate]
-      listens on 127.0.0.1 port 0, prints "port N", serves one client, prints "ok ..." or "error ..."
+  tls_peer.py server --cert F --key F [--ca F] [--alpn P,Q] [--max-tls12] [--mode echo|truncate] [--report-sni]
+      listens on 127.0.0.1 port 0, prints "port N", serves one client, prints "ok ..." or "error ...";
+      with --report-sni, first "sni NAME" once the handshake is done (NAME: the client's SNI, or -)
   tls_peer.py client --port N --ca F [--host H] [--cert F --key F] [--alpn P,Q] [--bytes N]
                      [--mode echo|plaintext|stall]
       prints "ok ..." or "error ..."
@@ -32,6 +33,9 @@ def serve(args):
         ctx.set_alpn_protocols(args.alpn.split(","))
     if args.max_tls12:
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    sni = []
+    if args.report_sni:
+        ctx.sni_callback = lambda _sock, name, _ctx: sni.append(name)
     with socket.create_server(("127.0.0.1", 0)) as listener:
         listener.settimeout(args.timeout)
         say("port", listener.getsockname()[1])
@@ -42,6 +46,8 @@ def serve(args):
         except (ssl.SSLError, OSError) as e:
             say("error", e)
             return
+        if args.report_sni:
+            say("sni", (sni[0] if sni and sni[0] is not None else "-"))
         if args.mode == "truncate":
             conn.sendall(b"partial")
             conn.shutdown(socket.SHUT_RDWR)  # SSLSocket.shutdown ends TCP only: no close_notify
@@ -131,6 +137,7 @@ def main():
     p.add_argument("--bytes", type=int, default=1 << 20)
     p.add_argument("--mode", default="echo")
     p.add_argument("--max-tls12", action="store_true")
+    p.add_argument("--report-sni", action="store_true")
     p.add_argument("--timeout", type=float, default=20)
     args = p.parse_args()
     try:

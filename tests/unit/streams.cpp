@@ -685,6 +685,47 @@ TEST_CASE("try_write takes a whole message or nothing, and never waits" * doctes
   });
 }
 
+TEST_CASE("try_write and write of 16 MiB with a 4 KiB send buffer and a reader that waits: the peer gets every byte" *
+          doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    std::string big(16 << 20, '\0');
+    for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>((i * 131 + i / 4099) >> 3);
+    for (const bool whole : {true, false}) {
+      CAPTURE(whole);
+      auto pair = test::connected_pair();
+      auto [reader, writer] = sockpat::make_streams(std::move(pair.client));
+      auto [peer_reader, peer_writer] = sockpat::make_streams(std::move(pair.server));
+      const auto fd = sockpat::detail::StreamAccess::of(writer)->fd();
+      REQUIRE_FALSE(sockpat::detail::set_int_option(fd, sockpat::detail::option::send_buffer, 4096));
+      sockpat::TaskGroup group;
+      (void)group.create_task([](sockpat::StreamWriter& w, const std::string& data, bool at_once) -> sockpat::Task<void> {
+        if (at_once) {
+          CHECK(w.try_write(data));  // a fresh stream takes a message whole
+        } else {
+          co_await w.write(data);
+        }
+        w.close();
+        co_await w.wait_closed();
+      }(writer, big, whole));
+      // The reader starts once the writer holds what the kernel would not take.
+      for (int i = 0; i < 2000 && writer.buffered() < 32 * 1024; ++i) co_await sockpat::sleep(1ms);
+      CHECK(writer.buffered() >= 32 * 1024);
+      // Then a buffer that lets the rest through quickly (4 KiB takes a second per MiB).
+      CHECK_FALSE(sockpat::detail::set_int_option(fd, sockpat::detail::option::send_buffer, 1 << 20));
+      std::string received;
+      for (int i = 0; i < 10'000'000; ++i) {
+        const auto chunk = co_await peer_reader.read_chunk();
+        if (chunk.empty()) break;
+        received.append(reinterpret_cast<const char*>(chunk.data()), chunk.size());
+      }
+      co_await group.join();
+      peer_writer.close();
+      CHECK(received.size() == big.size());
+      CHECK((received == big));  // byte-exact, in order
+    }
+  });
+}
+
 TEST_CASE("closing a StreamServer with 100 idle clients returns from wait_closed() within 100 ms" *
           doctest::timeout(30)) {
   int canceled = 0;

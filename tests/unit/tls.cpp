@@ -21,6 +21,8 @@
 
 #include "support/loopback.hpp"
 
+#include <openssl/ct.h>  // SSL_CTX_enable_ct: a session that cannot be made
+
 using namespace std::chrono_literals;
 using sockpat::TlsConnection;
 using sockpat::TlsContext;
@@ -452,6 +454,110 @@ TEST_CASE("insecure_no_verify connects to a self-signed server; a verifying clie
   CHECK(ec == tls_errc::certificate_verify_failed);
 }
 
+TEST_CASE("a verifying client without a server name is refused at construction; verify_chain_only opts out" *
+          doctest::timeout(30)) {
+  // A certificate for other.example from the trusted CA: checking the chain alone would accept it.
+  PythonPeer server("server --cert " + cert("other.pem") + " --key " + cert("other.key"));
+  auto conn = sockpat::TcpConnection::connect({"127.0.0.1", server.port()}, 5s);
+  const auto ctx = client_context();
+  CHECK(ctx.checks_host_name());
+  CHECK_THROWS_WITH_AS(sockpat::TlsTcpConnection(std::move(conn), ctx), doctest::Contains("needs the server's name"),
+                       std::system_error);
+  CHECK(conn.is_open());  // a connection the engine refused is left to its owner, with its peer
+  CHECK_THROWS_WITH_AS((void)sockpat::TlsTcpConnection::client(std::move(conn), ctx, "", 5s),
+                       doctest::Contains("verify_chain_only"), std::system_error);
+  std::error_code ec;
+  auto refused = sockpat::TlsTcpConnection::client(std::move(conn), ctx, "", 5s, ec);
+  CHECK(ec == tls_errc::bad_configuration);
+  CHECK(std::string(refused.error_text()).find("needs the server's name") != std::string::npos);
+  CHECK_FALSE(refused.is_open());
+  REQUIRE(conn.is_open());
+  // The opt-out: the chain is still checked, the name is not.
+  auto chain_only = client_context();
+  chain_only.verify_chain_only();
+  CHECK_FALSE(chain_only.checks_host_name());
+  auto c = sockpat::TlsTcpConnection::client(std::move(conn), chain_only, "", 5s);
+  c.write_all("pinned", 5s);
+  std::array<char, 6> got{};
+  c.read_exactly(got, 5s);
+  CHECK(std::string(got.data(), got.size()) == "pinned");
+  c.shutdown(5s);
+  CHECK(server.line().rfind("ok 6 ", 0) == 0);
+}
+
+TEST_CASE("a TLS session that cannot be made is reported with the client's address, and its connection closed" *
+          doctest::timeout(30)) {
+  auto ctx = server_context();
+  // OpenSSL's SSL_new then fails: a CT check and a custom handler for its extension (18) clash.
+  REQUIRE(SSL_CTX_enable_ct(ctx.native_handle(), SSL_CT_VALIDATION_PERMISSIVE) == 1);
+  REQUIRE(SSL_CTX_add_custom_ext(ctx.native_handle(), 18, SSL_EXT_TLS1_3_CERTIFICATE, nullptr, nullptr, nullptr,
+                                 nullptr, nullptr) == 1);
+  std::promise<std::pair<std::string, sockpat::Endpoint>> reported;
+  std::atomic<bool> told{false};
+  sockpat::ServerOptions options;
+  options.on_error = [&](std::exception_ptr e, const sockpat::Endpoint& peer) {
+    if (told.exchange(true)) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      reported.set_value({x.what(), peer});
+    }
+  };
+  sockpat::TlsTcpServer server({"127.0.0.1", 0}, std::move(ctx), echo, options);
+  server.start();
+  auto client = sockpat::TcpConnection::connect({"127.0.0.1", server.local_endpoint().port()}, 5s);
+  auto f = reported.get_future();
+  REQUIRE(f.wait_for(10s) == std::future_status::ready);
+  const auto [message, peer] = f.get();
+  CHECK(message.find("tls session") != std::string::npos);
+  CHECK(peer == client.local_endpoint());  // the client, not an empty address
+  std::array<char, 1> got{};
+  CHECK(client.read_some(got, 5s) == 0);  // the server closed it
+  CHECK(server.stats().handler_errors >= 1);
+}
+
+TEST_CASE("host names match DNS SANs only, IP literals IP SANs only; a trailing dot is dropped, a NUL refused" *
+          doctest::timeout(60)) {
+  struct Case {
+    const char* cert;
+    const char* host;
+    const char* refusal;  // what the error says, or nullptr: the handshake succeeds
+    const char* sni;      // the SNI the server saw, when it succeeds
+  };
+  using namespace std::string_literals;
+  const std::string nul_host = "localhost\0.evil.example"s;
+  for (const auto& k : {Case{"cn_only", "localhost", "hostname mismatch", nullptr},
+                        Case{"ip_only", "localhost", "hostname mismatch", nullptr},
+                        Case{"ip_only", "127.0.0.1", nullptr, "-"},
+                        Case{"server", "127.0.0.1", nullptr, "-"},
+                        Case{"ip_only", "::1", "IP address mismatch", nullptr},
+                        Case{"server", "localhost.", nullptr, "localhost"},
+                        Case{"server", "localhost", nullptr, "localhost"},
+                        Case{"server", ".localhost", "not a host name", nullptr},
+                        Case{"server", nul_host.c_str(), "NUL", nullptr}}) {
+    const std::string host = k.host == nul_host.c_str() ? nul_host : std::string(k.host);
+    const std::string name = k.cert;
+    CAPTURE(name);
+    CAPTURE(host);
+    PythonPeer server("server --report-sni --cert " + cert(std::string(k.cert) + ".pem") + " --key " +
+                      cert(std::string(k.cert) + ".key"));
+    auto conn = sockpat::TcpConnection::connect({"127.0.0.1", server.port()}, 5s);
+    const auto ctx = client_context();
+    if (k.refusal != nullptr) {
+      CHECK_THROWS_WITH_AS((void)sockpat::TlsTcpConnection::client(std::move(conn), ctx, host, 5s),
+                           doctest::Contains(k.refusal), std::system_error);
+      continue;
+    }
+    auto c = sockpat::TlsTcpConnection::client(std::move(conn), ctx, host, 5s);
+    CHECK(server.line() == std::string("sni ") + k.sni);
+    c.write_all("x", 5s);
+    std::array<char, 1> got{};
+    CHECK(c.read_some(got, 5s) == 1);
+    c.shutdown(5s);
+    CHECK(server.line().rfind("ok 1 ", 0) == 0);
+  }
+}
+
 TEST_CASE("contexts load certificates from memory, and report a missing file in both forms") {
   auto read = [](const std::string& path) {
     std::string s;
@@ -490,6 +596,46 @@ TEST_CASE("the engine takes no more input than its bound and calls garbage not T
   CHECK(engine.handshake(ec) == sockpat::detail::TlsStatus::error);
   CHECK(ec == tls_errc::not_tls);
   CHECK(engine.output().empty());
+}
+
+TEST_CASE("a peer that requests key updates and never reads cannot grow the engine's output past its bound") {
+  const auto server_ctx = server_context();
+  const auto client_ctx = client_context();
+  sockpat::detail::TlsEngine server(server_ctx, {});
+  sockpat::detail::TlsEngine client(client_ctx, "localhost");
+  auto pass = [](sockpat::detail::TlsEngine& from, sockpat::detail::TlsEngine& to) {
+    from.consume_output(to.feed(from.output()));
+  };
+  std::error_code ec;
+  for (int i = 0; i < 10 && !(client.handshake_done() && server.handshake_done()); ++i) {
+    (void)client.handshake(ec);
+    pass(client, server);
+    (void)server.handshake(ec);
+    pass(server, client);
+  }
+  REQUIRE(server.handshake_done());
+  std::array<std::byte, sockpat::detail::TlsEngine::max_record> plain{};
+  std::size_t received = 0;
+  bool held_back = false;
+  const std::array<std::byte, 1> one{std::byte{'k'}};
+  for (int i = 0; i < 5000; ++i) {
+    // Each request makes OpenSSL answer with a KeyUpdate of its own, while reading.
+    REQUIRE(SSL_key_update(client.native_handle(), SSL_KEY_UPDATE_REQUESTED) == 1);
+    std::size_t n = 0;
+    REQUIRE(client.write(one, n, ec) == sockpat::detail::TlsStatus::ok);
+    pass(client, server);
+    for (int j = 0; j < 4; ++j) {
+      const auto status = server.read(plain, n, ec);
+      REQUIRE(status != sockpat::detail::TlsStatus::error);
+      received += n;
+      held_back = held_back || status == sockpat::detail::TlsStatus::want_write;
+      if (status != sockpat::detail::TlsStatus::ok) break;
+    }
+    // The server never sends: its output must stay bounded (one record's answer past the limit).
+    REQUIRE(server.output().size() <= sockpat::detail::TlsEngine::output_limit + 1024);
+  }
+  CHECK(held_back);  // read() said "send first" (want_write) instead of growing the output
+  CHECK(received > 0);
 }
 
 TEST_CASE("the error category names every code") {

@@ -13,11 +13,13 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <utility>  // std::move
 #include <vector>
 
 #include "sockpat/sync.hpp"
 #include "support/loop.hpp"
+#include "support/loopback.hpp"
 
 using namespace std::chrono_literals;
 using sockpat::TlsContext;
@@ -89,6 +91,17 @@ sockpat::Task<std::pair<std::error_code, std::string>> failure_of(sockpat::Task<
 // with the lambda before the coroutine ends).
 sockpat::Task<void> write_in_pieces(sockpat::StreamWriter& writer, const std::string& data, std::size_t piece) {
   for (std::size_t at = 0; at < data.size(); at += piece) co_await writer.write(std::string_view(data).substr(at, piece));
+}
+
+// Sends `data` with one try_write (`whole`) or one write, then closes (close_notify after it).
+sockpat::Task<void> send_and_close(sockpat::StreamWriter& writer, const std::string& data, bool whole) {
+  if (whole) {
+    CHECK(writer.try_write(data));  // a fresh stream takes a message whole
+  } else {
+    co_await writer.write(data);
+  }
+  writer.close();
+  co_await writer.wait_closed();
 }
 
 // echo(), recording the client certificate's subject first.
@@ -357,7 +370,96 @@ TEST_CASE("start_tls upgrades a plaintext stream on both sides, keeping a handsh
   });
 }
 
-TEST_CASE("start_tls on a verifying client without a server name, and write_eof over TLS, are refused" *
+TEST_CASE("try_write and write over TLS with a 4 KiB send buffer and a reader that waits: the peer gets every byte" *
+          doctest::timeout(60)) {
+  test::run_bounded(
+      []() -> sockpat::Task<void> {
+        const auto client_ctx = client_context();
+        const auto server_ctx = server_context();
+        const std::string big = pattern(16 << 20);
+        for (const bool whole : {true, false}) {
+          CAPTURE(whole);
+          // A local stream: what the kernel holds for the reader is charged to the writer's
+          // 4 KiB buffer, so nearly all of the message waits in the writer's.
+          auto [one, two] = test::local_pair();
+          auto [reader, writer] = sockpat::make_streams(std::move(one));
+          auto [peer_reader, peer_writer] = sockpat::make_streams(std::move(two));
+          {
+            sockpat::TaskGroup handshakes;
+            sockpat::StreamTlsOptions tls;
+            tls.server_hostname = "localhost";
+            (void)handshakes.create_task(sockpat::start_tls(writer, client_ctx, tls));
+            (void)handshakes.create_task(sockpat::start_tls(peer_writer, server_ctx));
+            co_await handshakes.join();
+          }
+          const auto fd = sockpat::detail::StreamAccess::of(writer)->fd();
+          REQUIRE_FALSE(sockpat::detail::set_int_option(fd, sockpat::detail::option::send_buffer, 4096));
+          sockpat::TaskGroup group;
+          (void)group.create_task(send_and_close(writer, big, whole));
+          // Until the writer holds what the kernel would not take (a write: until it waits for room).
+          for (int i = 0; i < 2000 && writer.buffered() < 32 * 1024; ++i) co_await sockpat::sleep(1ms);
+          CHECK(writer.buffered() >= 32 * 1024);
+          // Then a buffer that lets the rest through quickly (4 KiB takes seconds per MiB).
+          CHECK_FALSE(sockpat::detail::set_int_option(fd, sockpat::detail::option::send_buffer, 1 << 20));
+          std::string received;
+          for (int i = 0; i < 10'000'000; ++i) {
+            const auto chunk = co_await peer_reader.read_chunk();
+            if (chunk.empty()) break;
+            received.append(reinterpret_cast<const char*>(chunk.data()), chunk.size());
+          }
+          CHECK(peer_reader.at_eof());  // the writer's close_notify, not a truncation
+          peer_writer.close();
+          co_await peer_writer.wait_closed();
+          co_await group.join();
+          CHECK(received.size() == big.size());
+          CHECK((received == big));  // byte-exact, in order
+        }
+      },
+      50s);
+}
+
+TEST_CASE("a peer that requests key updates and never reads fails the stream with buffer_full, its buffer bounded" *
+          doctest::timeout(60)) {
+  auto ends = test::local_pair();  // not a structured binding: a lambda below uses an end
+  const auto client_ctx = client_context();
+  // The peer: a blocking TLS client on a thread of its own, sending KeyUpdate requests (each
+  // answered by the reader's side) and never reading the answers.
+  std::thread peer([&client_ctx, conn = std::move(ends.first)]() mutable {
+    try {
+      auto tls = sockpat::TlsConnection<test::LocalConnection::protocol_type>::client(std::move(conn), client_ctx,
+                                                                                    "localhost", 10s);
+      for (int i = 0; i < 100'000; ++i) {
+        if (SSL_key_update(tls.engine()->native_handle(), SSL_KEY_UPDATE_REQUESTED) != 1) break;
+        tls.write_all("k", 10s);
+      }
+    } catch (const std::system_error&) {  // the stream ended it: what is checked is the stream's side
+    }
+  });
+  std::error_code failure;
+  std::size_t most_buffered = 0;
+  test::run_bounded(
+      [&]() -> sockpat::Task<void> {
+        auto [reader, writer] = sockpat::make_streams(std::move(ends.second));
+        co_await sockpat::start_tls(writer, server_context());
+        const auto fd = sockpat::detail::StreamAccess::of(writer)->fd();
+        REQUIRE_FALSE(sockpat::detail::set_int_option(fd, sockpat::detail::option::send_buffer, 4096));
+        try {
+          for (int i = 0; i < 1'000'000; ++i) {
+            if ((co_await reader.read_chunk()).empty()) break;
+            most_buffered = (std::max)(most_buffered, writer.buffered());
+          }
+        } catch (const std::system_error& e) {
+          failure = e.code();
+        }
+        writer.abort();
+      },
+      50s);
+  peer.join();
+  CHECK(failure == sockpat::errc::buffer_full);
+  CHECK(most_buffered <= sockpat::detail::StreamState::unsolicited_limit);
+}
+
+TEST_CASE("start_tls on a verifying client without a server name (unless verify_chain_only), and write_eof over TLS, are refused" *
           doctest::timeout(30)) {
   test::run_bounded([]() -> sockpat::Task<void> {
     auto server = co_await sockpat::start_server(echo, "127.0.0.1", 0, server_context());
@@ -370,6 +472,14 @@ TEST_CASE("start_tls on a verifying client without a server name, and write_eof 
       refused = true;
     }
     CHECK(refused);
+    // Unless the context checks the chain alone (the peer is checked by other means).
+    auto chain_only = client_context();
+    chain_only.verify_chain_only();
+    co_await sockpat::start_tls(plain.second, chain_only);
+    co_await plain.second.write("over TLS\n");
+    CHECK(co_await plain.first.read_line() == "over TLS\n");
+    plain.second.close();
+    co_await plain.second.wait_closed();
     auto [reader, writer] = co_await sockpat::open_connection("localhost", server.local_endpoint().port(), ctx, 5s);
     std::error_code code;
     try {
