@@ -53,12 +53,7 @@ inline std::chrono::steady_clock::duration waited(const Deadline& d,
 inline std::string describe(std::string_view op, const Endpoint& e, std::error_code ec,
                             std::chrono::steady_clock::duration waited) {
   std::string s = describe(op, e);
-  if (ec == std::errc::timed_out && waited > waited.zero()) {
-    s += " after ";
-    s += std::to_string(std::chrono::ceil<std::chrono::milliseconds>(waited).count());
-    s += " ms";
-  }
-  return s;
+  return append_waited(s, ec, waited);
 }
 
 /// A stream or connected datagram call's message: "read from PEER", or, when the peer's address

@@ -20,6 +20,7 @@
 #include <string>        // std::string
 #include <string_view>   // std::string_view
 #include <system_error>  // std::error_code, std::system_error
+#include <type_traits>   // std::conditional_t, std::is_same_v: the awaiters with a deadline
 #include <utility>       // std::move, std::exchange, std::pair
 #include <vector>        // std::vector
 
@@ -206,7 +207,13 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   /// PEER", or "... on LOCAL" when the peer has no address (an unnamed Unix-domain socket); after
   /// a transport's failure, its reason too: "StreamReader read from PEER: <the TLS alert>".
   [[nodiscard]] std::string where(std::string_view op, std::string_view to_from) const {
+    return where(op, to_from, {}, {});
+  }
+  /// The same, and for a timeout how long the call waited: "StreamReader read from PEER after 50 ms".
+  [[nodiscard]] std::string where(std::string_view op, std::string_view to_from, std::error_code ec,
+                                  std::chrono::steady_clock::duration waited) const {
     std::string s = place(op, to_from);
+    append_waited(s, ec, waited);
     if (transport_ != nullptr) [[unlikely]] {
       if (std::string why = transport_->failure_text(); !why.empty()) s.append(": ").append(why);
     }
@@ -283,10 +290,11 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     rend = n;
   }
 
-  /// Reads more into the buffer; false at end of stream. Throws buffer_full when `limit`
-  /// bytes (or `most`, when given) are already buffered.
+  /// Reads more into the buffer, within `d`; false at end of stream. Throws buffer_full when
+  /// `limit` bytes (or `most`, when given) are already buffered, timed_out at the deadline (what
+  /// is buffered stays buffered). `d` must live until the co_await ends.
   template <class = void>
-  Task<bool> fill(std::size_t most = 0) {
+  Task<bool> fill(std::size_t most = 0, const Deadline& d = Deadline{}) {
     if (eof) co_return false;
     if (most == 0) most = options_.limit;
     if (available() >= most) {
@@ -295,7 +303,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
                                   " bytes buffered (the limit)");
     }
     release_rbuf();  // no buffer held while waiting on an idle connection
-    co_return co_await IoAwaiter<FillOp>(fd(), FillOp{this, most}, Deadline{}, nullptr) > 0;
+    co_return co_await IoAwaiter<FillOp>(fd(), FillOp{this, most}, d, nullptr) > 0;
   }
 
   /// Receives into the state's buffer; the buffer is taken just before the system call and
@@ -332,7 +340,9 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     }
     [[nodiscard]] bool drained() const noexcept { return done > 0 && done < room; }
     [[nodiscard]] std::size_t result() const noexcept { return done; }
-    [[noreturn]] void raise(std::error_code ec) const { throw std::system_error(ec, s->where("StreamReader read", "from")); }
+    [[noreturn]] void raise(std::error_code ec, std::chrono::steady_clock::duration waited) const {
+      throw std::system_error(ec, s->where("StreamReader read", "from", ec, waited));
+    }
   };
 
   /// The transport under this stream; null on a plain one.
@@ -400,8 +410,8 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     }
     [[nodiscard]] bool drained() const noexcept { return done > 0 && done < size; }
     [[nodiscard]] std::size_t result() const noexcept { return done; }
-    [[noreturn]] void raise(std::error_code ec) const {
-      throw std::system_error(ec, s->where("StreamReader read_some", "from"));
+    [[noreturn]] void raise(std::error_code ec, std::chrono::steady_clock::duration waited) const {
+      throw std::system_error(ec, s->where("StreamReader read_some", "from", ec, waited));
     }
   };
 
@@ -620,7 +630,9 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
       return ec || s->buffered() == 0;
     }
     [[nodiscard]] std::size_t result() const noexcept { return 0; }
-    [[noreturn]] void raise(std::error_code ec) const { s->raise_opening(ec); }
+    [[noreturn]] void raise(std::error_code ec, std::chrono::steady_clock::duration waited) const {
+      s->raise_opening(ec, waited);
+    }
   };
   struct RecvWireOp {
     static constexpr Direction direction = Direction::read;
@@ -636,7 +648,9 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
       return true;
     }
     [[nodiscard]] std::size_t result() const noexcept { return 0; }
-    [[noreturn]] void raise(std::error_code ec) const { s->raise_opening(ec); }
+    [[noreturn]] void raise(std::error_code ec, std::chrono::steady_clock::duration waited) const {
+      s->raise_opening(ec, waited);
+    }
   };
   /// Puts `t` under this stream and runs its opening exchange, each step within `d`; what the
   /// writer still buffers goes out first, as plaintext. Throws std::system_error naming the
@@ -666,11 +680,15 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     std::vector<std::byte>().swap(wbuf_);
   }
   struct PlainSendOp : SendWireOp {
-    [[noreturn]] void raise(std::error_code ec) const { throw std::system_error(ec, s->where("StreamWriter start_tls", "to")); }
+    [[noreturn]] void raise(std::error_code ec, std::chrono::steady_clock::duration waited) const {
+      throw std::system_error(ec, s->where("StreamWriter start_tls", "to", ec, waited));
+    }
   };
 
   /// "TLS handshake with PEER: <the transport's words>".
-  [[noreturn]] void raise_opening(std::error_code ec) const { throw std::system_error(ec, where(transport_->opening_name(), "with")); }
+  [[noreturn]] void raise_opening(std::error_code ec, std::chrono::steady_clock::duration waited = {}) const {
+    throw std::system_error(ec, where(transport_->opening_name(), "with", ec, waited));
+  }
 
   /// Takes all of [data, data + size) now or none of it: false when earlier writes wait or the
   /// buffer has no room for all of it. With nothing buffered it is taken whole, even past the
@@ -940,18 +958,30 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   Ender ender_{this};
 };
 
+/// What a timed write keeps beside its bytes: its size, to say how much of it was taken.
+template <class Bound>
+using WriteSize = std::conditional_t<std::is_same_v<Bound, NoDeadline>, NoDeadline, std::size_t>;
+
 /// Waits on the writer side of a StreamState: for its turn and room (write), for the
-/// low-water mark (drain) or for the close (wait_closed). Lives in the awaiting frame.
-class [[nodiscard]] WriterAwaiter final : private Waiter {
+/// low-water mark (drain) or for the close (wait_closed), within a deadline when Bound is
+/// DeadlinePart. Lives in the awaiting frame.
+template <class Bound>
+class [[nodiscard]] BasicWriterAwaiter final : private Waiter {
  public:
   enum class Kind : unsigned char { write, drain, closed };
-  WriterAwaiter(StreamState* s, Kind k, const std::byte* data, std::size_t size) noexcept
-      : s_(s), data_(data), left_(size), kind_(k) {}
+  BasicWriterAwaiter(StreamState* s, Kind k, const std::byte* data, std::size_t size, Bound bound = {}) noexcept
+      : s_(s), data_(data), left_(size), bound_(std::move(bound)), kind_(k) {
+    if constexpr (!std::is_same_v<Bound, NoDeadline>) size_ = size;
+  }
 
   bool await_ready() {
     if (begin()) return true;  // the loop is closing: operation_canceled
     if (s_ == nullptr) {
       set_error(make_error_code(errc::not_connected));
+      return true;
+    }
+    if (bound_.stop_requested()) {
+      set_error(canceled());
       return true;
     }
     if (kind_ != Kind::closed && !s_->writers.empty()) return false;  // wait its turn
@@ -968,14 +998,25 @@ class [[nodiscard]] WriterAwaiter final : private Waiter {
       return true;
     }
     if (!arm(h)) return false;
+    if (bound_.passed()) {
+      (void)finish(make_errc(std::errc::timed_out));
+      return false;
+    }
     list().push_back(this);
+    bound_.watch(*this, reactor());
     return true;
   }
-  void await_resume() const {
+  void await_resume() {
+    bound_.release();
     if (error()) {
       const char* what = kind_ == Kind::write ? "StreamWriter write" : kind_ == Kind::drain ? "StreamWriter drain" : "StreamWriter wait_closed";
       if (s_ == nullptr) throw std::system_error(error(), what);
-      throw std::system_error(error(), s_->where(what, kind_ == Kind::closed ? "on" : "to"));
+      std::string where = s_->where(what, kind_ == Kind::closed ? "on" : "to", error(), bound_.timeout());
+      if constexpr (!std::is_same_v<Bound, NoDeadline>) {
+        // The bytes taken before the deadline stay buffered and are sent: say how many.
+        if (kind_ == Kind::write) throw TransferError(error(), std::move(where), size_ - left_);
+      }
+      throw std::system_error(error(), where);
     }
   }
 
@@ -1002,13 +1043,19 @@ class [[nodiscard]] WriterAwaiter final : private Waiter {
   void on_ready() noexcept override {
     if (!waiting() || !done()) return;
     list().erase(this);
+    bound_.unwatch(*this, reactor());
     complete();
   }
-  // Cancelled: leaves the line; a write may have sent part of its bytes (close the writer
-  // then). The next writer in line may go on.
+  void on_timer() noexcept override {
+    unlink();
+    complete(make_errc(std::errc::timed_out));
+  }
+  // Cancelled or timed out: leaves the line; a write may have taken part of its bytes, which
+  // stay buffered and are sent. The next writer in line may go on.
   void unlink() noexcept override {
     const bool was_first = s_->writers.front() == this;
     list().erase(this);
+    bound_.unwatch(*this, reactor());
     if (was_first) s_->writer_left();
   }
 
@@ -1016,25 +1063,35 @@ class [[nodiscard]] WriterAwaiter final : private Waiter {
   StreamState* s_;
   const std::byte* data_;
   std::size_t left_;
+  [[no_unique_address]] Bound bound_;
+  [[no_unique_address]] WriteSize<Bound> size_;
   Kind kind_;
   bool yield_ = false;
 };
+using WriterAwaiter = BasicWriterAwaiter<NoDeadline>;
+using TimedWriterAwaiter = BasicWriterAwaiter<DeadlinePart>;
 
 /// StreamReader::read_chunk: hands out what is buffered, or receives into the reader's buffer
 /// (taken only once the socket has data) and hands that out. Lives in the awaiting frame; it is
-/// IoAwaiter without the deadline and stop-token parts (a read_chunk has neither), which keeps
-/// an idle connection's coroutine frame small.
-class [[nodiscard]] ChunkAwaiter final : private Waiter {
+/// IoAwaiter over the reader's buffer, and without a deadline (Bound NoDeadline) it has no
+/// deadline or stop-token part at all, which keeps an idle connection's coroutine frame small.
+template <class Bound>
+class [[nodiscard]] BasicChunkAwaiter final : private Waiter {
  public:
-  ChunkAwaiter(StreamState* s, std::size_t max) noexcept : op_{s, s->options().limit}, max_(max) {}
-  ChunkAwaiter(const ChunkAwaiter&) = delete;
-  ChunkAwaiter& operator=(const ChunkAwaiter&) = delete;
-  ~ChunkAwaiter() = default;
+  BasicChunkAwaiter(StreamState* s, std::size_t max, Bound bound = {}) noexcept
+      : op_{s, s->options().limit}, max_(max), bound_(std::move(bound)) {}
+  BasicChunkAwaiter(const BasicChunkAwaiter&) = delete;
+  BasicChunkAwaiter& operator=(const BasicChunkAwaiter&) = delete;
+  ~BasicChunkAwaiter() = default;
 
   bool await_ready() {
     StreamState* s = op_.s;
     if (s->available() > 0 || s->eof || max_ == 0) return true;
     if (begin()) return true;  // the loop is closing: operation_canceled
+    if (bound_.stop_requested()) {
+      set_error(canceled());
+      return true;
+    }
     s->release_rbuf();         // no buffer held while waiting
     if (s->fd() == invalid_handle) {  // closed (writer.close() or abort())
       set_error(make_error_code(errc::not_connected));
@@ -1054,14 +1111,22 @@ class [[nodiscard]] ChunkAwaiter final : private Waiter {
       return true;
     }
     if (!arm(h)) return false;
+    if (bound_.passed()) {
+      (void)finish(make_errc(std::errc::timed_out));
+      return false;
+    }
     if (auto ec = reactor().wait_io(op_.s->fd(), Direction::read, this)) {
       (void)finish(ec);
       return false;
     }
+    bound_.watch(*this, reactor());
     return true;
   }
   std::span<const std::byte> await_resume() {
-    if (error()) throw std::system_error(error(), op_.s->where("StreamReader read_chunk", "from"));
+    bound_.release();
+    if (error()) {
+      throw std::system_error(error(), op_.s->where("StreamReader read_chunk", "from", error(), bound_.timeout()));
+    }
     StreamState* s = op_.s;
     const std::size_t k = (std::min)(max_, s->available());
     const std::span<const std::byte> out(s->rdata(), k);
@@ -1082,15 +1147,25 @@ class [[nodiscard]] ChunkAwaiter final : private Waiter {
   [[gnu::noinline]] bool perform_out_of_line() noexcept { return perform(); }
   void on_ready() noexcept override {
     if (!perform()) return;
-    ChunkAwaiter::unlink();  // not through the vtable: this is the hot path
+    BasicChunkAwaiter::unlink();  // not through the vtable: this is the hot path
     complete();
   }
-  void unlink() noexcept override { reactor().unwait_io(op_.s->fd(), Direction::read, this); }
+  void on_timer() noexcept override {
+    unlink();
+    complete(make_errc(std::errc::timed_out));
+  }
+  void unlink() noexcept override {
+    reactor().unwait_io(op_.s->fd(), Direction::read, this);
+    bound_.unwatch(*this, reactor());
+  }
 
   StreamState::FillOp op_;
   std::size_t max_;
+  [[no_unique_address]] Bound bound_;
   bool yield_ = false;
 };
+using ChunkAwaiter = BasicChunkAwaiter<NoDeadline>;
+using TimedChunkAwaiter = BasicChunkAwaiter<DeadlinePart>;
 
 inline std::string_view view_of(const std::byte* p, std::size_t n) noexcept {
   return {reinterpret_cast<const char*>(p), n};
@@ -1107,11 +1182,15 @@ class StreamReader {
   StreamReader() noexcept = default;
   explicit StreamReader(std::shared_ptr<detail::StreamState> s) noexcept : s_(std::move(s)) {}
 
+  // Every read takes a Deadline last (a timeout or a time point, and/or a stop token): past it,
+  // the read throws std::system_error (timed_out, or operation_canceled) naming the peer and the
+  // timeout, and what had arrived stays buffered for the next read.
+
   /// Up to `n` bytes, waiting for at least one; empty at end of stream.
   template <class = void>
-  Task<std::string> read(std::size_t n = 65536) {
+  Task<std::string> read(std::size_t n = 65536, Deadline d = {}) {
     auto* s = state();
-    if (s->available() == 0) co_await s->fill();
+    if (s->available() == 0) co_await s->fill(0, d);
     const std::size_t k = (std::min)(n, s->available());
     std::string out(detail::view_of(s->rdata(), k));
     s->consume(k);
@@ -1121,14 +1200,14 @@ class StreamReader {
   /// Up to buffer.size() bytes into `buffer` (no allocation); 0 at end of stream. With nothing
   /// buffered it receives straight into `buffer`, without a copy.
   template <class = void>
-  Task<std::size_t> read_some(std::span<std::byte> buffer) {
+  Task<std::size_t> read_some(std::span<std::byte> buffer, Deadline d = {}) {
     auto* s = state();
-    if (s->available() == 0 && !buffer.empty() && s->transport() != nullptr && !co_await s->fill()) co_return 0;
+    if (s->available() == 0 && !buffer.empty() && s->transport() != nullptr && !co_await s->fill(0, d)) co_return 0;
     if (s->available() == 0 && !buffer.empty()) {
       if (s->eof) co_return 0;
       s->release_rbuf();
       const auto n = co_await detail::IoAwaiter<detail::StreamState::DirectOp>(
-          s->fd(), detail::StreamState::DirectOp{s, buffer.data(), buffer.size()}, Deadline{}, nullptr);
+          s->fd(), detail::StreamState::DirectOp{s, buffer.data(), buffer.size()}, d, nullptr);
       co_return n;
     }
     const std::size_t k = (std::min)(buffer.size(), s->available());
@@ -1145,11 +1224,15 @@ class StreamReader {
   [[nodiscard]] detail::ChunkAwaiter read_chunk(std::size_t max = static_cast<std::size_t>(-1)) {
     return detail::ChunkAwaiter(state(), max);
   }
+  /// The same within `d` (an overload: without a deadline the awaiter carries none).
+  [[nodiscard]] detail::TimedChunkAwaiter read_chunk(std::size_t max, const Deadline& d) {
+    return detail::TimedChunkAwaiter(state(), max, detail::part_of(d));
+  }
 
   /// Exactly `n` bytes. End of stream first throws TransferError (errc::end_of_stream) whose
   /// bytes_transferred() says how many arrived; those bytes stay readable.
   template <class = void>
-  Task<std::string> read_exactly(std::size_t n) {
+  Task<std::string> read_exactly(std::size_t n, Deadline d = {}) {
     auto* s = state();
     std::string out;
     out.reserve(n);
@@ -1158,7 +1241,16 @@ class StreamReader {
       out.append(detail::view_of(s->rdata(), k));
       s->consume(k);
       if (out.size() == n) co_return out;
-      if (!co_await s->fill()) {
+      bool more = false;
+      try {
+        more = co_await s->fill(0, d);
+      } catch (...) {
+        // A timeout (or any failure) loses no byte: what was taken goes back in front of the rest.
+        out.append(detail::view_of(s->rdata(), s->available()));
+        s->put_back(reinterpret_cast<const std::byte*>(out.data()), out.size());
+        throw;
+      }
+      if (!more) {
         const std::size_t got = out.size();
         // Give the partial bytes back, as asyncio keeps them in IncompleteReadError.partial.
         s->put_back(reinterpret_cast<const std::byte*>(out.data()), got);
@@ -1173,7 +1265,7 @@ class StreamReader {
   /// the partial size) when the stream ends before it; in both cases the bytes stay readable.
   /// The same contract as FramedConnection::read_until (docs/patterns.md, "Lines and frames").
   template <class = void>
-  Task<std::optional<std::string>> read_until(std::string separator) {
+  Task<std::optional<std::string>> read_until(std::string separator, Deadline d = {}) {
     auto* s = state();
     if (separator.empty()) throw std::invalid_argument("sockpat: read_until needs a non-empty separator");
     const std::size_t limit = s->options().limit;
@@ -1194,7 +1286,7 @@ class StreamReader {
         co_return out;
       }
       searched = hay.size() >= separator.size() ? hay.size() - separator.size() + 1 : 0;
-      if (!co_await s->fill(limit + separator.size())) {
+      if (!co_await s->fill(limit + separator.size(), d)) {
         if (s->available() == 0) co_return std::nullopt;
         throw TransferError(make_error_code(errc::end_of_stream), s->where("StreamReader read_until", "from"),
                             s->available());
@@ -1205,8 +1297,8 @@ class StreamReader {
   /// One line with its "\n" (read_until("\n")): std::nullopt at a clean end of stream, and the
   /// same errors. Unlike asyncio's readline, a partial last line is end_of_stream, not returned.
   template <class = void>
-  Task<std::optional<std::string>> read_line() {
-    return read_until("\n");
+  Task<std::optional<std::string>> read_line(Deadline d = {}) {
+    return read_until("\n", std::move(d));
   }
 
   /// One frame of `framing` (framing.hpp: DelimiterFraming, LengthPrefixFraming), without its
@@ -1215,7 +1307,7 @@ class StreamReader {
   /// leaves every byte buffered; a stream that ends inside a frame throws TransferError
   /// (end_of_stream). A frame must also fit the reader's `limit` (errc::buffer_full otherwise).
   template <Framing F>
-  Task<std::optional<std::string>> read_frame(F framing) {
+  Task<std::optional<std::string>> read_frame(F framing, Deadline d = {}) {
     auto* s = state();
     std::size_t resume = 0;
     for (;;) {
@@ -1230,7 +1322,7 @@ class StreamReader {
         throw std::system_error(scan.error, s->where("StreamReader read_frame", "from"));
       }
       resume = scan.resume;  // an offset from the first unread byte: still right after fill() moves it
-      if (!co_await s->fill()) {
+      if (!co_await s->fill(0, d)) {
         if (s->available() == 0) co_return std::nullopt;
         throw TransferError(make_error_code(errc::end_of_stream), s->where("StreamReader read_frame", "from"),
                             s->available());
@@ -1282,16 +1374,28 @@ class StreamWriter {
     return {s_.get(), detail::WriterAwaiter::Kind::write, data.data(), data.size()};
   }
   [[nodiscard]] detail::WriterAwaiter write(std::string_view data) { return write(detail::bytes_of(data)); }
+  /// The same within `d`: past it, throws TransferError (timed_out) whose bytes_transferred()
+  /// says how much of `data` the writer took; those bytes stay buffered and are sent.
+  [[nodiscard]] detail::TimedWriterAwaiter write(std::span<const std::byte> data, const Deadline& d) {
+    return {s_.get(), detail::TimedWriterAwaiter::Kind::write, data.data(), data.size(), detail::part_of(d)};
+  }
+  [[nodiscard]] detail::TimedWriterAwaiter write(std::string_view data, const Deadline& d) {
+    return write(detail::bytes_of(data), d);
+  }
 
   /// Waits until the buffer is at or below the low-water mark; throws if the connection failed.
   /// Writes `payload` as one frame of `framing`; waits for room as write() does. Throws
   /// std::system_error (frame_too_large, or malformed_frame for a line holding its delimiter).
   template <Framing F>
-  Task<void> write_frame(F framing, std::string payload) {
-    co_await write(encode_frame(framing, payload));
+  Task<void> write_frame(F framing, std::string payload, Deadline d = {}) {
+    co_await write(encode_frame(framing, payload), d);
   }
 
   [[nodiscard]] detail::WriterAwaiter drain() { return {s_.get(), detail::WriterAwaiter::Kind::drain, nullptr, 0}; }
+  /// The same within `d`: past it, throws std::system_error (timed_out); nothing buffered is lost.
+  [[nodiscard]] detail::TimedWriterAwaiter drain(const Deadline& d) {
+    return {s_.get(), detail::TimedWriterAwaiter::Kind::drain, nullptr, 0, detail::part_of(d)};
+  }
 
   /// Takes all of `data` now (sends it, or buffers it below the high-water mark), or none of it
   /// and returns false: when earlier writes still wait their turn, or there is no room. Never

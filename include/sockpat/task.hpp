@@ -359,11 +359,20 @@ class [[nodiscard]] GatherAwaiter final : private Waiter, private Joiner {
   std::exception_ptr first_error_;
 };
 
-/// Runs one task as a child under a timer: the waiting core's waiter with a deadline.
+/// Runs one task as a child under a timer: the waiting core's waiter with a deadline. Its
+/// timeout names it in the error ("wait_for 50 ms"), so that of nested waits, the one that ran
+/// out is known; a wait_until names the time it had left when it was made ("wait_until after 50 ms").
 template <class T>
 class [[nodiscard]] WaitForAwaiter final : private Waiter, private Joiner {
  public:
-  WaitForAwaiter(Task<T> task, std::chrono::steady_clock::duration timeout) : task_(std::move(task)), timeout_(timeout) {}
+  WaitForAwaiter(Task<T> task, std::chrono::steady_clock::duration timeout)
+      : task_(std::move(task)), timeout_(timeout) {
+    when = time_after(timeout);
+  }
+  WaitForAwaiter(Task<T> task, std::chrono::steady_clock::time_point until)
+      : task_(std::move(task)), timeout_(until - std::chrono::steady_clock::now()), until_(true) {
+    when = until;
+  }
 
   bool await_ready() {
     bind();
@@ -374,7 +383,6 @@ class [[nodiscard]] WaitForAwaiter final : private Waiter, private Joiner {
   bool await_suspend(std::coroutine_handle<Promise> h) {
     runner_ = run_child(std::move(task_), slot_);
     remaining_ = 2;
-    when = std::chrono::steady_clock::now() + timeout_;
     reactor().add_timer(this);
     const CancelScope* scope = scope_of(h);
     attach(h);
@@ -391,7 +399,7 @@ class [[nodiscard]] WaitForAwaiter final : private Waiter, private Joiner {
   T await_resume() {
     runner_ = Runner();
     if (slot_.error) {
-      if (timed_out_) throw std::system_error(detail::make_errc(std::errc::timed_out), "wait_for");
+      if (timed_out_) throw_timed_out();
       std::rethrow_exception(slot_.error);
     }
     if constexpr (!std::is_void_v<T>) {
@@ -400,6 +408,16 @@ class [[nodiscard]] WaitForAwaiter final : private Waiter, private Joiner {
   }
 
  private:
+  [[noreturn]] void throw_timed_out() const {
+    const auto ec = detail::make_errc(std::errc::timed_out);
+    std::string what = until_ ? "wait_until" : "wait_for";
+    if (until_) {
+      append_waited(what, ec, timeout_);
+    } else if (timeout_ > timeout_.zero()) {
+      append_ms(what.append(1, ' '), timeout_);
+    }
+    throw std::system_error(ec, what);
+  }
   void on_timer() noexcept override {
     timed_out_ = true;
     runner_.scope().cancel(canceled());
@@ -420,6 +438,7 @@ class [[nodiscard]] WaitForAwaiter final : private Waiter, private Joiner {
   Runner runner_;
   std::size_t remaining_ = 0;
   bool timed_out_ = false;
+  bool until_ = false;
 };
 
 class [[nodiscard]] SleepAwaiter final : private Waiter {
@@ -457,6 +476,13 @@ template <class T, class Rep, class Period>
 [[nodiscard]] detail::WaitForAwaiter<T> wait_for(Task<T> task, std::chrono::duration<Rep, Period> timeout) {
   return detail::WaitForAwaiter<T>(std::move(task),
                                    std::chrono::ceil<std::chrono::steady_clock::duration>(timeout));
+}
+
+/// Runs `task` until `until` (a steady_clock time point), as wait_for: past it, the task is
+/// cancelled and, once it has unwound, wait_until throws timed_out.
+template <class T>
+[[nodiscard]] detail::WaitForAwaiter<T> wait_until(Task<T> task, std::chrono::steady_clock::time_point until) {
+  return detail::WaitForAwaiter<T>(std::move(task), until);
 }
 
 namespace detail {
@@ -504,6 +530,19 @@ template <class A, class Rep, class Period>
     return wait_for(detail::as_task<Plain>(static_cast<A&&>(awaitable)), timeout);
   } else {
     return wait_for(detail::as_task_ref<Plain>(awaitable), timeout);
+  }
+}
+
+/// Any other awaitable until `until`, as wait_for.
+template <class A>
+  requires(!detail::is_task_v<std::remove_cvref_t<A>>) && requires(A&& a) { detail::awaiter_of(static_cast<A&&>(a)); }
+[[nodiscard]] detail::WaitForAwaiter<detail::await_result_t<A>> wait_until(A&& awaitable,
+                                                                           std::chrono::steady_clock::time_point until) {
+  using Plain = std::remove_cvref_t<A>;
+  if constexpr (std::is_move_constructible_v<Plain>) {
+    return wait_until(detail::as_task<Plain>(static_cast<A&&>(awaitable)), until);
+  } else {
+    return wait_until(detail::as_task_ref<Plain>(awaitable), until);
   }
 }
 

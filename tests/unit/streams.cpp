@@ -8,7 +8,9 @@
 #include <chrono>
 #include <cstddef>
 #include <optional>
+#include <stop_token>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "sockpat/listener.hpp"
@@ -1048,6 +1050,153 @@ TEST_CASE("a handler reaches its connection: sets SO_SNDBUF and reads it back, s
     CHECK(closed_throws);
     server.close();
     co_await server.wait_closed();
+  });
+}
+}
+
+namespace {
+
+// The error an awaited call ends with, its message and how long it took to fail.
+struct Failure {
+  std::error_code code;
+  std::string what;
+  std::chrono::steady_clock::duration took{};
+};
+template <class A>
+sockpat::Task<Failure> failure_of(A&& awaitable) {
+  const auto start = std::chrono::steady_clock::now();
+  Failure f;
+  try {
+    (void)co_await static_cast<A&&>(awaitable);
+  } catch (const std::system_error& e) {
+    f.code = e.code();
+    f.what = e.what();
+  }
+  f.took = std::chrono::steady_clock::now() - start;
+  co_return f;
+}
+void check_timed_out(const Failure& f, const std::string& where) {
+  INFO(f.what);
+  CHECK(f.code == std::errc::timed_out);
+  CHECK(f.what.find(where) != std::string::npos);
+  CHECK(f.took >= 50ms);
+  CHECK(f.took < 3s);
+}
+
+}  // namespace
+
+TEST_SUITE("streams") {
+TEST_CASE("every read with a deadline times out against a silent peer, naming the peer and the timeout" *
+          doctest::timeout(30)) {
+  auto pair = test::connected_pair();
+  const std::string peer = pair.client.local_endpoint().to_string();
+  auto [reader, writer] = sockpat::make_streams(std::move(pair.server));
+  on_loop([&]() -> sockpat::Task<void> {
+    const std::string after = peer + " after 50 ms: ";
+    check_timed_out(co_await failure_of(reader.read(100, 50ms)), "StreamReader read from " + after);
+    std::array<std::byte, 16> buf{};
+    check_timed_out(co_await failure_of(reader.read_some(buf, 50ms)), "StreamReader read_some from " + after);
+    check_timed_out(co_await failure_of(reader.read_chunk(100, 50ms)), "StreamReader read_chunk from " + after);
+    check_timed_out(co_await failure_of(reader.read_exactly(4, 50ms)), "StreamReader read from " + after);
+    check_timed_out(co_await failure_of(reader.read_until("\r\n", 50ms)), "StreamReader read from " + after);
+    check_timed_out(co_await failure_of(reader.read_line(50ms)), "StreamReader read from " + after);
+    check_timed_out(co_await failure_of(reader.read_frame(sockpat::DelimiterFraming::lines(), 50ms)),
+                    "StreamReader read from " + after);
+    // A time point bounds the call the same way; there is no duration to name.
+    const auto f = co_await failure_of(reader.read_line(std::chrono::steady_clock::now() + 50ms));
+    check_timed_out(f, "StreamReader read from " + peer + ": ");
+    // Without a deadline nothing changed: the bytes come, the reads return them.
+    pair.client.write_all("ok\nrest");
+    CHECK(co_await reader.read_line() == "ok\n");
+    CHECK(co_await reader.read(100) == "rest");
+  });
+}
+
+TEST_CASE("a read that timed out loses no byte: the next read gets what arrived before and after" *
+          doctest::timeout(30)) {
+  auto pair = test::connected_pair();
+  auto [reader, writer] = sockpat::make_streams(std::move(pair.server));
+  on_loop([&]() -> sockpat::Task<void> {
+    pair.client.write_all("par");
+    auto f = co_await failure_of(reader.read_line(50ms));
+    CHECK(f.code == std::errc::timed_out);
+    CHECK(reader.buffered() == 3);
+    pair.client.write_all("tial\n");
+    CHECK(co_await reader.read_line(5s) == "partial\n");
+
+    // read_exactly had taken the first bytes out of the buffer: they go back, in order.
+    pair.client.write_all("abc");
+    f = co_await failure_of(reader.read_exactly(6, 50ms));
+    CHECK(f.code == std::errc::timed_out);
+    CHECK(reader.buffered() == 3);
+    pair.client.write_all("def");
+    CHECK(co_await reader.read_exactly(6, 5s) == "abcdef");
+
+    // read_chunk and read_frame with a deadline: nothing arrived, then bytes do.
+    f = co_await failure_of(reader.read_chunk(100, 50ms));
+    CHECK(f.code == std::errc::timed_out);
+    pair.client.write_all("xy\n");
+    const auto chunk = co_await reader.read_chunk(2, 5s);
+    CHECK(std::string(reinterpret_cast<const char*>(chunk.data()), chunk.size()) == "xy");
+    CHECK(co_await reader.read_frame(sockpat::DelimiterFraming::lines(), 5s) == "");
+  });
+}
+
+TEST_CASE("a write or drain toward a peer that does not read times out; what it took is sent later, intact" *
+          doctest::timeout(60)) {
+  auto pair = test::connected_pair();
+  const std::string peer = pair.client.local_endpoint().to_string();
+  sockpat::StreamOptions options;
+  options.high_water = 64 * 1024;
+  options.low_water = 16 * 1024;
+  auto [reader, writer] = sockpat::make_streams(std::move(pair.server), options);
+  std::string block(8u << 20, '\0');  // far more than the socket buffers and the high-water mark hold
+  for (std::size_t i = 0; i < block.size(); ++i) block[i] = static_cast<char>('a' + i % 251 % 26);
+  on_loop([&]() -> sockpat::Task<void> {
+    const auto start = std::chrono::steady_clock::now();
+    std::size_t taken = 0;
+    try {
+      co_await writer.write(block, 100ms);
+      FAIL("expected timed_out");
+    } catch (const sockpat::TransferError& e) {
+      CHECK(e.code() == std::errc::timed_out);
+      CHECK(std::string(e.what()).find("StreamWriter write to " + peer + " after 100 ms: ") != std::string::npos);
+      taken = e.bytes_transferred();
+    }
+    CHECK(std::chrono::steady_clock::now() - start >= 100ms);
+    CHECK(taken > 0);
+    CHECK(taken < block.size());
+    CHECK(writer.buffered() > 0);
+    CHECK(writer.buffered() <= options.high_water);
+    const auto f = co_await failure_of(writer.drain(50ms));
+    check_timed_out(f, "StreamWriter drain to " + peer + " after 50 ms: ");
+    // The peer reads now: exactly the bytes the write took, in order, then the end of stream.
+    writer.close();
+    std::string got;
+    std::vector<std::byte> buf(1 << 16);
+    for (int i = 0; i < 100000; ++i) {
+      const auto n = co_await pair.client.async_read_some(buf, 5s);
+      if (n == 0) break;
+      got.append(reinterpret_cast<const char*>(buf.data()), n);
+    }
+    CHECK(got.size() == taken);
+    CHECK(got == block.substr(0, taken));
+  });
+}
+
+TEST_CASE("a read or write whose stop token fires ends with operation_canceled; the stream goes on" *
+          doctest::timeout(30)) {
+  auto pair = test::connected_pair();
+  auto [reader, writer] = sockpat::make_streams(std::move(pair.server));
+  on_loop([&]() -> sockpat::Task<void> {
+    std::stop_source stop;
+    stop.request_stop();
+    auto f = co_await failure_of(reader.read_chunk(100, stop.get_token()));
+    CHECK(f.code == std::errc::operation_canceled);
+    f = co_await failure_of(reader.read_line(stop.get_token()));
+    CHECK(f.code == std::errc::operation_canceled);
+    pair.client.write_all("still here\n");
+    CHECK(co_await reader.read_line(5s) == "still here\n");
   });
 }
 }

@@ -6,8 +6,6 @@
 #include <chrono>        // std::chrono::steady_clock
 #include <coroutine>     // std::coroutine_handle
 #include <cstddef>       // std::byte, std::size_t
-#include <optional>      // std::optional
-#include <stop_token>    // std::stop_token, std::stop_callback
 #include <string>        // std::string: error messages
 #include <string_view>   // std::string_view
 #include <system_error>  // std::error_code, std::system_error
@@ -41,21 +39,26 @@ inline std::string describe_io(std::string_view op, native_handle h, std::string
   }
   return s;
 }
+/// The same, and for a timeout how long the call waited: "async_read_some from PEER after 50 ms".
+inline std::string describe_io(std::string_view op, native_handle h, std::string_view to_from, std::error_code ec,
+                               std::chrono::steady_clock::duration waited) {
+  std::string s = describe_io(op, h, to_from);
+  return append_waited(s, ec, waited);
+}
 
-struct NotifyStop {
-  Reactor* reactor;
-  void operator()() const noexcept { reactor->notify_stop(); }
-};
+/// The deadline part of an awaiter made from a Deadline.
+inline DeadlinePart part_of(const Deadline& d) noexcept { return {d.time(), d.stop_token(), d.timeout()}; }
 
 /// Awaits one operation `Op` on descriptor `h`. Op provides `direction`, `perform(h, ec)`
 /// (true once finished, successfully or not; false when it would block), `result()` and
-/// `raise(ec, h)` (or `raise(ec)`). With an error_code* the error is stored there instead of thrown.
+/// `raise(ec, h, waited)` (or `raise(ec, waited)`; `waited` is the deadline's timeout, zero for a
+/// time point, for the message). With an error_code* the error is stored there instead of thrown.
 /// It lives in the awaiting coroutine's frame: no allocation per operation.
 template <class Op>
 class [[nodiscard]] IoAwaiter final : private Waiter {
  public:
   IoAwaiter(native_handle h, Op op, const Deadline& d, std::error_code* out) noexcept
-      : op_(std::move(op)), fd_(h), at_(d.time()), stop_(d.stop_token()), out_(out) {}
+      : op_(std::move(op)), fd_(h), bound_(part_of(d)), out_(out) {}
   IoAwaiter(const IoAwaiter&) = delete;
   IoAwaiter& operator=(const IoAwaiter&) = delete;
   ~IoAwaiter() = default;
@@ -66,7 +69,7 @@ class [[nodiscard]] IoAwaiter final : private Waiter {
       set_error(make_error_code(errc::not_connected));
       return true;
     }
-    if (stop_.stop_requested()) {
+    if (bound_.stop_requested()) {
       set_error(canceled());
       return true;
     }
@@ -86,7 +89,7 @@ class [[nodiscard]] IoAwaiter final : private Waiter {
       return true;
     }
     if (!arm(h)) return false;
-    if (at_ != no_deadline && std::chrono::steady_clock::now() >= at_) {
+    if (bound_.passed()) {
       (void)finish(make_errc(std::errc::timed_out));
       return false;
     }
@@ -94,27 +97,19 @@ class [[nodiscard]] IoAwaiter final : private Waiter {
       (void)finish(ec);
       return false;
     }
-    if (at_ != no_deadline) {
-      when = at_;
-      reactor().add_timer(this);
-    }
-    if (stop_.stop_possible()) {
-      stop = &stop_;
-      reactor().add_stoppable(this);
-      on_stop_.emplace(stop_, NotifyStop{&reactor()});
-    }
+    bound_.watch(*this, reactor());
     return true;
   }
 
   decltype(auto) await_resume() {
-    on_stop_.reset();
+    bound_.release();
     if (out_ != nullptr) {
       *out_ = error();
     } else if (error()) {
-      if constexpr (requires { op_.raise(error(), fd_); }) {
-        op_.raise(error(), fd_);
+      if constexpr (requires { op_.raise(error(), fd_, bound_.timeout()); }) {
+        op_.raise(error(), fd_, bound_.timeout());
       } else {
-        op_.raise(error());
+        op_.raise(error(), bound_.timeout());
       }
     }
     return op_.result();
@@ -140,19 +135,13 @@ class [[nodiscard]] IoAwaiter final : private Waiter {
   }
   void unlink() noexcept override {
     reactor().unwait_io(fd_, Op::direction, this);
-    if (heap_index != not_in_heap) reactor().remove_timer(this);
-    if (stop != nullptr) {
-      reactor().remove_stoppable(this);
-      stop = nullptr;
-    }
+    DeadlinePart::unwatch(*this, reactor());
   }
 
   Op op_;
   native_handle fd_;
-  steady_time at_;
-  std::stop_token stop_;
+  DeadlinePart bound_;
   std::error_code* out_;
-  std::optional<std::stop_callback<NotifyStop>> on_stop_;
   bool yield_ = false;
 };
 
@@ -171,8 +160,8 @@ struct RecvSomeOp {
   /// A short read emptied the socket (0, end of stream, does not count: it stays readable).
   [[nodiscard]] bool drained() const noexcept { return done > 0 && done < size; }
   [[nodiscard]] std::size_t result() const noexcept { return done; }
-  [[noreturn]] static void raise(std::error_code ec, native_handle h) {
-    throw std::system_error(ec, describe_io("async_read_some", h, "from"));
+  [[noreturn]] static void raise(std::error_code ec, native_handle h, std::chrono::steady_clock::duration waited) {
+    throw std::system_error(ec, describe_io("async_read_some", h, "from", ec, waited));
   }
 };
 
@@ -195,8 +184,8 @@ struct RecvExactlyOp {
     return true;
   }
   [[nodiscard]] std::size_t result() const noexcept { return done; }
-  [[noreturn]] void raise(std::error_code ec, native_handle h) const {
-    throw TransferError(ec, describe_io("async_read_exactly", h, "from"), done);
+  [[noreturn]] void raise(std::error_code ec, native_handle h, std::chrono::steady_clock::duration waited) const {
+    throw TransferError(ec, describe_io("async_read_exactly", h, "from", ec, waited), done);
   }
 };
 
@@ -213,8 +202,8 @@ struct SendSomeOp {
   /// A short write filled the socket's buffer.
   [[nodiscard]] bool drained() const noexcept { return done < size; }
   [[nodiscard]] std::size_t result() const noexcept { return done; }
-  [[noreturn]] static void raise(std::error_code ec, native_handle h) {
-    throw std::system_error(ec, describe_io("async_write_some", h, "to"));
+  [[noreturn]] static void raise(std::error_code ec, native_handle h, std::chrono::steady_clock::duration waited) {
+    throw std::system_error(ec, describe_io("async_write_some", h, "to", ec, waited));
   }
 };
 
@@ -233,8 +222,8 @@ struct SendAllOp {
     return true;
   }
   [[nodiscard]] std::size_t result() const noexcept { return done; }
-  [[noreturn]] void raise(std::error_code ec, native_handle h) const {
-    throw TransferError(ec, describe_io("async_write_all", h, "to"), done);
+  [[noreturn]] void raise(std::error_code ec, native_handle h, std::chrono::steady_clock::duration waited) const {
+    throw TransferError(ec, describe_io("async_write_all", h, "to", ec, waited), done);
   }
 };
 
@@ -253,8 +242,9 @@ struct ConnectOp {
     return !(ec == std::errc::operation_in_progress || would_block(ec));
   }
   static void result() noexcept {}
-  [[noreturn]] void raise(std::error_code ec) const {
-    throw std::system_error(ec, "async_connect " + Endpoint::from_native(to.data(), to.size).to_string());
+  [[noreturn]] void raise(std::error_code ec, std::chrono::steady_clock::duration waited) const {
+    std::string s = "async_connect " + Endpoint::from_native(to.data(), to.size).to_string();
+    throw std::system_error(ec, append_waited(s, ec, waited));
   }
 };
 
@@ -271,8 +261,8 @@ struct AcceptHandleOp {
       if (!transient_accept_error(ec)) return !would_block(ec);
     }
   }
-  [[noreturn]] static void raise(std::error_code ec, native_handle h) {
-    throw std::system_error(ec, describe_io("async_accept", h));
+  [[noreturn]] static void raise(std::error_code ec, native_handle h, std::chrono::steady_clock::duration waited) {
+    throw std::system_error(ec, describe_io("async_accept", h, {}, ec, waited));
   }
 };
 
@@ -298,8 +288,8 @@ struct RecvFromOp {
     if (from != nullptr && addr.size != 0) *from = Endpoint::from_native(addr.data(), addr.size);
     return done;
   }
-  [[noreturn]] static void raise(std::error_code ec, native_handle h) {
-    throw std::system_error(ec, describe_io("async_receive_from", h));
+  [[noreturn]] static void raise(std::error_code ec, native_handle h, std::chrono::steady_clock::duration waited) {
+    throw std::system_error(ec, describe_io("async_receive_from", h, {}, ec, waited));
   }
 };
 
@@ -315,9 +305,9 @@ struct SendToOp {
     return !would_block(ec);
   }
   [[nodiscard]] std::size_t result() const noexcept { return done; }
-  [[noreturn]] void raise(std::error_code ec, native_handle h) const {
-    throw std::system_error(ec, describe_io("async_send_to", h) + " to " +
-                                    Endpoint::from_native(to.data(), to.size).to_string());
+  [[noreturn]] void raise(std::error_code ec, native_handle h, std::chrono::steady_clock::duration waited) const {
+    std::string s = describe_io("async_send_to", h) + " to " + Endpoint::from_native(to.data(), to.size).to_string();
+    throw std::system_error(ec, append_waited(s, ec, waited));
   }
 };
 

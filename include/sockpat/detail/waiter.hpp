@@ -4,14 +4,93 @@
 #ifndef SOCKPAT_DETAIL_WAITER_HPP
 #define SOCKPAT_DETAIL_WAITER_HPP
 
+#include <chrono>        // std::chrono::steady_clock, std::chrono::ceil
 #include <coroutine>     // std::coroutine_handle
+#include <optional>      // std::optional: the stop callback
+#include <stop_token>    // std::stop_token, std::stop_callback
+#include <string>        // std::string, std::to_string: error messages
 #include <system_error>  // std::error_code, std::system_error
+#include <utility>       // std::move
 
 #include "sockpat/detail/reactor.hpp"
+#include "sockpat/detail/wait.hpp"  // steady_time, no_deadline
 
 namespace sockpat::detail {
 
 inline std::error_code canceled() noexcept { return make_errc(std::errc::operation_canceled); }
+
+/// Appends "N ms" (rounded up), as every timeout message says a duration.
+inline std::string& append_ms(std::string& s, std::chrono::steady_clock::duration d) {
+  return s.append(std::to_string(std::chrono::ceil<std::chrono::milliseconds>(d).count())).append(" ms");
+}
+/// For a timeout with a known duration, appends " after N ms": "read from PEER after 50 ms".
+/// `waited` is zero when the bound was a time point (no duration to name).
+inline std::string& append_waited(std::string& s, std::error_code ec, std::chrono::steady_clock::duration waited) {
+  if (ec == std::errc::timed_out && waited > waited.zero()) append_ms(s.append(" after "), waited);
+  return s;
+}
+
+struct NotifyStop {
+  Reactor* reactor;
+  void operator()() const noexcept { reactor->notify_stop(); }
+};
+
+/// The deadline of an awaited operation, written once for every awaiter that takes one: a time
+/// point that ends the wait with timed_out (through the Pending's on_timer) and a stop token
+/// that ends it with operation_canceled (through its cancel), plus the timeout it was made
+/// from, for the message. NoDeadline is its empty twin, for an awaiter called without one:
+/// `[[no_unique_address]]`, it adds nothing to the awaiter.
+class DeadlinePart {
+ public:
+  DeadlinePart(steady_time at, std::stop_token stop, std::chrono::steady_clock::duration timeout) noexcept
+      : at_(at), stop_(std::move(stop)), timeout_(timeout) {}
+  // Moved only before it watches (from the call into its awaiter): there is no callback yet.
+  DeadlinePart(DeadlinePart&& o) noexcept : at_(o.at_), stop_(std::move(o.stop_)), timeout_(o.timeout_) {}
+  DeadlinePart& operator=(DeadlinePart&&) = delete;
+  ~DeadlinePart() = default;
+
+  [[nodiscard]] bool stop_requested() const noexcept { return stop_.stop_requested(); }
+  [[nodiscard]] bool passed() const noexcept { return at_ != no_deadline && std::chrono::steady_clock::now() >= at_; }
+  [[nodiscard]] std::chrono::steady_clock::duration timeout() const noexcept { return timeout_; }
+
+  /// Arms `p`'s timer and stop watch on `r`, once `p` waits.
+  void watch(Pending& p, Reactor& r) noexcept {
+    if (at_ != no_deadline) {
+      p.when = at_;
+      r.add_timer(&p);
+    }
+    if (stop_.stop_possible()) {
+      p.stop = &stop_;
+      r.add_stoppable(&p);
+      on_stop_.emplace(stop_, NotifyStop{&r});
+    }
+  }
+  /// Disarms them (the wait ended, or is cancelled).
+  static void unwatch(Pending& p, Reactor& r) noexcept {
+    if (p.heap_index != not_in_heap) r.remove_timer(&p);
+    if (p.stop != nullptr) {
+      r.remove_stoppable(&p);
+      p.stop = nullptr;
+    }
+  }
+  /// Drops the stop callback: in await_resume, on the loop's thread.
+  void release() noexcept { on_stop_.reset(); }
+
+ private:
+  steady_time at_;
+  std::stop_token stop_;
+  std::chrono::steady_clock::duration timeout_;
+  std::optional<std::stop_callback<NotifyStop>> on_stop_;
+};
+
+struct NoDeadline {
+  [[nodiscard]] static constexpr bool stop_requested() noexcept { return false; }
+  [[nodiscard]] static constexpr bool passed() noexcept { return false; }
+  [[nodiscard]] static constexpr std::chrono::steady_clock::duration timeout() noexcept { return {}; }
+  static void watch(Pending&, Reactor&) noexcept {}
+  static void unwatch(Pending&, Reactor&) noexcept {}
+  static void release() noexcept {}
+};
 
 /// One suspended coroutine. The awaiter that derives from it calls begin() in await_ready,
 /// arm() in await_suspend, and complete() when what it waits for has happened; cancel (a
