@@ -158,8 +158,8 @@ TEST_CASE("a read with a timeout fails with timed_out, in both forms" * doctest:
       FAIL("expected timed_out");
     } catch (const std::system_error& e) {
       CHECK(e.code() == std::errc::timed_out);
-      // The message names the call and the peer.
-      const std::string where = "async_read_some from " + listener.local_endpoint().to_string() + ": ";
+      // The message names the call, the peer and the timeout.
+      const std::string where = "async_read_some from " + listener.local_endpoint().to_string() + " after 10 ms: ";
       CHECK(std::string(e.what()).find(where) != std::string::npos);
     }
     try {
@@ -168,7 +168,7 @@ TEST_CASE("a read with a timeout fails with timed_out, in both forms" * doctest:
       FAIL("expected timed_out");
     } catch (const std::system_error& e) {
       CHECK(e.code() == std::errc::timed_out);
-      const std::string where = "async_accept on " + listener.local_endpoint().to_string() + ": ";
+      const std::string where = "async_accept on " + listener.local_endpoint().to_string() + " after 10 ms: ";
       CHECK(std::string(e.what()).find(where) != std::string::npos);
     }
   });
@@ -408,4 +408,57 @@ TEST_CASE("Unix-domain listener: async_accept and async_connect" * doctest::time
 }
 #endif
 
+}
+
+TEST_SUITE("async_connection") {
+TEST_CASE("an awaited call's timeout names the peer and the timeout, as the blocking call's does" *
+          doctest::timeout(30)) {
+  auto listener = test::loopback_listener();
+  run_on_loop([&]() -> sockpat::Task<void> {
+    auto client = co_await sockpat::TcpConnection::async_connect(listener.local_endpoint(), 5s);
+    const std::string peer = listener.local_endpoint().to_string();
+    std::array<std::byte, 16> buf{};
+    const auto start = Clock::now();
+    try {
+      (void)co_await client.async_read_some(buf, 50ms);
+      FAIL("expected timed_out");
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == std::errc::timed_out);
+      CHECK(std::string(e.what()).find("async_read_some from " + peer + " after 50 ms: ") != std::string::npos);
+    }
+    CHECK(Clock::now() - start >= 50ms);
+    try {
+      (void)co_await client.async_read_exactly(buf, 20ms);
+      FAIL("expected timed_out");
+    } catch (const sockpat::TransferError& e) {
+      CHECK(e.code() == std::errc::timed_out);
+      CHECK(std::string(e.what()).find("async_read_exactly from " + peer + " after 20 ms: ") != std::string::npos);
+    }
+    // The blocking twin says it the same way.
+    try {
+      (void)client.read_some(buf, 20ms);
+      FAIL("expected timed_out");
+    } catch (const std::system_error& e) {
+      CHECK(std::string(e.what()).find("read from " + peer + " after 20 ms: ") != std::string::npos);
+    }
+    auto server = co_await listener.async_accept(5s);  // the client's
+    const auto accept_start = Clock::now();
+    try {
+      (void)co_await listener.async_accept(50ms);
+      FAIL("expected timed_out");
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == std::errc::timed_out);
+      CHECK(std::string(e.what()).find("async_accept on " + peer + " after 50 ms: ") != std::string::npos);
+    }
+    CHECK(Clock::now() - accept_start >= 50ms);
+    CHECK(Clock::now() - accept_start < 3s);
+    // A time point bounds the call too; there is then no duration to name.
+    try {
+      (void)co_await listener.async_accept(Clock::now() + 20ms);
+      FAIL("expected timed_out");
+    } catch (const std::system_error& e) {
+      CHECK(std::string(e.what()).find("async_accept on " + peer + ": ") != std::string::npos);
+    }
+  });
+}
 }

@@ -288,3 +288,54 @@ TEST_CASE("a per-thread object is made once per thread and destroyed when its th
   u.join();
 }
 }
+
+TEST_SUITE("task") {
+TEST_CASE("wait_until returns the value in time, and past its time point cancels and throws timed_out" *
+          doctest::timeout(10)) {
+  CHECK(sockpat::run([]() -> sockpat::Task<int> {
+          co_return co_await sockpat::wait_until(value(7), Clock::now() + 1s);
+        }()) == 7);
+  bool inner_cancelled = false;
+  auto inner = [&]() -> sockpat::Task<void> {
+    try {
+      co_await sockpat::sleep(1h);
+    } catch (const std::system_error& e) {
+      inner_cancelled = e.code() == std::errc::operation_canceled;
+      throw;
+    }
+  };
+  const auto start = Clock::now();
+  try {
+    sockpat::run([&]() -> sockpat::Task<void> { co_await sockpat::wait_until(inner(), start + 40ms); }());
+    FAIL("expected timed_out");
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == std::errc::timed_out);
+    CHECK(std::string(e.what()).rfind("wait_until after ", 0) == 0);
+  }
+  CHECK(Clock::now() - start >= 40ms);
+  CHECK(Clock::now() - start < 2s);
+  CHECK(inner_cancelled);
+  // Any awaitable, as wait_for: a sleep that outlasts the time point.
+  CHECK_THROWS_WITH_AS(sockpat::run([]() -> sockpat::Task<void> {
+                         co_await sockpat::wait_until(sockpat::sleep(1h), Clock::now() + 10ms);
+                       }()),
+                       doctest::Contains("wait_until"), std::system_error);
+}
+
+TEST_CASE("nested wait_fors: the error names the timeout of the one that ran out" * doctest::timeout(10)) {
+  auto nested = [](std::chrono::milliseconds outer, std::chrono::milliseconds inner) {
+    return [=]() -> sockpat::Task<void> {
+      auto middle = [](std::chrono::milliseconds t) -> sockpat::Task<void> {
+        co_await sockpat::wait_for(sockpat::sleep(1h), t);
+      };
+      co_await sockpat::wait_for(middle(inner), outer);
+    };
+  };
+  // The inner one runs out first.
+  CHECK_THROWS_WITH_AS(sockpat::run(nested(5000ms, 30ms)()), "wait_for 30 ms: Connection timed out", std::system_error);
+  // The outer one runs out first: the inner one is cancelled, and the outer one names itself.
+  CHECK_THROWS_WITH_AS(sockpat::run(nested(30ms, 5000ms)()), "wait_for 30 ms: Connection timed out", std::system_error);
+  CHECK_THROWS_WITH_AS(sockpat::run(nested(40ms, 5000ms)()), "wait_for 40 ms: Connection timed out", std::system_error);
+  CHECK_THROWS_WITH_AS(sockpat::run(nested(5000ms, 40ms)()), "wait_for 40 ms: Connection timed out", std::system_error);
+}
+}
