@@ -33,7 +33,9 @@ int run(const example::Args& args) {
   // Bound here rather than inside rendezvous, so that what is printed is the real port, and
   // only once it listens.
   sockpat::ListenOptions listen_options;
-  listen_options.reuse_port = true;  // rendezvous dials from this same port
+  // rendezvous dials from this same port, which needs SO_REUSEPORT on the listener; claimed
+  // (bound without it, set once listening) so that a port in use, even by another peer, fails.
+  listen_options.claim_port = true;
   auto listener = sockpat::TcpListener::bind(local, listen_options);
   std::printf("listening on %s\n", listener.local_endpoint().to_string().c_str());
   std::fflush(stdout);

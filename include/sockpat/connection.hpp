@@ -530,9 +530,9 @@ class Connection : private detail::KernelWaitStop, private Socket<P> {
   }
 
  private:
-  /// The message a call on this connection throws with: "read from PEER" ("read on LOCAL" once
-  /// a reset made the peer's address unknown), and for a timeout "after N ms" (the call's
-  /// timeout or the connection's, the shorter). Built only when throwing.
+  /// The message a call on this connection throws with: "read from PEER" (also after a reset;
+  /// "read on LOCAL" where the OS then forgets the peer), and for a timeout "after N ms" (the
+  /// call's timeout or the connection's, the shorter). Built only when throwing.
   [[nodiscard]] std::string where(std::string_view op, std::string_view to_from, std::error_code ec,
                                   const Deadline& d) const {
     return detail::describe(op, to_from, this->remote_endpoint_or_empty(), this->local_endpoint_or_empty(), ec,

@@ -758,6 +758,40 @@ def scenario_server_errors(b):
         for argv, (rc, out, err) in zip(cases, run_all(cases)):
             expect(rc == 1 and out == '' and len(err.splitlines()) == 1 and 'terminate' not in err,
                    'one line on stderr and exit 1', argv, rc, out, err)
+    # A server that takes connections and never answers: async_client's bound says what timed out.
+    with socket.socket() as silent:
+        silent.bind(('127.0.0.1', 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        rc, out, err = run(bin_path(b, 'async_client') + ['--port', str(port), '--clients', '2', '--timeout', '1'])
+        expect(rc == 1 and out == '' and
+               err == 'async_client: 2 clients of 127.0.0.1:%d not done after 1 s: Connection timed out\n' % port,
+               'async_client names what timed out', rc, out, err)
+    if not RUNNER:  # SO_REUSEPORT: not on Windows
+        port_held_by_a_copy(b)
+
+
+def port_held_by_a_copy(b):
+    # A second copy of a server on the port the first holds is refused, whatever its thread count,
+    # though the first shares its port among its own loops (SO_REUSEPORT); the first still serves.
+    for threads in ['2', '1']:
+        first = Server(bin_path(b, 'async_echo_server') + ['--port', '0', '--threads', '2'])
+        rc, out, err = run(bin_path(b, 'async_echo_server') + ['--port', str(first.port), '--threads', threads])
+        expect(rc == 1 and out == '' and err == 'async_echo_server: bind %s: Address already in use\n' % first.endpoint,
+               'a second async_echo_server --threads %s on a port in use: one line and exit 1' % threads, rc, out, err)
+        expect(echo_once(first.port, b'still mine') == b'still mine', 'the first server still serves its port')
+        rc, _, err = first.stop(signal.SIGTERM)
+        expect(rc == 0, 'async_echo_server exits 0 on SIGTERM', rc, err)
+    other = free_port()
+    first = start(bin_path(b, 'peer') + ['--listen', '127.0.0.1:0', '--connect', '127.0.0.1:%d' % other,
+                                         '--timeout', '15'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    endpoint = read_listening(first)
+    rc, out, err = run(bin_path(b, 'peer') + ['--listen', endpoint, '--connect', '127.0.0.1:%d' % other,
+                                              '--timeout', '15'])
+    expect(rc == 1 and out == '' and err == 'peer: bind %s: Address already in use\n' % endpoint,
+           'a second peer on the port of the first: one line and exit 1', rc, out, err)
+    first.kill()
+    first.communicate(timeout=TIMEOUT)
 
 
 ALL_EXAMPLES = SERVERS + ['hello_client', 'line_client', 'async_client', 'peer', 'mesh_chat']
