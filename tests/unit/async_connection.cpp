@@ -16,6 +16,7 @@
 #include "sockpat/event_loop.hpp"
 #include "sockpat/listener.hpp"
 #include "support/loopback.hpp"
+#include "support/resolvers.hpp"  // silent_listener
 #include "support/turns.hpp"
 
 using namespace std::chrono_literals;
@@ -122,6 +123,26 @@ TEST_CASE("connect by host name tries each resolved address" * doctest::timeout(
   const int port = listener.local_endpoint().port();
   run_on_loop([&]() -> sockpat::Task<void> {
     auto c = co_await sockpat::TcpConnection::async_connect("localhost", port, 5s);
+    CHECK(c.is_open());
+  });
+}
+
+TEST_CASE("ConnectOptions::timeout counts from each awaited connect, so options can be reused" * doctest::timeout(30)) {
+  auto silent = test::silent_listener();
+  auto listener = test::loopback_listener();
+  sockpat::ConnectOptions o;
+  o.timeout = 200ms;
+  run_on_loop([&]() -> sockpat::Task<void> {
+    const auto start = Clock::now();
+    try {
+      (void)co_await sockpat::TcpConnection::async_connect("127.0.0.1", silent.endpoint().port(), o);
+      FAIL("expected timed_out");
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == std::errc::timed_out);
+    }
+    CHECK(Clock::now() - start >= 200ms);
+    // The same options, later: the whole timeout again.
+    auto c = co_await sockpat::TcpConnection::async_connect("127.0.0.1", listener.local_endpoint().port(), o);
     CHECK(c.is_open());
   });
 }

@@ -25,6 +25,7 @@
 
 #include "sockpat/listener.hpp"
 #include "support/loopback.hpp"
+#include "support/resolvers.hpp"  // silent_listener
 
 using namespace std::chrono_literals;
 
@@ -173,6 +174,41 @@ TEST_CASE("a refused connect by name says so once, and an IPv6 literal keeps its
       CHECK(std::string(e.what()) == "connect " + closed.to_string() + ": " + ec.message());
     }
   }
+}
+
+TEST_CASE("ConnectOptions::timeout counts from each connect, so options can be kept and reused") {
+  // The first connect waits out its timeout on a listener that never takes it; the same options
+  // then give the next connects their whole timeout again (a Deadline made from a duration
+  // would have passed).
+  auto silent = test::silent_listener();
+  auto listener = test::loopback_listener();
+  sockpat::ConnectOptions o;
+  o.timeout = 200ms;
+  const auto start = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH_AS((void)sockpat::TcpConnection::connect(silent.endpoint(), o),
+                       ("connect " + silent.endpoint().to_string() + " after 200 ms: " +
+                        std::make_error_code(std::errc::timed_out).message()).c_str(),
+                       std::system_error);
+  CHECK(std::chrono::steady_clock::now() - start >= 200ms);
+  std::error_code ec;
+  auto c = sockpat::TcpConnection::connect(listener.local_endpoint(), o, ec);
+  CHECK_FALSE(ec);
+  auto by_name = sockpat::TcpConnection::connect("127.0.0.1", listener.local_endpoint().port(), o);
+  CHECK(by_name.is_open());
+  // With a deadline too, the earlier end wins.
+  o.timeout = 10s;
+  o.deadline = std::chrono::steady_clock::now() + 100ms;
+  (void)sockpat::TcpConnection::connect(silent.endpoint(), o, ec);
+  CHECK(ec == std::errc::timed_out);
+  CHECK(std::chrono::steady_clock::now() - start < 5s);
+  o.deadline = {};
+  o.timeout = 100ms;
+  const auto before = std::chrono::steady_clock::now();
+  const auto bound = o.bound().time();
+  CHECK(bound >= before + 100ms);
+  CHECK(bound <= std::chrono::steady_clock::now() + 100ms);
+  (void)sockpat::TcpConnection::connect("127.0.0.1", silent.endpoint().port(), o, ec);
+  CHECK(ec == std::errc::timed_out);
 }
 
 TEST_CASE("connect can bind a local endpoint first, as the seed's peer does") {
