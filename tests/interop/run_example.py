@@ -210,6 +210,17 @@ def scenario_udp_echo(b):
             expect(data == b'from python', 'udp_echo echoes a Python datagram', data)
         rc, _, err = server.stop(signal.SIGINT)
         expect(rc == 0, 'udp_echo exits 0 on SIGINT', rc, err)
+    # Nobody on the port: the ICMP "port unreachable" makes it connection_refused at once, as
+    # docs/guides/datagrams.md says (Windows reports nothing: there it is "no answer").
+    if not RUNNER:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(('127.0.0.1', 0))
+            closed = s.getsockname()[1]
+        began = time.monotonic()
+        rc, out, err = run(bin_path(b, 'udp_echo') + ['--connect', '127.0.0.1:%d' % closed])
+        expect(rc == 1 and out == '' and err == 'udp_echo: receive from 127.0.0.1:%d: Connection refused\n' % closed,
+               'udp_echo to a closed port says connection refused', rc, out, err)
+        expect(time.monotonic() - began < 4, 'and says it before its retries are spent', time.monotonic() - began)
 
 
 def scenario_async_hello(b):
