@@ -857,6 +857,9 @@ def scenario_example_args(b):
                    '%s %s is a usage error' % (name, ' '.join(args)), rc, out, err)
     rc, out, err = run(bin_path(b, 'hello_client') + ['--bogus'])
     expect('unknown option --bogus' in err, 'an unknown flag is named as such', err)
+    # An optional option is shown in brackets: mesh_chat listens on 127.0.0.1:0 without --listen.
+    rc, out, err = run(bin_path(b, 'mesh_chat') + ['--help'])
+    expect(rc == 0 and out.startswith('usage: mesh_chat [--listen HOST:PORT] '), 'mesh_chat --listen is optional', out)
     # A bad number names the option, its range and what was given.
     for name, args, why in [('async_client', ['--port', '70000'], '--port: expected a number 0-65535, got 70000'),
                             ('hello_server', ['--port', 'abc'], '--port: expected a number 0-65535, got abc'),
