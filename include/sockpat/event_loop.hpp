@@ -17,8 +17,8 @@
 #include <stdexcept>     // std::logic_error
 #include <stop_token>    // std::stop_token, std::stop_callback
 #include <system_error>  // std::error_code, std::system_error
-#include <type_traits>   // std::is_void_v
-#include <utility>       // std::move, std::swap
+#include <type_traits>   // std::is_void_v, std::decay_t
+#include <utility>       // std::move, std::swap, std::forward
 #include <vector>        // std::vector
 
 #include "sockpat/detail/poller.hpp"
@@ -121,6 +121,14 @@ class EventLoop final : public detail::Reactor {
   template <class T>
   TaskHandle<T> create_task(Task<T> task) {
     return TaskHandle<T>(tasks_.start(std::move(task)));
+  }
+  /// Starts the task `f(args...)`, with `f` and `args` (decayed) kept alive in its frame until
+  /// it ends (TaskGroup::create_task says why).
+  template <class F, class... Args>
+    requires detail::task_factory<std::decay_t<F>, std::decay_t<Args>...>
+  auto create_task(F&& f, Args&&... args) {
+    return create_task(detail::call_owned<std::decay_t<F>, std::decay_t<Args>...>(std::forward<F>(f),
+                                                                                   std::forward<Args>(args)...));
   }
 
   /// Called with each exception that escapes a spawned task, except operation_canceled.
@@ -479,6 +487,12 @@ inline EventLoop& get_running_loop() {
 template <class T>
 TaskHandle<T> create_task(Task<T> task) {
   return get_running_loop().create_task(std::move(task));
+}
+/// Starts the task `f(args...)` on the running loop, `f` and `args` kept alive in its frame.
+template <class F, class... Args>
+  requires detail::task_factory<std::decay_t<F>, std::decay_t<Args>...>
+auto create_task(F&& f, Args&&... args) {
+  return get_running_loop().create_task(std::forward<F>(f), std::forward<Args>(args)...);
 }
 
 /// Like asyncio.run: makes a loop on this thread, runs `task` to completion, cancels what it

@@ -13,7 +13,7 @@
 #include <stdexcept>     // std::logic_error
 #include <system_error>  // std::error_code, std::system_error
 #include <type_traits>   // std::is_void_v, std::remove_cvref_t, std::is_move_constructible_v
-#include <utility>       // std::exchange, std::move
+#include <utility>       // std::exchange, std::move, std::declval
 #include <vector>        // std::vector
 
 #include "sockpat/detail/per_thread.hpp"  // per_thread: the frame cache
@@ -203,6 +203,29 @@ inline Task<void> detail::TaskPromise<void>::get_return_object() noexcept {
 }
 
 namespace detail {
+
+template <class T>
+inline constexpr bool is_task_v = false;
+template <class T>
+inline constexpr bool is_task_v<Task<T>> = true;
+
+/// What `f(args...)` returns when that is a Task: the callable form of create_task.
+template <class F, class... Args>
+concept task_factory = requires(F& f, Args&... args) { requires is_task_v<decltype(f(args...))>; };
+template <class F, class... Args>
+using factory_result_t = typename decltype(std::declval<F&>()(std::declval<Args&>()...))::value_type;
+
+// The task `f(args...)` makes, run in a frame that holds `f` and `args` (decayed) by value, so
+// that a lambda's captures live as long as the coroutine that reads them (C++ Core Guidelines
+// CP.51). with_task_group holds its body the same way.
+template <class F, class... Args>
+Task<factory_result_t<F, Args...>> call_owned(F f, Args... args) {
+  if constexpr (std::is_void_v<factory_result_t<F, Args...>>) {
+    co_await f(args...);
+  } else {
+    co_return co_await f(args...);
+  }
+}
 
 /// Told when one of the tasks it started finishes; returns the coroutine to resume then.
 class Joiner {
@@ -473,10 +496,6 @@ decltype(auto) awaiter_of(A&& a) {
 template <class A>
 using await_result_t = decltype(awaiter_of(std::declval<A>()).await_resume());
 
-template <class T>
-inline constexpr bool is_task_v = false;
-template <class T>
-inline constexpr bool is_task_v<Task<T>> = true;
 
 // An awaitable run as a task, so that it can be given a cancel scope of its own. One that
 // cannot be moved (an I/O awaiter) is used where it is: the temporary in the co_await

@@ -9,8 +9,8 @@
 #include <optional>      // std::optional
 #include <stdexcept>     // std::logic_error, std::invalid_argument
 #include <system_error>  // std::system_error, std::errc
-#include <type_traits>   // std::is_void_v
-#include <utility>       // std::move, std::exchange, std::pair
+#include <type_traits>   // std::is_void_v, std::decay_t
+#include <utility>       // std::move, std::exchange, std::pair, std::forward
 #include <vector>        // std::vector
 
 #include "sockpat/detail/waiter.hpp"
@@ -308,6 +308,14 @@ class TaskGroup {
   template <class T>
   TaskHandle<T> create_task(Task<T> task) {
     return TaskHandle<T>(set_.start(std::move(task)));
+  }
+  /// Starts the task `f(args...)`, with `f` and `args` (decayed) kept alive in its frame until
+  /// it ends: the safe way to start a capturing lambda, `create_task([&] -> Task<void> {...})`.
+  template <class F, class... Args>
+    requires detail::task_factory<std::decay_t<F>, std::decay_t<Args>...>
+  auto create_task(F&& f, Args&&... args) {
+    return create_task(detail::call_owned<std::decay_t<F>, std::decay_t<Args>...>(std::forward<F>(f),
+                                                                                   std::forward<Args>(args)...));
   }
 
   /// Cancels every child (and any started later).
