@@ -11,7 +11,7 @@
 #include <optional>      // std::optional: try_get, a getter's slot
 #include <stdexcept>     // std::invalid_argument
 #include <system_error>  // std::error_code, std::system_error
-#include <utility>       // std::move
+#include <utility>       // std::move, std::exchange
 
 #include "sockpat/detail/waiter.hpp"
 #include "sockpat/error.hpp"  // errc::closed
@@ -52,25 +52,58 @@ class Event {
   bool set_ = false;
 };
 
-/// asyncio.Semaphore: acquire() takes a permit or waits, first come first served; release()
-/// hands a permit to the longest waiter, or keeps it. A waiter that is cancelled takes none.
+/// asyncio.Semaphore: `auto permit = co_await sem.acquire();` takes a permit or waits, first
+/// come first served, and the Permit gives it back when it goes (asyncio's `async with sem`);
+/// release() hands a permit to the longest waiter, or keeps it. A waiter that is cancelled, or
+/// whose task is destroyed before it resumes, takes none.
 class Semaphore {
  public:
+  /// A permit held: move-only, released on destruction (or by release(), once).
+  class [[nodiscard]] Permit {
+   public:
+    Permit() noexcept = default;
+    Permit(Permit&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+    Permit& operator=(Permit&& o) noexcept {
+      if (this != &o) {
+        release();
+        s_ = std::exchange(o.s_, nullptr);
+      }
+      return *this;
+    }
+    Permit(const Permit&) = delete;
+    Permit& operator=(const Permit&) = delete;
+    ~Permit() { release(); }
+
+    /// True while it holds a permit.
+    explicit operator bool() const noexcept { return s_ != nullptr; }
+    /// Gives the permit back now; no-op when it holds none.
+    void release() noexcept {
+      if (Semaphore* s = std::exchange(s_, nullptr)) s->release();
+    }
+
+   private:
+    friend class Semaphore;
+    explicit Permit(Semaphore& s) noexcept : s_(&s) {}
+    Semaphore* s_ = nullptr;
+  };
+
   explicit Semaphore(std::size_t permits) noexcept : permits_(permits) {}
   Semaphore(const Semaphore&) = delete;
   Semaphore& operator=(const Semaphore&) = delete;
   ~Semaphore() { waiters_.complete_all(detail::canceled()); }
 
   [[nodiscard]] std::size_t available() const noexcept { return permits_; }
-  /// Takes a permit if one is free and no one waits for it; never suspends.
+  /// Takes a permit if one is free and no one waits for it; never suspends. The manual form:
+  /// the caller owes a release().
   [[nodiscard]] bool try_acquire() noexcept {
     if (permits_ == 0 || !waiters_.empty()) return false;
     --permits_;
     return true;
   }
   void release() noexcept {
-    if (detail::Waiter* w = waiters_.pop_front()) {
-      w->complete();  // the permit goes straight to it: no one can take it in between
+    if (auto* w = static_cast<Awaiter*>(static_cast<detail::Waiter*>(waiters_.pop_front()))) {
+      w->granted_ = true;  // the permit goes straight to it: no one can take it in between
+      w->complete();
     } else {
       ++permits_;
     }
@@ -79,12 +112,29 @@ class Semaphore {
   class [[nodiscard]] Awaiter final : private detail::ListWaiter {
    public:
     explicit Awaiter(Semaphore& s) noexcept : ListWaiter(s.waiters_), s_(s) {}
-    bool await_ready() { return begin() || s_.try_acquire(); }
+    Awaiter(const Awaiter&) = delete;
+    Awaiter& operator=(const Awaiter&) = delete;
+    // A permit handed over to a task that was destroyed before it resumed (its loop went)
+    // goes back, rather than being lost.
+    ~Awaiter() {
+      if (granted_) s_.release();
+    }
+    bool await_ready() {
+      if (begin()) return true;
+      granted_ = s_.try_acquire();
+      return granted_;
+    }
     using ListWaiter::await_suspend;
-    void await_resume() const { check("Semaphore acquire"); }
+    Permit await_resume() {
+      check("Semaphore acquire");
+      granted_ = false;
+      return Permit(s_);
+    }
 
    private:
+    friend class Semaphore;
     Semaphore& s_;
+    bool granted_ = false;
   };
   [[nodiscard]] Awaiter acquire() noexcept { return Awaiter(*this); }
 

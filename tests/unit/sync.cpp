@@ -8,9 +8,11 @@
 #include <algorithm>     // std::max
 #include <chrono>        // std::chrono_literals
 #include <memory>        // std::unique_ptr
+#include <stdexcept>     // std::runtime_error
 #include <string>        // std::string
 #include <system_error>  // std::system_error
 #include <thread>        // std::thread: call_soon_threadsafe from another thread
+#include <utility>       // std::move
 #include <vector>        // std::vector
 
 #include "sockpat/error.hpp"
@@ -74,13 +76,12 @@ TEST_CASE("Semaphore: at most N holders at once, and waiters are served in order
     int most = 0;
     std::vector<int> order;
     auto worker = [&](int id) -> sockpat::Task<void> {
-      co_await sem.acquire();
+      auto permit = co_await sem.acquire();
       order.push_back(id);
       ++inside;
       most = std::max(most, inside);
       co_await sockpat::sleep(2ms);
       --inside;
-      sem.release();
     };
     std::vector<sockpat::Task<void>> tasks;
     for (int i = 0; i < 6; ++i) tasks.push_back(worker(i));
@@ -94,10 +95,62 @@ TEST_CASE("Semaphore: at most N holders at once, and waiters are served in order
   });
 }
 
+TEST_CASE("Semaphore: a permit is given back when it goes out of scope, on an exception, and once when moved" *
+          doctest::timeout(10)) {
+  test::run_bounded([]() -> sockpat::Task<void> {
+    sockpat::Semaphore sem(2);
+    {
+      auto permit = co_await sem.acquire();
+      CHECK(permit);
+      CHECK(sem.available() == 1);
+    }
+    CHECK(sem.available() == 2);
+
+    auto fail_holding = [&]() -> sockpat::Task<void> {
+      auto permit = co_await sem.acquire();
+      CHECK(sem.available() == 1);
+      co_await sockpat::sleep(1ms);
+      throw std::runtime_error("while holding");
+    };
+    CHECK_THROWS_AS(co_await fail_holding(), std::runtime_error);
+    CHECK(sem.available() == 2);
+
+    auto first = co_await sem.acquire();
+    sockpat::Semaphore::Permit moved(std::move(first));
+    CHECK_FALSE(first);  // NOLINT(bugprone-use-after-move): the moved-from permit holds none
+    CHECK(moved);
+    CHECK(sem.available() == 1);
+    auto second = co_await sem.acquire();
+    CHECK(sem.available() == 0);
+    second = std::move(moved);  // second's own permit goes back; it now holds moved's
+    CHECK(sem.available() == 1);
+    second.release();
+    second.release();  // once only
+    CHECK(sem.available() == 2);
+    first = sockpat::Semaphore::Permit();
+    CHECK(sem.available() == 2);
+
+    // A waiter served by a permit's destruction: the permit goes straight to it.
+    auto held = co_await sem.acquire();
+    auto held2 = co_await sem.acquire();
+    bool got = false;
+    auto waiter = sockpat::create_task([&]() -> sockpat::Task<void> {
+      auto permit = co_await sem.acquire();
+      got = true;
+    });
+    co_await sockpat::yield_now();
+    CHECK_FALSE(got);
+    { auto gone = std::move(held); }
+    co_await waiter;
+    CHECK(got);
+    CHECK(sem.available() == 1);
+  });
+}
+
 TEST_CASE("Semaphore: a cancelled acquire takes no permit" * doctest::timeout(10)) {
   test::run_bounded([]() -> sockpat::Task<void> {
     sockpat::Semaphore sem(0);
-    auto take = [&]() -> sockpat::Task<void> { co_await sem.acquire(); };
+    auto take = [&]() -> sockpat::Task<void> { auto permit = co_await sem.acquire(); };
     CHECK_THROWS_AS(co_await sockpat::wait_for(take(), 10ms), std::system_error);
     sem.release();
     CHECK(sem.available() == 1);
