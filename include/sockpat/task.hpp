@@ -313,26 +313,31 @@ Runner run_child(Task<T> task, ChildSlot<T>& slot) {
 
 /// Waits for its tasks, run as children: the waiting core's waiter, resumed by the last child
 /// to end. Cancelling it cancels the children; it still resumes only once they have ended.
+/// Each child tells its own entry when it ends, so an arrival looks at that child's slot
+/// alone: linear in the number of children, not quadratic.
 template <class T>
-class [[nodiscard]] GatherAwaiter final : private Waiter, private Joiner {
+class [[nodiscard]] GatherAwaiter final : private Waiter {
  public:
-  explicit GatherAwaiter(std::vector<Task<T>> tasks) : tasks_(std::move(tasks)), slots_(tasks_.size()) {
-    runners_.reserve(tasks_.size());
-  }
+  explicit GatherAwaiter(std::vector<Task<T>> tasks) : tasks_(std::move(tasks)), entries_(tasks_.size()) {}
+  GatherAwaiter(GatherAwaiter&& o) noexcept : Waiter(o), tasks_(std::move(o.tasks_)), entries_(std::move(o.entries_)) {}
+  GatherAwaiter& operator=(GatherAwaiter&&) = delete;
 
   [[nodiscard]] bool await_ready() const noexcept { return tasks_.empty(); }
 
   template <class Promise>
   bool await_suspend(std::coroutine_handle<Promise> h) {
-    for (std::size_t i = 0; i < tasks_.size(); ++i) runners_.push_back(run_child(std::move(tasks_[i]), slots_[i]));
+    for (std::size_t i = 0; i < tasks_.size(); ++i) {
+      entries_[i].owner = this;
+      entries_[i].runner = run_child(std::move(tasks_[i]), entries_[i].slot);
+    }
     // One extra count while starting: a child that finishes at once must not resume the
     // parent from inside this function.
-    remaining_ = runners_.size() + 1;
+    remaining_ = entries_.size() + 1;
     const CancelScope* scope = scope_of(h);
     attach(h);
-    for (auto& r : runners_) {
-      if (scope != nullptr && scope->cancelled()) r.scope().cancel(canceled());
-      r.start(this);
+    for (auto& e : entries_) {
+      if (scope != nullptr && scope->cancelled()) e.runner.scope().cancel(canceled());
+      e.runner.start(&e);
     }
     if (--remaining_ == 0) {
       (void)finish();
@@ -342,41 +347,43 @@ class [[nodiscard]] GatherAwaiter final : private Waiter, private Joiner {
   }
 
   auto await_resume() {
-    runners_.clear();
+    for (auto& e : entries_) e.runner = Runner();
     if (first_error_) std::rethrow_exception(first_error_);
     if constexpr (std::is_void_v<T>) {
       return;
     } else {
       std::vector<T> out;
-      out.reserve(slots_.size());
-      for (auto& s : slots_) out.push_back(std::move(*s.value));
+      out.reserve(entries_.size());
+      for (auto& e : entries_) out.push_back(std::move(*e.slot.value));
       return out;
     }
   }
 
  private:
-  void cancel(std::error_code) noexcept override {
-    for (auto& r : runners_) r.scope().cancel(canceled());
+  struct Entry final : Joiner {
+    ChildSlot<T> slot;
+    Runner runner;
+    GatherAwaiter* owner = nullptr;
+    std::coroutine_handle<> arrive() noexcept override { return owner->arrived(*this); }
+  };
+
+  void cancel(std::error_code) noexcept override { cancel_children(); }
+  void cancel_children() noexcept {
+    for (auto& e : entries_) e.runner.scope().cancel(canceled());
   }
-  std::coroutine_handle<> arrive() noexcept override {
-    if (!failed_) {
-      for (auto& s : slots_) {
-        if (s.error) {
-          // The first failure cancels the siblings; the parent resumes once all have ended.
-          failed_ = true;
-          first_error_ = s.error;
-          for (auto& r : runners_) r.scope().cancel(canceled());
-          break;
-        }
-      }
+  std::coroutine_handle<> arrived(Entry& e) noexcept {
+    if (!failed_ && e.slot.error) {
+      // The first failure cancels the siblings; the parent resumes once all have ended.
+      failed_ = true;
+      first_error_ = e.slot.error;
+      cancel_children();
     }
     if (--remaining_ != 0) return std::noop_coroutine();
     return finish();
   }
 
   std::vector<Task<T>> tasks_;
-  std::vector<ChildSlot<T>> slots_;
-  std::vector<Runner> runners_;
+  std::vector<Entry> entries_;
   std::size_t remaining_ = 0;
   bool failed_ = false;
   std::exception_ptr first_error_;
