@@ -12,7 +12,8 @@
 #include <string>        // std::string: Result::what
 #include <stdexcept>     // std::logic_error
 #include <system_error>  // std::error_code, std::system_error
-#include <type_traits>   // std::is_void_v, std::remove_cvref_t, std::is_move_constructible_v
+#include <type_traits>   // std::is_void_v, std::remove_cvref_t, std::is_move_constructible_v,
+                         // std::is_lvalue_reference_v
 #include <utility>       // std::exchange, std::move, std::declval
 #include <vector>        // std::vector
 
@@ -511,25 +512,54 @@ template <class A>
 Task<await_result_t<A>> as_task(A awaitable) {
   co_return co_await std::move(awaitable);
 }
+// An awaitable whose co_await is &&-qualified (a Task, a Borrowing) is awaited as an rvalue,
+// an awaiter where it is: an I/O awaiter is never moved (nor copied, which GCC attempts for
+// `co_await std::move(awaiter)`).
+template <class A>
+inline constexpr bool awaited_as_rvalue = requires(A&& a) { static_cast<A&&>(a).operator co_await(); };
 template <class A>
 Task<await_result_t<A>> as_task_ref(A& awaitable) {
-  co_return co_await awaitable;
+  if constexpr (awaited_as_rvalue<A>) {
+    co_return co_await std::move(awaitable);
+  } else {
+    co_return co_await awaitable;
+  }
 }
+
+/// What wait_for and as_result return for an operation they cannot own (an I/O awaiter, which
+/// does not move): they borrow it from the co_await expression it was written in, so the result
+/// can be awaited only as that expression's temporary. `auto p = wait_for(r.read_chunk(), 1s);
+/// co_await p;` does not compile: `p` would outlive the read it refers to.
+template <class Inner>
+class [[nodiscard]] Borrowing {
+ public:
+  explicit Borrowing(Inner inner) noexcept(std::is_nothrow_move_constructible_v<Inner>) : inner_(std::move(inner)) {}
+  Borrowing(const Borrowing&) = delete;
+  Borrowing& operator=(const Borrowing&) = delete;
+  ~Borrowing() = default;
+
+  decltype(auto) operator co_await() && { return awaiter_of(std::move(inner_)); }
+
+ private:
+  Inner inner_;
+};
 }  // namespace detail
 
 /// Any other awaitable (a gather, a read, an accept, a group's join, ...) for at most
 /// `timeout`, as for a task: on expiry its operation is cancelled and has ended before
-/// wait_for throws timed_out. Await the result in the same expression
-/// (`co_await wait_for(reader.read_chunk(), 5s)`): an I/O awaiter is not copied into it.
+/// wait_for throws timed_out. An I/O awaiter is not moved into it but borrowed: then the
+/// result can only be awaited in the same expression (`co_await wait_for(r.read_chunk(), 5s)`).
 template <class A, class Rep, class Period>
   requires(!detail::is_task_v<std::remove_cvref_t<A>>) && requires(A&& a) { detail::awaiter_of(static_cast<A&&>(a)); }
-[[nodiscard]] detail::WaitForAwaiter<detail::await_result_t<A>> wait_for(A&& awaitable,
-                                                                         std::chrono::duration<Rep, Period> timeout) {
+[[nodiscard]] auto wait_for(A&& awaitable, std::chrono::duration<Rep, Period> timeout) {
   using Plain = std::remove_cvref_t<A>;
   if constexpr (std::is_move_constructible_v<Plain>) {
     return wait_for(detail::as_task<Plain>(static_cast<A&&>(awaitable)), timeout);
+  } else if constexpr (std::is_lvalue_reference_v<A>) {
+    return wait_for(detail::as_task_ref<Plain>(awaitable), timeout);  // the caller's object: it stays
   } else {
-    return wait_for(detail::as_task_ref<Plain>(awaitable), timeout);
+    return detail::Borrowing<detail::WaitForAwaiter<detail::await_result_t<A>>>(
+        wait_for(detail::as_task_ref<Plain>(awaitable), timeout));
   }
 }
 
@@ -589,16 +619,13 @@ Task<Result<R>> result_of(A& awaitable) {
   std::error_code ec;
   std::exception_ptr error;
   try {
-    // A Task is awaited as an rvalue (its co_await is &&-qualified), an awaiter where it is:
-    // an I/O awaiter is never moved.
-    constexpr bool rvalue = requires { std::move(awaitable).operator co_await(); };
-    if constexpr (std::is_void_v<R> && rvalue) {
+    if constexpr (std::is_void_v<R> && awaited_as_rvalue<A>) {
       co_await std::move(awaitable);
       co_return Result<void>();
     } else if constexpr (std::is_void_v<R>) {
       co_await awaitable;
       co_return Result<void>();
-    } else if constexpr (rvalue) {
+    } else if constexpr (awaited_as_rvalue<A>) {
       co_return Result<R>(co_await std::move(awaitable));
     } else {
       co_return Result<R>(co_await awaitable);
@@ -617,16 +644,18 @@ Task<Result<R>> result_of_value(A awaitable) {
 
 /// The non-throwing form of any awaited call: `co_await as_result(reader.read_line())` gives a
 /// Result holding the value, or the error of the std::system_error it threw (other exceptions
-/// still propagate). Await it in the same expression, as wait_for.
+/// still propagate). An I/O awaiter is borrowed, as by wait_for: await it in the same expression.
 template <class A>
   requires requires(A&& a) { detail::awaiter_of(static_cast<A&&>(a)); }
-[[nodiscard]] Task<Result<detail::await_result_t<A>>> as_result(A&& awaitable) {
+[[nodiscard]] auto as_result(A&& awaitable) {
   using Plain = std::remove_cvref_t<A>;
   using R = detail::await_result_t<A>;
   if constexpr (std::is_move_constructible_v<Plain>) {
     return detail::result_of_value<R, Plain>(static_cast<A&&>(awaitable));
-  } else {
+  } else if constexpr (std::is_lvalue_reference_v<A>) {
     return detail::result_of<R, Plain>(awaitable);
+  } else {
+    return detail::Borrowing<Task<Result<R>>>(detail::result_of<R, Plain>(awaitable));
   }
 }
 
