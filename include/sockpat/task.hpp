@@ -390,6 +390,17 @@ class [[nodiscard]] GatherAwaiter final : private Waiter {
   std::exception_ptr first_error_;
 };
 
+/// True when `e` is a std::system_error(operation_canceled): how a cancelled task ends.
+inline bool is_cancellation(const std::exception_ptr& e) noexcept {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::system_error& x) {
+    return x.code() == std::errc::operation_canceled;
+  } catch (...) {
+  }
+  return false;
+}
+
 /// Runs one task as a child under a timer: the waiting core's waiter with a deadline.
 template <class T>
 class [[nodiscard]] WaitForAwaiter final : private Waiter, private Joiner {
@@ -422,7 +433,11 @@ class [[nodiscard]] WaitForAwaiter final : private Waiter, private Joiner {
   T await_resume() {
     runner_ = Runner();
     if (slot_.error) {
-      if (timed_out_) throw std::system_error(detail::make_errc(std::errc::timed_out), "wait_for");
+      // The cancellation the timer caused is reported as the timeout; an error of the task's
+      // own (one it met while unwinding, or one that beat the cancellation) as itself.
+      if (timed_out_ && is_cancellation(slot_.error)) {
+        throw std::system_error(detail::make_errc(std::errc::timed_out), "wait_for");
+      }
       std::rethrow_exception(slot_.error);
     }
     if constexpr (!std::is_void_v<T>) {

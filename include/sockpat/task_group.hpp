@@ -20,16 +20,6 @@ namespace sockpat {
 
 namespace detail {
 
-inline bool is_cancellation(const std::exception_ptr& e) noexcept {
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::system_error& x) {
-    return x.code() == std::errc::operation_canceled;
-  } catch (...) {
-  }
-  return false;
-}
-
 class TaskSet;
 
 /// One started task: its runner, its outcome, and who waits for it. Owned together by its

@@ -155,6 +155,39 @@ TEST_CASE("wait_for times out and cancels the inner operation") {
   CHECK(sockpat::EventLoop::current() == nullptr);
 }
 
+TEST_CASE("wait_for reports a task's own error, not timed_out, when the task fails while its timeout cancels it") {
+  // The task meets the cancellation, and its clean-up fails with an error of its own.
+  auto cleanup_fails = []() -> sockpat::Task<int> {
+    try {
+      co_await sockpat::sleep(1h);
+    } catch (const std::system_error&) {
+    }
+    throw std::system_error(std::make_error_code(std::errc::connection_reset), "clean-up");
+  };
+  auto main = [&]() -> sockpat::Task<void> { (void)co_await sockpat::wait_for(cleanup_fails(), 10ms); };
+  try {
+    sockpat::run(main());
+    FAIL("expected the task's own error");
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == std::errc::connection_reset);
+  }
+  // Not a system_error at all: it comes through as it is.
+  auto throws_other = []() -> sockpat::Task<void> {
+    try {
+      co_await sockpat::sleep(1h);
+    } catch (const std::system_error&) {
+    }
+    throw std::runtime_error("while unwinding");
+  };
+  CHECK_THROWS_WITH_AS(
+      sockpat::run([&]() -> sockpat::Task<void> { co_await sockpat::wait_for(throws_other(), 10ms); }()),
+      "while unwinding", std::runtime_error);
+  // The cancellation itself is still the timeout.
+  auto plain = []() -> sockpat::Task<void> { co_await sockpat::sleep(1h); };
+  CHECK_THROWS_WITH_AS(sockpat::run([&]() -> sockpat::Task<void> { co_await sockpat::wait_for(plain(), 10ms); }()),
+                       doctest::Contains("timed"), std::system_error);
+}
+
 TEST_CASE("nested wait_for: the outer timeout cancels through the inner one") {
   auto main = []() -> sockpat::Task<void> {
     auto inner = []() -> sockpat::Task<void> {
