@@ -397,8 +397,10 @@ class EventLoop final : public detail::Reactor {
     }
   }
 
-  // Cancels everything still pending and lets the coroutines unwind. While closing, every
-  // new wait fails at once, so the rounds below end; a task still alive after them is destroyed.
+  // Cancels everything still pending and lets the coroutines unwind. While closing, a new
+  // wait fails at once, and one that a coroutine keeps retrying suspends after a few
+  // (Waiter::begin), to be cancelled on the next round: each round ends, and so do the
+  // rounds; a task still alive after them is destroyed.
   void shutdown() noexcept {
     closing_ = true;
     stop_on_.reset();
@@ -414,6 +416,7 @@ class EventLoop final : public detail::Reactor {
         remove_timer(p);
         p->cancel(detail::canceled());
       }
+      detail::Waiter::cancel_parked();  // the waits that suspended since the last round
       if (ready_.empty() && tasks_.size() == 0) break;
       try {
         run_ready();

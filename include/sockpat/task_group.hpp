@@ -182,6 +182,12 @@ inline std::coroutine_handle<> ChildBase::arrive() noexcept {
 class [[nodiscard]] SetJoin final : private Waiter {
  public:
   explicit SetJoin(TaskSet& set) noexcept : set_(set) {}
+  SetJoin(const SetJoin&) = default;
+  SetJoin& operator=(const SetJoin&) = delete;
+  // A task destroyed while it joins (its loop gave up on it) leaves no waiter behind.
+  ~SetJoin() {
+    if (waiting()) set_.empty_waiters.erase(this);
+  }
   bool await_ready() {
     bind();
     return set_.size() == 0;
@@ -244,6 +250,12 @@ class TaskHandle {
   class [[nodiscard]] Awaiter final : private detail::Waiter {
    public:
     explicit Awaiter(detail::Child<T>* c) noexcept : c_(c) {}
+    Awaiter(const Awaiter&) = default;
+    Awaiter& operator=(const Awaiter&) = delete;
+    // A task destroyed while it waits (its loop gave up on it) leaves no waiter behind.
+    ~Awaiter() {
+      if (waiting()) c_->joiners.erase(this);
+    }
     bool await_ready() {
       if (c_ == nullptr) throw std::logic_error("sockpat: co_await on an empty TaskHandle");
       return c_->finished() || begin();

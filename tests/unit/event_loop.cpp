@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "sockpat/listener.hpp"
+#include "sockpat/sync.hpp"  // Event: a wait that only cancelling ends
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
@@ -216,6 +217,44 @@ TEST_CASE("destroying the loop cancels spawned tasks, which unwind") {
     CHECK_FALSE(unwound);
   }
   CHECK(unwound);
+}
+
+TEST_CASE("destroying the loop ends a task that catches operation_canceled and waits again, and again" *
+          doctest::timeout(60)) {
+  // Bounded, so that the test ends even when the loop does not make the task yield: then
+  // every one of the attempts is spent inside one resume, during shutdown.
+  constexpr long most = 1000000;
+  long on_event = 0;
+  long on_sleep = 0;
+  bool event_task_ended = false;
+  sockpat::Event never;  // outlives the loop: a waiter of a destroyed task must not stay in it
+  {
+    sockpat::EventLoop loop;
+    loop.create_task([&]() -> sockpat::Task<void> {
+      for (; on_event < most; ++on_event) {
+        try {
+          co_await never.wait();
+        } catch (const std::system_error& e) {
+          CHECK(e.code() == std::errc::operation_canceled);
+        }
+      }
+      event_task_ended = true;
+    });
+    loop.create_task([&]() -> sockpat::Task<void> {
+      for (; on_sleep < most; ++on_sleep) {
+        try {
+          co_await sockpat::sleep(1h);
+        } catch (const std::system_error&) {
+        }
+      }
+    });
+    loop.run_until_complete([]() -> sockpat::Task<void> { co_await sockpat::sleep(1ms); }());
+  }
+  // The loop gave up on them long before the bound (and destroyed them).
+  CHECK(on_event < most / 4);
+  CHECK(on_sleep < most / 4);
+  CHECK_FALSE(event_task_ended);
+  never.set();  // no waiter of the destroyed task is left in it
 }
 
 TEST_CASE("1000 concurrent connections on one loop each get their own bytes back" * doctest::timeout(60)) {
