@@ -90,7 +90,10 @@ class Semaphore {
   explicit Semaphore(std::size_t permits) noexcept : permits_(permits) {}
   Semaphore(const Semaphore&) = delete;
   Semaphore& operator=(const Semaphore&) = delete;
-  ~Semaphore() { waiters_.complete_all(detail::canceled()); }
+  ~Semaphore() {
+    waiters_.complete_all(detail::canceled());
+    while (detail::Waiter* w = granted_waiters_.pop_front()) static_cast<Awaiter*>(w)->granted_ = false;
+  }
 
   [[nodiscard]] std::size_t available() const noexcept { return permits_; }
   /// Takes a permit if one is free and no one waits for it; never suspends. The manual form:
@@ -103,6 +106,7 @@ class Semaphore {
   void release() noexcept {
     if (auto* w = static_cast<Awaiter*>(static_cast<detail::Waiter*>(waiters_.pop_front()))) {
       w->granted_ = true;  // the permit goes straight to it: no one can take it in between
+      granted_waiters_.push_back(w);  // its links are free once it has left waiters_
       w->complete();
     } else {
       ++permits_;
@@ -117,17 +121,18 @@ class Semaphore {
     // A permit handed over to a task that was destroyed before it resumed (its loop went)
     // goes back, rather than being lost.
     ~Awaiter() {
-      if (granted_) s_.release();
+      if (!granted_) return;
+      s_.granted_waiters_.erase(this);
+      s_.release();
     }
     bool await_ready() {
       if (begin()) return true;
-      granted_ = s_.try_acquire();
-      return granted_;
+      return s_.try_acquire();
     }
     using ListWaiter::await_suspend;
     Permit await_resume() {
+      if (std::exchange(granted_, false)) s_.granted_waiters_.erase(this);
       check("Semaphore acquire");
-      granted_ = false;
       return Permit(s_);
     }
 
@@ -140,6 +145,7 @@ class Semaphore {
 
  private:
   detail::WaitList waiters_;
+  detail::WaitList granted_waiters_;  // waiters handed a permit, not yet resumed
   std::size_t permits_;
 };
 
@@ -160,6 +166,8 @@ class Queue {
   ~Queue() {
     getters_.complete_all(detail::canceled());
     putters_.complete_all(detail::canceled());
+    // A getter handed an item and not yet resumed keeps it, and no longer refers to the queue.
+    while (detail::Waiter* w = handed_getters_.pop_front()) static_cast<GetAwaiter*>(w)->handed_ = false;
   }
 
   [[nodiscard]] std::size_t size() const noexcept { return items_.size(); }
@@ -217,6 +225,15 @@ class Queue {
   class [[nodiscard]] GetAwaiter final : private detail::ListWaiter {
    public:
     explicit GetAwaiter(Queue& q) noexcept : ListWaiter(q.getters_), q_(q) {}
+    GetAwaiter(const GetAwaiter&) = delete;
+    GetAwaiter& operator=(const GetAwaiter&) = delete;
+    // An item handed over to a task that was destroyed before it resumed (its loop went)
+    // goes back to the head of the queue, rather than being lost.
+    ~GetAwaiter() {
+      if (!handed_) return;
+      q_.handed_getters_.erase(this);
+      q_.give_back(std::move(*slot_));
+    }
     bool await_ready() {
       if (begin()) return true;
       slot_ = q_.try_get();
@@ -224,6 +241,7 @@ class Queue {
     }
     using ListWaiter::await_suspend;
     T await_resume() {
+      if (std::exchange(handed_, false)) q_.handed_getters_.erase(this);
       check("Queue get");
       if (!slot_) throw std::system_error(make_error_code(errc::closed), "Queue get");
       return std::move(*slot_);
@@ -233,6 +251,7 @@ class Queue {
     friend class Queue;
     Queue& q_;
     std::optional<T> slot_;
+    bool handed_ = false;  // slot_ was filled by a putter while it waited, and not yet taken
   };
 
   /// Waits for room, then queues `value`. Throws std::system_error: errc::closed, or
@@ -249,12 +268,32 @@ class Queue {
     if (closed_) return false;
     if (auto* g = static_cast<GetAwaiter*>(static_cast<detail::Waiter*>(getters_.pop_front()))) {
       g->slot_.emplace(std::move(value));
-      g->complete();
+      hand(g);
       return true;
     }
     if (items_.size() >= capacity_ || !putters_.empty()) return false;
     items_.push_back(std::move(value));
     return true;
+  }
+  void hand(GetAwaiter* g) noexcept {
+    g->handed_ = true;
+    handed_getters_.push_back(g);  // its links are free once it has left getters_
+    g->complete();
+  }
+  // An item a getter was handed but never took: the oldest item, so it goes first again (to
+  // the next waiting getter, or to the head of the buffer, which may then hold one too many
+  // for a moment rather than lose it). Never throws from a destructor: without memory for
+  // it, the item is dropped.
+  void give_back(T&& value) noexcept {
+    try {
+      if (auto* g = static_cast<GetAwaiter*>(static_cast<detail::Waiter*>(getters_.pop_front()))) {
+        g->slot_.emplace(std::move(value));
+        hand(g);
+        return;
+      }
+      items_.push_front(std::move(value));
+    } catch (...) {
+    }
   }
   // Room was made: the longest-waiting putter's item moves in.
   void refill() {
@@ -270,6 +309,7 @@ class Queue {
   std::size_t capacity_;
   detail::WaitList getters_;
   detail::WaitList putters_;
+  detail::WaitList handed_getters_;  // getters handed an item, not yet resumed
   bool closed_ = false;
 };
 

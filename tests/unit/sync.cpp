@@ -7,6 +7,7 @@
 
 #include <algorithm>     // std::max
 #include <chrono>        // std::chrono_literals
+#include <coroutine>     // std::coroutine_handle: RecordingReactor
 #include <memory>        // std::unique_ptr
 #include <stdexcept>     // std::runtime_error
 #include <string>        // std::string
@@ -29,6 +30,32 @@ sockpat::Task<int> get_one(sockpat::Queue<int>& q) { co_return co_await q.get();
 sockpat::Task<void> put_one(sockpat::Queue<int>& q, int i) { co_await q.put(i); }
 bool is_closed(const std::system_error& e) { return e.code() == sockpat::errc::closed; }
 bool is_canceled(const std::system_error& e) { return e.code() == std::errc::operation_canceled; }
+
+// A reactor that only records what it is asked to resume: the test decides that a coroutine
+// handed a permit or an item never runs, and destroys its task instead, as a closing loop
+// destroys the tasks that would not end.
+struct RecordingReactor final : sockpat::detail::Reactor {
+  std::vector<std::coroutine_handle<>> scheduled;
+  RecordingReactor() {
+    scheduled.reserve(16);
+    sockpat::detail::thread_reactor() = this;
+  }
+  RecordingReactor(const RecordingReactor&) = delete;
+  RecordingReactor& operator=(const RecordingReactor&) = delete;
+  ~RecordingReactor() { sockpat::detail::thread_reactor() = nullptr; }
+  std::error_code wait_io(sockpat::detail::native_handle, sockpat::detail::Direction,
+                          sockpat::detail::Pending*) noexcept override {
+    return std::make_error_code(std::errc::operation_not_supported);
+  }
+  void unwait_io(sockpat::detail::native_handle, sockpat::detail::Direction, sockpat::detail::Pending*) noexcept override {}
+  void add_timer(sockpat::detail::Pending*) noexcept override {}
+  void remove_timer(sockpat::detail::Pending*) noexcept override {}
+  void add_stoppable(sockpat::detail::Pending*) noexcept override {}
+  void remove_stoppable(sockpat::detail::Pending*) noexcept override {}
+  void notify_stop() noexcept override {}
+  void schedule(std::coroutine_handle<> h) noexcept override { scheduled.push_back(h); }
+  void handle_closing(sockpat::detail::native_handle, bool) noexcept override {}
+};
 
 }  // namespace
 
@@ -155,6 +182,81 @@ TEST_CASE("Semaphore: a cancelled acquire takes no permit" * doctest::timeout(10
     sem.release();
     CHECK(sem.available() == 1);
   });
+}
+
+TEST_CASE("a permit or an item handed to a task that is destroyed before it resumes goes back, not lost") {
+  const RecordingReactor reactor;
+  int resumed = 0;
+  {
+    sockpat::Semaphore sem(0);
+    auto take = [&]() -> sockpat::Task<void> {
+      auto permit = co_await sem.acquire();
+      ++resumed;
+    };
+    auto a = take();
+    auto b = take();
+    a.handle().resume();  // both wait
+    b.handle().resume();
+    sem.release();  // handed straight to a
+    CHECK(sem.available() == 0);
+    CHECK(reactor.scheduled.size() == 1);
+    a = {};  // destroyed before it resumed: the permit goes on, to b, the next waiter
+    CHECK(sem.available() == 0);
+    CHECK(reactor.scheduled.size() == 2);
+    b = {};  // and back to the semaphore
+    CHECK(sem.available() == 1);
+
+    // The semaphore goes first: the task handed a permit no longer refers to it.
+    auto c = std::make_unique<sockpat::Semaphore>(0);
+    auto take_from = [](sockpat::Semaphore& s) -> sockpat::Task<void> { auto permit = co_await s.acquire(); };
+    auto d = take_from(*c);
+    d.handle().resume();
+    c->release();
+    c.reset();
+    d = {};
+  }
+  {
+    sockpat::Queue<std::string> queue(2);
+    auto take = [&]() -> sockpat::Task<void> {
+      auto item = co_await queue.get();
+      ++resumed;
+    };
+    auto a = take();
+    auto b = take();
+    a.handle().resume();
+    b.handle().resume();
+    CHECK(queue.try_put(std::string(40, '1')));  // handed to a
+    CHECK(queue.try_put(std::string(40, '2')));  // handed to b
+    CHECK(queue.try_put(std::string(40, '3')));  // buffered
+    CHECK(queue.size() == 1);
+    b = {};  // its item goes back to the head
+    a = {};  // and this one, the oldest, ahead of it
+    CHECK(queue.size() == 3);
+    CHECK(queue.try_get() == std::string(40, '1'));
+    CHECK(queue.try_get() == std::string(40, '2'));
+    CHECK(queue.try_get() == std::string(40, '3'));
+
+    // A waiting getter is handed a given-back item at once.
+    auto e = take();
+    auto f = take();
+    e.handle().resume();
+    f.handle().resume();
+    CHECK(queue.try_put(std::string(40, '4')));  // handed to e
+    e = {};  // given to f, which waits
+    CHECK(queue.empty());
+    f = {};
+    CHECK(queue.try_get() == std::string(40, '4'));
+
+    // The queue goes first: the task handed an item keeps it and no longer refers to the queue.
+    auto q = std::make_unique<sockpat::Queue<std::string>>(1);
+    auto take_from = [](sockpat::Queue<std::string>& from) -> sockpat::Task<void> { auto item = co_await from.get(); };
+    auto g = take_from(*q);
+    g.handle().resume();
+    CHECK(q->try_put(std::string(40, '5')));
+    q.reset();
+    g = {};
+  }
+  CHECK(resumed == 0);
 }
 
 TEST_CASE("Queue: items come out in order, put waits while full, get while empty" * doctest::timeout(10)) {
