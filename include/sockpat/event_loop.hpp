@@ -51,6 +51,7 @@ class EventLoop final : public detail::Reactor {
     previous_observer_ = std::exchange(detail::thread_handle_observer(), this);
     tasks_.on_failure = [](void* loop, std::exception_ptr e) noexcept { static_cast<EventLoop*>(loop)->report(e); };
     tasks_.context = this;
+    detail::loop_sets().adopter = &tasks_;
   }
   EventLoop(const EventLoop&) = delete;
   EventLoop& operator=(const EventLoop&) = delete;
@@ -59,6 +60,7 @@ class EventLoop final : public detail::Reactor {
   /// and lets them unwind before the loop goes.
   ~EventLoop() {
     shutdown();
+    detail::loop_sets().adopter = nullptr;
     detail::thread_handle_observer() = previous_observer_;
     detail::thread_reactor() = nullptr;
   }
@@ -423,7 +425,11 @@ class EventLoop final : public detail::Reactor {
       } catch (...) {
       }
     }
-    tasks_.abandon();  // destroys the tasks that would not end
+    // Destroys the tasks that would not end, and with them the tasks of the groups (and
+    // servers) they own: nothing is resumed any more, so no frame is left suspended.
+    detail::loop_sets().abandoning = true;
+    tasks_.abandon();
+    detail::loop_sets().abandoning = false;
   }
 
   detail::Poller poller_;

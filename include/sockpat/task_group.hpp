@@ -22,6 +22,18 @@ namespace detail {
 
 class TaskSet;
 
+/// What a TaskSet needs from the thread's loop: its own set (its create_task's), which adopts
+/// the tasks of a set destroyed before they ended, and whether the loop is now destroying
+/// the tasks that would not end. Set by EventLoop.
+struct LoopSets {
+  TaskSet* adopter = nullptr;
+  bool abandoning = false;
+};
+inline LoopSets& loop_sets() noexcept {
+  thread_local LoopSets sets;
+  return sets;
+}
+
 /// One started task: its runner, its outcome, and who waits for it. Owned together by its
 /// set (until it ends) and by its handles.
 class ChildBase : public Joiner {
@@ -73,11 +85,20 @@ class TaskSet {
   TaskSet& operator=(const TaskSet&) = delete;
   ~TaskSet() {
     // Its owner joins it first (a group's join, the loop's shutdown). A task still running
-    // here (its group was destroyed unjoined, after cancelling it) is detached: it finishes
-    // unwinding on the loop and then frees itself.
+    // here (its group was destroyed unjoined, after cancelling it) goes on unwinding on the
+    // loop, as one of the loop's own tasks: the loop reports its failure, cancels it and,
+    // if it would not end, destroys it when it goes. When the loop is destroying its tasks
+    // (this set's owner was one of them), the set's tasks are destroyed with it.
+    LoopSets& loop = loop_sets();
+    if (loop.abandoning) {
+      abandon();
+      return;
+    }
+    TaskSet* adopter = loop.adopter != this ? loop.adopter : nullptr;
     while (ChildBase* c = head_) {
       unlink(c);
       c->set = nullptr;
+      if (adopter != nullptr) adopter->adopt(c);
     }
   }
 
@@ -87,15 +108,16 @@ class TaskSet {
   Child<T>* start(Task<T> task) {
     if (!task.valid()) throw std::invalid_argument("sockpat: create_task of an empty Task");
     auto* c = new Child<T>(std::move(task));
-    c->set = this;
-    c->next = head_;
-    if (head_ != nullptr) head_->prev = c;
-    head_ = c;
-    ++size_;
+    link(c);
     if (cancelled_) c->runner.scope().cancel();
     c->retain();
     c->runner.start(c);
     return c;
+  }
+  /// Takes over a running task of a set that is going (with the set's reference to it).
+  void adopt(ChildBase* c) noexcept {
+    link(c);
+    if (cancelled_) c->cancel();
   }
 
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
@@ -136,6 +158,14 @@ class TaskSet {
 
  private:
   friend class ChildBase;
+  void link(ChildBase* c) noexcept {
+    c->set = this;
+    c->prev = nullptr;
+    c->next = head_;
+    if (head_ != nullptr) head_->prev = c;
+    head_ = c;
+    ++size_;
+  }
   void unlink(ChildBase* c) noexcept {
     if (c->prev != nullptr) c->prev->next = c->next;
     else head_ = c->next;
@@ -296,7 +326,8 @@ class TaskHandle {
 /// Cancelling the coroutine that waits in join() cancels the children, and join() still
 /// returns only after they have ended. A group must be joined before it is destroyed: a
 /// group destroyed with tasks still running (an exception left the scope first) cancels
-/// them, and they finish unwinding on the loop; with_task_group() rules that out.
+/// them, and they finish unwinding on the loop, as its own tasks; with_task_group() rules
+/// that out.
 /// Loop thread only.
 class TaskGroup {
  public:

@@ -8,6 +8,7 @@
 #include <algorithm>     // std::sort
 #include <chrono>        // std::chrono_literals
 #include <cstddef>       // std::size_t
+#include <exception>     // std::exception_ptr
 #include <stdexcept>     // std::runtime_error
 #include <string>        // std::string
 #include <system_error>  // std::system_error
@@ -323,5 +324,71 @@ TEST_CASE("the guide's fan-out snippet serves a client: every line comes back, i
   });
   REQUIRE(echoed.size() == 50);
   for (int i = 0; i < 50; ++i) CHECK(echoed[static_cast<std::size_t>(i)] == "line " + std::to_string(i) + "\n");
+}
+
+TEST_CASE("at shutdown the loop reaches the tasks of a group whose owner will not end, and destroys them" *
+          doctest::timeout(30)) {
+  int released = 0;
+  int cancelled = 0;
+  long spins = 0;
+  sockpat::Event never;  // outlives the loop: no waiter of a destroyed task may stay in it
+  {
+    sockpat::EventLoop loop;
+    loop.create_task([&]() -> sockpat::Task<void> {
+      sockpat::TaskGroup group;
+      // Only its group's cancel reaches this child: the loop does not know it.
+      group.create_task(wait_forever(never, cancelled, released));
+      group.create_task(wait_forever(never, cancelled, released));
+      // The owner will not end: it catches every cancellation (up to a bound) and waits again.
+      for (; spins < 1000000; ++spins) {
+        try {
+          co_await sockpat::sleep(1h);
+        } catch (const std::system_error&) {
+        }
+      }
+    });
+    loop.run_until_complete([]() -> sockpat::Task<void> { co_await sockpat::sleep(1ms); }());
+  }
+  CHECK(spins < 1000000);
+  CHECK(released == 2);  // the children's frames were destroyed, not left suspended forever
+  never.set();
+}
+
+TEST_CASE("the tasks of a group destroyed unjoined become the loop's: it reports their failures" * doctest::timeout(10)) {
+  std::vector<std::string> reports;
+  sockpat::EventLoop loop;
+  loop.set_exception_handler([&](std::exception_ptr e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      reports.emplace_back(x.what());
+    }
+  });
+  std::size_t adopted = 0;
+  loop.run_until_complete([&]() -> sockpat::Task<void> {
+    {
+      sockpat::TaskGroup group;
+      group.create_task([]() -> sockpat::Task<void> {
+        try {
+          co_await sockpat::sleep(1h);
+        } catch (const std::system_error&) {
+        }
+        co_await sockpat::sleep(1ms);  // already cancelled: fails at once
+      });
+      group.create_task([]() -> sockpat::Task<void> {
+        try {
+          co_await sockpat::sleep(1h);
+        } catch (const std::system_error&) {
+        }
+        throw std::runtime_error("failed while unwinding");
+      });
+      co_await sockpat::yield_now();
+    }  // destroyed without a join: the children are cancelled and go on unwinding
+    adopted = sockpat::get_running_loop().spawned_tasks();
+    for (int i = 0; i < 100 && sockpat::get_running_loop().spawned_tasks() != 0; ++i) co_await sockpat::yield_now();
+  }());
+  CHECK(adopted == 2);
+  CHECK(loop.spawned_tasks() == 0);
+  CHECK(reports == std::vector<std::string>{"failed while unwinding"});
 }
 }
