@@ -12,13 +12,14 @@
 #include <exception>     // std::exception_ptr, std::exception
 #include <functional>    // std::function
 #include <new>           // std::bad_alloc
+#include <memory>        // std::unique_ptr: the reserve of schedule()
 #include <mutex>         // std::mutex, std::lock_guard
 #include <optional>      // std::optional
 #include <stdexcept>     // std::logic_error
 #include <stop_token>    // std::stop_token, std::stop_callback
 #include <system_error>  // std::error_code, std::system_error
 #include <type_traits>   // std::is_void_v, std::decay_t
-#include <utility>       // std::move, std::swap, std::forward
+#include <utility>       // std::move, std::swap, std::forward, std::exchange
 #include <vector>        // std::vector
 
 #include "sockpat/detail/poller.hpp"
@@ -229,7 +230,14 @@ class EventLoop final : public detail::Reactor {
     try {
       ready_.push_back(h);
     } catch (const std::bad_alloc&) {
-      h.resume();  // no room to queue it: run it now rather than lose it
+      // No memory to grow the queue: the reserve made with the loop takes it. Resuming it
+      // here instead would run it inside whoever woke it (an Event's set(), a stream's
+      // wake-up), which may then find its own object destroyed under it.
+      if (spare_count_ < spare_size) {
+        spare_[spare_count_++] = h;
+      } else {
+        h.resume();  // the last resort, past spare_size coroutines woken without memory
+      }
     }
   }
 
@@ -305,10 +313,24 @@ class EventLoop final : public detail::Reactor {
       running_[i].resume();
     }
     running_.clear();
+    // Those queued in the reserve: the reserve is emptied first, as more may land in it.
+    const std::size_t n = std::exchange(spare_count_, 0);
+    if (n == 0) return;
+    try {
+      ready_.insert(ready_.begin(), spare_.get(), spare_.get() + n);  // ahead of later ones
+    } catch (const std::bad_alloc&) {
+      // Still no memory: they run now, in order, from the loop itself (not from a waker),
+      // out of the other half, as more may land in the reserve meanwhile.
+      std::swap(spare_, spare_running_);
+      for (std::size_t i = 0; i < n; ++i) {
+        inline_left_ = inline_limit;
+        spare_running_[i].resume();
+      }
+    }
   }
 
   int poll_timeout() const noexcept {
-    if (!ready_.empty() || stop_.load(std::memory_order_relaxed)) return 0;
+    if (!ready_.empty() || spare_count_ != 0 || stop_.load(std::memory_order_relaxed)) return 0;
     if (interrupt_ != nullptr && *interrupt_) return 0;
     if (timers_.empty()) return -1;
     return detail::poll_timeout_ms(timers_.front()->when);
@@ -419,7 +441,7 @@ class EventLoop final : public detail::Reactor {
         p->cancel(detail::canceled());
       }
       detail::Waiter::cancel_parked();  // the waits that suspended since the last round
-      if (ready_.empty() && tasks_.size() == 0) break;
+      if (ready_.empty() && spare_count_ == 0 && tasks_.size() == 0) break;
       try {
         run_ready();
       } catch (...) {
@@ -440,6 +462,11 @@ class EventLoop final : public detail::Reactor {
   std::uint64_t timer_sequence_ = 0;
   std::vector<std::coroutine_handle<>> ready_;
   std::vector<std::coroutine_handle<>> running_;
+  static constexpr std::size_t spare_size = 1024;
+  // The reserve of schedule() without memory, and its other half while it is emptied.
+  std::unique_ptr<std::coroutine_handle<>[]> spare_{new std::coroutine_handle<>[spare_size]};
+  std::unique_ptr<std::coroutine_handle<>[]> spare_running_{new std::coroutine_handle<>[spare_size]};
+  std::size_t spare_count_ = 0;
   detail::Pending* stoppable_ = nullptr;
   detail::TaskSet tasks_{false};  // the tasks it owns: create_task's
   const bool* interrupt_ = nullptr;
