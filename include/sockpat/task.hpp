@@ -12,9 +12,11 @@
 #include <string>        // std::string: Result::what
 #include <stdexcept>     // std::logic_error
 #include <system_error>  // std::error_code, std::system_error
-#include <type_traits>   // std::is_void_v, std::remove_cvref_t, std::is_move_constructible_v,
+#include <tuple>         // std::tuple: gather of different types
+#include <type_traits>   // std::is_void_v, std::conditional_t, std::remove_cvref_t, std::is_move_constructible_v,
                          // std::is_lvalue_reference_v
-#include <utility>       // std::exchange, std::move, std::declval
+#include <utility>       // std::exchange, std::move, std::declval, std::index_sequence
+#include <variant>       // std::monostate: what a void task gives in a gather of different types
 #include <vector>        // std::vector
 
 #include "sockpat/detail/per_thread.hpp"  // per_thread: the frame cache
@@ -495,6 +497,41 @@ class [[nodiscard]] SleepAwaiter final : private Waiter {
 template <class T>
 [[nodiscard]] detail::GatherAwaiter<T> gather(std::vector<Task<T>> tasks) {
   return detail::GatherAwaiter<T>(std::move(tasks));
+}
+
+namespace detail {
+template <class T>
+using gathered_t = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
+
+template <class T>
+Task<void> keep_result(Task<T> task, std::optional<gathered_t<T>>& out) {
+  if constexpr (std::is_void_v<T>) {
+    co_await std::move(task);
+    out.emplace();
+  } else {
+    out.emplace(co_await std::move(task));
+  }
+}
+
+template <class... T, std::size_t... I>
+Task<std::tuple<gathered_t<T>...>> gather_tuple(std::index_sequence<I...>, Task<T>... tasks) {
+  std::tuple<std::optional<gathered_t<T>>...> slots;
+  {
+    std::vector<Task<void>> all;
+    all.reserve(sizeof...(T));
+    (all.push_back(keep_result(std::move(tasks), std::get<I>(slots))), ...);
+    co_await GatherAwaiter<void>(std::move(all));
+  }
+  co_return std::tuple<gathered_t<T>...>(std::move(*std::get<I>(slots))...);
+}
+}  // namespace detail
+
+/// gather over tasks of different result types: `auto [n, name] = co_await gather(count(),
+/// fetch_name());` A task of void gives std::monostate. The same rules as for a vector.
+template <class... T>
+  requires(sizeof...(T) > 0)
+[[nodiscard]] Task<std::tuple<detail::gathered_t<T>...>> gather(Task<T>... tasks) {
+  return detail::gather_tuple<T...>(std::index_sequence_for<T...>{}, std::move(tasks)...);
 }
 
 /// Runs `task` for at most `timeout`. On expiry the task is cancelled (its pending operation

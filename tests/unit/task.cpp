@@ -10,7 +10,9 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <type_traits>
+#include <variant>
 #include <vector>
 
 #include "sockpat/detail/per_thread.hpp"
@@ -94,6 +96,44 @@ TEST_CASE("gather runs tasks side by side and keeps their order") {
   }());
   CHECK(result == std::vector<int>{1, 2, 3});
   CHECK(finished == std::vector<int>{2, 3, 1});  // concurrent: one after the other would give 1, 2, 3
+}
+
+TEST_CASE("gather of tasks of different types returns a tuple, in order; a void task gives monostate") {
+  auto name = []() -> sockpat::Task<std::string> {
+    co_await sockpat::sleep(2ms);
+    co_return std::string(40, 'n');
+  };
+  bool ran = false;
+  auto side = [&]() -> sockpat::Task<void> {
+    co_await sockpat::yield_now();
+    ran = true;
+  };
+  auto [n, s, unit] = sockpat::run([&]() -> sockpat::Task<std::tuple<int, std::string, std::monostate>> {
+    co_return co_await sockpat::gather(value(7), name(), side());
+  }());
+  CHECK(n == 7);
+  CHECK(s == std::string(40, 'n'));
+  CHECK(unit == std::monostate{});
+  CHECK(ran);
+
+  // The first failure cancels the others and is rethrown once they have ended.
+  bool cancelled = false;
+  auto slow = [&]() -> sockpat::Task<int> {
+    try {
+      co_await sockpat::sleep(1h);
+    } catch (const std::system_error& e) {
+      cancelled = e.code() == std::errc::operation_canceled;
+      throw;
+    }
+    co_return 1;
+  };
+  auto fails = []() -> sockpat::Task<std::string> {
+    co_await sockpat::sleep(1ms);
+    throw std::runtime_error("no name");
+  };
+  CHECK_THROWS_WITH_AS(sockpat::run([&]() -> sockpat::Task<void> { (void)co_await sockpat::gather(slow(), fails()); }()),
+                       "no name", std::runtime_error);
+  CHECK(cancelled);
 }
 
 TEST_CASE("gather of nothing returns at once") {
