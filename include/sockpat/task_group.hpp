@@ -343,7 +343,7 @@ class TaskGroup {
     return TaskHandle<T>(set_.start(std::move(task)));
   }
   /// Starts the task `f(args...)`, with `f` and `args` (decayed) kept alive in its frame until
-  /// it ends: the safe way to start a capturing lambda, `create_task([&] -> Task<void> {...})`.
+  /// it ends: the safe way to start a capturing lambda, `create_task([&]() -> Task<void> {...})`.
   template <class F, class... Args>
     requires detail::task_factory<std::decay_t<F>, std::decay_t<Args>...>
   auto create_task(F&& f, Args&&... args) {

@@ -318,7 +318,7 @@ TEST_CASE("yield_now lets the other ready tasks run first") {
     sockpat::create_task([&]() -> sockpat::Task<void> {
       order.push_back(2);
       co_return;
-    }());
+    });
     // create_task started it at once; a second one queued behind a yield:
     auto other = [&]() -> sockpat::Task<void> {
       co_await sockpat::yield_now();
