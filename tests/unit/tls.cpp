@@ -689,4 +689,25 @@ TEST_CASE("idle connects cannot stall a fixed pool: a TLS client is served at on
   CHECK(reports.messages.empty());
 }
 
+TEST_CASE("a client that connects, waits, then begins its handshake within hello_timeout is served" *
+          doctest::timeout(30)) {
+  sockpat::ServerOptions options;
+  options.strategy = sockpat::Strategy::thread_pool;
+  options.threads = 1;
+  sockpat::TlsTcpServer server({"127.0.0.1", 0}, server_context(), echo, options);
+  server.start();
+  auto tcp = sockpat::TcpConnection::connect({"127.0.0.1", server.local_endpoint().port()}, 5s);
+  // Accepted, and waiting for its first byte on the accepting thread.
+  const auto accepted_by = std::chrono::steady_clock::now() + 5s;
+  while (server.stats().accepted < 1 && std::chrono::steady_clock::now() < accepted_by) std::this_thread::yield();
+  REQUIRE(server.stats().accepted == 1);
+  auto c = TlsConnection<sockpat::Tcp>::client(std::move(tcp), client_context(), "localhost", 5s);
+  c.write_all("late", 5s);
+  std::array<char, 4> got{};
+  c.read_exactly(got, 5s);
+  CHECK(std::string(got.data(), got.size()) == "late");
+  c.shutdown(5s);
+  CHECK(server.stats().silent == 0);
+}
+
 }  // TEST_SUITE
