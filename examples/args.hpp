@@ -5,7 +5,6 @@
 #define SOCKPAT_EXAMPLES_ARGS_HPP
 
 #include <charconv>     // std::from_chars
-#include <climits>      // INT_MIN, INT_MAX
 #include <cstdio>       // std::fprintf
 #include <cstdlib>      // std::exit
 #include <map>          // std::map
@@ -39,6 +38,8 @@ class Args {
         fail((a + " needs a value").c_str());
       }
     }
+    // Checked now, before the example starts anything.
+    if (options.count("port") != 0) (void)get_port();
   }
 
   [[nodiscard]] bool has(const std::string& name) const { return values_.count(name) != 0; }
@@ -57,13 +58,13 @@ class Args {
     int value = 0;
     const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
     if (error != std::errc{} || end != text.data() + text.size() || value < min || value > max) {
-      fail(("--" + name + " needs a number from " + std::to_string(min) + " to " + std::to_string(max)).c_str());
+      const std::string why = "--" + name + ": expected a number " + std::to_string(min) + "-" + std::to_string(max);
+      fail((why + ", got " + text).c_str());
     }
     return value;
   }
-  /// --port as a number. Its range is sockpat's to check: a bad port is then reported like a
-  /// port in use or an unknown host, in one line naming the host.
-  [[nodiscard]] int get_port() const { return get_int("port", 0, INT_MIN, INT_MAX); }
+  /// --port, 0 to 65535 (0: the OS picks a free port).
+  [[nodiscard]] int get_port() const { return get_int("port", 0, 0, 65535); }
 
   [[noreturn]] void fail(const char* why) const {
     std::fprintf(stderr, "error: %s\nusage: %s\n", why, usage_);

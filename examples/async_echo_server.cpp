@@ -1,5 +1,6 @@
 // async_echo_server: echoes every byte back until the client closes, on one event loop per thread
-// (--threads N: N loops share the port through SO_REUSEPORT). The benchmark target.
+// (--threads N: the first loop claims the port, the others join it through SO_REUSEPORT, so a
+// second copy of the server is refused the port). The benchmark target.
 // Run: async_echo_server [--host H] [--port P] [--threads N]
 #include <atomic>
 #include <cstddef>
@@ -28,14 +29,13 @@ sockpat::Task<void> echo(sockpat::StreamReader reader, sockpat::StreamWriter wri
   }
 }
 
-// Runs one loop with its own listener on `port` until `stop`.
-void serve(const std::string& host, int port, bool reuse_port, std::stop_token stop, sockpat::Endpoint* bound) {
+// Runs one more loop with its own listener, joining the first loop's `port`, until `stop`.
+void serve(const std::string& host, int port, std::stop_token stop) {
   sockpat::EventLoop loop;
   loop.stop_when(stop);
   sockpat::StreamServerOptions options;
-  options.listen.reuse_port = reuse_port;
+  options.listen.reuse_port = true;
   auto server = loop.run_until_complete(sockpat::start_server(echo, host, port, options));
-  if (bound != nullptr) *bound = server.local_endpoint();
   loop.run();
   server.close();
   loop.run_until_complete(server.wait_closed());
@@ -50,11 +50,13 @@ int run(const example::Args& args) {
   const std::stop_callback on_signal(signals.token(), [&stop] { stop.request_stop(); });
   std::atomic<bool> failed{false};
 
-  // The first loop binds (port 0: the OS picks); the others join its port.
+  // The first loop binds (port 0: the OS picks) and claims the port: bound without
+  // SO_REUSEPORT, a port in use fails here, even one that another copy of this server shares
+  // with its own loops. The others then join it.
   sockpat::EventLoop loop;
   loop.stop_when(stop.get_token());
   sockpat::StreamServerOptions options;
-  options.listen.reuse_port = threads > 1;
+  options.listen.claim_port = threads > 1;
   auto server = loop.run_until_complete(sockpat::start_server(echo, host, args.get_port(), options));
   const sockpat::Endpoint bound = server.local_endpoint();
   {
@@ -65,7 +67,7 @@ int run(const example::Args& args) {
       others.emplace_back([&, port = static_cast<int>(bound.port())](std::stop_token own) {
         const std::stop_callback pass_on(own, [&stop] { stop.request_stop(); });
         try {
-          serve(host, port, true, stop.get_token(), nullptr);
+          serve(host, port, stop.get_token());
         } catch (const std::exception& e) {
           if (!failed.exchange(true)) std::fprintf(stderr, "async_echo_server: %s\n", e.what());
           stop.request_stop();

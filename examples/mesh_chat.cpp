@@ -1,7 +1,7 @@
 // mesh_chat: a chat over a peer-to-peer mesh (sockpat::PeerThread). Each line read from standard
 // input goes to every node of the mesh; each line from another node is printed once as
 // "NAME: text". Knowing one member is enough: the others are discovered and dialed.
-// Run: mesh_chat --listen HOST:PORT [--join HOST:PORT ...] [--name NAME] [--wait-peers N] [--timeout S]
+// Run: mesh_chat [--listen HOST:PORT] [--join HOST:PORT ...] [--name NAME] [--wait-peers N] [--timeout S]
 //
 // Prints "listening on HOST:PORT" first. With --wait-peers N it reads standard input only once
 // N nodes are linked (so a script needs no sleep), and fails after --timeout seconds (30).
@@ -102,8 +102,8 @@ int run(const example::Args& args) {
 
 int main(int argc, char** argv) {
   const example::Args args(argc, argv, {}, {"listen", "join", "name", "wait-peers", "timeout"},
-                           "mesh_chat --listen HOST:PORT [--join HOST:PORT ...] [--name NAME] "
-                           "[--wait-peers N] [--timeout SECONDS]");
+                           "mesh_chat [--listen HOST:PORT] [--join HOST:PORT ...] [--name NAME] "
+                           "[--wait-peers N] [--timeout SECONDS]  (--listen: 127.0.0.1:0)");
   try {
     return run(args);
   } catch (const std::exception& e) {

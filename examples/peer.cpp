@@ -22,22 +22,8 @@ std::string upper(std::string s) {
   return s;
 }
 
-int run(const example::Args& args) {
-  sockpat::SignalStop signals;
-  const auto local = example::endpoint_arg(args.get("listen", "127.0.0.1:0"));
-  // The other peer is named in our family: a rendezvous needs the very address it listens on.
-  const auto remote = example::endpoint_arg(args.get("connect", ""), local.family());
-  const std::string greeting = "Hello from " + args.get("name", "Peer");
-  const sockpat::Deadline deadline(std::chrono::seconds(args.get_int("timeout", 30, 1, 86400)), signals.token());
-
-  // Bound here rather than inside rendezvous, so that what is printed is the real port, and
-  // only once it listens.
-  sockpat::ListenOptions listen_options;
-  listen_options.reuse_port = true;  // rendezvous dials from this same port
-  auto listener = sockpat::TcpListener::bind(local, listen_options);
-  std::printf("listening on %s\n", listener.local_endpoint().to_string().c_str());
-  std::fflush(stdout);
-  auto conn = sockpat::rendezvous(listener, remote, deadline);
+// The seed's exchange of greetings, over the connection the rendezvous made.
+int exchange(sockpat::TcpConnection conn, const std::string& greeting, const sockpat::Deadline& deadline) {
   conn.write_all(greeting, deadline);
 
   // Like the seed, a greeting is what one read brings; but the other peer's upper-cased copy of
@@ -62,6 +48,37 @@ int run(const example::Args& args) {
   }
   std::printf("Received back: %s\n", back.c_str());
   return back == expected_back ? 0 : 1;
+}
+
+int run(const example::Args& args) {
+  sockpat::SignalStop signals;
+  const auto local = example::endpoint_arg(args.get("listen", "127.0.0.1:0"));
+  // The other peer is named in our family: a rendezvous needs the very address it listens on.
+  const auto remote = example::endpoint_arg(args.get("connect", ""), local.family());
+  if (remote.family() != local.family()) {
+    args.fail(("--connect " + remote.to_string() + " and --listen " + local.to_string() +
+               " must be of one family (both IPv4 or both IPv6): a peer dials from the port it listens on")
+                  .c_str());
+  }
+  const std::string greeting = "Hello from " + args.get("name", "Peer");
+  const sockpat::Deadline deadline(std::chrono::seconds(args.get_int("timeout", 30, 1, 86400)), signals.token());
+
+  // Bound here rather than inside rendezvous, so that what is printed is the real port, and
+  // only once it listens.
+  sockpat::ListenOptions listen_options;
+  // rendezvous dials from this same port, which needs SO_REUSEPORT on the listener; claimed
+  // (bound without it, set once listening) so that a port in use, even by another peer, fails.
+  listen_options.claim_port = true;
+  auto listener = sockpat::TcpListener::bind(local, listen_options);
+  std::printf("listening on %s\n", listener.local_endpoint().to_string().c_str());
+  std::fflush(stdout);
+  try {
+    return exchange(sockpat::rendezvous(listener, remote, deadline), greeting, deadline);
+  } catch (const std::system_error& e) {
+    // Ctrl-C or SIGTERM ends a peer as it ends the servers: quietly, with exit 0.
+    if (e.code() == std::errc::operation_canceled && signals.token().stop_requested()) return 0;
+    throw;
+  }
 }
 
 }  // namespace

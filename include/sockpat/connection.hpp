@@ -42,8 +42,13 @@ struct ConnectOptions {
   /// (with reuse_port too) holds: the rendezvous of two peers uses it. Windows has no
   /// SO_REUSEPORT: there the connect fails with operation_not_supported.
   bool reuse_port = false;
-  /// Bounds the whole connect: the resolution and every address tried.
+  /// Bounds the whole connect: the resolution and every address tried. A Deadline made from a
+  /// duration is a time point fixed when it is made (`o.deadline = 5s` ends 5 s after that
+  /// line): options kept for later connects take `timeout` instead.
   Deadline deadline = {};
+  /// Bounds each connect made with these options, counted from when it starts; with `deadline`
+  /// too, the earlier end wins.
+  std::optional<std::chrono::steady_clock::duration> timeout = {};
   /// Happy Eyeballs (RFC 8305) over several addresses: how long an attempt runs alone before the
   /// next address is tried beside it (a failed attempt starts the next at once); zero tries one
   /// address at a time.
@@ -57,6 +62,13 @@ struct ConnectOptions {
     ConnectOptions o;
     o.deadline = std::move(d);
     return o;
+  }
+
+  /// The bound of a connect starting now: `deadline`, capped by `timeout` counted from now.
+  [[nodiscard]] Deadline bound() const noexcept {
+    if (!timeout) return deadline;
+    Deadline from_now(*timeout, deadline.stop_token());
+    return deadline.has_time() && deadline.time() < from_now.time() ? deadline : from_now;
   }
 };
 
@@ -164,7 +176,7 @@ class Connection : private detail::KernelWaitStop, private Socket<P> {
   [[nodiscard]] static Connection connect(const Endpoint& remote, const ConnectOptions& options) {
     std::error_code ec;
     auto c = connect(remote, options, ec);
-    if (ec) detail::throw_error(ec, detail::describe("connect", remote, ec, options.deadline.timeout()));
+    if (ec) detail::throw_error(ec, detail::describe("connect", remote, ec, detail::waited(options.deadline, options.timeout)));
     return c;
   }
   [[nodiscard]] static Connection connect(const Endpoint& remote, const ConnectOptions& options,
@@ -178,7 +190,7 @@ class Connection : private detail::KernelWaitStop, private Socket<P> {
       if (!ec) s.bind(options.local, ec);
       if (ec) return {};
     }
-    ec = detail::blocking_connect(s.native_handle(), remote.raw(), detail::bound_of(options.deadline));
+    ec = detail::blocking_connect(s.native_handle(), remote.raw(), detail::bound_of(options.bound()));
     if (ec) return {};
     return Connection(std::move(s));
   }
@@ -202,10 +214,11 @@ class Connection : private detail::KernelWaitStop, private Socket<P> {
   [[nodiscard]] static Connection connect(std::string_view host, int port, const ConnectOptions& options)
     requires InternetProtocol<P>
   {
-    const auto order = detail::interleave(resolve(host, port, options.deadline, options.resolver), options.prefer);
+    const Deadline d = options.bound();
+    const auto order = detail::interleave(resolve(host, port, d, options.resolver), options.prefer);
     std::vector<detail::AttemptError> tried;
     std::error_code ec;
-    auto c = race(order, options, tried, ec);
+    auto c = race(order, options, d, tried, ec);
     if (ec) detail::throw_error(ec, detail::describe_attempts("connect", host, port, tried));
     return c;
   }
@@ -224,7 +237,7 @@ class Connection : private detail::KernelWaitStop, private Socket<P> {
                                               std::error_code& ec) noexcept {
     try {
       std::vector<detail::AttemptError> tried;
-      return race(endpoints, options, tried, ec);
+      return race(endpoints, options, options.bound(), tried, ec);
     } catch (const std::bad_alloc&) {
       ec = detail::make_errc(std::errc::not_enough_memory);
       return {};
@@ -506,6 +519,8 @@ class Connection : private detail::KernelWaitStop, private Socket<P> {
   static Task<Connection> async_connect(std::string host, int port, ConnectOptions options)
     requires InternetProtocol<P>
   {
+    options.deadline = options.bound();  // the timeout counts from here, once
+    options.timeout.reset();
     const auto addresses = co_await async_resolve(host, port, options.deadline, options.resolver);
     std::vector<detail::AttemptError> tried;
     std::error_code ec;
@@ -530,9 +545,9 @@ class Connection : private detail::KernelWaitStop, private Socket<P> {
   }
 
  private:
-  /// The message a call on this connection throws with: "read from PEER" ("read on LOCAL" once
-  /// a reset made the peer's address unknown), and for a timeout "after N ms" (the call's
-  /// timeout or the connection's, the shorter). Built only when throwing.
+  /// The message a call on this connection throws with: "read from PEER" (also after a reset;
+  /// "read on LOCAL" where the OS then forgets the peer), and for a timeout "after N ms" (the
+  /// call's timeout or the connection's, the shorter). Built only when throwing.
   [[nodiscard]] std::string where(std::string_view op, std::string_view to_from, std::error_code ec,
                                   const Deadline& d) const {
     return detail::describe(op, to_from, this->remote_endpoint_or_empty(), this->local_endpoint_or_empty(), ec,
@@ -602,7 +617,7 @@ class Connection : private detail::KernelWaitStop, private Socket<P> {
   }
 
   /// The blocking race: the pending connects wait together in one poll.
-  static Connection race(std::span<const Endpoint> order, const ConnectOptions& o,
+  static Connection race(std::span<const Endpoint> order, const ConnectOptions& o, const Deadline& d,
                          std::vector<detail::AttemptError>& tried, std::error_code& ec) {
     struct Attempt {
       Socket<P> socket;
@@ -610,8 +625,8 @@ class Connection : private detail::KernelWaitStop, private Socket<P> {
     };
     std::vector<Attempt> live;
     std::vector<detail::native_handle> handles;
-    const auto deadline = o.deadline.time();
-    const auto& stop = o.deadline.stop_token();
+    const auto deadline = d.time();
+    const auto& stop = d.stop_token();
     const auto end = [&](std::errc why) {
       for (const auto& a : live) tried.push_back({a.remote, detail::make_errc(why)});
       ec = detail::make_errc(why);
@@ -682,6 +697,7 @@ class Connection : private detail::KernelWaitStop, private Socket<P> {
 
   /// The awaited race: each attempt is a task of one group and reports to a queue; the race
   /// waits on the queue for at most the time left until the next attempt is due.
+  /// `o.deadline` is the bound (async_connect turned its timeout into it).
   static Task<Connection> async_race(std::vector<Endpoint> order, ConnectOptions o,
                                      std::vector<detail::AttemptError>& tried, std::error_code& ec) {
     Queue<Attempted> done(order.size() + 1);
@@ -743,10 +759,11 @@ class Connection : private detail::KernelWaitStop, private Socket<P> {
 template <StreamProtocol P>
 Connection<P> detail::NamedConnect<P>::run(std::string_view host, int port, const ConnectOptions& options,
                                            std::vector<AttemptError>& tried, std::error_code& ec) noexcept {
-  const auto addresses = resolve(host, port, options.deadline, ec, options.resolver);
+  const Deadline d = options.bound();
+  const auto addresses = resolve(host, port, d, ec, options.resolver);
   if (ec) return {};
   try {
-    return Connection<P>::race(interleave(addresses, options.prefer), options, tried, ec);
+    return Connection<P>::race(interleave(addresses, options.prefer), options, d, tried, ec);
   } catch (const std::bad_alloc&) {
     ec = make_errc(std::errc::not_enough_memory);
     return {};

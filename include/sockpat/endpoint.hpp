@@ -34,6 +34,18 @@ inline std::string quoted(std::string_view s) {
   return q + '"';
 }
 
+/// "HOST:PORT" as messages write it: an IPv6 literal in brackets ("[2001:db8::1]:9"), as
+/// Endpoint::to_string() does. A host name never holds a ':'.
+inline std::string host_port(std::string_view host, long long port) {
+  std::string s;
+  if (host.find(':') != std::string_view::npos) {
+    s.append(1, '[').append(host).append(1, ']');
+  } else {
+    s.append(host);
+  }
+  return s.append(1, ':').append(std::to_string(port));
+}
+
 inline std::uint16_t checked_port(long long port, std::string_view context) {
   if (port < 0 || port > 65535) {
     throw std::invalid_argument("sockpat: invalid port " + std::to_string(port) + " for " + quoted(context) +
@@ -55,7 +67,8 @@ inline bool malformed_dotted_quad(std::string_view host) noexcept {
 
 /// An IPv4, IPv6 or Unix-domain socket address. Cheap to copy, comparable and hashable.
 /// to_string() gives "127.0.0.1:80", "[::1]:80", "unix:/path" or "unix:@name" (Linux's
-/// abstract namespace), and parse() reads each of them back.
+/// abstract namespace), and parse() reads each of them back; an unnamed Unix-domain socket (a
+/// socketpair end, an unbound client) is "unix:(unnamed)", which names no path.
 class Endpoint {
  public:
   Endpoint() noexcept = default;
@@ -191,7 +204,11 @@ class Endpoint {
     switch (family()) {
       case Family::ipv4: return host() + ':' + std::to_string(port());
       case Family::ipv6: return '[' + host() + "]:" + std::to_string(port());
-      case Family::unix_domain: return (is_abstract() ? "unix:@" : "unix:") + path();
+      case Family::unix_domain: {
+        if (is_abstract()) return "unix:@" + path();
+        const auto p = path();
+        return p.empty() ? "unix:(unnamed)" : "unix:" + p;
+      }
       case Family::unspecified: break;
     }
     return "unspecified";

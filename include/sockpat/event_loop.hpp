@@ -12,13 +12,14 @@
 #include <exception>     // std::exception_ptr, std::exception
 #include <functional>    // std::function
 #include <new>           // std::bad_alloc
+#include <memory>        // std::unique_ptr: the reserve of schedule()
 #include <mutex>         // std::mutex, std::lock_guard
 #include <optional>      // std::optional
 #include <stdexcept>     // std::logic_error
 #include <stop_token>    // std::stop_token, std::stop_callback
 #include <system_error>  // std::error_code, std::system_error
-#include <type_traits>   // std::is_void_v
-#include <utility>       // std::move, std::swap
+#include <type_traits>   // std::is_void_v, std::decay_t
+#include <utility>       // std::move, std::swap, std::forward, std::exchange
 #include <vector>        // std::vector
 
 #include "sockpat/detail/poller.hpp"
@@ -51,6 +52,7 @@ class EventLoop final : public detail::Reactor {
     previous_observer_ = std::exchange(detail::thread_handle_observer(), this);
     tasks_.on_failure = [](void* loop, std::exception_ptr e) noexcept { static_cast<EventLoop*>(loop)->report(e); };
     tasks_.context = this;
+    detail::loop_sets().adopter = &tasks_;
   }
   EventLoop(const EventLoop&) = delete;
   EventLoop& operator=(const EventLoop&) = delete;
@@ -59,6 +61,7 @@ class EventLoop final : public detail::Reactor {
   /// and lets them unwind before the loop goes.
   ~EventLoop() {
     shutdown();
+    detail::loop_sets().adopter = nullptr;
     detail::thread_handle_observer() = previous_observer_;
     detail::thread_reactor() = nullptr;
   }
@@ -121,6 +124,14 @@ class EventLoop final : public detail::Reactor {
   template <class T>
   TaskHandle<T> create_task(Task<T> task) {
     return TaskHandle<T>(tasks_.start(std::move(task)));
+  }
+  /// Starts the task `f(args...)`, with `f` and `args` (decayed) kept alive in its frame until
+  /// it ends (TaskGroup::create_task says why).
+  template <class F, class... Args>
+    requires detail::task_factory<std::decay_t<F>, std::decay_t<Args>...>
+  auto create_task(F&& f, Args&&... args) {
+    return create_task(detail::call_owned<std::decay_t<F>, std::decay_t<Args>...>(std::forward<F>(f),
+                                                                                   std::forward<Args>(args)...));
   }
 
   /// Called with each exception that escapes a spawned task, except operation_canceled.
@@ -219,7 +230,14 @@ class EventLoop final : public detail::Reactor {
     try {
       ready_.push_back(h);
     } catch (const std::bad_alloc&) {
-      h.resume();  // no room to queue it: run it now rather than lose it
+      // No memory to grow the queue: the reserve made with the loop takes it. Resuming it
+      // here instead would run it inside whoever woke it (an Event's set(), a stream's
+      // wake-up), which may then find its own object destroyed under it.
+      if (spare_count_ < spare_size) {
+        spare_[spare_count_++] = h;
+      } else {
+        h.resume();  // the last resort, past spare_size coroutines woken without memory
+      }
     }
   }
 
@@ -295,10 +313,24 @@ class EventLoop final : public detail::Reactor {
       running_[i].resume();
     }
     running_.clear();
+    // Those queued in the reserve: the reserve is emptied first, as more may land in it.
+    const std::size_t n = std::exchange(spare_count_, 0);
+    if (n == 0) return;
+    try {
+      ready_.insert(ready_.begin(), spare_.get(), spare_.get() + n);  // ahead of later ones
+    } catch (const std::bad_alloc&) {
+      // Still no memory: they run now, in order, from the loop itself (not from a waker),
+      // out of the other half, as more may land in the reserve meanwhile.
+      std::swap(spare_, spare_running_);
+      for (std::size_t i = 0; i < n; ++i) {
+        inline_left_ = inline_limit;
+        spare_running_[i].resume();
+      }
+    }
   }
 
   int poll_timeout() const noexcept {
-    if (!ready_.empty() || stop_.load(std::memory_order_relaxed)) return 0;
+    if (!ready_.empty() || spare_count_ != 0 || stop_.load(std::memory_order_relaxed)) return 0;
     if (interrupt_ != nullptr && *interrupt_) return 0;
     if (timers_.empty()) return -1;
     return detail::poll_timeout_ms(timers_.front()->when);
@@ -389,8 +421,10 @@ class EventLoop final : public detail::Reactor {
     }
   }
 
-  // Cancels everything still pending and lets the coroutines unwind. While closing, every
-  // new wait fails at once, so the rounds below end; a task still alive after them is destroyed.
+  // Cancels everything still pending and lets the coroutines unwind. While closing, a new
+  // wait fails at once, and one that a coroutine keeps retrying suspends after a few
+  // (Waiter::begin), to be cancelled on the next round: each round ends, and so do the
+  // rounds; a task still alive after them is destroyed.
   void shutdown() noexcept {
     closing_ = true;
     stop_on_.reset();
@@ -406,13 +440,18 @@ class EventLoop final : public detail::Reactor {
         remove_timer(p);
         p->cancel(detail::canceled());
       }
-      if (ready_.empty() && tasks_.size() == 0) break;
+      detail::Waiter::cancel_parked();  // the waits that suspended since the last round
+      if (ready_.empty() && spare_count_ == 0 && tasks_.size() == 0) break;
       try {
         run_ready();
       } catch (...) {
       }
     }
-    tasks_.abandon();  // destroys the tasks that would not end
+    // Destroys the tasks that would not end, and with them the tasks of the groups (and
+    // servers) they own: nothing is resumed any more, so no frame is left suspended.
+    detail::loop_sets().abandoning = true;
+    tasks_.abandon();
+    detail::loop_sets().abandoning = false;
   }
 
   detail::Poller poller_;
@@ -423,6 +462,11 @@ class EventLoop final : public detail::Reactor {
   std::uint64_t timer_sequence_ = 0;
   std::vector<std::coroutine_handle<>> ready_;
   std::vector<std::coroutine_handle<>> running_;
+  static constexpr std::size_t spare_size = 1024;
+  // The reserve of schedule() without memory, and its other half while it is emptied.
+  std::unique_ptr<std::coroutine_handle<>[]> spare_{new std::coroutine_handle<>[spare_size]};
+  std::unique_ptr<std::coroutine_handle<>[]> spare_running_{new std::coroutine_handle<>[spare_size]};
+  std::size_t spare_count_ = 0;
   detail::Pending* stoppable_ = nullptr;
   detail::TaskSet tasks_{false};  // the tasks it owns: create_task's
   const bool* interrupt_ = nullptr;
@@ -479,6 +523,12 @@ inline EventLoop& get_running_loop() {
 template <class T>
 TaskHandle<T> create_task(Task<T> task) {
   return get_running_loop().create_task(std::move(task));
+}
+/// Starts the task `f(args...)` on the running loop, `f` and `args` kept alive in its frame.
+template <class F, class... Args>
+  requires detail::task_factory<std::decay_t<F>, std::decay_t<Args>...>
+auto create_task(F&& f, Args&&... args) {
+  return get_running_loop().create_task(std::forward<F>(f), std::forward<Args>(args)...);
 }
 
 /// Like asyncio.run: makes a loop on this thread, runs `task` to completion, cancels what it

@@ -447,10 +447,12 @@ class FramedConnection {
     return read_with(until(delimiter), std::move(d), ec);
   }
 
-  /// Writes `line` and "\n". malformed_frame if the line holds a "\n".
-  void write_line(std::string_view line, Deadline d = {}) { write_frame(lines_, line, std::move(d)); }
+  /// Writes `line` and "\n"; a line that ends in "\n" already (as read_line returns it, "\r\n"
+  /// too) goes out as it is, so a line read can be written back. malformed_frame if another
+  /// "\n" is in it (it would arrive as two lines); frame_too_large past max_line, "\n" not counted.
+  void write_line(std::string_view line, Deadline d = {}) { write_frame(lines_, unterminated(line), std::move(d)); }
   std::size_t write_line(std::string_view line, Deadline d, std::error_code& ec) noexcept {
-    return write_frame(lines_, line, std::move(d), ec);
+    return write_frame(lines_, unterminated(line), std::move(d), ec);
   }
 
   // --- raw bytes, buffered ones first ---
@@ -483,12 +485,21 @@ class FramedConnection {
  private:
   static constexpr std::size_t chunk = 16 * 1024;
 
-  /// "read_line from PEER" ("... on LOCAL" once a reset made the peer unknown), and for a
-  /// timeout "after N ms": built only when throwing.
+  static std::string_view unterminated(std::string_view line) noexcept {
+    if (line.ends_with('\n')) line.remove_suffix(1);
+    return line;
+  }
+
+  /// "read_line from PEER" (also after a reset; "... on LOCAL" where the OS then forgets the
+  /// peer), and for a timeout "after N ms": built only when throwing.
   [[nodiscard]] std::string where(std::string_view op, std::string_view to_from, std::error_code ec,
                                   std::chrono::steady_clock::duration waited) const {
     std::error_code ignored;
-    const Endpoint peer = conn_->remote_endpoint(ignored);
+    detail::RawAddress a;
+    a.size = sizeof a.storage;
+    const Endpoint peer = conn_->is_open() && !detail::last_peer_address(conn_->native_handle(), a.data(), &a.size)
+                              ? Endpoint::from_native(a.data(), a.size)
+                              : Endpoint{};
     return detail::describe(op, to_from, peer, conn_->local_endpoint(ignored), ec, waited);
   }
 

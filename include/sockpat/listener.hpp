@@ -19,9 +19,16 @@ struct ListenOptions {
   /// Not applied on Windows, where SO_REUSEADDR allows port stealing: listeners there take
   /// SO_EXCLUSIVEADDRUSE instead.
   bool reuse_address = true;
-  /// SO_REUSEPORT, so several listeners (one per thread) share one port. Windows has no
-  /// SO_REUSEPORT: there bind fails with operation_not_supported.
+  /// SO_REUSEPORT before bind: this listener joins a port that listeners of the same user
+  /// already share (one per thread), or shares a free one. It never fails for a port in use by
+  /// such listeners, so the first listener of a program should claim_port instead. Windows has
+  /// no SO_REUSEPORT: there bind fails with operation_not_supported.
   bool reuse_port = false;
+  /// Binds without SO_REUSEPORT, so that a port in use fails (address_in_use) even when its
+  /// holders share it, then sets SO_REUSEPORT once listening, so that the program's other
+  /// listeners join with reuse_port. A second copy of the program then fails as it claims.
+  /// Takes precedence over reuse_port. Windows: operation_not_supported, as reuse_port.
+  bool claim_port = false;
   /// For an IPv6 listener: IPv6 only (true), also IPv4-mapped (false), or the OS default.
   std::optional<bool> v6_only = {};
 };
@@ -59,7 +66,7 @@ class Listener : private Socket<P> {
   [[nodiscard]] static Listener bind(const Endpoint& local, const ListenOptions& options = {}) {
     std::error_code ec;
     auto l = bind(local, options, ec);
-    if (ec) detail::throw_error(ec, detail::describe("listen on", local));
+    if (ec) detail::throw_error(ec, detail::describe("bind", local));
     return l;
   }
   [[nodiscard]] static Listener bind(const Endpoint& local, const ListenOptions& options,
@@ -70,13 +77,16 @@ class Listener : private Socket<P> {
     const auto h = l.native_handle();
     if (!P::local) {
       ec = detail::set_listener_reuse(h, options.reuse_address);
-      if (!ec && options.reuse_port) ec = detail::set_reuse_port(h);
+      if (!ec && options.reuse_port && !options.claim_port) ec = detail::set_reuse_port(h);
       if (!ec && options.v6_only && local.is_v6()) {
         ec = detail::set_int_option(h, detail::option::v6_only, *options.v6_only ? 1 : 0);
       }
     }
     if (!ec) ec = detail::bind_handle(h, local.raw().data(), local.raw().size);
     if (!ec) ec = detail::listen_handle(h, options.backlog);
+    // SO_REUSEPORT is checked against the sockets already bound when another one binds: set
+    // now, it lets later listeners of the same user join the port this bind took alone.
+    if (!ec && !P::local && options.claim_port) ec = detail::set_reuse_port(h);
     if (ec) return {};
     return l;
   }
@@ -90,7 +100,7 @@ class Listener : private Socket<P> {
       auto l = bind(e, options, ec);
       if (!ec) return l;
     }
-    detail::throw_error(ec, "listen on " + std::string(host) + ':' + std::to_string(port));
+    detail::throw_error(ec, "bind " + detail::host_port(host, port));
   }
   [[nodiscard]] static Listener bind(std::string_view host, int port, const ListenOptions& options,
                                      std::error_code& ec) noexcept

@@ -32,6 +32,7 @@
 #include "sockpat/deadline.hpp"
 #include "sockpat/detail/report.hpp"           // report_failure: on_error or stderr
 #include "sockpat/detail/unique_function.hpp"  // UniqueFunction: a move-only handler
+#include "sockpat/detail/wait.hpp"             // poll_handles, StopWatch: clients before their first byte
 #include "sockpat/error.hpp"                   // detail::ending_of: normal endings
 #include "sockpat/listener.hpp"
 
@@ -80,6 +81,12 @@ struct ServerOptions {
   /// longer fails with timed_out, and a FramedConnection read must complete within it, so a silent
   /// or dribbling client is dropped. std::nullopt: no limit.
   std::optional<std::chrono::steady_clock::duration> idle_timeout = std::chrono::seconds(60);
+  /// For protocols whose client speaks first (TLS, HTTP): a client goes to a handler only once it
+  /// has sent something (or closed). Until then it waits on the accepting thread, holding no
+  /// worker, for at most this long; then it is closed and counted in stats().silent, not reported.
+  /// Clients waiting so are bounded apart from max_connections, by the descriptor limit (as
+  /// elastic's max_connections is). std::nullopt: a client goes to a handler at once.
+  std::optional<std::chrono::steady_clock::duration> first_byte_timeout = std::nullopt;
   /// On stop: how long a handler that takes the stop token (`handler(connection, stop)`) may go
   /// on before its connection is canceled. A handler without it is canceled at once; a second
   /// stop request (request_stop() again, or the `urgent` token of serve/start) ends the grace.
@@ -107,6 +114,7 @@ struct ServerStats {
   // these errors from its connection's calls.
   std::size_t timed_out = 0;    ///< a call ran past its deadline or the idle timeout
   std::size_t peer_closed = 0;  ///< the peer reset the connection or closed it early (end_of_stream)
+  std::size_t silent = 0;       ///< closed for sending nothing within first_byte_timeout
 };
 
 namespace detail {
@@ -238,11 +246,12 @@ class Server {
       case Strategy::thread_per_connection: threads_ = 0; break;
     }
     const std::size_t descriptors = detail::descriptor_limit();
+    const std::size_t by_descriptors = descriptors > 96 ? (descriptors - 64) / 2 : 16;
     max_ = options_.max_connections != 0                ? options_.max_connections
            : options_.strategy == Strategy::sequential  ? 1
            : options_.strategy == Strategy::thread_pool ? 2 * threads_
-           : descriptors > 96                           ? (descriptors - 64) / 2
-                                                        : 16;
+                                                        : by_descriptors;
+    max_waiting_ = by_descriptors;
   }
   /// Binds `local` (port 0 picks a free port: read it back with local_endpoint()) and serves it.
   template <class H>
@@ -315,6 +324,7 @@ class Server {
     s.canceled = canceled_.load();
     s.timed_out = timed_out_.load();
     s.peer_closed = peer_closed_.load();
+    s.silent = silent_.load();
     std::lock_guard lock(mutex_);
     s.active = sessions_.size();
     return s;
@@ -327,6 +337,11 @@ class Server {
     std::thread thread;  // thread_per_connection only
   };
   using SessionList = std::list<Session>;
+  // A client accepted under first_byte_timeout that has sent nothing yet.
+  struct Waiting {
+    Connection<P> connection;
+    detail::steady_time until;
+  };
 
   void serve_begun(std::stop_token stop, std::stop_token urgent) noexcept {
     std::stop_callback on_stop(stop, [this]() noexcept { request_stop(); });
@@ -359,6 +374,8 @@ class Server {
     const std::stop_token stop = stop_.get_token();
     BackoffSequence pauses(options_.accept_backoff);
     bool reported = false;
+    std::vector<Waiting> waiting;  // closed when the loop ends, like clients left in the backlog
+    std::vector<detail::poll_entry> polled;
     while (!stop.stop_requested()) {
       join_finished();
       if (options_.overload == Overload::wait) {
@@ -366,7 +383,7 @@ class Server {
         if (!cv_.wait(lock, stop, [this] { return sessions_.size() < max_; })) break;
       }
       std::error_code ec;
-      auto connection = listener_.accept(Deadline(stop), ec);
+      auto connection = next_client(stop, waiting, polled, ec);
       if (ec == std::errc::operation_canceled) break;
       if (ec) {
         ++accept_errors_;
@@ -382,8 +399,69 @@ class Server {
       }
       pauses.reset();
       reported = false;
-      ++accepted_;
       dispatch(std::move(connection));
+    }
+  }
+
+  // The next client for a handler: the next accepted one, or, under first_byte_timeout, the next
+  // one that has sent something. Those wait in one poll() with the listener on this thread, so
+  // that idle connects hold a descriptor each for the bound, never a worker.
+  Connection<P> next_client(const std::stop_token& stop, std::vector<Waiting>& waiting,
+                            std::vector<detail::poll_entry>& polled, std::error_code& ec) noexcept {
+    if (!options_.first_byte_timeout) {
+      auto connection = listener_.accept(Deadline(stop), ec);
+      if (!ec) ++accepted_;
+      return connection;
+    }
+    static const std::stop_token never;
+    const short readable = static_cast<short>(detail::Readiness::read);
+    try {
+      for (;;) {
+        const detail::StopWatch watch(stop, never);
+        const bool room = waiting.size() < max_waiting_;
+        const std::size_t listener_at = waiting.size();
+        detail::steady_time next = detail::no_deadline;
+        polled.clear();
+        for (const auto& w : waiting) {
+          polled.push_back({w.connection.native_handle(), readable, 0});
+          next = (std::min)(next, w.until);
+        }
+        if (room) polled.push_back({listener_.native_handle(), readable, 0});
+        if (watch.waker() != nullptr) polled.push_back({watch.waker()->read_handle(), readable, 0});
+        const int r = detail::poll_handles(polled.data(), static_cast<detail::poll_count>(polled.size()),
+                                           watch.timeout_ms(next));
+        if (r < 0) {
+          ec = detail::last_error();
+          if (detail::interrupted(ec)) continue;
+          return {};
+        }
+        if (watch.stopped()) {
+          ec = std::make_error_code(std::errc::operation_canceled);
+          return {};
+        }
+        // Data, an end or an error: the handler's first read says which.
+        for (std::size_t i = 0; i < waiting.size(); ++i) {
+          if (polled[i].revents == 0) continue;
+          auto connection = std::move(waiting[i].connection);
+          waiting.erase(waiting.begin() + static_cast<std::ptrdiff_t>(i));
+          ec.clear();
+          return connection;
+        }
+        const auto now = std::chrono::steady_clock::now();
+        const auto silent = std::erase_if(waiting, [now](const Waiting& w) { return w.until <= now; });
+        silent_ += silent;
+        if (room && polled[listener_at].revents != 0) {
+          // A client that reset while in the backlog leaves nothing to accept: poll again.
+          auto connection = listener_.accept(Deadline(std::chrono::steady_clock::duration::zero()), ec);
+          if (ec == std::errc::timed_out) continue;
+          if (ec) return {};
+          ++accepted_;
+          waiting.push_back({std::move(connection), detail::time_after(*options_.first_byte_timeout)});
+        }
+      }
+    } catch (...) {  // no memory for one more waiting client: as an accept that failed for it
+      ec = std::make_error_code(std::errc::not_enough_memory);
+      return {};
     }
   }
 
@@ -607,6 +685,7 @@ class Server {
   ServerOptions options_;
   std::size_t threads_ = 0;
   std::size_t max_ = 0;
+  std::size_t max_waiting_ = 0;  // clients waiting for their first byte (first_byte_timeout)
   std::stop_source stop_;
 
   mutable std::mutex mutex_;         // guards everything below up to the counters
@@ -631,6 +710,7 @@ class Server {
   std::atomic<std::size_t> canceled_{0};
   std::atomic<std::size_t> timed_out_{0};
   std::atomic<std::size_t> peer_closed_{0};
+  std::atomic<std::size_t> silent_{0};
 };
 
 template <StreamProtocol P, class H>

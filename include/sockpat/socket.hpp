@@ -57,7 +57,7 @@ inline std::string describe(std::string_view op, const Endpoint& e, std::error_c
 }
 
 /// A stream or connected datagram call's message: "read from PEER", or, when the peer's address
-/// is gone (after a reset, getpeername fails), "read on LOCAL".
+/// is unknown (after a reset, on an OS that forgets it), "read on LOCAL".
 inline std::string describe(std::string_view op, std::string_view to_from, const Endpoint& peer, const Endpoint& local,
                             std::error_code ec, std::chrono::steady_clock::duration waited) {
   std::string s(op);
@@ -423,9 +423,12 @@ class Socket {
     std::error_code ignored;
     return local_endpoint(ignored);
   }
+  /// For messages: the peer also after a reset, where remote_endpoint() fails (not connected).
   [[nodiscard]] Endpoint remote_endpoint_or_empty() const noexcept {
-    std::error_code ignored;
-    return remote_endpoint(ignored);
+    detail::RawAddress a;
+    a.size = sizeof a.storage;
+    if (open_check() || detail::last_peer_address(native_handle(), a.data(), &a.size)) return {};
+    return Endpoint::from_native(a.data(), a.size);
   }
 
  private:

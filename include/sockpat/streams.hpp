@@ -43,8 +43,9 @@ namespace sockpat {
 
 /// Buffer sizes of a StreamReader / StreamWriter pair.
 struct StreamOptions {
-  /// The most bytes a StreamReader holds while looking for a separator (asyncio's `limit`);
-  /// read_until / read_line fail with errc::buffer_full past it.
+  /// The most bytes a StreamReader holds while looking for a separator (asyncio's `limit`):
+  /// read_until / read_line fail with errc::frame_too_large when the separator does not start
+  /// within it (as FramedConnection's do); read_frame with errc::buffer_full for a longer frame.
   std::size_t limit = 64 * 1024;
   /// A StreamWriter never buffers more than this: `co_await write()` waits for room.
   std::size_t high_water = 64 * 1024;
@@ -1383,7 +1384,6 @@ class StreamWriter {
     return write(detail::bytes_of(data), d);
   }
 
-  /// Waits until the buffer is at or below the low-water mark; throws if the connection failed.
   /// Writes `payload` as one frame of `framing`; waits for room as write() does. Throws
   /// std::system_error (frame_too_large, or malformed_frame for a line holding its delimiter).
   template <Framing F>
@@ -1391,6 +1391,7 @@ class StreamWriter {
     co_await write(encode_frame(framing, payload), d);
   }
 
+  /// Waits until the buffer is at or below the low-water mark; throws if the connection failed.
   [[nodiscard]] detail::WriterAwaiter drain() { return {s_.get(), detail::WriterAwaiter::Kind::drain, nullptr, 0}; }
   /// The same within `d`: past it, throws std::system_error (timed_out); nothing buffered is lost.
   [[nodiscard]] detail::TimedWriterAwaiter drain(const Deadline& d) {

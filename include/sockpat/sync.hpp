@@ -11,7 +11,7 @@
 #include <optional>      // std::optional: try_get, a getter's slot
 #include <stdexcept>     // std::invalid_argument
 #include <system_error>  // std::error_code, std::system_error
-#include <utility>       // std::move
+#include <utility>       // std::move, std::exchange
 
 #include "sockpat/detail/waiter.hpp"
 #include "sockpat/error.hpp"  // errc::closed
@@ -52,25 +52,62 @@ class Event {
   bool set_ = false;
 };
 
-/// asyncio.Semaphore: acquire() takes a permit or waits, first come first served; release()
-/// hands a permit to the longest waiter, or keeps it. A waiter that is cancelled takes none.
+/// asyncio.Semaphore: `auto permit = co_await sem.acquire();` takes a permit or waits, first
+/// come first served, and the Permit gives it back when it goes (asyncio's `async with sem`);
+/// release() hands a permit to the longest waiter, or keeps it. A waiter that is cancelled, or
+/// whose task is destroyed before it resumes, takes none.
 class Semaphore {
  public:
+  /// A permit held: move-only, released on destruction (or by release(), once).
+  class [[nodiscard]] Permit {
+   public:
+    Permit() noexcept = default;
+    Permit(Permit&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+    Permit& operator=(Permit&& o) noexcept {
+      if (this != &o) {
+        release();
+        s_ = std::exchange(o.s_, nullptr);
+      }
+      return *this;
+    }
+    Permit(const Permit&) = delete;
+    Permit& operator=(const Permit&) = delete;
+    ~Permit() { release(); }
+
+    /// True while it holds a permit.
+    explicit operator bool() const noexcept { return s_ != nullptr; }
+    /// Gives the permit back now; no-op when it holds none.
+    void release() noexcept {
+      if (Semaphore* s = std::exchange(s_, nullptr)) s->release();
+    }
+
+   private:
+    friend class Semaphore;
+    explicit Permit(Semaphore& s) noexcept : s_(&s) {}
+    Semaphore* s_ = nullptr;
+  };
+
   explicit Semaphore(std::size_t permits) noexcept : permits_(permits) {}
   Semaphore(const Semaphore&) = delete;
   Semaphore& operator=(const Semaphore&) = delete;
-  ~Semaphore() { waiters_.complete_all(detail::canceled()); }
+  ~Semaphore() {
+    waiters_.complete_all(detail::canceled());
+    while (detail::Waiter* w = granted_waiters_.pop_front()) static_cast<Awaiter*>(w)->granted_ = false;
+  }
 
   [[nodiscard]] std::size_t available() const noexcept { return permits_; }
-  /// Takes a permit if one is free and no one waits for it; never suspends.
+  /// Takes a permit if one is free and no one waits for it; never suspends. The manual form:
+  /// the caller owes a release().
   [[nodiscard]] bool try_acquire() noexcept {
     if (permits_ == 0 || !waiters_.empty()) return false;
     --permits_;
     return true;
   }
   void release() noexcept {
-    if (detail::Waiter* w = waiters_.pop_front()) {
-      w->complete();  // the permit goes straight to it: no one can take it in between
+    if (auto* w = static_cast<Awaiter*>(static_cast<detail::Waiter*>(waiters_.pop_front()))) {
+      w->granted_ = true;  // the permit goes straight to it: no one can take it in between
+      granted_waiters_.push_back(w);  // its links are free once it has left waiters_
+      w->complete();
     } else {
       ++permits_;
     }
@@ -79,17 +116,36 @@ class Semaphore {
   class [[nodiscard]] Awaiter final : private detail::ListWaiter {
    public:
     explicit Awaiter(Semaphore& s) noexcept : ListWaiter(s.waiters_), s_(s) {}
-    bool await_ready() { return begin() || s_.try_acquire(); }
+    Awaiter(const Awaiter&) = delete;
+    Awaiter& operator=(const Awaiter&) = delete;
+    // A permit handed over to a task that was destroyed before it resumed (its loop went)
+    // goes back, rather than being lost.
+    ~Awaiter() {
+      if (!granted_) return;
+      s_.granted_waiters_.erase(this);
+      s_.release();
+    }
+    bool await_ready() {
+      if (begin()) return true;
+      return s_.try_acquire();
+    }
     using ListWaiter::await_suspend;
-    void await_resume() const { check("Semaphore acquire"); }
+    Permit await_resume() {
+      if (std::exchange(granted_, false)) s_.granted_waiters_.erase(this);
+      check("Semaphore acquire");
+      return Permit(s_);
+    }
 
    private:
+    friend class Semaphore;
     Semaphore& s_;
+    bool granted_ = false;
   };
   [[nodiscard]] Awaiter acquire() noexcept { return Awaiter(*this); }
 
  private:
   detail::WaitList waiters_;
+  detail::WaitList granted_waiters_;  // waiters handed a permit, not yet resumed
   std::size_t permits_;
 };
 
@@ -110,6 +166,8 @@ class Queue {
   ~Queue() {
     getters_.complete_all(detail::canceled());
     putters_.complete_all(detail::canceled());
+    // A getter handed an item and not yet resumed keeps it, and no longer refers to the queue.
+    while (detail::Waiter* w = handed_getters_.pop_front()) static_cast<GetAwaiter*>(w)->handed_ = false;
   }
 
   [[nodiscard]] std::size_t size() const noexcept { return items_.size(); }
@@ -167,6 +225,15 @@ class Queue {
   class [[nodiscard]] GetAwaiter final : private detail::ListWaiter {
    public:
     explicit GetAwaiter(Queue& q) noexcept : ListWaiter(q.getters_), q_(q) {}
+    GetAwaiter(const GetAwaiter&) = delete;
+    GetAwaiter& operator=(const GetAwaiter&) = delete;
+    // An item handed over to a task that was destroyed before it resumed (its loop went)
+    // goes back to the head of the queue, rather than being lost.
+    ~GetAwaiter() {
+      if (!handed_) return;
+      q_.handed_getters_.erase(this);
+      q_.give_back(std::move(*slot_));
+    }
     bool await_ready() {
       if (begin()) return true;
       slot_ = q_.try_get();
@@ -174,6 +241,7 @@ class Queue {
     }
     using ListWaiter::await_suspend;
     T await_resume() {
+      if (std::exchange(handed_, false)) q_.handed_getters_.erase(this);
       check("Queue get");
       if (!slot_) throw std::system_error(make_error_code(errc::closed), "Queue get");
       return std::move(*slot_);
@@ -183,6 +251,7 @@ class Queue {
     friend class Queue;
     Queue& q_;
     std::optional<T> slot_;
+    bool handed_ = false;  // slot_ was filled by a putter while it waited, and not yet taken
   };
 
   /// Waits for room, then queues `value`. Throws std::system_error: errc::closed, or
@@ -199,12 +268,32 @@ class Queue {
     if (closed_) return false;
     if (auto* g = static_cast<GetAwaiter*>(static_cast<detail::Waiter*>(getters_.pop_front()))) {
       g->slot_.emplace(std::move(value));
-      g->complete();
+      hand(g);
       return true;
     }
     if (items_.size() >= capacity_ || !putters_.empty()) return false;
     items_.push_back(std::move(value));
     return true;
+  }
+  void hand(GetAwaiter* g) noexcept {
+    g->handed_ = true;
+    handed_getters_.push_back(g);  // its links are free once it has left getters_
+    g->complete();
+  }
+  // An item a getter was handed but never took: the oldest item, so it goes first again (to
+  // the next waiting getter, or to the head of the buffer, which may then hold one too many
+  // for a moment rather than lose it). Never throws from a destructor: without memory for
+  // it, the item is dropped.
+  void give_back(T&& value) noexcept {
+    try {
+      if (auto* g = static_cast<GetAwaiter*>(static_cast<detail::Waiter*>(getters_.pop_front()))) {
+        g->slot_.emplace(std::move(value));
+        hand(g);
+        return;
+      }
+      items_.push_front(std::move(value));
+    } catch (...) {
+    }
   }
   // Room was made: the longest-waiting putter's item moves in.
   void refill() {
@@ -220,6 +309,7 @@ class Queue {
   std::size_t capacity_;
   detail::WaitList getters_;
   detail::WaitList putters_;
+  detail::WaitList handed_getters_;  // getters handed an item, not yet resumed
   bool closed_ = false;
 };
 

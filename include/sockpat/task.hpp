@@ -12,8 +12,11 @@
 #include <string>        // std::string: Result::what
 #include <stdexcept>     // std::logic_error
 #include <system_error>  // std::error_code, std::system_error
-#include <type_traits>   // std::is_void_v, std::remove_cvref_t, std::is_move_constructible_v
-#include <utility>       // std::exchange, std::move
+#include <tuple>         // std::tuple: gather of different types
+#include <type_traits>   // std::is_void_v, std::conditional_t, std::remove_cvref_t, std::is_move_constructible_v,
+                         // std::is_lvalue_reference_v
+#include <utility>       // std::exchange, std::move, std::declval, std::index_sequence
+#include <variant>       // std::monostate: what a void task gives in a gather of different types
 #include <vector>        // std::vector
 
 #include "sockpat/detail/per_thread.hpp"  // per_thread: the frame cache
@@ -204,6 +207,29 @@ inline Task<void> detail::TaskPromise<void>::get_return_object() noexcept {
 
 namespace detail {
 
+template <class T>
+inline constexpr bool is_task_v = false;
+template <class T>
+inline constexpr bool is_task_v<Task<T>> = true;
+
+/// What `f(args...)` returns when that is a Task: the callable form of create_task.
+template <class F, class... Args>
+concept task_factory = requires(F& f, Args&... args) { requires is_task_v<decltype(f(args...))>; };
+template <class F, class... Args>
+using factory_result_t = typename decltype(std::declval<F&>()(std::declval<Args&>()...))::value_type;
+
+// The task `f(args...)` makes, run in a frame that holds `f` and `args` (decayed) by value, so
+// that a lambda's captures live as long as the coroutine that reads them (C++ Core Guidelines
+// CP.51). with_task_group holds its body the same way.
+template <class F, class... Args>
+Task<factory_result_t<F, Args...>> call_owned(F f, Args... args) {
+  if constexpr (std::is_void_v<factory_result_t<F, Args...>>) {
+    co_await f(args...);
+  } else {
+    co_return co_await f(args...);
+  }
+}
+
 /// Told when one of the tasks it started finishes; returns the coroutine to resume then.
 class Joiner {
  public:
@@ -290,26 +316,31 @@ Runner run_child(Task<T> task, ChildSlot<T>& slot) {
 
 /// Waits for its tasks, run as children: the waiting core's waiter, resumed by the last child
 /// to end. Cancelling it cancels the children; it still resumes only once they have ended.
+/// Each child tells its own entry when it ends, so an arrival looks at that child's slot
+/// alone: linear in the number of children, not quadratic.
 template <class T>
-class [[nodiscard]] GatherAwaiter final : private Waiter, private Joiner {
+class [[nodiscard]] GatherAwaiter final : private Waiter {
  public:
-  explicit GatherAwaiter(std::vector<Task<T>> tasks) : tasks_(std::move(tasks)), slots_(tasks_.size()) {
-    runners_.reserve(tasks_.size());
-  }
+  explicit GatherAwaiter(std::vector<Task<T>> tasks) : tasks_(std::move(tasks)), entries_(tasks_.size()) {}
+  GatherAwaiter(GatherAwaiter&& o) noexcept : Waiter(o), tasks_(std::move(o.tasks_)), entries_(std::move(o.entries_)) {}
+  GatherAwaiter& operator=(GatherAwaiter&&) = delete;
 
   [[nodiscard]] bool await_ready() const noexcept { return tasks_.empty(); }
 
   template <class Promise>
   bool await_suspend(std::coroutine_handle<Promise> h) {
-    for (std::size_t i = 0; i < tasks_.size(); ++i) runners_.push_back(run_child(std::move(tasks_[i]), slots_[i]));
+    for (std::size_t i = 0; i < tasks_.size(); ++i) {
+      entries_[i].owner = this;
+      entries_[i].runner = run_child(std::move(tasks_[i]), entries_[i].slot);
+    }
     // One extra count while starting: a child that finishes at once must not resume the
     // parent from inside this function.
-    remaining_ = runners_.size() + 1;
+    remaining_ = entries_.size() + 1;
     const CancelScope* scope = scope_of(h);
     attach(h);
-    for (auto& r : runners_) {
-      if (scope != nullptr && scope->cancelled()) r.scope().cancel(canceled());
-      r.start(this);
+    for (auto& e : entries_) {
+      if (scope != nullptr && scope->cancelled()) e.runner.scope().cancel(canceled());
+      e.runner.start(&e);
     }
     if (--remaining_ == 0) {
       (void)finish();
@@ -319,45 +350,58 @@ class [[nodiscard]] GatherAwaiter final : private Waiter, private Joiner {
   }
 
   auto await_resume() {
-    runners_.clear();
+    for (auto& e : entries_) e.runner = Runner();
     if (first_error_) std::rethrow_exception(first_error_);
     if constexpr (std::is_void_v<T>) {
       return;
     } else {
       std::vector<T> out;
-      out.reserve(slots_.size());
-      for (auto& s : slots_) out.push_back(std::move(*s.value));
+      out.reserve(entries_.size());
+      for (auto& e : entries_) out.push_back(std::move(*e.slot.value));
       return out;
     }
   }
 
  private:
-  void cancel(std::error_code) noexcept override {
-    for (auto& r : runners_) r.scope().cancel(canceled());
+  struct Entry final : Joiner {
+    ChildSlot<T> slot;
+    Runner runner;
+    GatherAwaiter* owner = nullptr;
+    std::coroutine_handle<> arrive() noexcept override { return owner->arrived(*this); }
+  };
+
+  void cancel(std::error_code) noexcept override { cancel_children(); }
+  void cancel_children() noexcept {
+    for (auto& e : entries_) e.runner.scope().cancel(canceled());
   }
-  std::coroutine_handle<> arrive() noexcept override {
-    if (!failed_) {
-      for (auto& s : slots_) {
-        if (s.error) {
-          // The first failure cancels the siblings; the parent resumes once all have ended.
-          failed_ = true;
-          first_error_ = s.error;
-          for (auto& r : runners_) r.scope().cancel(canceled());
-          break;
-        }
-      }
+  std::coroutine_handle<> arrived(Entry& e) noexcept {
+    if (!failed_ && e.slot.error) {
+      // The first failure cancels the siblings; the parent resumes once all have ended.
+      failed_ = true;
+      first_error_ = e.slot.error;
+      cancel_children();
     }
     if (--remaining_ != 0) return std::noop_coroutine();
     return finish();
   }
 
   std::vector<Task<T>> tasks_;
-  std::vector<ChildSlot<T>> slots_;
-  std::vector<Runner> runners_;
+  std::vector<Entry> entries_;
   std::size_t remaining_ = 0;
   bool failed_ = false;
   std::exception_ptr first_error_;
 };
+
+/// True when `e` is a std::system_error(operation_canceled): how a cancelled task ends.
+inline bool is_cancellation(const std::exception_ptr& e) noexcept {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::system_error& x) {
+    return x.code() == std::errc::operation_canceled;
+  } catch (...) {
+  }
+  return false;
+}
 
 /// Runs one task as a child under a timer: the waiting core's waiter with a deadline. Its
 /// timeout names it in the error ("wait_for 50 ms"), so that of nested waits, the one that ran
@@ -399,7 +443,9 @@ class [[nodiscard]] WaitForAwaiter final : private Waiter, private Joiner {
   T await_resume() {
     runner_ = Runner();
     if (slot_.error) {
-      if (timed_out_) throw_timed_out();
+      // The cancellation the timer caused is reported as the timeout; an error of the task's
+      // own (one it met while unwinding, or one that beat the cancellation) as itself.
+      if (timed_out_ && is_cancellation(slot_.error)) throw_timed_out();
       std::rethrow_exception(slot_.error);
     }
     if constexpr (!std::is_void_v<T>) {
@@ -470,6 +516,41 @@ template <class T>
   return detail::GatherAwaiter<T>(std::move(tasks));
 }
 
+namespace detail {
+template <class T>
+using gathered_t = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
+
+template <class T>
+Task<void> keep_result(Task<T> task, std::optional<gathered_t<T>>& out) {
+  if constexpr (std::is_void_v<T>) {
+    co_await std::move(task);
+    out.emplace();
+  } else {
+    out.emplace(co_await std::move(task));
+  }
+}
+
+template <class... T, std::size_t... I>
+Task<std::tuple<gathered_t<T>...>> gather_tuple(std::index_sequence<I...>, Task<T>... tasks) {
+  std::tuple<std::optional<gathered_t<T>>...> slots;
+  {
+    std::vector<Task<void>> all;
+    all.reserve(sizeof...(T));
+    (all.push_back(keep_result(std::move(tasks), std::get<I>(slots))), ...);
+    co_await GatherAwaiter<void>(std::move(all));
+  }
+  co_return std::tuple<gathered_t<T>...>(std::move(*std::get<I>(slots))...);
+}
+}  // namespace detail
+
+/// gather over tasks of different result types: `auto [n, name] = co_await gather(count(),
+/// fetch_name());` A task of void gives std::monostate. The same rules as for a vector.
+template <class... T>
+  requires(sizeof...(T) > 0)
+[[nodiscard]] Task<std::tuple<detail::gathered_t<T>...>> gather(Task<T>... tasks) {
+  return detail::gather_tuple<T...>(std::index_sequence_for<T...>{}, std::move(tasks)...);
+}
+
 /// Runs `task` for at most `timeout`. On expiry the task is cancelled (its pending operation
 /// finishes with operation_canceled), and once it has unwound, wait_for throws timed_out.
 template <class T, class Rep, class Period>
@@ -499,10 +580,6 @@ decltype(auto) awaiter_of(A&& a) {
 template <class A>
 using await_result_t = decltype(awaiter_of(std::declval<A>()).await_resume());
 
-template <class T>
-inline constexpr bool is_task_v = false;
-template <class T>
-inline constexpr bool is_task_v<Task<T>> = true;
 
 // An awaitable run as a task, so that it can be given a cancel scope of its own. One that
 // cannot be moved (an I/O awaiter) is used where it is: the temporary in the co_await
@@ -511,39 +588,72 @@ template <class A>
 Task<await_result_t<A>> as_task(A awaitable) {
   co_return co_await std::move(awaitable);
 }
+// An awaitable whose co_await is &&-qualified (a Task, a Borrowing) is awaited as an rvalue,
+// an awaiter where it is: an I/O awaiter is never moved (nor copied, which GCC attempts for
+// `co_await std::move(awaiter)`).
+template <class A>
+inline constexpr bool awaited_as_rvalue = requires(A&& a) { static_cast<A&&>(a).operator co_await(); };
 template <class A>
 Task<await_result_t<A>> as_task_ref(A& awaitable) {
-  co_return co_await awaitable;
+  if constexpr (awaited_as_rvalue<A>) {
+    co_return co_await std::move(awaitable);
+  } else {
+    co_return co_await awaitable;
+  }
+}
+
+/// What wait_for and as_result return for an operation they cannot own (an I/O awaiter, which
+/// does not move): they borrow it from the co_await expression it was written in, so the result
+/// can be awaited only as that expression's temporary. `auto p = wait_for(r.read_chunk(), 1s);
+/// co_await p;` does not compile: `p` would outlive the read it refers to.
+template <class Inner>
+class [[nodiscard]] Borrowing {
+ public:
+  explicit Borrowing(Inner inner) noexcept(std::is_nothrow_move_constructible_v<Inner>) : inner_(std::move(inner)) {}
+  Borrowing(const Borrowing&) = delete;
+  Borrowing& operator=(const Borrowing&) = delete;
+  ~Borrowing() = default;
+
+  decltype(auto) operator co_await() && { return awaiter_of(std::move(inner_)); }
+
+ private:
+  Inner inner_;
+};
+}  // namespace detail
+
+namespace detail {
+/// wait_for and wait_until on any awaitable other than a task: `limit` is a steady_clock
+/// duration or time point.
+template <class A, class Limit>
+auto wait_bounded(A&& awaitable, Limit limit) {
+  using Plain = std::remove_cvref_t<A>;
+  using Awaiter = WaitForAwaiter<await_result_t<A>>;
+  if constexpr (std::is_move_constructible_v<Plain>) {
+    return Awaiter(as_task<Plain>(static_cast<A&&>(awaitable)), limit);
+  } else if constexpr (std::is_lvalue_reference_v<A>) {
+    return Awaiter(as_task_ref<Plain>(awaitable), limit);  // the caller's object: it stays
+  } else {
+    return Borrowing<Awaiter>(Awaiter(as_task_ref<Plain>(awaitable), limit));
+  }
 }
 }  // namespace detail
 
 /// Any other awaitable (a gather, a read, an accept, a group's join, ...) for at most
 /// `timeout`, as for a task: on expiry its operation is cancelled and has ended before
-/// wait_for throws timed_out. Await the result in the same expression
-/// (`co_await wait_for(reader.read_chunk(), 5s)`): an I/O awaiter is not copied into it.
+/// wait_for throws timed_out. An I/O awaiter is not moved into it but borrowed: then the
+/// result can only be awaited in the same expression (`co_await wait_for(r.read_chunk(), 5s)`).
 template <class A, class Rep, class Period>
   requires(!detail::is_task_v<std::remove_cvref_t<A>>) && requires(A&& a) { detail::awaiter_of(static_cast<A&&>(a)); }
-[[nodiscard]] detail::WaitForAwaiter<detail::await_result_t<A>> wait_for(A&& awaitable,
-                                                                         std::chrono::duration<Rep, Period> timeout) {
-  using Plain = std::remove_cvref_t<A>;
-  if constexpr (std::is_move_constructible_v<Plain>) {
-    return wait_for(detail::as_task<Plain>(static_cast<A&&>(awaitable)), timeout);
-  } else {
-    return wait_for(detail::as_task_ref<Plain>(awaitable), timeout);
-  }
+[[nodiscard]] auto wait_for(A&& awaitable, std::chrono::duration<Rep, Period> timeout) {
+  return detail::wait_bounded(static_cast<A&&>(awaitable),
+                              std::chrono::ceil<std::chrono::steady_clock::duration>(timeout));
 }
 
 /// Any other awaitable until `until`, as wait_for.
 template <class A>
   requires(!detail::is_task_v<std::remove_cvref_t<A>>) && requires(A&& a) { detail::awaiter_of(static_cast<A&&>(a)); }
-[[nodiscard]] detail::WaitForAwaiter<detail::await_result_t<A>> wait_until(A&& awaitable,
-                                                                           std::chrono::steady_clock::time_point until) {
-  using Plain = std::remove_cvref_t<A>;
-  if constexpr (std::is_move_constructible_v<Plain>) {
-    return wait_until(detail::as_task<Plain>(static_cast<A&&>(awaitable)), until);
-  } else {
-    return wait_until(detail::as_task_ref<Plain>(awaitable), until);
-  }
+[[nodiscard]] auto wait_until(A&& awaitable, std::chrono::steady_clock::time_point until) {
+  return detail::wait_bounded(static_cast<A&&>(awaitable), until);
 }
 
 /// A value, or the error a std::system_error carried instead: what as_result() gives, so that
@@ -602,16 +712,13 @@ Task<Result<R>> result_of(A& awaitable) {
   std::error_code ec;
   std::exception_ptr error;
   try {
-    // A Task is awaited as an rvalue (its co_await is &&-qualified), an awaiter where it is:
-    // an I/O awaiter is never moved.
-    constexpr bool rvalue = requires { std::move(awaitable).operator co_await(); };
-    if constexpr (std::is_void_v<R> && rvalue) {
+    if constexpr (std::is_void_v<R> && awaited_as_rvalue<A>) {
       co_await std::move(awaitable);
       co_return Result<void>();
     } else if constexpr (std::is_void_v<R>) {
       co_await awaitable;
       co_return Result<void>();
-    } else if constexpr (rvalue) {
+    } else if constexpr (awaited_as_rvalue<A>) {
       co_return Result<R>(co_await std::move(awaitable));
     } else {
       co_return Result<R>(co_await awaitable);
@@ -630,16 +737,18 @@ Task<Result<R>> result_of_value(A awaitable) {
 
 /// The non-throwing form of any awaited call: `co_await as_result(reader.read_line())` gives a
 /// Result holding the value, or the error of the std::system_error it threw (other exceptions
-/// still propagate). Await it in the same expression, as wait_for.
+/// still propagate). An I/O awaiter is borrowed, as by wait_for: await it in the same expression.
 template <class A>
   requires requires(A&& a) { detail::awaiter_of(static_cast<A&&>(a)); }
-[[nodiscard]] Task<Result<detail::await_result_t<A>>> as_result(A&& awaitable) {
+[[nodiscard]] auto as_result(A&& awaitable) {
   using Plain = std::remove_cvref_t<A>;
   using R = detail::await_result_t<A>;
   if constexpr (std::is_move_constructible_v<Plain>) {
     return detail::result_of_value<R, Plain>(static_cast<A&&>(awaitable));
-  } else {
+  } else if constexpr (std::is_lvalue_reference_v<A>) {
     return detail::result_of<R, Plain>(awaitable);
+  } else {
+    return detail::Borrowing<Task<Result<R>>>(detail::result_of<R, Plain>(awaitable));
   }
 }
 

@@ -9,8 +9,8 @@
 #include <optional>      // std::optional
 #include <stdexcept>     // std::logic_error, std::invalid_argument
 #include <system_error>  // std::system_error, std::errc
-#include <type_traits>   // std::is_void_v
-#include <utility>       // std::move, std::exchange, std::pair
+#include <type_traits>   // std::is_void_v, std::decay_t
+#include <utility>       // std::move, std::exchange, std::pair, std::forward
 #include <vector>        // std::vector
 
 #include "sockpat/detail/waiter.hpp"
@@ -20,17 +20,19 @@ namespace sockpat {
 
 namespace detail {
 
-inline bool is_cancellation(const std::exception_ptr& e) noexcept {
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::system_error& x) {
-    return x.code() == std::errc::operation_canceled;
-  } catch (...) {
-  }
-  return false;
-}
-
 class TaskSet;
+
+/// What a TaskSet needs from the thread's loop: its own set (its create_task's), which adopts
+/// the tasks of a set destroyed before they ended, and whether the loop is now destroying
+/// the tasks that would not end. Set by EventLoop.
+struct LoopSets {
+  TaskSet* adopter = nullptr;
+  bool abandoning = false;
+};
+inline LoopSets& loop_sets() noexcept {
+  thread_local LoopSets sets;
+  return sets;
+}
 
 /// One started task: its runner, its outcome, and who waits for it. Owned together by its
 /// set (until it ends) and by its handles.
@@ -83,11 +85,20 @@ class TaskSet {
   TaskSet& operator=(const TaskSet&) = delete;
   ~TaskSet() {
     // Its owner joins it first (a group's join, the loop's shutdown). A task still running
-    // here (its group was destroyed unjoined, after cancelling it) is detached: it finishes
-    // unwinding on the loop and then frees itself.
+    // here (its group was destroyed unjoined, after cancelling it) goes on unwinding on the
+    // loop, as one of the loop's own tasks: the loop reports its failure, cancels it and,
+    // if it would not end, destroys it when it goes. When the loop is destroying its tasks
+    // (this set's owner was one of them), the set's tasks are destroyed with it.
+    LoopSets& loop = loop_sets();
+    if (loop.abandoning) {
+      abandon();
+      return;
+    }
+    TaskSet* adopter = loop.adopter != this ? loop.adopter : nullptr;
     while (ChildBase* c = head_) {
       unlink(c);
       c->set = nullptr;
+      if (adopter != nullptr) adopter->adopt(c);
     }
   }
 
@@ -97,15 +108,16 @@ class TaskSet {
   Child<T>* start(Task<T> task) {
     if (!task.valid()) throw std::invalid_argument("sockpat: create_task of an empty Task");
     auto* c = new Child<T>(std::move(task));
-    c->set = this;
-    c->next = head_;
-    if (head_ != nullptr) head_->prev = c;
-    head_ = c;
-    ++size_;
+    link(c);
     if (cancelled_) c->runner.scope().cancel();
     c->retain();
     c->runner.start(c);
     return c;
+  }
+  /// Takes over a running task of a set that is going (with the set's reference to it).
+  void adopt(ChildBase* c) noexcept {
+    link(c);
+    if (cancelled_) c->cancel();
   }
 
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
@@ -146,6 +158,14 @@ class TaskSet {
 
  private:
   friend class ChildBase;
+  void link(ChildBase* c) noexcept {
+    c->set = this;
+    c->prev = nullptr;
+    c->next = head_;
+    if (head_ != nullptr) head_->prev = c;
+    head_ = c;
+    ++size_;
+  }
   void unlink(ChildBase* c) noexcept {
     if (c->prev != nullptr) c->prev->next = c->next;
     else head_ = c->next;
@@ -192,6 +212,12 @@ inline std::coroutine_handle<> ChildBase::arrive() noexcept {
 class [[nodiscard]] SetJoin final : private Waiter {
  public:
   explicit SetJoin(TaskSet& set) noexcept : set_(set) {}
+  SetJoin(const SetJoin&) = default;
+  SetJoin& operator=(const SetJoin&) = delete;
+  // A task destroyed while it joins (its loop gave up on it) leaves no waiter behind.
+  ~SetJoin() {
+    if (waiting()) set_.empty_waiters.erase(this);
+  }
   bool await_ready() {
     bind();
     return set_.size() == 0;
@@ -254,6 +280,12 @@ class TaskHandle {
   class [[nodiscard]] Awaiter final : private detail::Waiter {
    public:
     explicit Awaiter(detail::Child<T>* c) noexcept : c_(c) {}
+    Awaiter(const Awaiter&) = default;
+    Awaiter& operator=(const Awaiter&) = delete;
+    // A task destroyed while it waits (its loop gave up on it) leaves no waiter behind.
+    ~Awaiter() {
+      if (waiting()) c_->joiners.erase(this);
+    }
     bool await_ready() {
       if (c_ == nullptr) throw std::logic_error("sockpat: co_await on an empty TaskHandle");
       return c_->finished() || begin();
@@ -294,7 +326,8 @@ class TaskHandle {
 /// Cancelling the coroutine that waits in join() cancels the children, and join() still
 /// returns only after they have ended. A group must be joined before it is destroyed: a
 /// group destroyed with tasks still running (an exception left the scope first) cancels
-/// them, and they finish unwinding on the loop; with_task_group() rules that out.
+/// them, and they finish unwinding on the loop, as its own tasks; with_task_group() rules
+/// that out.
 /// Loop thread only.
 class TaskGroup {
  public:
@@ -308,6 +341,14 @@ class TaskGroup {
   template <class T>
   TaskHandle<T> create_task(Task<T> task) {
     return TaskHandle<T>(set_.start(std::move(task)));
+  }
+  /// Starts the task `f(args...)`, with `f` and `args` (decayed) kept alive in its frame until
+  /// it ends: the safe way to start a capturing lambda, `create_task([&]() -> Task<void> {...})`.
+  template <class F, class... Args>
+    requires detail::task_factory<std::decay_t<F>, std::decay_t<Args>...>
+  auto create_task(F&& f, Args&&... args) {
+    return create_task(detail::call_owned<std::decay_t<F>, std::decay_t<Args>...>(std::forward<F>(f),
+                                                                                   std::forward<Args>(args)...));
   }
 
   /// Cancels every child (and any started later).

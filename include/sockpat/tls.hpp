@@ -9,7 +9,7 @@
 #include <cstddef>       // std::byte, std::size_t
 #include <initializer_list>  // std::initializer_list: set_alpn({"h2", "http/1.1"})
 #include <memory>        // std::unique_ptr, std::shared_ptr
-#include <optional>      // std::optional: a TlsConnection's engine, absent when empty
+#include <optional>      // std::optional: a TlsConnection's engine, absent when empty; hello_timeout
 #include <span>          // std::span
 #include <stdexcept>     // std::invalid_argument: a bad ALPN name
 #include <stop_token>    // std::stop_token
@@ -831,6 +831,10 @@ class TlsEngine {
 struct TlsOptions {
   std::chrono::steady_clock::duration handshake_timeout = std::chrono::seconds(10);
   std::chrono::steady_clock::duration close_timeout = std::chrono::seconds(10);
+  /// TlsServer: the ServerOptions::first_byte_timeout it uses when that is unset. A client's
+  /// ClientHello must begin within it before a worker takes the client, so that idle connects
+  /// cannot hold the workers for the handshake_timeout. std::nullopt: no such bound.
+  std::optional<std::chrono::steady_clock::duration> hello_timeout = std::chrono::seconds(3);
 };
 
 /// A TLS stream over a Connection<P>, with Connection's calls and Deadlines. read_some returns 0
@@ -1183,8 +1187,9 @@ class TlsConnection {
 
 using TlsTcpConnection = TlsConnection<Tcp>;
 
-/// Server<P> for TLS clients: each client's handshake runs on the server's thread for it, bounded
-/// by TlsOptions::handshake_timeout, then `handler(tls_connection)` (or `handler(tls_connection,
+/// Server<P> for TLS clients: a client waits, holding no thread, until its ClientHello begins
+/// (TlsOptions::hello_timeout; one silent past it is closed and counted in stats().silent), then
+/// its handshake runs on the server's thread for it, bounded by TlsOptions::handshake_timeout, then `handler(tls_connection)` (or `handler(tls_connection,
 /// stop)`) runs as Server's handlers do. A failed handshake (a plaintext client, a certificate
 /// rejected, a client that gives up) ends that client like a handler that throws: reported to
 /// ServerOptions::on_error (or one line on stderr), counted in stats(); a handshake that times out or
@@ -1197,7 +1202,9 @@ class TlsServer {
   template <class H>
     requires std::is_invocable_v<H&, TlsConnection<P>&> || std::is_invocable_v<H&, TlsConnection<P>&, std::stop_token>
   TlsServer(Listener<P> listener, TlsContext context, H handler, ServerOptions options = {}, TlsOptions tls = {})
-      : context_(std::move(context)), tls_(tls), server_(std::move(listener), wrap(std::move(handler)), std::move(options)) {
+      : context_(std::move(context)),
+        tls_(tls),
+        server_(std::move(listener), wrap(std::move(handler)), with_hello(std::move(options), tls)) {
     if (!context_.is_server()) throw std::invalid_argument("sockpat: TlsServer needs a server context (TlsContext::server)");
   }
   /// Binds `local` (port 0 picks a free port: read it back with local_endpoint()).
@@ -1224,6 +1231,11 @@ class TlsServer {
   [[nodiscard]] const TlsContext& context() const noexcept { return context_; }
 
  private:
+  static ServerOptions with_hello(ServerOptions options, const TlsOptions& tls) {
+    if (!options.first_byte_timeout) options.first_byte_timeout = tls.hello_timeout;
+    return options;
+  }
+
   // Runs `use` on the TLS connection over `c` once its handshake is done. `c` gets its socket back
   // afterwards, even when something threw, so that Server names the client and closes it.
   template <class F>

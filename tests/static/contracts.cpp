@@ -7,6 +7,8 @@
 #include <stop_token>
 #include <string>
 #include <type_traits>
+#include <vector>  // std::vector: gather
+#include <chrono>  // std::chrono::seconds: wait_for
 
 namespace {
 
@@ -122,6 +124,38 @@ static_assert(noexcept(sockpat::connect_with_retry<sockpat::Tcp>(std::declval<co
 
 // The event-loop layer: tasks and streams are move-only; the loop is neither copied nor moved.
 static_assert(move_only_nothrow<sockpat::Task<int>> && move_only_nothrow<sockpat::Task<void>>);
+
+// wait_for and as_result cannot own an I/O awaiter (it does not move): they borrow it, and what
+// they return is awaitable only as the temporary of its own co_await expression. Kept in a
+// variable and awaited later, it would refer to a read that has gone, so that must not compile.
+// (co_await cannot appear in a requires-expression: these look for the member it would call.)
+template <class A>
+concept awaitable_as_lvalue = requires(A& a) { a.operator co_await(); } || requires(A& a) { a.await_ready(); };
+template <class A>
+concept awaitable_as_rvalue = requires(A&& a) { static_cast<A&&>(a).operator co_await(); } ||
+                              requires(A& a) { a.await_ready(); };
+using ChunkRead = decltype(std::declval<sockpat::StreamReader&>().read_chunk());
+using SomeRead = decltype(std::declval<sockpat::TcpConnection&>().async_read_some(std::declval<std::span<std::byte>>()));
+static_assert(!std::is_move_constructible_v<ChunkRead> && !std::is_move_constructible_v<SomeRead>);
+using TimedChunk = decltype(sockpat::wait_for(std::declval<ChunkRead>(), std::chrono::seconds(1)));
+using TimedRead = decltype(sockpat::wait_for(std::declval<SomeRead>(), std::chrono::seconds(1)));
+using CheckedChunk = decltype(sockpat::as_result(std::declval<ChunkRead>()));
+using CheckedRead = decltype(sockpat::as_result(std::declval<SomeRead>()));
+static_assert(awaitable_as_rvalue<TimedChunk> && !awaitable_as_lvalue<TimedChunk>);
+static_assert(awaitable_as_rvalue<TimedRead> && !awaitable_as_lvalue<TimedRead>);
+static_assert(awaitable_as_rvalue<CheckedChunk> && !awaitable_as_lvalue<CheckedChunk>);
+static_assert(awaitable_as_rvalue<CheckedRead> && !awaitable_as_lvalue<CheckedRead>);
+// Nor can it be moved somewhere that outlives the expression.
+static_assert(!std::is_move_constructible_v<TimedChunk> && !std::is_move_constructible_v<CheckedChunk>);
+// What they own (a task, a gather) may be kept and awaited later, as before.
+using TimedTask = decltype(sockpat::wait_for(std::declval<sockpat::Task<int>>(), std::chrono::seconds(1)));
+static_assert(awaitable_as_lvalue<TimedTask>);
+using TimedGather = decltype(sockpat::wait_for(sockpat::gather(std::declval<std::vector<sockpat::Task<int>>>()),
+                                               std::chrono::seconds(1)));
+static_assert(awaitable_as_lvalue<TimedGather>);
+// Nested: the outer wait_for borrows the inner one in the same way.
+using TwiceTimed = decltype(sockpat::wait_for(std::declval<TimedChunk>(), std::chrono::seconds(2)));
+static_assert(awaitable_as_rvalue<TwiceTimed> && !awaitable_as_lvalue<TwiceTimed>);
 static_assert(!std::is_copy_constructible_v<sockpat::EventLoop> && !std::is_move_constructible_v<sockpat::EventLoop>);
 static_assert(move_only_nothrow<sockpat::StreamWriter> && move_only_nothrow<sockpat::StreamServer>);
 

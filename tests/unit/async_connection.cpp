@@ -16,6 +16,7 @@
 #include "sockpat/event_loop.hpp"
 #include "sockpat/listener.hpp"
 #include "support/loopback.hpp"
+#include "support/resolvers.hpp"  // silent_listener
 #include "support/turns.hpp"
 
 using namespace std::chrono_literals;
@@ -126,6 +127,26 @@ TEST_CASE("connect by host name tries each resolved address" * doctest::timeout(
   });
 }
 
+TEST_CASE("ConnectOptions::timeout counts from each awaited connect, so options can be reused" * doctest::timeout(30)) {
+  auto silent = test::silent_listener();
+  auto listener = test::loopback_listener();
+  sockpat::ConnectOptions o;
+  o.timeout = 200ms;
+  run_on_loop([&]() -> sockpat::Task<void> {
+    const auto start = Clock::now();
+    try {
+      (void)co_await sockpat::TcpConnection::async_connect("127.0.0.1", silent.endpoint().port(), o);
+      FAIL("expected timed_out");
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == std::errc::timed_out);
+    }
+    CHECK(Clock::now() - start >= 200ms);
+    // The same options, later: the whole timeout again.
+    auto c = co_await sockpat::TcpConnection::async_connect("127.0.0.1", listener.local_endpoint().port(), o);
+    CHECK(c.is_open());
+  });
+}
+
 TEST_CASE("connect to a closed port fails with the error and the address" * doctest::timeout(30)) {
   sockpat::Endpoint dead;
   {
@@ -173,6 +194,29 @@ TEST_CASE("a read with a timeout fails with timed_out, in both forms" * doctest:
     }
   });
 }
+
+#if !defined(_WIN32)  // Wine closes a socket that lingers 0 s with a FIN (docs/platforms.md)
+TEST_CASE("a read on a connection its peer reset names the peer, as a timeout does" * doctest::timeout(30)) {
+  auto listener = test::loopback_listener();
+  run_on_loop([&]() -> sockpat::Task<void> {
+    auto client = co_await sockpat::TcpConnection::async_connect(listener.local_endpoint(), 5s);
+    auto server = co_await listener.async_accept(5s);
+    server.set_linger(std::chrono::seconds(0));
+    server.close();  // a reset
+    std::array<std::byte, 16> buf{};
+    try {
+      (void)co_await client.async_read_some(buf, 5s);
+      FAIL("expected connection_reset");
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == std::errc::connection_reset);
+#if defined(__linux__)  // elsewhere the OS may forget the peer's address: "on LOCAL"
+      CHECK(std::string(e.what()) ==
+            "async_read_some from " + listener.local_endpoint().to_string() + ": " + e.code().message());
+#endif
+    }
+  });
+}
+#endif
 
 TEST_CASE("closing a connection cancels its pending read" * doctest::timeout(30)) {
   auto listener = test::loopback_listener();

@@ -25,6 +25,7 @@
 
 #include "sockpat/listener.hpp"
 #include "support/loopback.hpp"
+#include "support/resolvers.hpp"  // silent_listener
 
 using namespace std::chrono_literals;
 
@@ -153,6 +154,61 @@ TEST_CASE("connect by host name tries each resolved address") {
   }
   CHECK_THROWS_WITH_AS((void)sockpat::TcpConnection::connect("localhost", closed.port(), 5s),
                        doctest::Contains(("127.0.0.1:" + std::to_string(closed.port())).c_str()), std::system_error);
+}
+
+TEST_CASE("a refused connect by name says so once, and an IPv6 literal keeps its brackets") {
+  // Each host is numeric, so one address is tried: its error is the message's own.
+  for (const char* host : {"127.0.0.1", "::1"}) {
+    sockpat::Endpoint closed;
+    {
+      auto l = sockpat::TcpListener::bind({host, 0});
+      closed = l.local_endpoint();
+    }
+    std::error_code ec;
+    (void)sockpat::TcpConnection::connect(host, closed.port(), 5s, ec);
+    REQUIRE(ec == std::errc::connection_refused);
+    try {
+      (void)sockpat::TcpConnection::connect(host, closed.port(), 5s);
+      FAIL("expected connection_refused");
+    } catch (const std::system_error& e) {
+      CHECK(std::string(e.what()) == "connect " + closed.to_string() + ": " + ec.message());
+    }
+  }
+}
+
+TEST_CASE("ConnectOptions::timeout counts from each connect, so options can be kept and reused") {
+  // The first connect waits out its timeout on a listener that never takes it; the same options
+  // then give the next connects their whole timeout again (a Deadline made from a duration
+  // would have passed).
+  auto silent = test::silent_listener();
+  auto listener = test::loopback_listener();
+  sockpat::ConnectOptions o;
+  o.timeout = 200ms;
+  const auto start = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH_AS((void)sockpat::TcpConnection::connect(silent.endpoint(), o),
+                       ("connect " + silent.endpoint().to_string() + " after 200 ms: " +
+                        std::make_error_code(std::errc::timed_out).message()).c_str(),
+                       std::system_error);
+  CHECK(std::chrono::steady_clock::now() - start >= 200ms);
+  std::error_code ec;
+  auto c = sockpat::TcpConnection::connect(listener.local_endpoint(), o, ec);
+  CHECK_FALSE(ec);
+  auto by_name = sockpat::TcpConnection::connect("127.0.0.1", listener.local_endpoint().port(), o);
+  CHECK(by_name.is_open());
+  // With a deadline too, the earlier end wins.
+  o.timeout = 10s;
+  o.deadline = std::chrono::steady_clock::now() + 100ms;
+  (void)sockpat::TcpConnection::connect(silent.endpoint(), o, ec);
+  CHECK(ec == std::errc::timed_out);
+  CHECK(std::chrono::steady_clock::now() - start < 5s);
+  o.deadline = {};
+  o.timeout = 100ms;
+  const auto before = std::chrono::steady_clock::now();
+  const auto bound = o.bound().time();
+  CHECK(bound >= before + 100ms);
+  CHECK(bound <= std::chrono::steady_clock::now() + 100ms);
+  (void)sockpat::TcpConnection::connect("127.0.0.1", silent.endpoint().port(), o, ec);
+  CHECK(ec == std::errc::timed_out);
 }
 
 TEST_CASE("connect can bind a local endpoint first, as the seed's peer does") {
@@ -310,6 +366,36 @@ TEST_CASE("a Unix socket pair carries bytes both ways") {
   b.write_all("pong", 5s);
   a.read_exactly(got, 5s);
   CHECK(got == "pong");
+}
+
+TEST_CASE("a socket pair end has no name: its messages say unix:(unnamed)") {
+  auto [a, b] = sockpat::UnixConnection::pair();
+  CHECK(a.local_endpoint().to_string() == "unix:(unnamed)");
+  std::array<char, 4> buf{};
+  CHECK_THROWS_WITH_AS((void)a.read_some(buf, 10ms), doctest::Contains("read from unix:(unnamed) after 10 ms: "),
+                       std::system_error);
+}
+#endif
+
+#if !defined(_WIN32)  // Wine closes a socket that lingers 0 s with a FIN (docs/platforms.md)
+TEST_CASE("a read on a connection its peer reset names the peer, as a timeout does") {
+  auto [client, server] = test::connected_pair();
+  const auto peer = client.remote_endpoint();
+  std::array<char, 4> buf{};
+  CHECK_THROWS_WITH_AS((void)client.read_some(buf, 10ms),
+                       doctest::Contains(("read from " + peer.to_string() + " after 10 ms: ").c_str()),
+                       std::system_error);
+  server.set_linger(std::chrono::seconds(0));
+  server.close();  // a reset
+  try {
+    (void)client.read_some(buf, 5s);
+    FAIL("expected connection_reset");
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == std::errc::connection_reset);
+#if defined(__linux__)  // elsewhere the OS may forget the peer's address: "read on LOCAL"
+    CHECK(std::string(e.what()) == "read from " + peer.to_string() + ": " + e.code().message());
+#endif
+  }
 }
 #endif
 

@@ -4,6 +4,7 @@
 
 #include "support/printing.hpp"
 
+#include <cstddef>  // offsetof
 #include <stdexcept>
 #include <string>
 #include <unordered_set>
@@ -40,6 +41,23 @@ TEST_CASE("to_string round-trips through parse for v4, v6, Unix and abstract end
     CHECK(e.to_string() == text);
     CHECK(Endpoint::parse(e.to_string()) == e);
   }
+}
+
+TEST_CASE("an unnamed Unix-domain address is written unix:(unnamed), not unix:") {
+  // What getsockname gives for a socketpair end or an unbound client: the family and no path.
+  const auto named = Endpoint::unix_path("/tmp/x.sock");
+  const auto unnamed = Endpoint::from_native(&named.raw().storage, offsetof(sockpat::detail::unix_address, sun_path));
+  CHECK(unnamed.is_unix());
+  CHECK(unnamed.path().empty());
+  CHECK(unnamed.to_string() == "unix:(unnamed)");
+}
+
+TEST_CASE("a host and port in a message: an IPv6 literal in brackets, as to_string writes it") {
+  CHECK(sockpat::detail::host_port("2001:db8::1", 9) == "[2001:db8::1]:9");
+  CHECK(sockpat::detail::host_port("2001:db8::1", 9) == Endpoint("2001:db8::1", 9).to_string());
+  CHECK(sockpat::detail::host_port("fe80::1%1", 80) == "[fe80::1%1]:80");
+  CHECK(sockpat::detail::host_port("127.0.0.1", 80) == "127.0.0.1:80");
+  CHECK(sockpat::detail::host_port("example.com", 443) == "example.com:443");
 }
 
 TEST_CASE("parse reads the parts of each form") {

@@ -12,12 +12,30 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdlib>  // std::malloc, std::free: the replaced operator new
+#include <new>      // std::bad_alloc
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "sockpat/listener.hpp"
+#include "sockpat/sync.hpp"  // Event: a wait that only cancelling ends
+#include "sockpat/task_group.hpp"
+
+namespace {
+// Set by a test to make every allocation of this thread fail, as a loop out of memory sees.
+thread_local bool refuse_allocations = false;
+}  // namespace
+
+// Not inlined: see event_loop_alloc.cpp (g++ -O2 would warn of a mismatched new and delete).
+[[gnu::noinline]] void* operator new(std::size_t n) {
+  if (refuse_allocations) throw std::bad_alloc();
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
@@ -216,6 +234,73 @@ TEST_CASE("destroying the loop cancels spawned tasks, which unwind") {
     CHECK_FALSE(unwound);
   }
   CHECK(unwound);
+}
+
+TEST_CASE("destroying the loop ends a task that catches operation_canceled and waits again, and again" *
+          doctest::timeout(60)) {
+  // Bounded, so that the test ends even when the loop does not make the task yield: then
+  // every one of the attempts is spent inside one resume, during shutdown.
+  constexpr long most = 1000000;
+  long on_event = 0;
+  long on_sleep = 0;
+  bool event_task_ended = false;
+  sockpat::Event never;  // outlives the loop: a waiter of a destroyed task must not stay in it
+  {
+    sockpat::EventLoop loop;
+    loop.create_task([&]() -> sockpat::Task<void> {
+      for (; on_event < most; ++on_event) {
+        try {
+          co_await never.wait();
+        } catch (const std::system_error& e) {
+          CHECK(e.code() == std::errc::operation_canceled);
+        }
+      }
+      event_task_ended = true;
+    });
+    loop.create_task([&]() -> sockpat::Task<void> {
+      for (; on_sleep < most; ++on_sleep) {
+        try {
+          co_await sockpat::sleep(1h);
+        } catch (const std::system_error&) {
+        }
+      }
+    });
+    loop.run_until_complete([]() -> sockpat::Task<void> { co_await sockpat::sleep(1ms); }());
+  }
+  // The loop gave up on them long before the bound (and destroyed them).
+  CHECK(on_event < most / 4);
+  CHECK(on_sleep < most / 4);
+  CHECK_FALSE(event_task_ended);
+  never.set();  // no waiter of the destroyed task is left in it
+}
+
+TEST_CASE("a loop out of memory to queue a coroutine still never resumes it inside the call that woke it" *
+          doctest::timeout(10)) {
+  constexpr int waiters = 200;
+  int resumed = 0;
+  int resumed_inside_set = 0;
+  bool inside_set = false;
+  sockpat::EventLoop loop;
+  loop.run_until_complete([&]() -> sockpat::Task<void> {
+    sockpat::Event event;
+    sockpat::TaskGroup group;
+    for (int i = 0; i < waiters; ++i) {
+      group.create_task([&]() -> sockpat::Task<void> {
+        co_await event.wait();
+        ++resumed;  // allocates nothing: it may run while allocations are refused
+        if (inside_set) ++resumed_inside_set;
+      });
+    }
+    // The loop's ready queue has never held more than a few: waking 200 must grow it.
+    inside_set = true;
+    refuse_allocations = true;
+    event.set();
+    refuse_allocations = false;
+    inside_set = false;
+    co_await group.join();
+  }());
+  CHECK(resumed_inside_set == 0);  // a resumption inside set() could destroy the event under it
+  CHECK(resumed == waiters);
 }
 
 TEST_CASE("1000 concurrent connections on one loop each get their own bytes back" * doctest::timeout(60)) {

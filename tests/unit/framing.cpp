@@ -268,6 +268,35 @@ TEST_CASE("read_line returns each line and keeps the bytes read past it" * docte
   CHECK_FALSE(ec);
 }
 
+TEST_CASE("a line read by read_line is written back by write_line as it came, \\n or \\r\\n" * doctest::timeout(60)) {
+  auto ab = test::local_pair();  // clang 14 cannot capture structured bindings
+  sockpat::FramedConnection to(ab.second);
+  ab.first.write_all("plain\ncrlf\r\n", 5s);
+  for (int i = 0; i < 2; ++i) {
+    const auto line = to.read_line(5s);
+    REQUIRE(line);
+    to.write_line(*line, 5s);  // an echo
+  }
+  to.write_line("no newline", 5s);  // "\n" is added
+  std::string got(23, '\0');
+  ab.first.read_exactly(got, 5s);
+  CHECK(got == "plain\ncrlf\r\nno newline\n");
+  // A "\n" anywhere but at the end would split the line: refused before a byte is sent, in both forms.
+  std::error_code ec;
+  for (const char* bad : {"a\nb", "a\n\n", "\n\n", "a\nb\n"}) {
+    CAPTURE(bad);
+    CHECK(to.write_line(bad, 5s, ec) == 0);
+    CHECK(ec == sockpat::errc::malformed_frame);
+    CHECK_THROWS_WITH_AS(to.write_line(bad, 5s), doctest::Contains("malformed"), std::system_error);
+  }
+  // The limit counts the line without its "\n", as read_line's does.
+  sockpat::FramedConnection small(ab.second, {.max_line = 4});
+  CHECK(small.write_line("1234\n", 5s, ec) == 5);
+  CHECK_FALSE(ec);
+  CHECK(small.write_line("12345\n", 5s, ec) == 0);
+  CHECK(ec == sockpat::errc::frame_too_large);
+}
+
 TEST_CASE("read_until stops at any delimiter and raw reads take the buffered bytes first" * doctest::timeout(60)) {
   auto ab = test::local_pair();  // clang 14 cannot capture structured bindings
   auto& a = ab.first;

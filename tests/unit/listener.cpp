@@ -91,7 +91,53 @@ TEST_CASE("binding a port in use fails with address_in_use, naming the endpoint"
   CHECK_FALSE(second.is_open());
 }
 
+TEST_CASE("a port in use fails as \"bind HOST:PORT\", for a stream listener as for a datagram socket") {
+  for (const char* host : {"127.0.0.1", "::1"}) {
+    auto first = sockpat::TcpListener::bind({host, 0});
+    const auto taken = first.local_endpoint();
+    std::error_code ec;
+    (void)sockpat::TcpListener::bind(taken, {}, ec);
+    REQUIRE(ec == std::errc::address_in_use);
+    const std::string want = "bind " + taken.to_string() + ": " + ec.message();
+    CHECK_THROWS_WITH_AS((void)sockpat::TcpListener::bind(taken), want.c_str(), std::system_error);
+    CHECK_THROWS_WITH_AS((void)sockpat::TcpListener::bind(host, taken.port()), want.c_str(), std::system_error);
+    auto udp = sockpat::UdpSocket::bound({host, 0});
+    const auto udp_taken = udp.local_endpoint();
+    CHECK_THROWS_WITH_AS((void)sockpat::UdpSocket::bound(udp_taken),
+                         ("bind " + udp_taken.to_string() + ": " + ec.message()).c_str(), std::system_error);
+  }
+}
+
 #if defined(SOCKPAT_HAS_REUSE_PORT)
+TEST_CASE("claim_port takes a port alone, then lets reuse_port listeners join it") {
+  sockpat::ListenOptions claim;
+  claim.claim_port = true;
+  sockpat::ListenOptions join;
+  join.reuse_port = true;
+  auto first = sockpat::TcpListener::bind({"127.0.0.1", 0}, claim);
+  const auto port = first.local_endpoint();
+  // The program's other loops join the port.
+  auto sibling = sockpat::TcpListener::bind(port, join);
+  CHECK(sibling.local_endpoint() == port);
+  // A second copy of the program claims too, and is refused, as is a plain listener.
+  std::error_code ec;
+  auto second = sockpat::TcpListener::bind(port, claim, ec);
+  CHECK(ec == std::errc::address_in_use);
+  CHECK_FALSE(second.is_open());
+  (void)sockpat::TcpListener::bind(port, {}, ec);
+  CHECK(ec == std::errc::address_in_use);
+  // A port that reuse_port listeners share cannot be claimed either.
+  auto shared = sockpat::TcpListener::bind({"127.0.0.1", 0}, join);
+  (void)sockpat::TcpListener::bind(shared.local_endpoint(), claim, ec);
+  CHECK(ec == std::errc::address_in_use);
+  // Both claimed listeners accept: a client reaches one of them.
+  auto client = sockpat::TcpConnection::connect(port, 5s);
+  std::error_code first_ec;
+  auto a = first.accept(100ms, first_ec);
+  if (first_ec) a = sibling.accept(5s);
+  CHECK(a.remote_endpoint() == client.local_endpoint());
+}
+
 TEST_CASE("reuse_port lets two listeners share a port") {
   sockpat::ListenOptions o;
   o.reuse_port = true;

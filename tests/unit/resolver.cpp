@@ -151,7 +151,7 @@ TEST_CASE("a resolver that takes 2 s does not delay a 10 ms timer on the same lo
     auto* loop = sockpat::EventLoop::current();
     auto lookup = loop->create_task([]() -> sockpat::Task<std::vector<sockpat::Endpoint>> {
       co_return co_await sockpat::async_resolve("slow.test", 80, 10s, test::slow_resolver(2s));
-    }());
+    });
     const auto start = Clock::now();
     co_await sockpat::sleep(10ms);
     const auto timer = Clock::now() - start;
@@ -214,7 +214,7 @@ TEST_CASE("a loop that closes while a resolution is pending is not woken by the 
     sockpat::EventLoop loop;
     auto pending = loop.create_task([&]() -> sockpat::Task<void> {
       (void)co_await sockpat::async_resolve("hang.test", 80, {}, hang.resolver());
-    }());
+    });
     REQUIRE(hang.entered());  // create_task ran the task to its await: the helper is in the resolver
     CHECK_FALSE(pending.done());
   }  // the loop goes, cancelling the awaiter

@@ -89,6 +89,19 @@ TEST_CASE("a second signal, SIGTERM after SIGINT, requests the urgent stop; the 
   CHECK(signals.signal() == SIGINT);
 }
 
+TEST_CASE("a signal the process ignored stays ignored: SIGINT under nohup or in a background job") {
+  const auto old = std::signal(SIGINT, SIG_IGN);
+  {
+    sockpat::SignalStop signals;
+    std::raise(SIGINT);   // ignored: neither a stop nor the end of the process
+    std::raise(SIGTERM);  // caught; the pipe is read in order, so SIGINT would have come first
+    CHECK(wait_stopped(signals.token(), 10s));
+    CHECK(signals.signal() == SIGTERM);
+  }
+  const bool still_ignored = std::signal(SIGINT, old) == SIG_IGN;  // after the SignalStop too
+  CHECK(still_ignored);
+}
+
 TEST_CASE("the previous handler comes back when the SignalStop is destroyed") {
   static volatile std::sig_atomic_t seen = 0;
   const auto old = std::signal(SIGTERM, [](int) { seen = 1; });

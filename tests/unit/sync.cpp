@@ -7,10 +7,13 @@
 
 #include <algorithm>     // std::max
 #include <chrono>        // std::chrono_literals
+#include <coroutine>     // std::coroutine_handle: RecordingReactor
 #include <memory>        // std::unique_ptr
+#include <stdexcept>     // std::runtime_error
 #include <string>        // std::string
 #include <system_error>  // std::system_error
 #include <thread>        // std::thread: call_soon_threadsafe from another thread
+#include <utility>       // std::move
 #include <vector>        // std::vector
 
 #include "sockpat/error.hpp"
@@ -27,6 +30,32 @@ sockpat::Task<int> get_one(sockpat::Queue<int>& q) { co_return co_await q.get();
 sockpat::Task<void> put_one(sockpat::Queue<int>& q, int i) { co_await q.put(i); }
 bool is_closed(const std::system_error& e) { return e.code() == sockpat::errc::closed; }
 bool is_canceled(const std::system_error& e) { return e.code() == std::errc::operation_canceled; }
+
+// A reactor that only records what it is asked to resume: the test decides that a coroutine
+// handed a permit or an item never runs, and destroys its task instead, as a closing loop
+// destroys the tasks that would not end.
+struct RecordingReactor final : sockpat::detail::Reactor {
+  std::vector<std::coroutine_handle<>> scheduled;
+  RecordingReactor() {
+    scheduled.reserve(16);
+    sockpat::detail::thread_reactor() = this;
+  }
+  RecordingReactor(const RecordingReactor&) = delete;
+  RecordingReactor& operator=(const RecordingReactor&) = delete;
+  ~RecordingReactor() { sockpat::detail::thread_reactor() = nullptr; }
+  std::error_code wait_io(sockpat::detail::native_handle, sockpat::detail::Direction,
+                          sockpat::detail::Pending*) noexcept override {
+    return std::make_error_code(std::errc::operation_not_supported);
+  }
+  void unwait_io(sockpat::detail::native_handle, sockpat::detail::Direction, sockpat::detail::Pending*) noexcept override {}
+  void add_timer(sockpat::detail::Pending*) noexcept override {}
+  void remove_timer(sockpat::detail::Pending*) noexcept override {}
+  void add_stoppable(sockpat::detail::Pending*) noexcept override {}
+  void remove_stoppable(sockpat::detail::Pending*) noexcept override {}
+  void notify_stop() noexcept override {}
+  void schedule(std::coroutine_handle<> h) noexcept override { scheduled.push_back(h); }
+  void handle_closing(sockpat::detail::native_handle, bool) noexcept override {}
+};
 
 }  // namespace
 
@@ -74,13 +103,12 @@ TEST_CASE("Semaphore: at most N holders at once, and waiters are served in order
     int most = 0;
     std::vector<int> order;
     auto worker = [&](int id) -> sockpat::Task<void> {
-      co_await sem.acquire();
+      auto permit = co_await sem.acquire();
       order.push_back(id);
       ++inside;
       most = std::max(most, inside);
       co_await sockpat::sleep(2ms);
       --inside;
-      sem.release();
     };
     std::vector<sockpat::Task<void>> tasks;
     for (int i = 0; i < 6; ++i) tasks.push_back(worker(i));
@@ -94,14 +122,141 @@ TEST_CASE("Semaphore: at most N holders at once, and waiters are served in order
   });
 }
 
+TEST_CASE("Semaphore: a permit is given back when it goes out of scope, on an exception, and once when moved" *
+          doctest::timeout(10)) {
+  test::run_bounded([]() -> sockpat::Task<void> {
+    sockpat::Semaphore sem(2);
+    {
+      auto permit = co_await sem.acquire();
+      CHECK(permit);
+      CHECK(sem.available() == 1);
+    }
+    CHECK(sem.available() == 2);
+
+    auto fail_holding = [&]() -> sockpat::Task<void> {
+      auto permit = co_await sem.acquire();
+      CHECK(sem.available() == 1);
+      co_await sockpat::sleep(1ms);
+      throw std::runtime_error("while holding");
+    };
+    CHECK_THROWS_AS(co_await fail_holding(), std::runtime_error);
+    CHECK(sem.available() == 2);
+
+    auto first = co_await sem.acquire();
+    sockpat::Semaphore::Permit moved(std::move(first));
+    CHECK_FALSE(first);  // NOLINT(bugprone-use-after-move): the moved-from permit holds none
+    CHECK(moved);
+    CHECK(sem.available() == 1);
+    auto second = co_await sem.acquire();
+    CHECK(sem.available() == 0);
+    second = std::move(moved);  // second's own permit goes back; it now holds moved's
+    CHECK(sem.available() == 1);
+    second.release();
+    second.release();  // once only
+    CHECK(sem.available() == 2);
+    first = sockpat::Semaphore::Permit();
+    CHECK(sem.available() == 2);
+
+    // A waiter served by a permit's destruction: the permit goes straight to it.
+    auto held = co_await sem.acquire();
+    auto held2 = co_await sem.acquire();
+    bool got = false;
+    auto waiter = sockpat::create_task([&]() -> sockpat::Task<void> {
+      auto permit = co_await sem.acquire();
+      got = true;
+    });
+    co_await sockpat::yield_now();
+    CHECK_FALSE(got);
+    { auto gone = std::move(held); }
+    co_await waiter;
+    CHECK(got);
+    CHECK(sem.available() == 1);
+  });
+}
+
 TEST_CASE("Semaphore: a cancelled acquire takes no permit" * doctest::timeout(10)) {
   test::run_bounded([]() -> sockpat::Task<void> {
     sockpat::Semaphore sem(0);
-    auto take = [&]() -> sockpat::Task<void> { co_await sem.acquire(); };
+    auto take = [&]() -> sockpat::Task<void> { auto permit = co_await sem.acquire(); };
     CHECK_THROWS_AS(co_await sockpat::wait_for(take(), 10ms), std::system_error);
     sem.release();
     CHECK(sem.available() == 1);
   });
+}
+
+TEST_CASE("a permit or an item handed to a task that is destroyed before it resumes goes back, not lost") {
+  const RecordingReactor reactor;
+  int resumed = 0;
+  {
+    sockpat::Semaphore sem(0);
+    auto take = [&]() -> sockpat::Task<void> {
+      auto permit = co_await sem.acquire();
+      ++resumed;
+    };
+    auto a = take();
+    auto b = take();
+    a.handle().resume();  // both wait
+    b.handle().resume();
+    sem.release();  // handed straight to a
+    CHECK(sem.available() == 0);
+    CHECK(reactor.scheduled.size() == 1);
+    a = {};  // destroyed before it resumed: the permit goes on, to b, the next waiter
+    CHECK(sem.available() == 0);
+    CHECK(reactor.scheduled.size() == 2);
+    b = {};  // and back to the semaphore
+    CHECK(sem.available() == 1);
+
+    // The semaphore goes first: the task handed a permit no longer refers to it.
+    auto c = std::make_unique<sockpat::Semaphore>(0);
+    auto take_from = [](sockpat::Semaphore& s) -> sockpat::Task<void> { auto permit = co_await s.acquire(); };
+    auto d = take_from(*c);
+    d.handle().resume();
+    c->release();
+    c.reset();
+    d = {};
+  }
+  {
+    sockpat::Queue<std::string> queue(2);
+    auto take = [&]() -> sockpat::Task<void> {
+      auto item = co_await queue.get();
+      ++resumed;
+    };
+    auto a = take();
+    auto b = take();
+    a.handle().resume();
+    b.handle().resume();
+    CHECK(queue.try_put(std::string(40, '1')));  // handed to a
+    CHECK(queue.try_put(std::string(40, '2')));  // handed to b
+    CHECK(queue.try_put(std::string(40, '3')));  // buffered
+    CHECK(queue.size() == 1);
+    b = {};  // its item goes back to the head
+    a = {};  // and this one, the oldest, ahead of it
+    CHECK(queue.size() == 3);
+    CHECK(queue.try_get() == std::string(40, '1'));
+    CHECK(queue.try_get() == std::string(40, '2'));
+    CHECK(queue.try_get() == std::string(40, '3'));
+
+    // A waiting getter is handed a given-back item at once.
+    auto e = take();
+    auto f = take();
+    e.handle().resume();
+    f.handle().resume();
+    CHECK(queue.try_put(std::string(40, '4')));  // handed to e
+    e = {};  // given to f, which waits
+    CHECK(queue.empty());
+    f = {};
+    CHECK(queue.try_get() == std::string(40, '4'));
+
+    // The queue goes first: the task handed an item keeps it and no longer refers to the queue.
+    auto q = std::make_unique<sockpat::Queue<std::string>>(1);
+    auto take_from = [](sockpat::Queue<std::string>& from) -> sockpat::Task<void> { auto item = co_await from.get(); };
+    auto g = take_from(*q);
+    g.handle().resume();
+    CHECK(q->try_put(std::string(40, '5')));
+    q.reset();
+    g = {};
+  }
+  CHECK(resumed == 0);
 }
 
 TEST_CASE("Queue: items come out in order, put waits while full, get while empty" * doctest::timeout(10)) {

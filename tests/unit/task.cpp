@@ -10,7 +10,9 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <type_traits>
+#include <variant>
 #include <vector>
 
 #include "sockpat/detail/per_thread.hpp"
@@ -96,6 +98,44 @@ TEST_CASE("gather runs tasks side by side and keeps their order") {
   CHECK(finished == std::vector<int>{2, 3, 1});  // concurrent: one after the other would give 1, 2, 3
 }
 
+TEST_CASE("gather of tasks of different types returns a tuple, in order; a void task gives monostate") {
+  auto name = []() -> sockpat::Task<std::string> {
+    co_await sockpat::sleep(2ms);
+    co_return std::string(40, 'n');
+  };
+  bool ran = false;
+  auto side = [&]() -> sockpat::Task<void> {
+    co_await sockpat::yield_now();
+    ran = true;
+  };
+  auto [n, s, unit] = sockpat::run([&]() -> sockpat::Task<std::tuple<int, std::string, std::monostate>> {
+    co_return co_await sockpat::gather(value(7), name(), side());
+  }());
+  CHECK(n == 7);
+  CHECK(s == std::string(40, 'n'));
+  CHECK(unit == std::monostate{});
+  CHECK(ran);
+
+  // The first failure cancels the others and is rethrown once they have ended.
+  bool cancelled = false;
+  auto slow = [&]() -> sockpat::Task<int> {
+    try {
+      co_await sockpat::sleep(1h);
+    } catch (const std::system_error& e) {
+      cancelled = e.code() == std::errc::operation_canceled;
+      throw;
+    }
+    co_return 1;
+  };
+  auto fails = []() -> sockpat::Task<std::string> {
+    co_await sockpat::sleep(1ms);
+    throw std::runtime_error("no name");
+  };
+  CHECK_THROWS_WITH_AS(sockpat::run([&]() -> sockpat::Task<void> { (void)co_await sockpat::gather(slow(), fails()); }()),
+                       "no name", std::runtime_error);
+  CHECK(cancelled);
+}
+
 TEST_CASE("gather of nothing returns at once") {
   CHECK(sockpat::run([]() -> sockpat::Task<std::size_t> {
           co_return (co_await sockpat::gather(std::vector<sockpat::Task<int>>{})).size();
@@ -153,6 +193,39 @@ TEST_CASE("wait_for times out and cancels the inner operation") {
   CHECK(inner_cancelled);
   CHECK_FALSE(inner_finished);
   CHECK(sockpat::EventLoop::current() == nullptr);
+}
+
+TEST_CASE("wait_for reports a task's own error, not timed_out, when the task fails while its timeout cancels it") {
+  // The task meets the cancellation, and its clean-up fails with an error of its own.
+  auto cleanup_fails = []() -> sockpat::Task<int> {
+    try {
+      co_await sockpat::sleep(1h);
+    } catch (const std::system_error&) {
+    }
+    throw std::system_error(std::make_error_code(std::errc::connection_reset), "clean-up");
+  };
+  auto main = [&]() -> sockpat::Task<void> { (void)co_await sockpat::wait_for(cleanup_fails(), 10ms); };
+  try {
+    sockpat::run(main());
+    FAIL("expected the task's own error");
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == std::errc::connection_reset);
+  }
+  // Not a system_error at all: it comes through as it is.
+  auto throws_other = []() -> sockpat::Task<void> {
+    try {
+      co_await sockpat::sleep(1h);
+    } catch (const std::system_error&) {
+    }
+    throw std::runtime_error("while unwinding");
+  };
+  CHECK_THROWS_WITH_AS(
+      sockpat::run([&]() -> sockpat::Task<void> { co_await sockpat::wait_for(throws_other(), 10ms); }()),
+      "while unwinding", std::runtime_error);
+  // The cancellation itself is still the timeout.
+  auto plain = []() -> sockpat::Task<void> { co_await sockpat::sleep(1h); };
+  CHECK_THROWS_WITH_AS(sockpat::run([&]() -> sockpat::Task<void> { co_await sockpat::wait_for(plain(), 10ms); }()),
+                       doctest::Contains("timed"), std::system_error);
 }
 
 TEST_CASE("nested wait_for: the outer timeout cancels through the inner one") {
@@ -245,7 +318,7 @@ TEST_CASE("yield_now lets the other ready tasks run first") {
     sockpat::create_task([&]() -> sockpat::Task<void> {
       order.push_back(2);
       co_return;
-    }());
+    });
     // create_task started it at once; a second one queued behind a yield:
     auto other = [&]() -> sockpat::Task<void> {
       co_await sockpat::yield_now();

@@ -5,13 +5,17 @@
 #include "support/loop.hpp"
 #include "support/printing.hpp"
 
+#include <algorithm>     // std::sort
 #include <chrono>        // std::chrono_literals
+#include <cstddef>       // std::size_t
+#include <exception>     // std::exception_ptr
 #include <stdexcept>     // std::runtime_error
 #include <string>        // std::string
 #include <system_error>  // std::system_error
 #include <vector>        // std::vector
 
 #include "sockpat/event_loop.hpp"
+#include "sockpat/streams.hpp"  // start_server, open_connection: the guide's fan-out snippet
 #include "sockpat/sync.hpp"
 #include "sockpat/task.hpp"
 
@@ -239,5 +243,152 @@ TEST_CASE("EventLoop::create_task returns a handle: await it for the value, or c
   CHECK(loop.spawned_tasks() == 0);
   CHECK(cancelled == 1);
   CHECK(released == 1);
+}
+
+TEST_CASE("create_task(callable, args...) keeps a capturing lambda and its arguments alive while the task runs" *
+          doctest::timeout(10)) {
+  std::vector<std::string> seen;
+  std::size_t spawned = 0;
+  test::run_bounded([&]() -> sockpat::Task<void> {
+    {
+      sockpat::TaskGroup group;
+      for (int i = 0; i < 4; ++i) {
+        // Heap-held strings: a capture read from a freed lambda would not compare equal (and
+        // ASan names the read).
+        std::string name(40, static_cast<char>('a' + i));
+        group.create_task(
+            [name, i, &seen](int extra, const std::string& suffix) -> sockpat::Task<void> {
+              co_await sockpat::sleep(1ms);  // the caller's lambda temporary is gone by now
+              co_await sockpat::yield_now();
+              seen.push_back(name + suffix + std::to_string(i + extra));
+            },
+            10, std::string(30, '/'));
+      }
+      co_await group.join();
+    }
+    // The loop's and the free create_task, with a value.
+    auto on_loop = sockpat::get_running_loop().create_task([big = std::string(64, 'x')]() -> sockpat::Task<std::size_t> {
+      co_await sockpat::sleep(1ms);
+      co_return big.size();
+    });
+    auto free = sockpat::create_task(
+        [](std::vector<int> v) -> sockpat::Task<int> {
+          co_await sockpat::yield_now();
+          co_return v.at(2);
+        },
+        std::vector<int>{1, 2, 3});
+    spawned = sockpat::get_running_loop().spawned_tasks();
+    CHECK(co_await on_loop == 64);
+    CHECK(co_await free == 3);
+  });
+  REQUIRE(seen.size() == 4);
+  std::sort(seen.begin(), seen.end());
+  for (int i = 0; i < 4; ++i) {
+    CHECK(seen[static_cast<std::size_t>(i)] ==
+          std::string(40, static_cast<char>('a' + i)) + std::string(30, '/') + std::to_string(i + 10));
+  }
+  CHECK(spawned == 2);
+}
+
+// docs/guides/async-streams.md, "Task groups, queues and events": the fan-out snippet, run as
+// a server's handler against a real client over loopback.
+TEST_CASE("the guide's fan-out snippet serves a client: every line comes back, in order" * doctest::timeout(30)) {
+  std::vector<std::string> echoed;
+  test::run_bounded([&]() -> sockpat::Task<void> {
+    auto handler = [](sockpat::StreamReader reader, sockpat::StreamWriter writer) -> sockpat::Task<void> {
+      // --- the snippet ---
+      sockpat::Queue<std::string> outbox(256);
+      co_await sockpat::with_task_group([&](sockpat::TaskGroup& group) -> sockpat::Task<void> {
+        group.create_task([&]() -> sockpat::Task<void> {  // the writer: one per client
+          try {
+            for (;;) co_await writer.write(co_await outbox.get());
+          } catch (const std::system_error&) {  // errc::closed: the client left
+          }
+        });
+        while (auto line = co_await reader.read_line()) {
+          if (!outbox.try_put(*line)) break;  // full: a client that does not read
+        }
+        outbox.close();
+      });
+      // --- end of the snippet ---
+      co_await writer.drain();
+      writer.close();
+    };
+    auto server = co_await sockpat::start_server(handler, "127.0.0.1", 0);
+    auto [reader, writer] = co_await sockpat::open_connection("127.0.0.1", server.local_endpoint().port(), 5s);
+    for (int i = 0; i < 50; ++i) co_await writer.write("line " + std::to_string(i) + "\n");
+    writer.write_eof();
+    while (auto line = co_await reader.read_line()) echoed.push_back(*line);
+    server.close();
+    co_await server.wait_closed();
+  });
+  REQUIRE(echoed.size() == 50);
+  for (int i = 0; i < 50; ++i) CHECK(echoed[static_cast<std::size_t>(i)] == "line " + std::to_string(i) + "\n");
+}
+
+TEST_CASE("at shutdown the loop reaches the tasks of a group whose owner will not end, and destroys them" *
+          doctest::timeout(30)) {
+  int released = 0;
+  int cancelled = 0;
+  long spins = 0;
+  sockpat::Event never;  // outlives the loop: no waiter of a destroyed task may stay in it
+  {
+    sockpat::EventLoop loop;
+    loop.create_task([&]() -> sockpat::Task<void> {
+      sockpat::TaskGroup group;
+      // Only its group's cancel reaches this child: the loop does not know it.
+      group.create_task(wait_forever(never, cancelled, released));
+      group.create_task(wait_forever(never, cancelled, released));
+      // The owner will not end: it catches every cancellation (up to a bound) and waits again.
+      for (; spins < 1000000; ++spins) {
+        try {
+          co_await sockpat::sleep(1h);
+        } catch (const std::system_error&) {
+        }
+      }
+    });
+    loop.run_until_complete([]() -> sockpat::Task<void> { co_await sockpat::sleep(1ms); }());
+  }
+  CHECK(spins < 1000000);
+  CHECK(released == 2);  // the children's frames were destroyed, not left suspended forever
+  never.set();
+}
+
+TEST_CASE("the tasks of a group destroyed unjoined become the loop's: it reports their failures" * doctest::timeout(10)) {
+  std::vector<std::string> reports;
+  sockpat::EventLoop loop;
+  loop.set_exception_handler([&](std::exception_ptr e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      reports.emplace_back(x.what());
+    }
+  });
+  std::size_t adopted = 0;
+  loop.run_until_complete([&]() -> sockpat::Task<void> {
+    {
+      sockpat::TaskGroup group;
+      group.create_task([]() -> sockpat::Task<void> {
+        try {
+          co_await sockpat::sleep(1h);
+        } catch (const std::system_error&) {
+        }
+        co_await sockpat::sleep(1ms);  // already cancelled: fails at once
+      });
+      group.create_task([]() -> sockpat::Task<void> {
+        try {
+          co_await sockpat::sleep(1h);
+        } catch (const std::system_error&) {
+        }
+        throw std::runtime_error("failed while unwinding");
+      });
+      co_await sockpat::yield_now();
+    }  // destroyed without a join: the children are cancelled and go on unwinding
+    adopted = sockpat::get_running_loop().spawned_tasks();
+    for (int i = 0; i < 100 && sockpat::get_running_loop().spawned_tasks() != 0; ++i) co_await sockpat::yield_now();
+  }());
+  CHECK(adopted == 2);
+  CHECK(loop.spawned_tasks() == 0);
+  CHECK(reports == std::vector<std::string>{"failed while unwinding"});
 }
 }

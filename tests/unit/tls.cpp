@@ -506,13 +506,16 @@ TEST_CASE("a TLS session that cannot be made is reported with the client's addre
   sockpat::TlsTcpServer server({"127.0.0.1", 0}, std::move(ctx), echo, options);
   server.start();
   auto client = sockpat::TcpConnection::connect({"127.0.0.1", server.local_endpoint().port()}, 5s);
+  client.write_all("\x16", 5s);  // a ClientHello begins: a worker takes the client (hello_timeout)
   auto f = reported.get_future();
   REQUIRE(f.wait_for(10s) == std::future_status::ready);
   const auto [message, peer] = f.get();
   CHECK(message.find("tls session") != std::string::npos);
   CHECK(peer == client.local_endpoint());  // the client, not an empty address
   std::array<char, 1> got{};
-  CHECK(client.read_some(got, 5s) == 0);  // the server closed it
+  std::error_code ec;
+  CHECK(client.read_some(got, 5s, ec) == 0);  // the server closed it (an end, or a reset: our byte was unread)
+  CHECK(ec != std::errc::timed_out);
   CHECK(server.stats().handler_errors >= 1);
 }
 
@@ -641,6 +644,70 @@ TEST_CASE("a peer that requests key updates and never reads cannot grow the engi
 TEST_CASE("the error category names every code") {
   for (int i = 1; i <= 6; ++i) CHECK(sockpat::tls_category().message(i) != "unknown TLS error");
   CHECK(std::string(sockpat::make_error_code(tls_errc::truncated).category().name()) == "sockpat.tls");
+}
+
+TEST_CASE("idle connects cannot stall a fixed pool: a TLS client is served at once, the silent ones closed and counted" *
+          doctest::timeout(40)) {
+  // A pool of 2 workers, and twice as many clients that connect over TCP and send nothing (a
+  // slowloris on the handshake): they must not hold the workers for the handshake_timeout.
+  Reports reports;
+  auto options = reports.options();
+  options.strategy = sockpat::Strategy::thread_pool;
+  options.threads = 2;
+  sockpat::TlsTcpServer server({"127.0.0.1", 0}, server_context(), echo, options);
+  server.start();
+  const int port = server.local_endpoint().port();
+  std::vector<sockpat::TcpConnection> idle;
+  for (int i = 0; i < 4; ++i) idle.push_back(sockpat::TcpConnection::connect({"127.0.0.1", port}, 5s));
+  const auto accepted_by = std::chrono::steady_clock::now() + 5s;
+  while (server.stats().accepted < 4 && std::chrono::steady_clock::now() < accepted_by) std::this_thread::yield();
+  REQUIRE(server.stats().accepted == 4);
+
+  const auto start = std::chrono::steady_clock::now();
+  auto c = TlsConnection<sockpat::Tcp>::connect("localhost", port, client_context(), 2s);
+  c.write_all("served", 2s);
+  std::array<char, 6> got{};
+  c.read_exactly(got, 2s);
+  CHECK(std::string(got.data(), got.size()) == "served");
+  c.shutdown(2s);
+  const auto served_in = std::chrono::steady_clock::now() - start;
+  CHECK(served_in < 2s);
+
+  // The silent ones are closed at the hello_timeout (default 3 s), counted, and not reported.
+  for (auto& connection : idle) {
+    std::array<char, 1> buf{};
+    std::error_code ec;
+    CHECK(connection.read_some(buf, 10s, ec) == 0);
+    CHECK(ec != std::errc::timed_out);
+  }
+  const auto counted_by = std::chrono::steady_clock::now() + 5s;
+  while (server.stats().silent < 4 && std::chrono::steady_clock::now() < counted_by) std::this_thread::yield();
+  CHECK(server.stats().silent == 4);
+  CHECK(server.stats().handler_errors == 0);
+  CHECK(server.stats().timed_out == 0);
+  std::lock_guard lock(reports.mutex);
+  CHECK(reports.messages.empty());
+}
+
+TEST_CASE("a client that connects, waits, then begins its handshake within hello_timeout is served" *
+          doctest::timeout(30)) {
+  sockpat::ServerOptions options;
+  options.strategy = sockpat::Strategy::thread_pool;
+  options.threads = 1;
+  sockpat::TlsTcpServer server({"127.0.0.1", 0}, server_context(), echo, options);
+  server.start();
+  auto tcp = sockpat::TcpConnection::connect({"127.0.0.1", server.local_endpoint().port()}, 5s);
+  // Accepted, and waiting for its first byte on the accepting thread.
+  const auto accepted_by = std::chrono::steady_clock::now() + 5s;
+  while (server.stats().accepted < 1 && std::chrono::steady_clock::now() < accepted_by) std::this_thread::yield();
+  REQUIRE(server.stats().accepted == 1);
+  auto c = TlsConnection<sockpat::Tcp>::client(std::move(tcp), client_context(), "localhost", 5s);
+  c.write_all("late", 5s);
+  std::array<char, 4> got{};
+  c.read_exactly(got, 5s);
+  CHECK(std::string(got.data(), got.size()) == "late");
+  c.shutdown(5s);
+  CHECK(server.stats().silent == 0);
 }
 
 }  // TEST_SUITE

@@ -28,7 +28,7 @@ inline std::string describe_io(std::string_view op, native_handle h, std::string
   std::string s(op);
   RawAddress a;
   a.size = sizeof a.storage;
-  if (!to_from.empty() && !peer_address(h, a.data(), &a.size)) {
+  if (!to_from.empty() && !last_peer_address(h, a.data(), &a.size)) {
     const std::string name = Endpoint::from_native(a.data(), a.size).to_string();
     if (!name.empty()) return s.append(1, ' ').append(to_from).append(1, ' ').append(name);
   }

@@ -45,14 +45,18 @@ struct AttemptError {
 };
 
 /// "connect HOST:PORT (tried [::1]:80: Connection refused; 127.0.0.1:80: Connection timed out)".
+/// One address tried ended the connect with its own error, which the message then ends with:
+/// "connect localhost:80 (tried 127.0.0.1:80)", or "connect 127.0.0.1:80" for that very address.
 inline std::string describe_attempts(std::string_view op, std::string_view host, int port,
                                      const std::vector<AttemptError>& tried) {
   std::string s(op);
   s += ' ';
-  s += host;
-  s += ':';
-  s += std::to_string(port);
+  s += host_port(host, port);
   if (tried.empty()) return s + " (no address to try)";
+  if (tried.size() == 1) {
+    const auto only = tried.front().endpoint.to_string();
+    return only == host_port(host, port) ? s : s + " (tried " + only + ')';
+  }
   s += " (tried ";
   for (std::size_t i = 0; i < tried.size(); ++i) {
     if (i > 0) s += "; ";

@@ -55,12 +55,15 @@ inline BOOL WINAPI sockpat_on_console_event(DWORD event) {
 }
 #endif
 
-/// Installs the handlers; `previous` receives the old dispositions for restore_stop_signals.
+/// Installs the handlers; `previous` receives the old dispositions, which uninstall() restores.
+/// A signal the process ignored at start (SIG_IGN, as `nohup` or a shell's background job sets
+/// SIGINT) stays ignored, as Python leaves it.
 struct SignalPipe {
   native_handle read_end = invalid_handle;
   native_handle write_end = invalid_handle;
 #if defined(SOCKPAT_POSIX)
   struct sigaction previous[2] {};
+  bool installed[2] = {false, false};
 #endif
 
 #if defined(SOCKPAT_POSIX)
@@ -81,12 +84,18 @@ struct SignalPipe {
     sa.sa_handler = &sockpat_on_signal;
     ::sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;
-    for (int i = 0; i < 2; ++i) ::sigaction(stop_signals[i], &sa, &previous[i]);
+    for (int i = 0; i < 2; ++i) {
+      installed[i] = ::sigaction(stop_signals[i], nullptr, &previous[i]) == 0 && previous[i].sa_handler != SIG_IGN;
+      if (installed[i]) ::sigaction(stop_signals[i], &sa, nullptr);
+    }
     return {};
   }
 
   void uninstall() noexcept {
-    for (int i = 0; i < 2; ++i) ::sigaction(stop_signals[i], &previous[i], nullptr);
+    for (int i = 0; i < 2; ++i) {
+      if (installed[i]) ::sigaction(stop_signals[i], &previous[i], nullptr);
+      installed[i] = false;
+    }
     signal_pipe_write_end().store(invalid_handle);
     close_handle(read_end);
     close_handle(write_end);

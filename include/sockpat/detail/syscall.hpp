@@ -654,6 +654,28 @@ inline std::error_code peer_address(native_handle h, void* addr, socklen* len) n
   return {};
 }
 
+/// The peer's address for an error message, also after a reset: getpeername then fails (not
+/// connected), but Linux keeps the address, and SO_PEERNAME still reads it.
+inline std::error_code last_peer_address(native_handle h, void* addr, socklen* len) noexcept {
+  const socklen room = *len;
+  auto ec = peer_address(h, addr, len);
+#if defined(SOCKPAT_LINUX) && defined(SO_PEERNAME)
+  if (!ec) return ec;
+  // SO_PEERNAME wants the exact size of the address (a larger buffer is EINVAL): the family's.
+  *len = room;
+  if (local_address(h, addr, len)) return ec;
+  const int family = static_cast<const ::sockaddr*>(addr)->sa_family;
+  socklen size = family == AF_INET ? sizeof(::sockaddr_in) : family == AF_INET6 ? sizeof(::sockaddr_in6) : 0;
+  if (size == 0 || size > room) return ec;
+  if (::getsockopt(h, SOL_SOCKET, SO_PEERNAME, addr, &size) != 0) return ec;
+  *len = size;
+  return {};
+#else
+  (void)room;
+  return ec;
+#endif
+}
+
 /// A socket option: level, name, and the name to quote in errors.
 struct SocketOption {
   int level;

@@ -6,11 +6,14 @@
 
 #include <chrono>        // std::chrono::steady_clock, std::chrono::ceil
 #include <coroutine>     // std::coroutine_handle
+#include <cstddef>       // std::size_t, std::ptrdiff_t
+#include <new>           // std::bad_alloc
 #include <optional>      // std::optional: the stop callback
 #include <stop_token>    // std::stop_token, std::stop_callback
 #include <string>        // std::string, std::to_string: error messages
 #include <system_error>  // std::error_code, std::system_error
 #include <utility>       // std::move
+#include <vector>        // std::vector: the waits parked while their loop closes
 
 #include "sockpat/detail/reactor.hpp"
 #include "sockpat/detail/wait.hpp"  // steady_time, no_deadline
@@ -104,9 +107,18 @@ class Waiter : public Pending {
   [[nodiscard]] std::error_code error() const noexcept { return ec_; }
 
   /// For await_ready: binds the loop of this thread; true (do not suspend) when it is closing.
+  /// A coroutine that keeps waiting while its loop closes (it catches operation_canceled and
+  /// waits again) gets a few such failures at once, then its wait suspends all the same, with
+  /// operation_canceled, and the loop's shutdown cancels it on its next round: so it gives
+  /// the loop back, and the shutdown's bounded rounds end (then its task is destroyed).
   bool begin() {
     bind();
-    if (reactor_->closing()) ec_ = canceled();
+    if (reactor_->closing()) {
+      ec_ = canceled();
+      if (reactor_->spend_inline()) return true;
+      park_ = true;  // arm() suspends it, whatever its scope says
+      return false;
+    }
     return static_cast<bool>(ec_);
   }
   /// begin() without the closing check: binds the loop of this thread (throws if none).
@@ -116,12 +128,30 @@ class Waiter : public Pending {
   /// scope is already cancelled; otherwise the waiter is the scope's current leaf.
   template <class Promise>
   bool arm(std::coroutine_handle<Promise> h) noexcept {
+    if (park_) return park(h);
     if (CancelScope* s = scope_of(h); s != nullptr && s->cancelled()) {
       ec_ = canceled();
       return false;
     }
     attach(h);
     return true;
+  }
+
+  /// The waits that suspended while their loop was closing (begin()): the loop's shutdown
+  /// cancels them on each of its rounds. One loop per thread, so one list per thread.
+  static std::vector<Waiter*>& parked() noexcept {
+    thread_local std::vector<Waiter*> list;
+    return list;
+  }
+  /// For the loop's shutdown: cancels every parked wait (its coroutine is scheduled).
+  static void cancel_parked() noexcept {
+    auto& list = parked();
+    while (!list.empty()) {
+      Waiter* w = list.back();
+      list.pop_back();
+      w->park_ = false;
+      w->cancel(canceled());
+    }
   }
 
  protected:
@@ -145,6 +175,7 @@ class Waiter : public Pending {
     if (!armed_) return;
     armed_ = false;
     if (scope_ != nullptr && scope_->leaf == this) scope_->leaf = nullptr;
+    if (park_) unpark();
     reactor_->schedule(handle_);
   }
   void complete(std::error_code ec) noexcept {
@@ -158,6 +189,7 @@ class Waiter : public Pending {
   [[nodiscard]] std::coroutine_handle<> finish() noexcept {
     armed_ = false;
     if (scope_ != nullptr && scope_->leaf == this) scope_->leaf = nullptr;
+    if (park_) unpark();
     return handle_;
   }
   [[nodiscard]] std::coroutine_handle<> finish(std::error_code ec) noexcept {
@@ -189,7 +221,9 @@ class Waiter : public Pending {
   Waiter() = default;
   Waiter(const Waiter&) = default;
   Waiter& operator=(const Waiter&) = default;
-  ~Waiter() = default;
+  ~Waiter() {
+    if (park_) unpark();  // its task was destroyed while parked
+  }
 
   /// Takes the waiter out of the list, timer or registration it waits in; called on cancel.
   virtual void unlink() noexcept {}
@@ -197,11 +231,34 @@ class Waiter : public Pending {
   [[nodiscard]] Reactor& reactor() const noexcept { return *reactor_; }
 
  private:
+  template <class Promise>
+  bool park(std::coroutine_handle<Promise> h) noexcept {
+    try {
+      parked().push_back(this);
+    } catch (const std::bad_alloc&) {
+      park_ = false;
+      return false;  // no room to park it: it fails at once, as before
+    }
+    attach(h);
+    return true;
+  }
+  void unpark() noexcept {
+    park_ = false;
+    auto& list = parked();
+    for (std::size_t i = list.size(); i-- > 0;) {
+      if (list[i] == this) {
+        list.erase(list.begin() + static_cast<std::ptrdiff_t>(i));
+        return;
+      }
+    }
+  }
+
   std::error_code ec_;
   Reactor* reactor_ = nullptr;
   CancelScope* scope_ = nullptr;
   std::coroutine_handle<> handle_;
   bool armed_ = false;
+  bool park_ = false;  ///< set by begin() on a closing loop; in parked() once armed
 };
 
 /// A FIFO of waiters, linked through the waiters themselves: waiting allocates nothing.
@@ -258,6 +315,12 @@ class WaitList {
 class ListWaiter : public Waiter {
  public:
   explicit ListWaiter(WaitList& list) noexcept : list_(&list) {}
+  ListWaiter(const ListWaiter&) = default;
+  ListWaiter& operator=(const ListWaiter&) = default;
+  // A task destroyed while it waits (its loop gave up on it) leaves no waiter in the list.
+  ~ListWaiter() {
+    if (waiting()) list_->erase(this);
+  }
 
   template <class Promise>
   bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
