@@ -1090,7 +1090,8 @@ TEST_CASE("every read with a deadline times out against a silent peer, naming th
           doctest::timeout(30)) {
   auto pair = test::connected_pair();
   const std::string peer = pair.client.local_endpoint().to_string();
-  auto [reader, writer] = sockpat::make_streams(std::move(pair.server));
+  auto streams = sockpat::make_streams(std::move(pair.server));  // no structured binding: lambdas capture it
+  auto& reader = streams.first;
   on_loop([&]() -> sockpat::Task<void> {
     const std::string after = peer + " after 50 ms: ";
     check_timed_out(co_await failure_of(reader.read(100, 50ms)), "StreamReader read from " + after);
@@ -1115,7 +1116,8 @@ TEST_CASE("every read with a deadline times out against a silent peer, naming th
 TEST_CASE("a read that timed out loses no byte: the next read gets what arrived before and after" *
           doctest::timeout(30)) {
   auto pair = test::connected_pair();
-  auto [reader, writer] = sockpat::make_streams(std::move(pair.server));
+  auto streams = sockpat::make_streams(std::move(pair.server));  // no structured binding: lambdas capture it
+  auto& reader = streams.first;
   on_loop([&]() -> sockpat::Task<void> {
     pair.client.write_all("par");
     auto f = co_await failure_of(reader.read_line(50ms));
@@ -1149,7 +1151,8 @@ TEST_CASE("a write or drain toward a peer that does not read times out; what it 
   sockpat::StreamOptions options;
   options.high_water = 64 * 1024;
   options.low_water = 16 * 1024;
-  auto [reader, writer] = sockpat::make_streams(std::move(pair.server), options);
+  auto streams = sockpat::make_streams(std::move(pair.server), options);
+  auto& writer = streams.second;
   std::string block(8u << 20, '\0');  // far more than the socket buffers and the high-water mark hold
   for (std::size_t i = 0; i < block.size(); ++i) block[i] = static_cast<char>('a' + i % 251 % 26);
   on_loop([&]() -> sockpat::Task<void> {
@@ -1187,7 +1190,8 @@ TEST_CASE("a write or drain toward a peer that does not read times out; what it 
 TEST_CASE("a read or write whose stop token fires ends with operation_canceled; the stream goes on" *
           doctest::timeout(30)) {
   auto pair = test::connected_pair();
-  auto [reader, writer] = sockpat::make_streams(std::move(pair.server));
+  auto streams = sockpat::make_streams(std::move(pair.server));  // no structured binding: lambdas capture it
+  auto& reader = streams.first;
   on_loop([&]() -> sockpat::Task<void> {
     std::stop_source stop;
     stop.request_stop();
