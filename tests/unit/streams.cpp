@@ -1151,6 +1151,9 @@ TEST_CASE("a write or drain toward a peer that does not read times out; what it 
   sockpat::StreamOptions options;
   options.high_water = 64 * 1024;
   options.low_water = 16 * 1024;
+  // Fixed socket buffers (no autotuning to megabytes): the kernel holds far less than the block.
+  pair.server.set_send_buffer_size(64 * 1024);
+  pair.client.set_receive_buffer_size(64 * 1024);
   auto streams = sockpat::make_streams(std::move(pair.server), options);
   auto& writer = streams.second;
   std::string block(8u << 20, '\0');  // far more than the socket buffers and the high-water mark hold
