@@ -918,22 +918,20 @@ class StreamState final : private Pending {
     auto keep = std::move(self_);  // may destroy *this on return: nothing after it
   }
 
-  StreamOptions options_;
-  std::vector<std::byte> wbuf_;
-  std::size_t wbegin_ = 0;
-  std::error_code werror_;
-  bool flushing_ = false;
-  bool overflowed_ = false;  // unsolicited_ passed unsolicited_limit: the connection failed
-  bool eof_pending_ = false;
-  bool eof_sent_ = false;
-  bool close_pending_ = false;
-  bool closed_ = false;
-  bool output_ended_ = false;  // the transport's ending is queued
-  bool awaiting_end_ = false;  // closing: waiting for the peer's ending
-  bool hard_close_ = false;    // closing: no more waiting
-  bool linger_armed_ = false;  // close()'s timer is armed (or being armed)
-  // The byte fields together, then the 4-byte ones: an idle connection keeps this state, and
-  // each padding hole costs it (bench/NOTES.md, idle memory).
+  // An idle connection keeps this state, and each padding hole costs it (bench/NOTES.md, idle
+  // memory): the byte-sized fields go in the options' tail padding (no_unique_address lets them),
+  // the flags are bits.
+  [[no_unique_address]] StreamOptions options_;
+  bool flushing_ : 1 = false;
+  bool overflowed_ : 1 = false;  // unsolicited_ passed unsolicited_limit: the connection failed
+  bool eof_pending_ : 1 = false;
+  bool eof_sent_ : 1 = false;
+  bool close_pending_ : 1 = false;
+  bool closed_ : 1 = false;
+  bool output_ended_ : 1 = false;  // the transport's ending is queued
+  bool awaiting_end_ : 1 = false;  // closing: waiting for the peer's ending
+  bool hard_close_ : 1 = false;    // closing: no more waiting
+  bool linger_armed_ : 1 = false;  // close()'s timer is armed (or being armed)
   Family family_;
 
  public:
@@ -945,6 +943,9 @@ class StreamState final : private Pending {
 
  private:
   std::uint32_t unsolicited_ = 0;  // what reading added to the write buffer since it was last empty
+  std::vector<std::byte> wbuf_;
+  std::size_t wbegin_ = 0;
+  std::error_code werror_;
   Reactor* reactor_ = nullptr;  // where this state waits (flush, close timer, peer's ending)
   std::shared_ptr<StreamState> self_;
   std::unique_ptr<StreamTransport> transport_;
@@ -1481,7 +1482,12 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
     grace_.server = this;
     sweep_.server = this;
     // The set counts a handler until its frame has ended; closed() is checked again then.
-    handlers_.on_empty = [](void* self) noexcept { static_cast<ServerState*>(self)->check_closed(); };
+    handlers_.on_empty = [](void* self) noexcept {
+      auto* server = static_cast<ServerState*>(self);
+      server->check_closed();
+      // Last: this may destroy the server, its set included (TaskSet::on_empty allows it).
+      const auto release = std::move(server->alive_);
+    };
     handlers_.context = this;
   }
   ServerState(const ServerState&) = delete;
@@ -1628,16 +1634,17 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
   // handler's frame, nothing more (bench/NOTES.md, idle memory).
   class Handler final : public TaskRecord<void> {
    public:
-    Handler(std::shared_ptr<ServerState> server, std::shared_ptr<StreamState> stream,
-            typename HeldList::iterator held, Task<void> task) noexcept
-        : TaskRecord<void>(std::move(task)), server_(std::move(server)), stream_(std::move(stream)), held_(held) {}
+    // `server` is alive while it has handlers (alive_): no reference per handler.
+    Handler(ServerState* server, std::shared_ptr<StreamState> stream, typename HeldList::iterator held,
+            Task<void> task) noexcept
+        : TaskRecord<void>(std::move(task)), server_(server), stream_(std::move(stream)), held_(held) {}
     // Failures are the server's to count and report (ending()), not the set's to keep.
     [[nodiscard]] std::exception_ptr error() const noexcept override { return nullptr; }
 
    private:
     void ending() noexcept override { server_->handler_ended(std::exchange(outcome().error, nullptr), stream_, held_); }
 
-    std::shared_ptr<ServerState> server_;
+    ServerState* server_;
     std::shared_ptr<StreamState> stream_;
     typename HeldList::iterator held_;
   };
@@ -1666,13 +1673,16 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
     }
     Handler* h = nullptr;
     try {
-      h = new Handler(shared_from_this(), stream, held, std::move(task));
+      h = new Handler(this, stream, held, std::move(task));
     } catch (...) {
       if (held != held_.end()) held_.erase(held);
       slot_.set();
       report(std::current_exception(), {});  // no memory for the task: the connection closes
       return;
     }
+    // The accept loop (our caller) holds the server meanwhile, so a handler that ends at once
+    // and releases it does not end it here.
+    if (handlers_.size() == 0) alive_ = shared_from_this();
     handlers_.adopt(h)->release();  // no handle
   }
 
@@ -1725,6 +1735,7 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
   }
 
   TaskSet handlers_{false};
+  std::shared_ptr<ServerState> alive_;  // this server while it has handlers: a dropped StreamServer's still end in it
   Grace grace_;
   Sweep sweep_;
   std::chrono::milliseconds tick_{1000};

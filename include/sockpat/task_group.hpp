@@ -172,6 +172,8 @@ class TaskSet {
 
   /// The owner's hooks, given `context`: each failure as it happens (the loop reports them), and
   /// the set becoming empty (a server checks whether it has closed). Either may be empty.
+  /// on_empty is the set's last step: it may end the owner's life, set included (a server that
+  /// keeps itself alive while it has tasks).
   void (*on_failure)(void* context, std::exception_ptr) noexcept = nullptr;
   void (*on_empty)(void* context) noexcept = nullptr;
   void* context = nullptr;
@@ -201,7 +203,7 @@ class TaskSet {
     }
     if (size_ == 0) {
       empty_waiters.complete_all();
-      if (on_empty != nullptr) on_empty(context);
+      if (on_empty != nullptr) on_empty(context);  // last: it may destroy this set
     }
   }
 
