@@ -15,7 +15,7 @@
 #include <memory>        // std::shared_ptr, std::make_shared, std::enable_shared_from_this, std::unique_ptr
 #include <new>           // std::bad_alloc
 #include <span>          // std::span
-#include <stdexcept>     // std::invalid_argument
+#include <stdexcept>     // std::invalid_argument, std::logic_error
 #include <optional>      // std::optional: read_frame at end of stream
 #include <string>        // std::string
 #include <string_view>   // std::string_view
@@ -169,10 +169,13 @@ class StreamTransport {
   static constexpr std::size_t wire_chunk = 16 * 1024;
 };
 
-/// The connection and both buffers, shared by a StreamReader and its StreamWriter.
-class StreamState final : public std::enable_shared_from_this<StreamState> {
+/// The connection and both buffers, shared by a StreamReader and its StreamWriter. It is its
+/// own waiter on the loop (the Pending base): for writability while it flushes, for the peer's
+/// ending while a transported stream closes, and for close()'s timer. One waiter, not three: an
+/// idle connection keeps this state, so its bytes count (bench/NOTES.md, idle memory).
+class StreamState final : private Pending {
  public:
-  StreamState(UniqueHandle h, Family f, const StreamOptions& o) : handle_(std::move(h)), family_(f), options_(o) {
+  StreamState(UniqueHandle h, Family f, const StreamOptions& o) : handle_(std::move(h)), options_(o), family_(f) {
     if (options_.low_water > options_.high_water) options_.low_water = options_.high_water;
     if (options_.high_water == 0) options_.high_water = 1;
     // Best effort: it fails only on a socket that is already broken, and the first read or
@@ -426,7 +429,15 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     peer_size_ = static_cast<unsigned char>(a.size);
   }
   alignas(8) unsigned char peer_[28] = {};  // sizeof(sockaddr_in6)
-  unsigned char peer_size_ = 0;
+
+ private:
+  UniqueHandle handle_;  // here: fills the 8-byte word that peer_ leaves open
+
+ public:
+  /// The peer's address as remembered at the start; empty if it was not known then.
+  [[nodiscard]] Endpoint peer() const noexcept {
+    return peer_size_ != 0 ? Endpoint::from_native(peer_, peer_size_) : Endpoint{};
+  }
 
   [[nodiscard]] std::size_t first_block() const noexcept {
     return (std::min)(options_.limit, std::size_t{64 * 1024});
@@ -590,7 +601,8 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     // A peer that makes the transport answer (TLS KeyUpdate requests) and never reads would
     // grow the buffer without bound: what reading adds since it was last empty is bounded.
     if (buffered() == 0) unsolicited_ = 0;
-    unsolicited_ += transport_->output().size();
+    // Each addition is capped: past the limit the connection fails, so the count stays small.
+    unsolicited_ += static_cast<std::uint32_t>((std::min)(transport_->output().size(), unsolicited_limit + 1));
     if (unsolicited_ > unsolicited_limit) {
       overflowed_ = true;
       fail(make_error_code(errc::buffer_full));
@@ -717,10 +729,10 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     if (buffered() == 0) finish_pending();
   }
 
-  /// Closes once the buffer is sent; the state keeps itself alive until then. On a thread with
-  /// no loop, where nothing would send the rest, what the socket takes now is sent and the rest
-  /// dropped, as abort() does.
-  void close() noexcept {
+  /// Closes once the buffer is sent; the state keeps itself alive until then (through a copy
+  /// of `owner`, a pointer to it). On a thread with no loop, where nothing would send the rest,
+  /// what the socket takes now is sent and the rest dropped, as abort() does.
+  void close(const std::shared_ptr<StreamState>& owner) noexcept {
     if (closing()) return;
     if (transport_ != nullptr) end_transport_output();
     close_pending_ = true;
@@ -735,12 +747,13 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
       abort();
       return;
     }
-    self_ = shared_from_this();
+    self_ = owner;
     // A peer that never reads again would keep the connection (and this state) for good.
     if (Reactor* r = thread_reactor(); r != nullptr && options_.close_timeout.count() > 0) {
-      linger_.when = std::chrono::steady_clock::now() + options_.close_timeout;
-      r->add_timer(&linger_);
-      lingering_ = r;
+      when = std::chrono::steady_clock::now() + options_.close_timeout;
+      reactor_ = r;
+      linger_armed_ = true;
+      r->add_timer(this);
     }
     if (buffered() == 0) finish_close();  // the transport's ending is sent: wait for the peer's
   }
@@ -777,10 +790,10 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   // the connection, and the peer could lose our ending and report a truncation.
   [[gnu::noinline]] bool await_peer_end() noexcept {
     if (transport_ == nullptr || awaiting_end_ || hard_close_ || werror_ || eof || transport_->input_closed() ||
-        lingering_ == nullptr || linger_.heap_index == not_in_heap) {
+        heap_index == not_in_heap) {  // the close timer bounds the wait: none, no wait
       return false;
     }
-    if (lingering_->wait_io(fd(), Direction::read, &ender_)) return false;  // a read is pending: it sees the end
+    if (reactor_->wait_io(fd(), Direction::read, this)) return false;  // a read is pending: it sees the end
     awaiting_end_ = true;
     (void)shutdown_handle(fd(), shut_send);  // and a peer that answers only an end of stream sees one
     return true;
@@ -788,7 +801,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   void stop_awaiting_end() noexcept {
     if (!awaiting_end_) return;
     awaiting_end_ = false;
-    lingering_->unwait_io(fd(), Direction::read, &ender_);
+    reactor_->unwait_io(fd(), Direction::read, this);
   }
   // Reads and drops what arrives until the peer's ending, the end of the stream or an error.
   void read_to_end() noexcept {
@@ -811,35 +824,42 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     hard_close_ = true;
     finish_close();
   }
-  class Ender final : public Pending {
-   public:
-    explicit Ender(StreamState* s) noexcept : s_(s) {}
-    void on_ready() noexcept override { s_->read_to_end(); }
-    void cancel(std::error_code) noexcept override { s_->finish_close_now(); }
-
-   private:
-    StreamState* s_;
-  };
-
-  class Flusher final : public Pending {
-   public:
-    explicit Flusher(StreamState* s) noexcept : s_(s) {}
-    void on_ready() noexcept override { s_->flush(); }
-    void cancel(std::error_code why) noexcept override {
-      // The descriptor was closed elsewhere or the loop is closing.
-      s_->flushing_ = false;
-      s_->fail(why);
+  // The waiter's three roles. Readable: only while awaiting the peer's ending (nothing is
+  // buffered then, so a writability that comes with it has nothing to flush). Writable: flush.
+  void on_ready() noexcept override {
+    if (awaiting_end_) {
+      read_to_end();
+    } else if (flushing_) {
+      flush();
     }
-
-   private:
-    StreamState* s_;
-  };
+  }
+  // close()'s bound: what is still buffered when it expires is dropped.
+  void on_timer() noexcept override {
+    linger_armed_ = false;
+    abort();
+  }
+  void cancel(std::error_code why) noexcept override {
+    // Out of the timer heap while armed: the close timer itself was cancelled (the loop is
+    // closing) or could not be armed (no memory).
+    if (linger_armed_ && heap_index == not_in_heap) {
+      linger_armed_ = false;
+      abort();
+      return;
+    }
+    // A wait on the descriptor: it was closed elsewhere or the loop is closing.
+    if (awaiting_end_) {
+      finish_close_now();
+    } else if (flushing_) {
+      flushing_ = false;
+      fail(why);
+    }
+  }
 
   void start_flushing() noexcept {
     if (flushing_ || buffered() == 0) return;
     Reactor* r = thread_reactor();
     if (r == nullptr) return;
-    if (auto ec = r->wait_io(fd(), Direction::write, &flusher_)) {
+    if (auto ec = r->wait_io(fd(), Direction::write, this)) {
       fail(ec);
       return;
     }
@@ -849,7 +869,7 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
   void stop_flushing() noexcept {
     if (!flushing_) return;
     flushing_ = false;
-    reactor_->unwait_io(fd(), Direction::write, &flusher_);
+    reactor_->unwait_io(fd(), Direction::write, this);
   }
 
   void flush() noexcept {
@@ -908,7 +928,8 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     if (closed_) return;
     if (transport_ != nullptr && await_peer_end()) return;
     stop_awaiting_end();
-    if (lingering_ != nullptr && linger_.heap_index != not_in_heap) lingering_->remove_timer(&linger_);
+    if (heap_index != not_in_heap) reactor_->remove_timer(this);
+    linger_armed_ = false;
     stop_flushing();
     closed_ = true;
     (void)handle_.close();  // also cancels a pending read on it
@@ -916,47 +937,37 @@ class StreamState final : public std::enable_shared_from_this<StreamState> {
     auto keep = std::move(self_);  // may destroy *this on return: nothing after it
   }
 
-  UniqueHandle handle_;
+  // An idle connection keeps this state, and each padding hole costs it (bench/NOTES.md, idle
+  // memory): the byte-sized fields go in the options' tail padding (no_unique_address lets them),
+  // the flags are bits.
+  [[no_unique_address]] StreamOptions options_;
+  bool flushing_ : 1 = false;
+  bool overflowed_ : 1 = false;  // unsolicited_ passed unsolicited_limit: the connection failed
+  bool eof_pending_ : 1 = false;
+  bool eof_sent_ : 1 = false;
+  bool close_pending_ : 1 = false;
+  bool closed_ : 1 = false;
+  bool output_ended_ : 1 = false;  // the transport's ending is queued
+  bool awaiting_end_ : 1 = false;  // closing: waiting for the peer's ending
+  bool hard_close_ : 1 = false;    // closing: no more waiting
+  bool linger_armed_ : 1 = false;  // close()'s timer is armed (or being armed)
   Family family_;
-  StreamOptions options_;
-  std::vector<std::byte> wbuf_;
-  std::size_t wbegin_ = 0;
-  std::size_t unsolicited_ = 0;  // what reading added to the write buffer since it was last empty
-  std::error_code werror_;
-  bool flushing_ = false;
-  bool overflowed_ = false;  // unsolicited_ passed unsolicited_limit: the connection failed
-  bool eof_pending_ = false;
-  bool eof_sent_ = false;
-  bool close_pending_ = false;
-  bool closed_ = false;
-  bool output_ended_ = false;  // the transport's ending is queued
-  bool awaiting_end_ = false;  // closing: waiting for the peer's ending
-  bool hard_close_ = false;    // closing: no more waiting
 
  public:
+  unsigned char peer_size_ = 0;  ///< the size of peer_; 0 when the peer's address is unknown
   bool eof = false;  ///< reading: the peer ended the stream
   /// Bumped by each receive that got bytes, each write handed to the writer and each send from
   /// the buffer: a stream server's idle timeout watches it change.
   std::uint32_t activity = 0;
 
  private:
-  Reactor* reactor_ = nullptr;
-  Flusher flusher_{this};
-  // close()'s bound: what is still buffered when it expires is dropped.
-  class Linger final : public Pending {
-   public:
-    explicit Linger(StreamState* s) noexcept : s_(s) {}
-    void on_timer() noexcept override { s_->abort(); }
-    void cancel(std::error_code) noexcept override { s_->abort(); }
-
-   private:
-    StreamState* s_;
-  };
-  Linger linger_{this};
-  Reactor* lingering_ = nullptr;
+  std::uint32_t unsolicited_ = 0;  // what reading added to the write buffer since it was last empty
+  std::vector<std::byte> wbuf_;
+  std::size_t wbegin_ = 0;
+  std::error_code werror_;
+  Reactor* reactor_ = nullptr;  // where this state waits (flush, close timer, peer's ending)
   std::shared_ptr<StreamState> self_;
   std::unique_ptr<StreamTransport> transport_;
-  Ender ender_{this};
 };
 
 /// What a timed write keeps beside its bytes: its size, to say how much of it was taken.
@@ -1428,7 +1439,7 @@ class StreamWriter {
   }
   /// Closes once the buffer is sent (asyncio's close); wait_closed() waits for that.
   void close() noexcept {
-    if (s_) s_->close();
+    if (s_) s_->close(s_);
   }
   /// Closes now, dropping what is buffered.
   void abort() noexcept {
@@ -1478,7 +1489,7 @@ class StreamWriter {
  private:
   friend struct detail::StreamAccess;
   void release() noexcept {
-    if (s_) s_->close();
+    if (s_) s_->close(s_);
     s_.reset();
   }
   // Templates: instantiated only where used (the compile-time note at the top).
@@ -1576,7 +1587,12 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
     grace_.server = this;
     sweep_.server = this;
     // The set counts a handler until its frame has ended; closed() is checked again then.
-    handlers_.on_empty = [](void* self) noexcept { static_cast<ServerState*>(self)->check_closed(); };
+    handlers_.on_empty = [](void* self) noexcept {
+      auto* server = static_cast<ServerState*>(self);
+      server->check_closed();
+      // Last: this may destroy the server, its set included (TaskSet::on_empty allows it).
+      const auto release = std::move(server->alive_);
+    };
     handlers_.context = this;
   }
   ServerState(const ServerState&) = delete;
@@ -1718,10 +1734,28 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
     loop->add_timer(&sweep_);
   }
 
+  // One handler, run as a task of the server's set: its record counts how it ended. No
+  // coroutine of its own around the handler: an idle connection holds this record and the
+  // handler's frame, nothing more (bench/NOTES.md, idle memory).
+  class Handler final : public TaskRecord<void> {
+   public:
+    // `server` is alive while it has handlers (alive_): no reference per handler.
+    Handler(ServerState* server, std::shared_ptr<StreamState> stream, typename HeldList::iterator held,
+            Task<void> task) noexcept
+        : TaskRecord<void>(std::move(task)), server_(server), stream_(std::move(stream)), held_(held) {}
+    // Failures are the server's to count and report (ending()), not the set's to keep.
+    [[nodiscard]] std::exception_ptr error() const noexcept override { return nullptr; }
+
+   private:
+    void ending() noexcept override { server_->handler_ended(std::exchange(outcome().error, nullptr), stream_, held_); }
+
+    ServerState* server_;
+    std::shared_ptr<StreamState> stream_;
+    typename HeldList::iterator held_;
+  };
+
   template <class = void>
   void start_handler(TcpConnection conn) {
-    std::error_code ec;
-    Endpoint peer = conn.remote_endpoint(ec);
     const Family family = conn.family();
     auto stream = std::make_shared<StreamState>(UniqueHandle(conn.release()), family, options.streams);
     // Listed only when a limit needs it: an idle connection of a plain server costs no entry.
@@ -1734,50 +1768,69 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
         return;
       }
     }
+    Task<void> task;
     try {
-      handlers_.start(run_handler(shared_from_this(), std::move(stream), std::move(peer), held))->release();  // no handle
+      task = opening ? open_then_handle(this, stream) : handler(StreamReader(stream), StreamWriter(stream));
+      if (!task.valid()) throw std::logic_error("sockpat: a stream handler returned an empty Task");
+    } catch (...) {
+      handler_ended(std::current_exception(), stream, held);  // the handler failed before its first step
+      return;
+    }
+    Handler* h = nullptr;
+    try {
+      h = new Handler(this, stream, held, std::move(task));
     } catch (...) {
       if (held != held_.end()) held_.erase(held);
       slot_.set();
       report(std::current_exception(), {});  // no memory for the task: the connection closes
+      return;
     }
+    // The accept loop (our caller) holds the server meanwhile, so a handler that ends at once
+    // and releases it does not end it here.
+    if (handlers_.size() == 0) alive_ = shared_from_this();
+    handlers_.start_record(h)->release();  // no handle
   }
 
-  // One handler, run as a task of the server's set; how it ended is counted here.
+  // A transported stream's opening, then the handler.
   template <class = void>
-  static Task<void> run_handler(std::shared_ptr<ServerState> self, std::shared_ptr<StreamState> stream, Endpoint peer,
-                                typename HeldList::iterator held) {
-    std::exception_ptr failure;
+  static Task<void> open_then_handle(ServerState* self, std::shared_ptr<StreamState> stream) {
+    co_await self->opening(*stream);
+    co_await self->handler(StreamReader(stream), StreamWriter(stream));
+  }
+
+  // Counts how a handler ended (`failure`: what it threw, if anything).
+  void handler_ended(std::exception_ptr failure, const std::shared_ptr<StreamState>& stream,
+                     typename HeldList::iterator held) noexcept {
     std::optional<Ending> ending;  // none: returned
-    try {
-      if (self->opening) co_await self->opening(*stream);
-      co_await self->handler(StreamReader(stream), StreamWriter(stream));
-    } catch (const std::system_error& e) {
-      ending = ending_of(e.code());
-      if (ending == Ending::failure) failure = std::current_exception();
-    } catch (...) {
-      failure = std::current_exception();
+    if (failure) {
+      try {
+        std::rethrow_exception(failure);
+      } catch (const std::system_error& e) {
+        ending = ending_of(e.code());
+        if (ending != Ending::failure) failure = nullptr;
+      } catch (...) {
+      }
     }
     // Closed by the idle timeout: however the handler took it, that is how it ended.
-    if (held != self->held_.end()) {
+    if (held != held_.end()) {
       if (held->timed_out) {
         ending = Ending::timed_out;
         failure = nullptr;
       }
-      self->held_.erase(held);
-      self->slot_.set();
+      held_.erase(held);
+      slot_.set();
     }
     if (ending && !failure) {
       switch (*ending) {
-        case Ending::canceled: ++self->stats.canceled; break;
-        case Ending::timed_out: ++self->stats.timed_out; break;
-        case Ending::peer_closed: ++self->stats.peer_closed; break;
+        case Ending::canceled: ++stats.canceled; break;
+        case Ending::timed_out: ++stats.timed_out; break;
+        case Ending::peer_closed: ++stats.peer_closed; break;
         case Ending::failure: break;
       }
     }
     if (failure) {
-      ++self->stats.handler_errors;
-      self->report(failure, peer);
+      ++stats.handler_errors;
+      report(failure, stream->peer());
       stream->abort();  // a failed handler's connection is closed, not left half-written
     }
   }
@@ -1787,6 +1840,7 @@ class ServerState final : public std::enable_shared_from_this<ServerState> {
   }
 
   TaskSet handlers_{false};
+  std::shared_ptr<ServerState> alive_;  // this server while it has handlers: a dropped StreamServer's still end in it
   Grace grace_;
   Sweep sweep_;
   std::chrono::milliseconds tick_{1000};

@@ -6,6 +6,7 @@
 #include <chrono>        // std::chrono::steady_clock, std::chrono::duration
 #include <coroutine>     // std::coroutine_handle, std::suspend_always, std::noop_coroutine
 #include <cstddef>       // std::size_t
+#include <cstdint>       // std::uintptr_t: Continuation
 #include <exception>     // std::exception_ptr, std::rethrow_exception, std::terminate
 #include <new>           // placement new, ::operator new
 #include <optional>      // std::optional
@@ -97,20 +98,54 @@ struct PromiseBase {
   CancelScope* scope = nullptr;
 };
 
+/// Told when one of the tasks it started finishes; returns the coroutine to resume then.
+class Joiner {
+ public:
+  virtual std::coroutine_handle<> arrive() noexcept = 0;
+
+ protected:
+  Joiner() = default;
+  Joiner(const Joiner&) = default;
+  Joiner& operator=(const Joiner&) = default;
+  ~Joiner() = default;
+};
+
+/// What a task's end resumes: the coroutine awaiting it, or a Joiner (a task run by a TaskSet
+/// has no coroutine of its own around it), or nothing. One word, the Joiner's tagged by its low
+/// bit (frames and Joiners are at least 2-aligned): a Joiner* beside the handle would grow
+/// every task's frame by a word.
+class Continuation {
+ public:
+  Continuation() noexcept = default;
+  template <class Promise>
+  Continuation(std::coroutine_handle<Promise> h) noexcept  // NOLINT: implicit, as the handle it replaced
+      : bits_(reinterpret_cast<std::uintptr_t>(h.address())) {}
+  explicit Continuation(Joiner* j) noexcept : bits_(reinterpret_cast<std::uintptr_t>(j) | 1) {}
+
+  /// What the ending task transfers to (a Joiner is told first).
+  [[nodiscard]] std::coroutine_handle<> take_turn() const noexcept {
+    if ((bits_ & 1) != 0) [[unlikely]] return reinterpret_cast<Joiner*>(bits_ & ~std::uintptr_t{1})->arrive();
+    if (bits_ == 0) return std::noop_coroutine();
+    return std::coroutine_handle<>::from_address(reinterpret_cast<void*>(bits_));
+  }
+
+ private:
+  std::uintptr_t bits_ = 0;
+};
+
 template <class Promise>
 struct FinalAwaiter {
   static bool await_ready() noexcept { return false; }
   // Symmetric transfer: the awaiting coroutine resumes without growing the stack.
   std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> h) noexcept {
-    auto c = h.promise().continuation;
-    return c ? c : std::noop_coroutine();
+    return h.promise().continuation.take_turn();
   }
   static void await_resume() noexcept {}
 };
 
 template <class T>
 struct TaskPromise : PromiseBase {
-  std::coroutine_handle<> continuation;
+  Continuation continuation;
   std::exception_ptr error;
   std::optional<T> value;
 
@@ -130,7 +165,7 @@ struct TaskPromise : PromiseBase {
 
 template <>
 struct TaskPromise<void> : PromiseBase {
-  std::coroutine_handle<> continuation;
+  Continuation continuation;
   std::exception_ptr error;
 
   Task<void> get_return_object() noexcept;
@@ -230,17 +265,6 @@ Task<factory_result_t<F, Args...>> call_owned(F f, Args... args) {
   }
 }
 
-/// Told when one of the tasks it started finishes; returns the coroutine to resume then.
-class Joiner {
- public:
-  virtual std::coroutine_handle<> arrive() noexcept = 0;
-
- protected:
-  Joiner() = default;
-  Joiner(const Joiner&) = default;
-  Joiner& operator=(const Joiner&) = default;
-  ~Joiner() = default;
-};
 
 template <class T>
 struct ChildSlot {

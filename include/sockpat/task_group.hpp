@@ -34,8 +34,9 @@ inline LoopSets& loop_sets() noexcept {
   return sets;
 }
 
-/// One started task: its runner, its outcome, and who waits for it. Owned together by its
-/// set (until it ends) and by its handles.
+/// One started task's place in its set, and its cancel scope. Owned together by its set (until
+/// it ends) and by its handles. The task runs with no coroutine of its own around it: its end
+/// tells this record (a Joiner) directly, and its outcome stays in its own promise.
 class ChildBase : public Joiner {
  public:
   ChildBase(const ChildBase&) = delete;
@@ -44,15 +45,14 @@ class ChildBase : public Joiner {
   [[nodiscard]] bool finished() const noexcept { return finished_; }
   [[nodiscard]] virtual std::exception_ptr error() const noexcept = 0;
   void cancel() noexcept {
-    if (!finished_) runner.scope().cancel();
+    if (!finished_) scope.cancel();
   }
   void retain() noexcept { ++refs_; }
   void release() noexcept {
     if (--refs_ == 0) delete this;
   }
 
-  Runner runner;
-  WaitList joiners;  ///< coroutines awaiting a handle of this task
+  CancelScope scope;  ///< the task's own: cancelling it reaches the task's pending operation
   ChildBase* prev = nullptr;
   ChildBase* next = nullptr;
   TaskSet* set = nullptr;
@@ -60,19 +60,49 @@ class ChildBase : public Joiner {
  protected:
   ChildBase() = default;
   virtual ~ChildBase() = default;
+  /// Called once the task has ended, before its set learns it (and may find itself empty):
+  /// Child<T> wakes its handles' waiters, an owner's own record does its bookkeeping.
+  virtual void ending() noexcept = 0;
 
  private:
+  friend class TaskSet;
+  /// Runs the task until its first suspension.
+  virtual void start() noexcept = 0;
+  /// Destroys the task without letting it end (a loop that is going).
+  virtual void drop() noexcept = 0;
   std::coroutine_handle<> arrive() noexcept override;
   unsigned refs_ = 1;  // the set's
   bool finished_ = false;
 };
 
+/// A ChildBase holding its Task<T>: the task's promise is where its outcome stays.
 template <class T>
-class Child final : public ChildBase {
+class TaskRecord : public ChildBase {
+ protected:
+  explicit TaskRecord(Task<T> task) noexcept : task_(std::move(task)) {
+    auto& p = task_.handle().promise();
+    p.scope = &scope;
+    p.continuation = Continuation(static_cast<Joiner*>(this));
+  }
+  [[nodiscard]] TaskPromise<T>& outcome() const noexcept { return task_.handle().promise(); }
+
+ private:
+  void start() noexcept final { task_.handle().resume(); }
+  void drop() noexcept final { task_ = Task<T>(); }
+  Task<T> task_;
+};
+
+template <class T>
+class Child final : public TaskRecord<T> {
  public:
-  explicit Child(Task<T> task) { runner = run_child(std::move(task), slot); }
-  [[nodiscard]] std::exception_ptr error() const noexcept override { return slot.error; }
-  ChildSlot<T> slot;
+  explicit Child(Task<T> task) noexcept : TaskRecord<T>(std::move(task)) {}
+  [[nodiscard]] std::exception_ptr error() const noexcept override { return this->outcome().error; }
+  /// The task's result: its value (moved out once) or its exception.
+  [[nodiscard]] TaskPromise<T>& result() const noexcept { return this->outcome(); }
+  WaitList joiners;  ///< coroutines awaiting a handle of this task
+
+ private:
+  void ending() noexcept override { joiners.complete_all(); }
 };
 
 /// The set of tasks that one owner started: a group's children, or a loop's detached tasks.
@@ -107,11 +137,16 @@ class TaskSet {
   template <class T>
   Child<T>* start(Task<T> task) {
     if (!task.valid()) throw std::invalid_argument("sockpat: create_task of an empty Task");
-    auto* c = new Child<T>(std::move(task));
+    return start_record(new Child<T>(std::move(task)));
+  }
+  /// start() of a record the caller made (a TaskRecord of its own): the set takes the reference
+  /// it was made with, and the caller gets one more, as from start().
+  template <class C>
+  C* start_record(C* c) noexcept {
     link(c);
-    if (cancelled_) c->runner.scope().cancel();
+    if (cancelled_) c->scope.cancel();
     c->retain();
-    c->runner.start(c);
+    static_cast<ChildBase*>(c)->start();
     return c;
   }
   /// Takes over a running task of a set that is going (with the set's reference to it).
@@ -137,7 +172,7 @@ class TaskSet {
     while (ChildBase* c = head_) {
       unlink(c);
       c->set = nullptr;
-      c->runner = Runner();
+      c->drop();
       c->release();
     }
   }
@@ -149,6 +184,8 @@ class TaskSet {
 
   /// The owner's hooks, given `context`: each failure as it happens (the loop reports them), and
   /// the set becoming empty (a server checks whether it has closed). Either may be empty.
+  /// on_empty is the set's last step: it may end the owner's life, set included (a server that
+  /// keeps itself alive while it has tasks).
   void (*on_failure)(void* context, std::exception_ptr) noexcept = nullptr;
   void (*on_empty)(void* context) noexcept = nullptr;
   void* context = nullptr;
@@ -186,7 +223,7 @@ class TaskSet {
     }
     if (size_ == 0) {
       empty_waiters.complete_all();
-      if (on_empty != nullptr) on_empty(context);
+      if (on_empty != nullptr) on_empty(context);  // last: it may destroy this set
     }
   }
 
@@ -199,10 +236,10 @@ class TaskSet {
 
 inline std::coroutine_handle<> ChildBase::arrive() noexcept {
   finished_ = true;
-  joiners.complete_all();
+  ending();
   if (TaskSet* s = std::exchange(set, nullptr)) s->ended(this);
-  // The set's reference. The runner's frame is suspended at its end, so it may be destroyed
-  // from here; the outcome lives on in the slot while a handle holds the task.
+  // The set's reference. The task's frame is suspended at its end, so it may be destroyed
+  // from here; the outcome lives on in its promise while a handle holds the task.
   release();
   return std::noop_coroutine();
 }
@@ -300,7 +337,7 @@ class TaskHandle {
     /// Cancelling the awaiting coroutine ends this wait, not the task.
     T await_resume() {
       check("TaskHandle wait");
-      auto& slot = c_->slot;
+      auto& slot = c_->result();
       if (slot.error) std::rethrow_exception(slot.error);
       if constexpr (!std::is_void_v<T>) {
         if (!slot.value) throw std::logic_error("sockpat: a TaskHandle's value was already taken");

@@ -522,6 +522,40 @@ TEST_CASE("a handler that throws is reported, its connection closed, and the ser
   CHECK(peers[0].port() != 0);  // the failure names its peer
 }
 
+TEST_CASE("a handler that outlives its dropped StreamServer is still reported, and its connection closed" *
+          doctest::timeout(30)) {
+  std::vector<std::string> reports;
+  on_loop([&]() -> sockpat::Task<void> {
+    auto handler = [](sockpat::StreamReader r, sockpat::StreamWriter) -> sockpat::Task<void> {
+      (void)co_await r.read_line();
+      throw std::runtime_error("failed after the server was dropped");
+    };
+    sockpat::StreamServerOptions options;
+    options.grace = 10s;  // the close lets the handler run on
+    options.on_error = [&](std::exception_ptr e, const sockpat::Endpoint&) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& x) {
+        reports.emplace_back(x.what());
+      }
+    };
+    sockpat::StreamReader r;
+    sockpat::StreamWriter w;
+    {
+      auto server = co_await sockpat::start_server(handler, "127.0.0.1", 0, options);
+      auto streams = co_await sockpat::open_connection("127.0.0.1", server.local_endpoint().port(), 5s);
+      r = std::move(streams.first);
+      w = std::move(streams.second);
+      for (int i = 0; i < 1000 && server.connections() == 0; ++i) co_await sockpat::sleep(1ms);
+      REQUIRE(server.connections() == 1);
+    }  // dropped: closed, and its handler runs on through the grace
+    co_await sockpat::yield_now();  // the accept loop ends and lets go of the server
+    co_await w.write("go\n");
+    CHECK(co_await r.read(100) == "");  // the failed handler's connection is closed
+  });
+  CHECK(reports == std::vector<std::string>{"failed after the server was dropped"});
+}
+
 TEST_CASE("with a grace, closing the server stops accepting and cancels handlers after it" * doctest::timeout(30)) {
   bool handler_cancelled = false;
   on_loop([&]() -> sockpat::Task<void> {
