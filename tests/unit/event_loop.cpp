@@ -23,6 +23,20 @@
 #include "sockpat/sync.hpp"  // Event: a wait that only cancelling ends
 #include "sockpat/task_group.hpp"
 
+// ThreadSanitizer's static runtime defines the global operator new too (the link fails), so
+// under TSan the out-of-memory test below is left out; every other build runs it.
+#if defined(__SANITIZE_THREAD__)
+#define SOCKPAT_TEST_REPLACES_NEW 0
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SOCKPAT_TEST_REPLACES_NEW 0
+#endif
+#endif
+#ifndef SOCKPAT_TEST_REPLACES_NEW
+#define SOCKPAT_TEST_REPLACES_NEW 1
+#endif
+
+#if SOCKPAT_TEST_REPLACES_NEW
 namespace {
 // Set by a test to make every allocation of this thread fail, as a loop out of memory sees.
 thread_local bool refuse_allocations = false;
@@ -36,6 +50,7 @@ thread_local bool refuse_allocations = false;
 }
 [[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
 [[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#endif
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
@@ -274,6 +289,7 @@ TEST_CASE("destroying the loop ends a task that catches operation_canceled and w
   never.set();  // no waiter of the destroyed task is left in it
 }
 
+#if SOCKPAT_TEST_REPLACES_NEW
 TEST_CASE("a loop out of memory to queue a coroutine still never resumes it inside the call that woke it" *
           doctest::timeout(10)) {
   constexpr int waiters = 200;
@@ -302,6 +318,7 @@ TEST_CASE("a loop out of memory to queue a coroutine still never resumes it insi
   CHECK(resumed_inside_set == 0);  // a resumption inside set() could destroy the event under it
   CHECK(resumed == waiters);
 }
+#endif
 
 TEST_CASE("1000 concurrent connections on one loop each get their own bytes back" * doctest::timeout(60)) {
   constexpr std::size_t clients = 1000;
