@@ -206,10 +206,12 @@ echo "   $out"
 unset PKG_CONFIG_PATH
 
 step "copy-the-include-folder consumer"
-rm -rf "$work/copy" && mkdir -p "$work/copy/third_party/sockpat" && cp "$here/app.cpp" "$work/copy/"
+# The README's three lines as written, from an empty folder (third_party/ is theirs to make).
+rm -rf "$work/copy" && mkdir -p "$work/copy" && cp "$here/app.cpp" "$work/copy/"
 ln -s "$src" "$work/copy/sockpat"
-(cd "$work/copy" && cp -r sockpat/include third_party/sockpat/ &&
+(cd "$work/copy" && mkdir -p third_party/sockpat && cp -r sockpat/include third_party/sockpat/ &&
   c++ -std=c++20 -Ithird_party/sockpat/include app.cpp -o app) || fail "bare c++ compile"
+[[ -f $work/copy/third_party/sockpat/include/sockpat.hpp ]] || fail "the copied headers are not in third_party/sockpat/include"
 run_app "$work/copy/app"
 
 step "meson install as the main project: headers, sockpat.pc and the license, as CMake's"
