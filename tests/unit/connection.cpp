@@ -185,10 +185,15 @@ TEST_CASE("ConnectOptions::timeout counts from each connect, so options can be k
   sockpat::ConnectOptions o;
   o.timeout = 200ms;
   const auto start = std::chrono::steady_clock::now();
-  CHECK_THROWS_WITH_AS((void)sockpat::TcpConnection::connect(silent.endpoint(), o),
-                       ("connect " + silent.endpoint().to_string() + " after 200 ms: " +
-                        std::make_error_code(std::errc::timed_out).message()).c_str(),
-                       std::system_error);
+  // The reason's words are the platform's (MinGW's generic category has no text for timed_out):
+  // the operation, the peer and the timeout are ours, the code is checked apart.
+  try {
+    (void)sockpat::TcpConnection::connect(silent.endpoint(), o);
+    FAIL("the connect to a listener that never takes it succeeded");
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == std::errc::timed_out);
+    CHECK(std::string(e.what()).rfind("connect " + silent.endpoint().to_string() + " after 200 ms: ", 0) == 0);
+  }
   CHECK(std::chrono::steady_clock::now() - start >= 200ms);
   std::error_code ec;
   auto c = sockpat::TcpConnection::connect(listener.local_endpoint(), o, ec);

@@ -937,7 +937,9 @@ TEST_CASE("closing a writer with bytes buffered on a thread with no loop release
     for (int i = 0; i < 100000 && w.try_write(block); ++i) taken += block.size();
     REQUIRE(w.buffered() > 0);  // the peer does not read yet: the kernel's buffers are full
   }  // the last writer closes, and no loop will ever send what it holds
-  CHECK(test::open_descriptors() == before - 1);
+  // Wine does not count sockets as process handles (the count stays put); the end of stream
+  // the peer reads below shows the close there.
+  if (!test::running_under_wine()) CHECK(test::open_descriptors() == before - 1);
   // The peer reads what was sent, then end of stream.
   std::array<char, 65536> buf{};
   std::size_t got = 0;
