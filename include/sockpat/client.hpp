@@ -119,7 +119,7 @@ template <StreamProtocol P>
   std::vector<detail::AttemptError> tried;
   std::error_code ec;
   auto c = detail::retry_by_name<P>(host, port, d, retry, tried, ec);
-  if (ec && tried.empty()) detail::throw_error(ec, "connect " + std::string(host) + ':' + std::to_string(port));
+  if (ec && tried.empty()) detail::throw_error(ec, "connect " + detail::host_port(host, port));
   if (ec) detail::throw_error(ec, detail::describe_attempts("connect (with retries)", host, port, tried));
   return c;
 }

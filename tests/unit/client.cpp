@@ -112,3 +112,15 @@ TEST_CASE("request exchanges one framed message with a server" * doctest::timeou
   server.get();
 }
 }
+
+TEST_CASE("connect_with_retry by name: an IPv6 literal keeps its brackets in the message" * doctest::timeout(60)) {
+  std::stop_source stop;
+  stop.request_stop();  // no attempt starts: the message is the one for "nothing tried"
+  std::string what;
+  try {
+    (void)sockpat::connect_with_retry<sockpat::Tcp>("::1", 9, sockpat::Deadline(10s, stop.get_token()));
+  } catch (const std::system_error& e) {
+    what = e.what();
+  }
+  CHECK(what.find("[::1]:9") != std::string::npos);
+}
