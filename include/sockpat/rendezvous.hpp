@@ -19,8 +19,9 @@ struct RendezvousOptions {
 
 /// Connects this peer at `local` with the peer at `remote`, as the seed's peer does by binding its
 /// own port and then connecting, but so that the start order does not matter: it listens on
-/// `local` (SO_REUSEPORT) and dials `remote` from that same port, retrying refusals with
-/// exponential backoff and jitter, until a connection exists or `d` runs out.
+/// `local` and dials `remote` from that same port (SO_REUSEPORT), retrying refusals with
+/// exponential backoff and jitter, until a connection exists or `d` runs out. The port is
+/// claimed (ListenOptions::claim_port): one already in use fails with address_in_use at once.
 ///
 /// Both directions use the same pair of endpoints, and TCP allows one connection per pair, so the
 /// two peers always end with the same, single connection, be it the one this side dialed, the one
@@ -28,9 +29,9 @@ struct RendezvousOptions {
 /// another caller is closed. A peer that only dials from `remote` (the seed's Python peer) works too.
 /// Throws std::system_error (timed_out, operation_canceled) naming both endpoints.
 ///
-/// The overloads taking a `listener` use one the caller bound with ListenOptions::reuse_port
-/// (without it every dial fails with address_in_use), so a program can report the port it
-/// listens on, or a bind error, before the rendezvous starts.
+/// The overloads taking a `listener` use one the caller bound with ListenOptions::claim_port (or
+/// reuse_port; without either every dial fails with address_in_use), so a program can report
+/// the port it listens on, or a bind error, before the rendezvous starts.
 [[nodiscard]] inline TcpConnection rendezvous(TcpListener& listener, const Endpoint& remote, Deadline d,
                                               std::error_code& ec, const RendezvousOptions& options = {}) noexcept {
   const auto here = listener.local_endpoint(ec);  // the real port when it was bound to port 0
@@ -69,7 +70,7 @@ struct RendezvousOptions {
 [[nodiscard]] inline TcpConnection rendezvous(const Endpoint& local, const Endpoint& remote, Deadline d,
                                               std::error_code& ec, const RendezvousOptions& options = {}) noexcept {
   ListenOptions lo;
-  lo.reuse_port = true;
+  lo.claim_port = true;
   auto listener = TcpListener::bind(local, lo, ec);
   if (ec) return {};
   return rendezvous(listener, remote, d, ec, options);

@@ -126,6 +126,31 @@ TEST_CASE("a rendezvous nobody comes to ends with timed_out within its deadline"
                        std::system_error);
 }
 
+TEST_CASE("a second rendezvous on a port already waiting fails with address_in_use instead of sharing it") {
+  const auto ea = free_endpoint();
+  const auto eb = free_endpoint();
+  std::stop_source stop;
+  auto fa = std::async(std::launch::async, [&] {
+    std::error_code ec;
+    (void)sockpat::rendezvous(ea, eb, sockpat::Deadline(20s, stop.get_token()), ec);
+    return ec;
+  });
+  // Wait until the first one listens: a stranger's connect is accepted (and closed) by it.
+  std::error_code ec;
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  do {
+    (void)sockpat::TcpConnection::connect(ea, sockpat::ConnectOptions::with_deadline(1s), ec);
+  } while (ec && std::chrono::steady_clock::now() < until);
+  REQUIRE_FALSE(ec);
+  const auto start = std::chrono::steady_clock::now();
+  (void)sockpat::rendezvous(ea, eb, 5s, ec);
+  CHECK(ec == std::errc::address_in_use);
+  CHECK(std::chrono::steady_clock::now() - start < 2s);  // refused at once, not after the deadline
+  stop.request_stop();
+  REQUIRE(fa.wait_for(20s) == std::future_status::ready);
+  CHECK(fa.get() == std::errc::operation_canceled);
+}
+
 TEST_CASE("a rendezvous on a listener the caller bound to port 0 meets its peer at the bound port") {
   sockpat::ListenOptions options;
   options.reuse_port = true;
