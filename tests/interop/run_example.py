@@ -1051,7 +1051,9 @@ def scenario_chat_server(b):
     server = Server(bin_path(b, 'chat_server') + ['--port', '0', '--drop-after', '500'])
     dead = socket.create_connection(('127.0.0.1', server.port), timeout=TIMEOUT)
     dead_name = '%s:%d' % dead.getsockname()[:2]
-    per_client = (50 << 20) // 1024 // 3
+    # Under Wine the same clients move about half as fast (16,800 of 17,470 lines each in 35 s):
+    # half the volume there, still fifty times what gets the fourth client dropped.
+    per_client = ((25 if RUNNER else 50) << 20) // 1024 // 3
     chatters = [Chatter(server.port, i, range(3), per_client) for i in range(3)]
     wait_in_log(server, '(4 here)')  # every line from now on goes to all four
     chat_together(server, chatters, 35)
