@@ -201,14 +201,14 @@ TEST_CASE("a stream over a transport echoes 4 MiB byte-exact, through every read
         CHECK(co_await reader.read(100) == "e\n");
         const std::string big = pattern(4 << 20);
         std::string back;
-        sockpat::TaskGroup group;
-        (void)group.create_task(write_in_pieces(writer, big, 100'000));
-        for (int i = 0; i < 100'000; ++i) {
-          const auto chunk = co_await reader.read_chunk();
-          if (chunk.empty()) break;
-          back.append(reinterpret_cast<const char*>(chunk.data()), chunk.size());
-        }
-        co_await group.join();
+        co_await sockpat::with_task_group([&](sockpat::TaskGroup& group) -> sockpat::Task<void> {
+          (void)group.create_task(write_in_pieces(writer, big, 100'000));
+          for (int i = 0; i < 100'000; ++i) {
+            const auto chunk = co_await reader.read_chunk();
+            if (chunk.empty()) break;
+            back.append(reinterpret_cast<const char*>(chunk.data()), chunk.size());
+          }
+        });
         CHECK(back.size() == big.size());
         CHECK(back == big);
         CHECK(reader.at_eof());  // the server's ending arrived: a clean end
