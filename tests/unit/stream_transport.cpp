@@ -192,7 +192,9 @@ TEST_CASE("a stream over a transport echoes 4 MiB byte-exact, through every read
   test::run_bounded(
       []() -> sockpat::Task<void> {
         auto server = framed_server(echo);
-        auto [reader, writer] = co_await framed_client(server.local_endpoint().port());
+        auto streams = co_await framed_client(server.local_endpoint().port());  // a pair: the group's body uses it
+        auto& reader = streams.first;
+        auto& writer = streams.second;
         co_await writer.write("first line\nsecond line\n");
         CHECK(co_await reader.read_line() == "first line\n");
         CHECK(co_await reader.read_exactly(7) == "second ");
