@@ -1,5 +1,6 @@
-// sockpat: structured concurrency. TaskGroup (asyncio's TaskGroup, trio's nursery) and the
-// TaskHandle its create_task returns; when_any, gather_settled and the Outcome they report.
+// sockpat: structured concurrency. TaskGroup (asyncio's TaskGroup, trio's nursery), which only
+// with_task_group makes, and the TaskHandle its create_task returns; when_any, gather_settled
+// and the Outcome they report.
 #ifndef SOCKPAT_TASK_GROUP_HPP
 #define SOCKPAT_TASK_GROUP_HPP
 
@@ -9,7 +10,7 @@
 #include <optional>      // std::optional
 #include <stdexcept>     // std::logic_error, std::invalid_argument
 #include <system_error>  // std::system_error, std::errc
-#include <type_traits>   // std::is_void_v, std::decay_t, std::is_invocable_r_v
+#include <type_traits>   // std::is_void_v, std::decay_t
 #include <utility>       // std::move, std::exchange, std::pair, std::forward
 #include <vector>        // std::vector
 
@@ -359,7 +360,7 @@ class TaskHandle {
 
 class TaskGroup;
 template <class F>
-  requires std::is_invocable_r_v<Task<void>, F&, TaskGroup&>
+  requires detail::task_factory<F, TaskGroup>
 Task<void> with_task_group(F body);
 
 /// asyncio's TaskGroup, trio's nursery: the tasks started in it (create_task) run side by side,
@@ -397,7 +398,7 @@ class TaskGroup {
 
  private:
   template <class F>
-    requires std::is_invocable_r_v<Task<void>, F&, TaskGroup&>
+    requires detail::task_factory<F, TaskGroup>
   friend Task<void> with_task_group(F body);
 
   TaskGroup() = default;
@@ -438,7 +439,7 @@ class TaskGroup {
 /// with the body, before that wait: what the children share lives in the caller (or is theirs,
 /// by create_task(f, args...)); a body that must wait for some children nests a with_task_group.
 template <class F>
-  requires std::is_invocable_r_v<Task<void>, F&, TaskGroup&>
+  requires detail::task_factory<F, TaskGroup>
 Task<void> with_task_group(F body) {
   TaskGroup group;
   std::exception_ptr error;

@@ -166,6 +166,10 @@ concept joinable = requires(G& g) { g.join(); };
 static_assert(!std::is_default_constructible_v<sockpat::TaskGroup>);
 static_assert(!std::is_copy_constructible_v<sockpat::TaskGroup> && !std::is_move_constructible_v<sockpat::TaskGroup>);
 static_assert(!joinable<sockpat::TaskGroup>);
+template <class F>
+concept group_body = requires(F f) { sockpat::with_task_group(f); };
+static_assert(group_body<sockpat::Task<void> (*)(sockpat::TaskGroup&)> && group_body<sockpat::Task<int> (*)(sockpat::TaskGroup&)>);
+static_assert(!group_body<void (*)(sockpat::TaskGroup&)> && !group_body<sockpat::Task<void> (*)()>);
 static_assert(move_only_nothrow<sockpat::StreamWriter> && move_only_nothrow<sockpat::StreamServer>);
 
 // The async_ members build their awaiters without throwing (errors surface when awaited).
