@@ -701,51 +701,53 @@ class Connection : private detail::KernelWaitStop, private Socket<P> {
   static Task<Connection> async_race(std::vector<Endpoint> order, ConnectOptions o,
                                      std::vector<detail::AttemptError>& tried, std::error_code& ec) {
     Queue<Attempted> done(order.size() + 1);
-    TaskGroup attempts;
     std::optional<Connection> won;
     std::error_code cancelled;
-    std::size_t next = 0;
-    std::size_t live = 0;
-    auto next_start = std::chrono::steady_clock::now();
-    while (!won) {
-      const auto now = std::chrono::steady_clock::now();
-      if (o.deadline.stop_token().stop_requested() || now >= o.deadline.time()) next = order.size();  // start no more
-      if (next < order.size() && (live == 0 || (o.attempt_delay.count() > 0 && now >= next_start))) {
-        const std::size_t i = next++;
-        if (skipped(order[i], o)) continue;
-        attempts.create_task(attempt(order[i], i, o, done));
-        ++live;
-        next_start = now + o.attempt_delay;
-        continue;
-      }
-      if (live == 0) break;
-      std::optional<Attempted> got;
-      if (next < order.size() && o.attempt_delay.count() > 0) {
-        auto r = co_await as_result(wait_for(done.get(), next_start - now));
-        if (r) {
+    // The losers have ended when with_task_group returns, whatever way the body ends; their
+    // sockets close with `done`. What the attempts use (`o`, `done`) is this frame's.
+    co_await with_task_group([&](TaskGroup& attempts) -> Task<void> {
+      std::size_t next = 0;
+      std::size_t live = 0;
+      auto next_start = std::chrono::steady_clock::now();
+      while (!won) {
+        const auto now = std::chrono::steady_clock::now();
+        if (o.deadline.stop_token().stop_requested() || now >= o.deadline.time()) next = order.size();  // start no more
+        if (next < order.size() && (live == 0 || (o.attempt_delay.count() > 0 && now >= next_start))) {
+          const std::size_t i = next++;
+          if (skipped(order[i], o)) continue;
+          attempts.create_task(attempt(order[i], i, o, done));
+          ++live;
+          next_start = now + o.attempt_delay;
+          continue;
+        }
+        if (live == 0) break;
+        std::optional<Attempted> got;
+        if (next < order.size() && o.attempt_delay.count() > 0) {
+          auto r = co_await as_result(wait_for(done.get(), next_start - now));
+          if (r) {
+            got.emplace(std::move(*r));
+          } else if (r.error() != std::errc::timed_out) {
+            cancelled = r.error();
+            break;
+          }
+        } else {
+          auto r = co_await as_result(done.get());
+          if (!r) {
+            cancelled = r.error();
+            break;
+          }
           got.emplace(std::move(*r));
-        } else if (r.error() != std::errc::timed_out) {
-          cancelled = r.error();
-          break;
         }
-      } else {
-        auto r = co_await as_result(done.get());
-        if (!r) {
-          cancelled = r.error();
-          break;
+        if (!got) continue;
+        --live;
+        if (got->error) {
+          tried.push_back({order[got->index], got->error});
+        } else {
+          won.emplace(std::move(got->socket));
         }
-        got.emplace(std::move(*r));
       }
-      if (!got) continue;
-      --live;
-      if (got->error) {
-        tried.push_back({order[got->index], got->error});
-      } else {
-        won.emplace(std::move(got->socket));
-      }
-    }
-    attempts.cancel();
-    co_await attempts.join();  // the losers have ended; their sockets close with `done`
+      attempts.cancel();
+    });
     if (cancelled) detail::throw_error(cancelled, "connect");
     if (won) {
       ec.clear();

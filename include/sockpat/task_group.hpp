@@ -1,5 +1,6 @@
-// sockpat: structured concurrency. TaskGroup (asyncio's TaskGroup, trio's nursery) and the
-// TaskHandle its create_task returns; when_any, gather_settled and the Outcome they report.
+// sockpat: structured concurrency. TaskGroup (asyncio's TaskGroup, trio's nursery), which only
+// with_task_group makes, and the TaskHandle its create_task returns; when_any, gather_settled
+// and the Outcome they report.
 #ifndef SOCKPAT_TASK_GROUP_HPP
 #define SOCKPAT_TASK_GROUP_HPP
 
@@ -114,9 +115,9 @@ class TaskSet {
   TaskSet(const TaskSet&) = delete;
   TaskSet& operator=(const TaskSet&) = delete;
   ~TaskSet() {
-    // Its owner joins it first (a group's join, the loop's shutdown). A task still running
-    // here (its group was destroyed unjoined, after cancelling it) goes on unwinding on the
-    // loop, as one of the loop's own tasks: the loop reports its failure, cancels it and,
+    // Its owner joins it first (with_task_group's join, the loop's shutdown). A task still
+    // running here (its server or node was destroyed, after cancelling it) goes on unwinding
+    // on the loop, as one of the loop's own tasks: the loop reports its failure, cancels it and,
     // if it would not end, destroys it when it goes. When the loop is destroying its tasks
     // (this set's owner was one of them), the set's tasks are destroyed with it.
     LoopSets& loop = loop_sets();
@@ -357,21 +358,19 @@ class TaskHandle {
   detail::Child<T>* c_ = nullptr;
 };
 
-/// asyncio's TaskGroup, trio's nursery: tasks started in it (create_task) run side by side, and
-/// `co_await group.join()` ends the scope once every one has ended. The first failure
-/// cancels the others and join() rethrows it; every failure is kept (failures()).
-/// Cancelling the coroutine that waits in join() cancels the children, and join() still
-/// returns only after they have ended. A group must be joined before it is destroyed: a
-/// group destroyed with tasks still running (an exception left the scope first) cancels
-/// them, and they finish unwinding on the loop, as its own tasks; with_task_group() rules
-/// that out.
+class TaskGroup;
+template <class F>
+  requires detail::task_factory<F, TaskGroup>
+Task<void> with_task_group(F body);
+
+/// asyncio's TaskGroup, trio's nursery: the tasks started in it (create_task) run side by side,
+/// and the first failure cancels the others. Only with_task_group() makes one, and it ends only
+/// once every child has ended: no child outlives the group, by construction.
 /// Loop thread only.
 class TaskGroup {
  public:
-  TaskGroup() = default;
   TaskGroup(const TaskGroup&) = delete;
   TaskGroup& operator=(const TaskGroup&) = delete;
-  ~TaskGroup() { set_.cancel(); }
 
   /// Starts `task` now, as a child of the group. After the group failed or was cancelled,
   /// the task starts cancelled.
@@ -397,6 +396,20 @@ class TaskGroup {
   /// Every failure so far, first first (cancellations are not failures).
   [[nodiscard]] const std::vector<std::exception_ptr>& failures() const noexcept { return set_.failures(); }
 
+ private:
+  template <class F>
+    requires detail::task_factory<F, TaskGroup>
+  friend Task<void> with_task_group(F body);
+
+  TaskGroup() = default;
+  // Reached with children running only when with_task_group's frame is destroyed before it
+  // ends (a loop that is going destroys the tasks that would not end): the set destroys them.
+  ~TaskGroup() { set_.cancel(); }
+
+  // Waits until every child has ended, then rethrows the first failure; operation_canceled if
+  // the waiting coroutine was cancelled (its children were then cancelled, and have ended).
+  // with_task_group's alone: a child that joined its own group would wait for itself, and
+  // a body that must wait for some children before going on nests a with_task_group.
   class [[nodiscard]] JoinAwaiter {
    public:
     explicit JoinAwaiter(detail::TaskSet& s) noexcept : set_(s), wait_(s) {}
@@ -405,7 +418,6 @@ class TaskGroup {
     bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
       return wait_.await_suspend(h);
     }
-    /// Rethrows the first failure; otherwise operation_canceled if the join was cancelled.
     void await_resume() const {
       if (auto e = set_.first_failure()) std::rethrow_exception(e);
       wait_.await_resume();
@@ -415,17 +427,19 @@ class TaskGroup {
     detail::TaskSet& set_;
     detail::SetJoin wait_;
   };
-  /// Waits until every child has ended, then rethrows the first failure, if any.
   [[nodiscard]] JoinAwaiter join() noexcept { return JoinAwaiter(set_); }
 
- private:
   detail::TaskSet set_{true};
 };
 
-/// Runs `body(group)` and joins the group, whatever way the body ends: the scoped form, in
-/// which no child can outlive the call. An exception from the body cancels the children and is
-/// rethrown after they have ended; otherwise the group's first failure is.
+/// Runs `body(group)` with a new group, then waits until the group's children have ended,
+/// whatever way the body ended: an exception from the body cancels them and is rethrown after
+/// they have ended; otherwise the group's first failure is. Cancelling the caller cancels the
+/// children, and the call still returns only after they have ended. The body's own locals end
+/// with the body, before that wait: what the children share lives in the caller (or is theirs,
+/// by create_task(f, args...)); a body that must wait for some children nests a with_task_group.
 template <class F>
+  requires detail::task_factory<F, TaskGroup>
 Task<void> with_task_group(F body) {
   TaskGroup group;
   std::exception_ptr error;
@@ -517,11 +531,10 @@ template <class T>
 Task<std::pair<std::size_t, Outcome<T>>> when_any(std::vector<Task<T>> tasks) {
   if (tasks.empty()) throw std::invalid_argument("sockpat: when_any of no tasks");
   detail::AnyState<T> state;
-  {
-    TaskGroup group;
+  co_await with_task_group([&](TaskGroup& group) -> Task<void> {
     for (std::size_t i = 0; i < tasks.size(); ++i) group.create_task(detail::race(std::move(tasks[i]), i, state, group));
-    co_await group.join();
-  }
+    co_return;
+  });
   co_return std::pair<std::size_t, Outcome<T>>(state.winner, std::move(state.outcome));
 }
 

@@ -157,6 +157,19 @@ static_assert(awaitable_as_lvalue<TimedGather>);
 using TwiceTimed = decltype(sockpat::wait_for(std::declval<TimedChunk>(), std::chrono::seconds(2)));
 static_assert(awaitable_as_rvalue<TwiceTimed> && !awaitable_as_lvalue<TwiceTimed>);
 static_assert(!std::is_copy_constructible_v<sockpat::EventLoop> && !std::is_move_constructible_v<sockpat::EventLoop>);
+// A TaskGroup exists only as the argument of with_task_group's body, which joins it whatever way
+// the body ends (trio's nursery): `sockpat::TaskGroup g;` does not compile, so no group is left
+// unjoined with its children running on; nor is it copied or moved out of the body, or joined
+// from inside (a child that joined its own group would wait for itself).
+template <class G>
+concept joinable = requires(G& g) { g.join(); };
+static_assert(!std::is_default_constructible_v<sockpat::TaskGroup>);
+static_assert(!std::is_copy_constructible_v<sockpat::TaskGroup> && !std::is_move_constructible_v<sockpat::TaskGroup>);
+static_assert(!joinable<sockpat::TaskGroup>);
+template <class F>
+concept group_body = requires(F f) { sockpat::with_task_group(f); };
+static_assert(group_body<sockpat::Task<void> (*)(sockpat::TaskGroup&)> && group_body<sockpat::Task<int> (*)(sockpat::TaskGroup&)>);
+static_assert(!group_body<void (*)(sockpat::TaskGroup&)> && !group_body<sockpat::Task<void> (*)()>);
 static_assert(move_only_nothrow<sockpat::StreamWriter> && move_only_nothrow<sockpat::StreamServer>);
 
 // The async_ members build their awaiters without throwing (errors surface when awaited).

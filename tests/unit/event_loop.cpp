@@ -299,21 +299,22 @@ TEST_CASE("a loop out of memory to queue a coroutine still never resumes it insi
   sockpat::EventLoop loop;
   loop.run_until_complete([&]() -> sockpat::Task<void> {
     sockpat::Event event;
-    sockpat::TaskGroup group;
-    for (int i = 0; i < waiters; ++i) {
-      group.create_task([&]() -> sockpat::Task<void> {
-        co_await event.wait();
-        ++resumed;  // allocates nothing: it may run while allocations are refused
-        if (inside_set) ++resumed_inside_set;
-      });
-    }
-    // The loop's ready queue has never held more than a few: waking 200 must grow it.
-    inside_set = true;
-    refuse_allocations = true;
-    event.set();
-    refuse_allocations = false;
-    inside_set = false;
-    co_await group.join();
+    co_await sockpat::with_task_group([&](sockpat::TaskGroup& group) -> sockpat::Task<void> {
+      for (int i = 0; i < waiters; ++i) {
+        group.create_task([&]() -> sockpat::Task<void> {
+          co_await event.wait();
+          ++resumed;  // allocates nothing: it may run while allocations are refused
+          if (inside_set) ++resumed_inside_set;
+        });
+      }
+      // The loop's ready queue has never held more than a few: waking 200 must grow it.
+      inside_set = true;
+      refuse_allocations = true;
+      event.set();
+      refuse_allocations = false;
+      inside_set = false;
+      co_return;
+    });
   }());
   CHECK(resumed_inside_set == 0);  // a resumption inside set() could destroy the event under it
   CHECK(resumed == waiters);

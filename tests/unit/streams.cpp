@@ -729,32 +729,35 @@ TEST_CASE("try_write and write of 16 MiB with a 4 KiB send buffer and a reader t
     for (const bool whole : {true, false}) {
       CAPTURE(whole);
       auto pair = test::connected_pair();
-      auto [reader, writer] = sockpat::make_streams(std::move(pair.client));
-      auto [peer_reader, peer_writer] = sockpat::make_streams(std::move(pair.server));
+      auto mine = sockpat::make_streams(std::move(pair.client));  // not structured bindings: clang 14 cannot capture those in a lambda
+      auto theirs = sockpat::make_streams(std::move(pair.server));
+      auto& writer = mine.second;
+      auto& peer_reader = theirs.first;
+      auto& peer_writer = theirs.second;
       const auto fd = sockpat::detail::StreamAccess::of(writer)->fd();
       REQUIRE_FALSE(sockpat::detail::set_int_option(fd, sockpat::detail::option::send_buffer, 4096));
-      sockpat::TaskGroup group;
-      (void)group.create_task([](sockpat::StreamWriter& w, const std::string& data, bool at_once) -> sockpat::Task<void> {
-        if (at_once) {
-          CHECK(w.try_write(data));  // a fresh stream takes a message whole
-        } else {
-          co_await w.write(data);
-        }
-        w.close();
-        co_await w.wait_closed();
-      }(writer, big, whole));
-      // The reader starts once the writer holds what the kernel would not take.
-      for (int i = 0; i < 2000 && writer.buffered() < 32 * 1024; ++i) co_await sockpat::sleep(1ms);
-      CHECK(writer.buffered() >= 32 * 1024);
-      // Then a buffer that lets the rest through quickly (4 KiB takes a second per MiB).
-      CHECK_FALSE(sockpat::detail::set_int_option(fd, sockpat::detail::option::send_buffer, 1 << 20));
       std::string received;
-      for (int i = 0; i < 10'000'000; ++i) {
-        const auto chunk = co_await peer_reader.read_chunk();
-        if (chunk.empty()) break;
-        received.append(reinterpret_cast<const char*>(chunk.data()), chunk.size());
-      }
-      co_await group.join();
+      co_await sockpat::with_task_group([&](sockpat::TaskGroup& group) -> sockpat::Task<void> {
+        (void)group.create_task([](sockpat::StreamWriter& w, const std::string& data, bool at_once) -> sockpat::Task<void> {
+          if (at_once) {
+            CHECK(w.try_write(data));  // a fresh stream takes a message whole
+          } else {
+            co_await w.write(data);
+          }
+          w.close();
+          co_await w.wait_closed();
+        }(writer, big, whole));
+        // The reader starts once the writer holds what the kernel would not take.
+        for (int i = 0; i < 2000 && writer.buffered() < 32 * 1024; ++i) co_await sockpat::sleep(1ms);
+        CHECK(writer.buffered() >= 32 * 1024);
+        // Then a buffer that lets the rest through quickly (4 KiB takes a second per MiB).
+        CHECK_FALSE(sockpat::detail::set_int_option(fd, sockpat::detail::option::send_buffer, 1 << 20));
+        for (int i = 0; i < 10'000'000; ++i) {
+          const auto chunk = co_await peer_reader.read_chunk();
+          if (chunk.empty()) break;
+          received.append(reinterpret_cast<const char*>(chunk.data()), chunk.size());
+        }
+      });
       peer_writer.close();
       CHECK(received.size() == big.size());
       CHECK((received == big));  // byte-exact, in order
@@ -997,7 +1000,9 @@ TEST_CASE("the idle timeout closes a silent client while an active one keeps bei
     const int port = server.local_endpoint().port();
     const auto start = std::chrono::steady_clock::now();
     auto silent = co_await sockpat::open_connection("127.0.0.1", port, 5s);  // a pair: lambdas capture it
-    auto [r, w] = co_await sockpat::open_connection("127.0.0.1", port, 5s);
+    auto active = co_await sockpat::open_connection("127.0.0.1", port, 5s);  // a pair: the group's body uses it
+    auto& r = active.first;
+    auto& w = active.second;
     sockpat::Event silent_closed;
     std::chrono::steady_clock::duration silent_lived{};
     auto watch_silent = [&]() -> sockpat::Task<void> {
@@ -1005,21 +1010,21 @@ TEST_CASE("the idle timeout closes a silent client while an active one keeps bei
       silent_lived = std::chrono::steady_clock::now() - start;
       silent_closed.set();
     };
-    sockpat::TaskGroup group;
-    group.create_task(watch_silent());
-    // The active client: a line every 50 ms for 600 ms, three idle timeouts, each echoed.
-    int echoed = 0;
-    for (int i = 0; i < 12; ++i) {
-      const std::string line = "line " + std::to_string(i) + "\n";
-      co_await w.write(line);
-      if (co_await sockpat::wait_for(r.read_line(), 5s) == line) ++echoed;
-      co_await sockpat::sleep(50ms);
-    }
-    CHECK(echoed == 12);
-    co_await sockpat::wait_for(silent_closed.wait(), 5s);
+    co_await sockpat::with_task_group([&](sockpat::TaskGroup& group) -> sockpat::Task<void> {
+      group.create_task(watch_silent());
+      // The active client: a line every 50 ms for 600 ms, three idle timeouts, each echoed.
+      int echoed = 0;
+      for (int i = 0; i < 12; ++i) {
+        const std::string line = "line " + std::to_string(i) + "\n";
+        co_await w.write(line);
+        if (co_await sockpat::wait_for(r.read_line(), 5s) == line) ++echoed;
+        co_await sockpat::sleep(50ms);
+      }
+      CHECK(echoed == 12);
+      co_await sockpat::wait_for(silent_closed.wait(), 5s);
+    });
     CHECK(silent_lived >= 200ms);
     CHECK(silent_lived < 2s);
-    co_await group.join();
     for (int i = 0; i < 1000 && server.stats().timed_out == 0; ++i) co_await sockpat::sleep(1ms);
     CHECK(server.stats().timed_out == 1);
     CHECK(server.stats().handler_errors == 0);

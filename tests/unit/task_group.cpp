@@ -8,7 +8,8 @@
 #include <algorithm>     // std::sort
 #include <chrono>        // std::chrono_literals
 #include <cstddef>       // std::size_t
-#include <exception>     // std::exception_ptr
+#include <exception>     // std::rethrow_exception
+#include <memory>        // std::make_unique
 #include <stdexcept>     // std::runtime_error
 #include <string>        // std::string
 #include <system_error>  // std::system_error
@@ -56,47 +57,57 @@ sockpat::Task<int> value_after(std::chrono::milliseconds d, int v) {
 }  // namespace
 
 TEST_SUITE("task_group") {
-TEST_CASE("a child's failure cancels its siblings, join rethrows it, and no task is left" * doctest::timeout(10)) {
+TEST_CASE("a child's failure cancels its siblings, with_task_group rethrows it, and no task is left" *
+          doctest::timeout(10)) {
   test::run_bounded([]() -> sockpat::Task<void> {
     sockpat::Event never;
     int cancelled = 0;
     int released = 0;
-    sockpat::TaskGroup group;
-    for (int i = 0; i < 3; ++i) group.create_task(wait_forever(never, cancelled, released));
-    group.create_task(fail_after(2ms, "child failed"));
-    CHECK(group.size() == 4);
-    CHECK_THROWS_WITH_AS(co_await group.join(), "child failed", std::runtime_error);
-    CHECK(group.size() == 0);
+    CHECK_THROWS_WITH_AS(co_await sockpat::with_task_group([&](sockpat::TaskGroup& group) -> sockpat::Task<void> {
+      auto sibling = group.create_task(wait_forever(never, cancelled, released));
+      for (int i = 0; i < 2; ++i) group.create_task(wait_forever(never, cancelled, released));
+      group.create_task(fail_after(2ms, "child failed"));
+      CHECK(group.size() == 4);
+      CHECK_THROWS_AS(co_await sibling, std::system_error);  // cancelled by the failure
+      CHECK(group.cancelled());
+      CHECK(group.failures().size() == 1);  // the siblings' cancellations are not failures
+    }),
+                         "child failed", std::runtime_error);
     CHECK(cancelled == 3);
     CHECK(released == 3);
-    CHECK(group.failures().size() == 1);  // the siblings' cancellations are not failures
   });
 }
 
-TEST_CASE("every failure is kept; join rethrows the first" * doctest::timeout(10)) {
+TEST_CASE("every failure is kept; with_task_group rethrows the first" * doctest::timeout(10)) {
   test::run_bounded([]() -> sockpat::Task<void> {
-    sockpat::TaskGroup group;
-    // Both fail in the same loop round, before the first failure's cancel can reach the second.
-    group.create_task([]() -> sockpat::Task<void> { throw std::runtime_error("first"); co_return; }());
-    group.create_task([]() -> sockpat::Task<void> { throw std::runtime_error("second"); co_return; }());
-    CHECK_THROWS_WITH_AS(co_await group.join(), "first", std::runtime_error);
-    REQUIRE(group.failures().size() == 2);
-    CHECK_THROWS_WITH_AS(std::rethrow_exception(group.failures()[1]), "second", std::runtime_error);
+    CHECK_THROWS_WITH_AS(co_await sockpat::with_task_group([](sockpat::TaskGroup& group) -> sockpat::Task<void> {
+      // Both fail as they start, before the first failure's cancel can reach the second.
+      group.create_task([]() -> sockpat::Task<void> { throw std::runtime_error("first"); co_return; }());
+      group.create_task([]() -> sockpat::Task<void> { throw std::runtime_error("second"); co_return; }());
+      REQUIRE(group.failures().size() == 2);
+      CHECK_THROWS_WITH_AS(std::rethrow_exception(group.failures()[1]), "second", std::runtime_error);
+      co_return;
+    }),
+                         "first", std::runtime_error);
   });
 }
 
 TEST_CASE("spawn returns a handle to await for the result, and a group that succeeds joins quietly" *
           doctest::timeout(10)) {
   test::run_bounded([]() -> sockpat::Task<void> {
-    sockpat::TaskGroup group;
-    auto a = group.create_task(value_after(3ms, 1));
-    auto b = group.create_task(value_after(1ms, 2));
-    CHECK_FALSE(a.done());
-    CHECK(co_await b == 2);
-    CHECK(co_await a == 1);
-    CHECK(a.done());
-    co_await group.join();
-    CHECK(group.failures().empty());
+    sockpat::TaskHandle<int> kept;
+    co_await sockpat::with_task_group([&](sockpat::TaskGroup& group) -> sockpat::Task<void> {
+      auto a = group.create_task(value_after(3ms, 1));
+      auto b = group.create_task(value_after(1ms, 2));
+      kept = group.create_task(value_after(2ms, 3));
+      CHECK_FALSE(a.done());
+      CHECK(co_await b == 2);
+      CHECK(co_await a == 1);
+      CHECK(a.done());
+      CHECK(group.failures().empty());
+    });
+    CHECK(kept.done());
+    CHECK(co_await kept == 3);  // a handle outlives its group
   });
 }
 
@@ -106,18 +117,20 @@ TEST_CASE("cancelling a handle ends that task with operation_canceled, and is no
     sockpat::Event never;
     int cancelled = 0;
     int released = 0;
-    sockpat::TaskGroup group;
-    auto h = group.create_task(wait_forever(never, cancelled, released));
-    auto other = group.create_task(value_after(2ms, 7));
-    co_await sockpat::sleep(1ms);
-    h.cancel();
-    try {
-      co_await h;
-      FAIL("a cancelled task's handle should rethrow operation_canceled");
-    } catch (const std::system_error& e) {
-      CHECK(e.code() == std::errc::operation_canceled);
-    }
-    co_await group.join();  // does not throw
+    sockpat::TaskHandle<int> other;
+    co_await sockpat::with_task_group([&](sockpat::TaskGroup& group) -> sockpat::Task<void> {
+      auto h = group.create_task(wait_forever(never, cancelled, released));
+      other = group.create_task(value_after(2ms, 7));
+      co_await sockpat::sleep(1ms);
+      h.cancel();
+      try {
+        co_await h;
+        FAIL("a cancelled task's handle should rethrow operation_canceled");
+      } catch (const std::system_error& e) {
+        CHECK(e.code() == std::errc::operation_canceled);
+      }
+      CHECK_FALSE(group.cancelled());
+    });  // does not throw
     CHECK(co_await other == 7);  // the sibling was not cancelled
     CHECK(cancelled == 1);
     CHECK(released == 1);
@@ -209,21 +222,59 @@ TEST_CASE("when_any: the first to finish wins, the others are cancelled and have
   });
 }
 
-TEST_CASE("a group destroyed unjoined cancels its children, which then unwind on the loop" * doctest::timeout(10)) {
-  sockpat::Event never;
-  int cancelled = 0;
-  int released = 0;
-  sockpat::EventLoop loop;
-  loop.run_until_complete([&]() -> sockpat::Task<void> {
+TEST_CASE("with_task_group: the children of a body that throws have ended, their frames' cleanup run, before the caller "
+          "resumes" * doctest::timeout(10)) {
+  // Cleanup that reads the caller's state: were a child still unwinding when the caller went on
+  // and let that state go, ASan would name the read.
+  struct Trail {
+    std::vector<std::string>& log;
+    const std::string& owned;
+    const char* who;
+    ~Trail() { log.push_back(owned + who + " cleaned up"); }
+  };
+  std::vector<std::string> log;
+  test::run_bounded([&]() -> sockpat::Task<void> {
+    sockpat::Event never;
     {
-      sockpat::TaskGroup group;
-      group.create_task(wait_forever(never, cancelled, released));
-      co_await sockpat::sleep(1ms);
+      const auto owned = std::make_unique<std::string>(40, 'c');  // the caller's, on the heap
+      try {
+        co_await sockpat::with_task_group([&](sockpat::TaskGroup& group) -> sockpat::Task<void> {
+          group.create_task([&]() -> sockpat::Task<void> {
+            const Trail trail{log, *owned, ""};
+            try {
+              co_await never.wait();
+            } catch (const std::system_error& e) {
+              log.push_back(e.code() == std::errc::operation_canceled ? "child cancelled" : "child failed");
+            }
+          });
+          // A grandchild in a group of a child's own: the cancel reaches it too, and it ends first.
+          group.create_task([&]() -> sockpat::Task<void> {
+            co_await sockpat::with_task_group([&](sockpat::TaskGroup& inner) -> sockpat::Task<void> {
+              inner.create_task([&]() -> sockpat::Task<void> {
+                const Trail trail{log, *owned, "'s grandchild"};
+                co_await never.wait();
+              });
+              co_return;
+            });
+          });
+          CHECK(group.size() == 2);
+          co_await sockpat::yield_now();
+          throw std::runtime_error("body failed");
+        });
+        FAIL("with_task_group should rethrow the body's exception");
+      } catch (const std::runtime_error& e) {
+        log.push_back(e.what());
+      }
+      // The caller's state goes here: no child may be left to touch it.
     }
-    co_await sockpat::sleep(1ms);  // the cancelled child resumes and ends
-  }());
-  CHECK(cancelled == 1);
-  CHECK(released == 1);
+    co_await sockpat::sleep(1ms);  // a child still running would run now
+  });
+  // Every child's end came before the caller's resumption; the children's order is the group's.
+  REQUIRE(log.size() == 4);
+  CHECK(log.back() == "body failed");
+  std::sort(log.begin(), log.end() - 1);
+  const std::string c(40, 'c');
+  CHECK(log == std::vector<std::string>{c + " cleaned up", c + "'s grandchild cleaned up", "child cancelled", "body failed"});
 }
 
 TEST_CASE("EventLoop::create_task returns a handle: await it for the value, or cancel it" * doctest::timeout(10)) {
@@ -250,8 +301,7 @@ TEST_CASE("create_task(callable, args...) keeps a capturing lambda and its argum
   std::vector<std::string> seen;
   std::size_t spawned = 0;
   test::run_bounded([&]() -> sockpat::Task<void> {
-    {
-      sockpat::TaskGroup group;
+    co_await sockpat::with_task_group([&](sockpat::TaskGroup& group) -> sockpat::Task<void> {
       for (int i = 0; i < 4; ++i) {
         // Heap-held strings: a capture read from a freed lambda would not compare equal (and
         // ASan names the read).
@@ -264,8 +314,8 @@ TEST_CASE("create_task(callable, args...) keeps a capturing lambda and its argum
             },
             10, std::string(30, '/'));
       }
-      co_await group.join();
-    }
+      co_return;
+    });
     // The loop's and the free create_task, with a value.
     auto on_loop = sockpat::get_running_loop().create_task([big = std::string(64, 'x')]() -> sockpat::Task<std::size_t> {
       co_await sockpat::sleep(1ms);
@@ -335,60 +385,23 @@ TEST_CASE("at shutdown the loop reaches the tasks of a group whose owner will no
   {
     sockpat::EventLoop loop;
     loop.create_task([&]() -> sockpat::Task<void> {
-      sockpat::TaskGroup group;
-      // Only its group's cancel reaches this child: the loop does not know it.
-      group.create_task(wait_forever(never, cancelled, released));
-      group.create_task(wait_forever(never, cancelled, released));
-      // The owner will not end: it catches every cancellation (up to a bound) and waits again.
-      for (; spins < 1000000; ++spins) {
-        try {
-          co_await sockpat::sleep(1h);
-        } catch (const std::system_error&) {
+      co_await sockpat::with_task_group([&](sockpat::TaskGroup& group) -> sockpat::Task<void> {
+        // Only its group's cancel reaches this child: the loop does not know it.
+        group.create_task(wait_forever(never, cancelled, released));
+        group.create_task(wait_forever(never, cancelled, released));
+        // The body will not end: it catches every cancellation (up to a bound) and waits again.
+        for (; spins < 1000000; ++spins) {
+          try {
+            co_await sockpat::sleep(1h);
+          } catch (const std::system_error&) {
+          }
         }
-      }
+      });
     });
     loop.run_until_complete([]() -> sockpat::Task<void> { co_await sockpat::sleep(1ms); }());
   }
   CHECK(spins < 1000000);
   CHECK(released == 2);  // the children's frames were destroyed, not left suspended forever
   never.set();
-}
-
-TEST_CASE("the tasks of a group destroyed unjoined become the loop's: it reports their failures" * doctest::timeout(10)) {
-  std::vector<std::string> reports;
-  sockpat::EventLoop loop;
-  loop.set_exception_handler([&](std::exception_ptr e) {
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& x) {
-      reports.emplace_back(x.what());
-    }
-  });
-  std::size_t adopted = 0;
-  loop.run_until_complete([&]() -> sockpat::Task<void> {
-    {
-      sockpat::TaskGroup group;
-      group.create_task([]() -> sockpat::Task<void> {
-        try {
-          co_await sockpat::sleep(1h);
-        } catch (const std::system_error&) {
-        }
-        co_await sockpat::sleep(1ms);  // already cancelled: fails at once
-      });
-      group.create_task([]() -> sockpat::Task<void> {
-        try {
-          co_await sockpat::sleep(1h);
-        } catch (const std::system_error&) {
-        }
-        throw std::runtime_error("failed while unwinding");
-      });
-      co_await sockpat::yield_now();
-    }  // destroyed without a join: the children are cancelled and go on unwinding
-    adopted = sockpat::get_running_loop().spawned_tasks();
-    for (int i = 0; i < 100 && sockpat::get_running_loop().spawned_tasks() != 0; ++i) co_await sockpat::yield_now();
-  }());
-  CHECK(adopted == 2);
-  CHECK(loop.spawned_tasks() == 0);
-  CHECK(reports == std::vector<std::string>{"failed while unwinding"});
 }
 }
