@@ -1,4 +1,4 @@
-// gather_scaling: how gather, gather_settled and when_any grow with the number of tasks. Each
+// gather_scaling: how gather, gather_settled, when_any and wait grow with the number of tasks. Each
 // task is trivial (one yield_now), so what is measured is the combinator itself: a linear one
 // takes about twice as long per doubling of n, a quadratic one four times. Not a timed test:
 // it prints, for each n, the milliseconds and the ratio to the previous n.
@@ -28,7 +28,7 @@ std::vector<sockpat::Task<int>> tasks(std::size_t n) {
   return out;
 }
 
-enum class Which { gather, gather_settled, when_any };
+enum class Which { gather, gather_settled, when_any, wait };
 
 sockpat::Task<std::size_t> run_one(Which which, std::size_t n) {
   switch (which) {
@@ -38,6 +38,12 @@ sockpat::Task<std::size_t> run_one(Which which, std::size_t n) {
       co_return (co_await sockpat::gather_settled(tasks(n))).size();
     case Which::when_any:
       co_return (co_await sockpat::when_any(tasks(n))).first + 1;
+    case Which::wait: {
+      std::vector<sockpat::TaskHandle<int>> handles;
+      handles.reserve(n);
+      for (auto& t : tasks(n)) handles.push_back(sockpat::create_task(std::move(t)));
+      co_return (co_await sockpat::wait(std::move(handles), std::chrono::hours(1))).done.size();
+    }
   }
   co_return 0;
 }
@@ -60,7 +66,10 @@ int main(int argc, char** argv) {
   const struct {
     Which which;
     const char* name;
-  } rows[] = {{Which::gather, "gather"}, {Which::gather_settled, "gather_settled"}, {Which::when_any, "when_any"}};
+  } rows[] = {{Which::gather, "gather"},
+              {Which::gather_settled, "gather_settled"},
+              {Which::when_any, "when_any"},
+              {Which::wait, "wait"}};
   try {
     for (const auto& row : rows) {
       std::printf("%s\n", row.name);

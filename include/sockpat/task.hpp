@@ -533,11 +533,27 @@ class [[nodiscard]] SleepAwaiter final : private Waiter {
 
 }  // namespace detail
 
+namespace detail {
+// A brace list's tasks, taken out of it: std::initializer_list cannot move, an array can.
+template <class T, std::size_t N>
+std::vector<Task<T>> moved_into_vector(Task<T> (&tasks)[N]) {
+  std::vector<Task<T>> out;
+  out.reserve(N);
+  for (auto& t : tasks) out.push_back(std::move(t));
+  return out;
+}
+}  // namespace detail
+
 /// Runs the tasks side by side on the running loop and returns their results in order. The
 /// first exception cancels the others; it is rethrown once every task has ended.
 template <class T>
 [[nodiscard]] detail::GatherAwaiter<T> gather(std::vector<Task<T>> tasks) {
   return detail::GatherAwaiter<T>(std::move(tasks));
+}
+/// gather of a brace list of tasks of one type: `co_await gather({fetch(a), fetch(b)})`.
+template <class T, std::size_t N>
+[[nodiscard]] detail::GatherAwaiter<T> gather(Task<T> (&&tasks)[N]) {
+  return detail::GatherAwaiter<T>(detail::moved_into_vector(tasks));
 }
 
 namespace detail {

@@ -1,17 +1,19 @@
 // sockpat: structured concurrency. TaskGroup (asyncio's TaskGroup, trio's nursery), which only
 // with_task_group makes, and the TaskHandle its create_task returns; when_any, gather_settled
-// and the Outcome they report.
+// and the Outcome they report; wait (asyncio.wait: done and pending at a timeout).
 #ifndef SOCKPAT_TASK_GROUP_HPP
 #define SOCKPAT_TASK_GROUP_HPP
 
+#include <chrono>        // std::chrono::duration: wait's timeout
 #include <coroutine>     // std::coroutine_handle
 #include <cstddef>       // std::size_t
 #include <exception>     // std::exception_ptr, std::rethrow_exception
 #include <optional>      // std::optional
 #include <stdexcept>     // std::logic_error, std::invalid_argument
 #include <system_error>  // std::system_error, std::errc
-#include <type_traits>   // std::is_void_v, std::decay_t
-#include <utility>       // std::move, std::exchange, std::pair, std::forward
+#include <type_traits>   // std::is_void_v, std::decay_t, std::remove_cvref_t, std::is_move_constructible_v
+#include <utility>       // std::move, std::exchange, std::pair, std::forward, std::index_sequence, std::in_place_index
+#include <variant>       // std::variant: when_any of different types
 #include <vector>        // std::vector
 
 #include "sockpat/detail/waiter.hpp"
@@ -286,6 +288,38 @@ class [[nodiscard]] SetJoin final : private Waiter {
   TaskSet& set_;
 };
 
+/// Waits until a task has ended, taking nothing from it: what a TaskHandle's awaiter and
+/// wait() share. Cancelling the waiting coroutine ends this wait, not the task.
+template <class T>
+class [[nodiscard]] TaskEnd : private Waiter {
+ public:
+  explicit TaskEnd(Child<T>* c) noexcept : c_(c) {}
+  TaskEnd(const TaskEnd&) = default;
+  TaskEnd& operator=(const TaskEnd&) = delete;
+  // A task destroyed while it waits (its loop gave up on it) leaves no waiter behind.
+  ~TaskEnd() {
+    if (waiting()) c_->joiners.erase(this);
+  }
+  bool await_ready() {
+    if (c_ == nullptr) throw std::logic_error("sockpat: co_await on an empty TaskHandle");
+    return c_->finished() || begin();
+  }
+  template <class Promise>
+  bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
+    if (!arm(h)) return false;
+    c_->joiners.push_back(this);
+    return true;
+  }
+  void await_resume() const { check("TaskHandle wait"); }
+
+ protected:
+  [[nodiscard]] Child<T>* child() const noexcept { return c_; }
+
+ private:
+  void unlink() noexcept override { c_->joiners.erase(this); }
+  Child<T>* c_;
+};
+
 }  // namespace detail
 
 /// What create_task returns (TaskGroup's and EventLoop's): await it for the task's result (or its exception), cancel it, ask if
@@ -310,35 +344,23 @@ class TaskHandle {
 
   [[nodiscard]] bool valid() const noexcept { return c_ != nullptr; }
   [[nodiscard]] bool done() const noexcept { return c_ != nullptr && c_->finished(); }
+  /// Handles are equal when they are of the same task (as asyncio compares tasks).
+  friend bool operator==(const TaskHandle& a, const TaskHandle& b) noexcept { return a.c_ == b.c_; }
+  /// For the combinators: the task's record.
+  [[nodiscard]] detail::Child<T>* child() const noexcept { return c_; }
   /// Cancels the task: its pending operation ends with operation_canceled. No-op once done.
   void cancel() noexcept {
     if (c_ != nullptr) c_->cancel();
   }
 
-  class [[nodiscard]] Awaiter final : private detail::Waiter {
+  class [[nodiscard]] Awaiter final : public detail::TaskEnd<T> {
    public:
-    explicit Awaiter(detail::Child<T>* c) noexcept : c_(c) {}
-    Awaiter(const Awaiter&) = default;
-    Awaiter& operator=(const Awaiter&) = delete;
-    // A task destroyed while it waits (its loop gave up on it) leaves no waiter behind.
-    ~Awaiter() {
-      if (waiting()) c_->joiners.erase(this);
-    }
-    bool await_ready() {
-      if (c_ == nullptr) throw std::logic_error("sockpat: co_await on an empty TaskHandle");
-      return c_->finished() || begin();
-    }
-    template <class Promise>
-    bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
-      if (!arm(h)) return false;
-      c_->joiners.push_back(this);
-      return true;
-    }
+    using detail::TaskEnd<T>::TaskEnd;
     /// The task's value, moved out (so a value is taken once), or its exception rethrown.
     /// Cancelling the awaiting coroutine ends this wait, not the task.
     T await_resume() {
-      check("TaskHandle wait");
-      auto& slot = c_->result();
+      detail::TaskEnd<T>::await_resume();
+      auto& slot = this->child()->result();
       if (slot.error) std::rethrow_exception(slot.error);
       if constexpr (!std::is_void_v<T>) {
         if (!slot.value) throw std::logic_error("sockpat: a TaskHandle's value was already taken");
@@ -347,10 +369,6 @@ class TaskHandle {
         return out;
       }
     }
-
-   private:
-    void unlink() noexcept override { c_->joiners.erase(this); }
-    detail::Child<T>* c_;
   };
   Awaiter operator co_await() const noexcept { return Awaiter(c_); }
 
@@ -536,6 +554,133 @@ Task<std::pair<std::size_t, Outcome<T>>> when_any(std::vector<Task<T>> tasks) {
     co_return;
   });
   co_return std::pair<std::size_t, Outcome<T>>(state.winner, std::move(state.outcome));
+}
+
+/// gather_settled and when_any of a brace list of tasks of one type.
+template <class T, std::size_t N>
+Task<std::vector<Outcome<T>>> gather_settled(Task<T> (&&tasks)[N]) {
+  return gather_settled(detail::moved_into_vector(tasks));
+}
+template <class T, std::size_t N>
+Task<std::pair<std::size_t, Outcome<T>>> when_any(Task<T> (&&tasks)[N]) {
+  return when_any(detail::moved_into_vector(tasks));
+}
+
+namespace detail {
+template <class A>
+concept awaitable = requires(A&& a) { awaiter_of(static_cast<A&&>(a)).await_ready(); };
+
+// An awaitable as a task of its result; a task as itself. One that does not move (an I/O
+// awaiter) is awaited where it is, as wait_for does: see borrowed_v.
+template <class A>
+auto task_of(A&& a) {
+  using Plain = std::remove_cvref_t<A>;
+  if constexpr (is_task_v<Plain>) {
+    static_assert(!std::is_lvalue_reference_v<A>, "sockpat: when_any takes a Task by value: std::move it");
+    return Plain(static_cast<A&&>(a));
+  } else if constexpr (std::is_move_constructible_v<Plain>) {
+    return as_task<Plain>(static_cast<A&&>(a));
+  } else {
+    return as_task_ref<Plain>(a);
+  }
+}
+template <class A>
+inline constexpr bool borrowed_v = !is_task_v<std::remove_cvref_t<A>> &&
+                                   !std::is_move_constructible_v<std::remove_cvref_t<A>> &&
+                                   !std::is_lvalue_reference_v<A>;
+
+template <class V>
+struct FirstOf {
+  std::optional<V> value;
+  std::exception_ptr error;
+  bool decided = false;
+};
+// Runs the I-th task of a when_any; the first to end (with a value or an exception) decides,
+// and cancels the others.
+template <std::size_t I, class R, class V>
+Task<void> race_at(Task<R> task, FirstOf<V>& first, TaskGroup& group) {
+  std::optional<gathered_t<R>> value;
+  std::exception_ptr error;
+  try {
+    if constexpr (std::is_void_v<R>) {
+      co_await std::move(task);
+      value.emplace();
+    } else {
+      value.emplace(co_await std::move(task));
+    }
+  } catch (...) {
+    error = std::current_exception();
+  }
+  if (first.decided || group.cancelled()) co_return;  // lost, or all cancelled from outside
+  first.decided = true;
+  if (error) {
+    first.error = error;
+  } else {
+    first.value.emplace(std::in_place_index<I>, std::move(*value));
+  }
+  group.cancel();
+}
+template <class... R, std::size_t... I>
+Task<std::variant<gathered_t<R>...>> when_any_of(std::index_sequence<I...>, Task<R>... tasks) {
+  using V = std::variant<gathered_t<R>...>;
+  FirstOf<V> first;
+  co_await with_task_group([&](TaskGroup& group) -> Task<void> {
+    (group.create_task(race_at<I, R, V>(std::move(tasks), first, group)), ...);
+    co_return;
+  });
+  if (first.error) std::rethrow_exception(first.error);
+  co_return std::move(*first.value);
+}
+}  // namespace detail
+
+/// when_any of tasks or awaitables of different types: `auto first = co_await when_any(
+/// reader.read_line(), stop.wait());` Its variant's index() is the one that ended first, which
+/// holds its value (std::monostate for void). The others are cancelled and have ended when it
+/// returns; the first's exception is rethrown. An I/O awaiter is borrowed, as by wait_for.
+template <class... A>
+  requires(sizeof...(A) > 0 && (detail::awaitable<A> && ...))
+[[nodiscard]] auto when_any(A&&... awaitables) {
+  auto task = detail::when_any_of<detail::await_result_t<A>...>(std::index_sequence_for<A...>{},
+                                                                 detail::task_of(static_cast<A&&>(awaitables))...);
+  if constexpr ((detail::borrowed_v<A> || ...)) {
+    return detail::Borrowing<decltype(task)>(std::move(task));
+  } else {
+    return task;
+  }
+}
+
+/// What wait() returns: the tasks that had ended and those still running, each in the order given.
+template <class T>
+struct DoneAndPending {
+  std::vector<TaskHandle<T>> done;
+  std::vector<TaskHandle<T>> pending;
+};
+
+namespace detail {
+template <class T>
+Task<void> all_ended(const std::vector<TaskHandle<T>>& tasks) {
+  for (const auto& t : tasks) co_await TaskEnd<T>(t.child());
+}
+}  // namespace detail
+
+/// asyncio.wait(tasks, timeout=): waits until every task has ended or `timeout` has passed,
+/// and says which had ended. It cancels nothing and takes nothing: await a done handle for its
+/// value or exception; a pending one runs on, owned by whoever started it (its TaskGroup or the
+/// loop), to await later or cancel. Throws std::invalid_argument for an empty handle, and
+/// operation_canceled if cancelled itself (the tasks run on).
+template <class T, class Rep, class Period>
+Task<DoneAndPending<T>> wait(std::vector<TaskHandle<T>> tasks, std::chrono::duration<Rep, Period> timeout) {
+  for (const auto& t : tasks) {
+    if (!t.valid()) throw std::invalid_argument("sockpat: wait on an empty TaskHandle");
+  }
+  try {
+    co_await wait_for(detail::all_ended(tasks), timeout);
+  } catch (const std::system_error& e) {
+    if (e.code() != std::errc::timed_out) throw;
+  }
+  DoneAndPending<T> out;
+  for (auto& t : tasks) (t.done() ? out.done : out.pending).push_back(std::move(t));
+  co_return out;
 }
 
 }  // namespace sockpat

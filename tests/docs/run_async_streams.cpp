@@ -10,6 +10,7 @@
 #include <stop_token>    // std::stop_source
 #include <string>        // std::string
 #include <system_error>  // std::system_error
+#include <vector>        // std::vector
 
 using namespace std::chrono_literals;
 
@@ -26,6 +27,25 @@ sockpat::Task<void> as_result_handler(sockpat::StreamReader reader, sockpat::Str
   co_await writer.write("ready\n");
   co_await snippet_as_result::snippet(reader);
   if (++as_result_ended == 2) both_ended->set();
+}
+
+// Answers the combinators snippet's reader: a line at once, and a second only once asked.
+sockpat::Task<void> two_lines_handler(sockpat::StreamReader reader, sockpat::StreamWriter writer) {
+  co_await writer.write("hello\n");
+  auto asked = co_await reader.read_line();
+  if (asked) co_await writer.write("after\n");
+  co_await writer.drain();
+}
+
+int cancelled_fetches = 0;
+sockpat::Task<int> fetch(std::chrono::milliseconds d, int v) {
+  try {
+    co_await sockpat::sleep(d);
+  } catch (const std::system_error& e) {
+    if (e.code() == std::errc::operation_canceled) ++cancelled_fetches;
+    throw;
+  }
+  co_return v;
 }
 
 template <class F>
@@ -116,6 +136,44 @@ TEST_CASE("'Task groups, queues and events': the fan-out handler sends back ever
     server.close();
     co_await server.wait_closed();
     CHECK(server.stats().handler_errors == 0);
+  });
+}
+
+TEST_CASE("'Combinators': gather of different types and of a brace list gives every value" * doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> { CHECK(co_await snippet_combinators::combine() == 1 + 2 + 3); });
+}
+
+TEST_CASE("'Combinators': read_or_stop returns the line that came first, or 'stopped', and the cancelled read "
+          "loses nothing" * doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    auto server = co_await sockpat::start_server(two_lines_handler, "127.0.0.1", 0);
+    auto [reader, writer] = co_await sockpat::open_connection("127.0.0.1", server.local_endpoint().port(), 5s);
+    sockpat::Event stop;
+    CHECK(co_await snippet_combinators::read_or_stop(reader, stop) == "hello\n");
+    stop.set();  // the server sends nothing more until asked: the stop wins
+    CHECK(co_await snippet_combinators::read_or_stop(reader, stop) == "stopped");
+    co_await writer.write("more\n");
+    CHECK(co_await reader.read_line(5s) == "after\n");
+    writer.close();
+    co_await writer.wait_closed();
+    server.close();
+    co_await server.wait_closed();
+    CHECK(server.stats().handler_errors == 0);
+  });
+}
+
+TEST_CASE("'Combinators': ready_in_time keeps the values ready at the deadline and cancels the rest" *
+          doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    cancelled_fetches = 0;
+    std::vector<sockpat::Task<int>> fetches;
+    fetches.push_back(fetch(1ms, 1));
+    fetches.push_back(fetch(1h, 2));
+    fetches.push_back(fetch(2ms, 3));
+    fetches.push_back(fetch(1h, 4));
+    const auto ready = co_await snippet_wait_deadline::ready_in_time(std::move(fetches));
+    CHECK(ready == std::vector<int>{1, 3});
+    CHECK(cancelled_fetches == 2);  // and had ended: the group joined them
   });
 }
 }

@@ -13,6 +13,8 @@
 #include <stdexcept>     // std::runtime_error
 #include <string>        // std::string
 #include <system_error>  // std::system_error
+#include <type_traits>   // std::is_same_v
+#include <variant>       // std::variant, std::monostate: when_any of different types
 #include <vector>        // std::vector
 
 #include "sockpat/event_loop.hpp"
@@ -52,6 +54,11 @@ sockpat::Task<int> fail_after(std::chrono::milliseconds d, const char* why) {
 sockpat::Task<int> value_after(std::chrono::milliseconds d, int v) {
   co_await sockpat::sleep(d);
   co_return v;
+}
+
+sockpat::Task<std::string> text_after(std::chrono::milliseconds d, std::string s) {
+  co_await sockpat::sleep(d);
+  co_return s;
 }
 
 }  // namespace
@@ -403,5 +410,180 @@ TEST_CASE("at shutdown the loop reaches the tasks of a group whose owner will no
   CHECK(spins < 1000000);
   CHECK(released == 2);  // the children's frames were destroyed, not left suspended forever
   never.set();
+}
+TEST_CASE("when_any of different types: the first to end says which it was and gives its value; the others are "
+          "cancelled and have ended" * doctest::timeout(10)) {
+  test::run_bounded([]() -> sockpat::Task<void> {
+    sockpat::Event never;
+    int cancelled = 0;
+    int released = 0;
+    auto slow_text = [&]() -> sockpat::Task<std::string> {
+      co_await wait_forever(never, cancelled, released);
+      co_return "never";
+    };
+    // A task, an awaitable that moves (an Event's wait) and a task of void, side by side.
+    auto first = co_await sockpat::when_any(slow_text(), value_after(2ms, 42), never.wait(),
+                                            wait_forever(never, cancelled, released));
+    static_assert(std::is_same_v<decltype(first), std::variant<std::string, int, std::monostate, std::monostate>>);
+    CHECK(first.index() == 1);
+    CHECK(std::get<1>(first) == 42);
+    CHECK(cancelled == 2);  // both waits that were in a task of ours: the losers were cancelled
+    CHECK(released == 2);   // and had ended when when_any returned
+
+    // void maps to std::monostate; tasks of one type still say which one won.
+    auto slept = co_await sockpat::when_any(sockpat::sleep(1ms), text_after(1h, "late"));
+    CHECK(slept.index() == 0);
+    auto second = co_await sockpat::when_any(value_after(50ms, 1), value_after(1ms, 2));
+    CHECK(second.index() == 1);
+    CHECK(std::get<1>(second) == 2);
+  });
+}
+
+TEST_CASE("when_any of different types rethrows the failure of the first to end, after the others have ended" *
+          doctest::timeout(10)) {
+  test::run_bounded([]() -> sockpat::Task<void> {
+    sockpat::Event never;
+    int cancelled = 0;
+    int released = 0;
+    CHECK_THROWS_WITH_AS(
+        (void)co_await sockpat::when_any(text_after(1h, "late"), fail_after(1ms, "first to end"),
+                                         wait_forever(never, cancelled, released)),
+        "first to end", std::runtime_error);
+    CHECK(cancelled == 1);
+    CHECK(released == 1);
+    // A loser that fails while it is cancelled does not replace the winner.
+    auto bad_loser = []() -> sockpat::Task<int> {
+      try {
+        co_await sockpat::sleep(1h);
+      } catch (const std::system_error&) {
+      }
+      throw std::runtime_error("loser failed while unwinding");
+    };
+    auto won = co_await sockpat::when_any(bad_loser(), text_after(1ms, "winner"));
+    CHECK(won.index() == 1);
+    CHECK(std::get<1>(won) == "winner");
+  });
+}
+
+TEST_CASE("when_any of different types, cancelled itself, cancels every task and throws operation_canceled" *
+          doctest::timeout(10)) {
+  test::run_bounded([]() -> sockpat::Task<void> {
+    sockpat::Event never;
+    int cancelled = 0;
+    int released = 0;
+    auto race = [&]() -> sockpat::Task<void> {
+      (void)co_await sockpat::when_any(wait_forever(never, cancelled, released), text_after(1h, "late"),
+                                       wait_forever(never, cancelled, released));
+    };
+    CHECK_THROWS_WITH_AS(co_await sockpat::wait_for(race(), 5ms), doctest::Contains("wait_for 5 ms"),
+                         std::system_error);
+    CHECK(cancelled == 2);
+    CHECK(released == 2);
+  });
+}
+
+TEST_CASE("gather, gather_settled and when_any take a brace list of tasks of one type" * doctest::timeout(10)) {
+  test::run_bounded([]() -> sockpat::Task<void> {
+    // Named first: GCC 11 and 12 reject any braced list inside a co_await expression ("array
+    // used as initializer", a compiler bug; `co_await f(std::vector<int>{1, 2})` too).
+    auto gathered = sockpat::gather({value_after(3ms, 1), value_after(1ms, 2), value_after(2ms, 3)});
+    const std::vector<int> all = co_await std::move(gathered);
+    CHECK(all == std::vector<int>{1, 2, 3});
+    auto settling = sockpat::gather_settled({value_after(2ms, 1), fail_after(1ms, "middle")});
+    auto settled = co_await std::move(settling);
+    REQUIRE(settled.size() == 2);
+    CHECK(settled[0].get() == 1);
+    CHECK_THROWS_WITH_AS(settled[1].get(), "middle", std::runtime_error);
+    auto racing = sockpat::when_any({value_after(1h, 1), value_after(1ms, 2)});
+    auto [index, outcome] = co_await std::move(racing);
+    CHECK(index == 1);
+    CHECK(outcome.get() == 2);
+#if defined(__clang__)
+    // The spelling a user writes first, where the compiler takes it.
+    CHECK(co_await sockpat::gather({value_after(2ms, 4), value_after(1ms, 5)}) == std::vector<int>{4, 5});
+    CHECK((co_await sockpat::when_any({value_after(1h, 1), value_after(1ms, 2)})).first == 1);
+#endif
+  });
+}
+
+TEST_CASE("wait with a timeout keeps what ended: done and pending handles, the pending ones still running" *
+          doctest::timeout(10)) {
+  std::vector<int> later;
+  test::run_bounded([&]() -> sockpat::Task<void> {
+    sockpat::Event never;
+    int cancelled = 0;
+    int released = 0;
+    co_await sockpat::with_task_group([&](sockpat::TaskGroup& group) -> sockpat::Task<void> {
+      std::vector<sockpat::TaskHandle<int>> tasks;
+      tasks.push_back(group.create_task(value_after(1ms, 1)));
+      tasks.push_back(group.create_task([&]() -> sockpat::Task<int> {
+        co_await wait_forever(never, cancelled, released);
+        co_return -1;
+      }));
+      tasks.push_back(group.create_task(value_after(2ms, 3)));
+      tasks.push_back(group.create_task(value_after(200ms, 4)));
+      auto [done, pending] = co_await sockpat::wait(tasks, 50ms);
+      REQUIRE(done.size() == 2);
+      REQUIRE(pending.size() == 2);
+      CHECK(done[0] == tasks[0]);  // each list in the order given
+      CHECK(done[1] == tasks[2]);
+      CHECK(pending[0] == tasks[1]);
+      CHECK(pending[1] == tasks[3]);
+      CHECK(co_await done[0] == 1);
+      CHECK(co_await done[1] == 3);
+      CHECK(cancelled == 0);  // nothing was cancelled at the deadline
+      CHECK_FALSE(pending[0].done());
+      pending[0].cancel();
+      CHECK_THROWS_AS(co_await pending[0], std::system_error);
+      later.push_back(co_await pending[1]);  // it ran on, and its value is not lost
+      CHECK(cancelled == 1);
+      CHECK(released == 1);
+    });
+  });
+  CHECK(later == std::vector<int>{4});
+}
+
+TEST_CASE("wait returns as soon as every task has ended, and takes no value or exception from them" *
+          doctest::timeout(10)) {
+  test::run_bounded([]() -> sockpat::Task<void> {
+    int reported = 0;  // the loop reports a failed task of its own, awaited or not
+    sockpat::get_running_loop().set_exception_handler([&](std::exception_ptr) { ++reported; });
+    std::vector<sockpat::TaskHandle<int>> tasks;
+    for (int i = 0; i < 5; ++i) tasks.push_back(sockpat::create_task(value_after(1ms, i)));  // the loop's tasks
+    tasks.push_back(sockpat::create_task(fail_after(2ms, "failed in time")));
+    const auto start = std::chrono::steady_clock::now();
+    auto [done, pending] = co_await sockpat::wait(tasks, 1h);
+    CHECK(std::chrono::steady_clock::now() - start < 5s);
+    CHECK(done.size() == 6);
+    CHECK(pending.empty());
+    int sum = 0;
+    for (std::size_t i = 0; i < 5; ++i) sum += co_await tasks[i];  // the values are still there, in the handles
+    CHECK(sum == 0 + 1 + 2 + 3 + 4);
+    CHECK_THROWS_WITH_AS(co_await done[5], "failed in time", std::runtime_error);
+    CHECK(reported == 1);
+    auto none = co_await sockpat::wait(std::vector<sockpat::TaskHandle<int>>{}, 1h);
+    CHECK((none.done.empty() && none.pending.empty()));
+    std::vector<sockpat::TaskHandle<int>> empty_handle(1);
+    CHECK_THROWS_AS((void)co_await sockpat::wait(empty_handle, 1ms), std::invalid_argument);
+  });
+}
+
+TEST_CASE("wait, cancelled itself, throws operation_canceled and leaves the tasks running" * doctest::timeout(10)) {
+  test::run_bounded([]() -> sockpat::Task<void> {
+    co_await sockpat::with_task_group([&](sockpat::TaskGroup& group) -> sockpat::Task<void> {
+      std::vector<sockpat::TaskHandle<int>> tasks{group.create_task(value_after(30ms, 7))};
+      auto waiting = group.create_task([&]() -> sockpat::Task<void> { (void)co_await sockpat::wait(tasks, 1h); });
+      co_await sockpat::sleep(1ms);
+      waiting.cancel();
+      try {
+        co_await waiting;
+        FAIL("a cancelled wait should throw");
+      } catch (const std::system_error& e) {
+        CHECK(e.code() == std::errc::operation_canceled);
+      }
+      CHECK_FALSE(tasks[0].done());
+      CHECK(co_await tasks[0] == 7);
+    });
+  });
 }
 }
