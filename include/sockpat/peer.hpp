@@ -1006,7 +1006,8 @@ class BasicPeerThread {
 
   /// Queues `payload` for the linked node `to` and says what happened, as Peer::send: a node
   /// not linked yet is reported (not_linked), not waited for; wait_for_peers first. Blocks
-  /// until the node's thread has queued it; closed once the node has stopped.
+  /// until the node's thread has queued it (from this node's own callbacks it does not wait;
+  /// from another PeerThread's callback it does, so two such must not send to each other there).
   PeerSendResult send(std::uint64_t to, std::string payload) {
     return on_loop([to, p = std::move(payload)](BasicPeer<Unused>& peer) mutable { return peer.send(to, std::move(p)); });
   }
