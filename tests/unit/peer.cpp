@@ -497,9 +497,12 @@ TEST_CASE("a link that goes silent is declared dead within the liveness timeout 
     CHECK(a.gone[0].id == frozen_id);
     CHECK(a.gone[0].reason == sockpat::PeerLeftReason::timed_out);
     CHECK(a.peer.stats().timed_out == 1);
-    // It is redialled where it said it listens (async_accept throws timed_out if not).
-    auto second = co_await frozen.async_accept(5s);
-    CHECK(second.is_open());
+    // It is redialled where it said it listens (async_accept throws timed_out if not): a's Hello.
+    auto second = sockpat::make_streams(co_await frozen.async_accept(5s));
+    const auto hello = co_await sockpat::wait_for(second.first.read_frame(sockpat::LengthPrefixFraming(1 << 20)), 5s);
+    REQUIRE(hello.has_value());
+    std::error_code ec;
+    CHECK(sockpat::wire::check_hello(std::as_bytes(std::span(hello->data(), hello->size())), ec).node_id == a.peer.node_id());
 
     // The link to b, as idle, was kept alive by pings both ways, and still carries messages.
     CHECK(a.peer.linked(b.peer.node_id()));
