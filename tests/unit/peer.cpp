@@ -518,6 +518,25 @@ TEST_CASE("a link that goes silent is declared dead within the liveness timeout 
   });
 }
 
+TEST_CASE("a node that dials itself finds out from the Hello and dials that endpoint no more") {
+  on_loop([]() -> sockpat::Task<void> {
+    auto o = fast_options();
+    o.listen = sockpat::Endpoint("0.0.0.0", 0);
+    Node a(o);
+    co_await a.peer.start();
+    // Another spelling of its own endpoint: only the Hello can tell.
+    a.peer.join(sockpat::Endpoint("127.0.0.1", a.peer.local_endpoint().port()));
+    CHECK(a.peer.stats().dialing == 1);
+    co_await until(a, [&] { return a.peer.stats().dialing == 0 && a.peer.stats().connections == 0; });
+    CHECK(a.joined == 0);
+    CHECK(a.gone.empty());
+    CHECK(a.peer.stats().bad_closed == 0);
+    a.peer.join(sockpat::Endpoint("127.0.0.1", a.peer.local_endpoint().port()));
+    CHECK(a.peer.stats().dialing == 0);  // known as itself now
+    co_await a.peer.close();
+  });
+}
+
 TEST_CASE("a send says what happened: queued and to whom, or not linked, unknown, too large, closed") {
   on_loop([]() -> sockpat::Task<void> {
     using S = sockpat::PeerSendStatus;
