@@ -252,6 +252,7 @@ struct PeerLinkState {
   bool half_close = false;        // retired: send what is queued, then end the stream
   bool bad = false;               // closed by this node for a protocol error or a full queue
   bool dropped = false;           // its queue overflowed: aborted, to be taken out of the tables
+  bool writing = false;           // the writer has taken its first frame (the Hello) off the queue
   std::optional<PeerLeftReason> reason;  // why this node ended it, when it did
   std::string detail;                    // a Reject's text
   std::chrono::steady_clock::time_point heard{};  // the last frame that arrived
@@ -552,6 +553,7 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
         }
         std::string frame = std::move(link->queue.front());
         link->queue.pop_front();
+        link->writing = true;
         co_await link->writer.write(frame);
         link->queued -= frame.size();
       }
@@ -762,7 +764,8 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
     changed.notify_all();
   }
 
-  // `urgent`: ahead of what is queued (Ping, Pong), so that a long queue does not delay them.
+  // `urgent`: ahead of what is queued (Ping, Pong), so that a long queue does not delay them;
+  // never ahead of the Hello, which must go first.
   bool enqueue(const Link& l, const wire::Message& m, bool urgent = false) { return enqueue_frame(l, wire::frame(m), urgent); }
 
   bool enqueue_frame(const Link& l, std::string frame, bool urgent = false) {
@@ -781,7 +784,7 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
     }
     l->queued += frame.size();
     counters.max_link_queued = (std::max)(counters.max_link_queued, l->queued);
-    if (urgent) {
+    if (urgent && l->writing) {
       l->queue.push_front(std::move(frame));
     } else {
       l->queue.push_back(std::move(frame));
