@@ -639,13 +639,19 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
     if (dialer(link) == smaller && dialer(existing) != smaller) {
       link->phase = PeerLinkState::Phase::up;
       up[link->id] = link;
-      // What was queued on the old link goes on the kept one, after its Hello.
-      for (auto& f : existing->queue) {
-        link->queued += f.size();
-        link->queue.push_back(std::move(f));
+      // What was queued on the old link goes on the kept one, after its Hello. The old link's
+      // own Hello stays on it if it is not out yet (both links shook hands in one turn): the
+      // other side needs it there, and a second Hello on the kept link would end that link.
+      auto moved = existing->queue.begin();
+      if (!existing->writing && moved != existing->queue.end()) ++moved;
+      std::size_t moved_bytes = 0;
+      for (auto f = moved; f != existing->queue.end(); ++f) {
+        moved_bytes += f->size();
+        link->queued += f->size();
+        link->queue.push_back(std::move(*f));
       }
-      existing->queued -= (std::min)(existing->queued, queued_frames(*existing));
-      existing->queue.clear();
+      existing->queued -= (std::min)(existing->queued, moved_bytes);
+      existing->queue.erase(moved, existing->queue.end());
       retire(existing);
       link->wake.notify_all();
     } else {
@@ -653,12 +659,6 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
       retire(link);
     }
     return Outcome::lost;
-  }
-
-  static std::size_t queued_frames(const PeerLinkState& l) {
-    std::size_t n = 0;
-    for (const auto& f : l.queue) n += f.size();
-    return n;
   }
 
   // A duplicate link: nothing more is sent on it; both sides end their half once what is

@@ -518,6 +518,50 @@ TEST_CASE("a link that goes silent is declared dead within the liveness timeout 
   });
 }
 
+TEST_CASE("the link kept by the one-link rule never carries the other link's Hello, even when both shake hands in one turn") {
+  on_loop([]() -> sockpat::Task<void> {
+    namespace wire = sockpat::wire;
+    auto o = fast_options();
+    o.node_id = 2;  // smaller than the raw node's: the link a dials is the one both keep
+    Node a(o);
+    co_await a.peer.start();
+    const auto framing = sockpat::LengthPrefixFraming(1 << 20);
+    auto x_listener = sockpat::TcpListener::bind(sockpat::Endpoint("127.0.0.1", 0));
+    const auto x_at = x_listener.local_endpoint();
+    constexpr std::uint64_t x = 1000;
+    a.peer.join(x_at);
+    auto dialed = sockpat::make_streams(co_await x_listener.async_accept(5s));
+    REQUIRE(co_await sockpat::wait_for(dialed.first.read_frame(framing), 5s));  // a's Hello first
+    auto accepted = co_await raw_connect(a.peer.local_endpoint());
+    co_await until(a, [&] { return a.peer.stats().connections == 2; });
+    // Both Hellos in one go: a handshakes on both links in one turn of its loop, the accepted
+    // one first (its Hello to x is then still queued when the one-link rule applies).
+    const std::string hello = wire::frame(wire::Hello{1, x, x_at});
+    co_await accepted.writer.write(hello);
+    co_await dialed.second.write(hello);
+    co_await until(a, [&] { return a.peer.linked(x); });
+    CHECK(a.peer.send(x, "marker"));
+    std::vector<std::size_t> types;
+    for (int i = 0; i < 16; ++i) {  // the kept link: what the rule moved, then the marker
+      auto f = co_await sockpat::wait_for(dialed.first.read_frame(framing), 5s);
+      REQUIRE(f);
+      REQUIRE_FALSE(f->empty());
+      types.push_back(static_cast<unsigned char>((*f)[0]));
+      if (*f == wire::encode(wire::Direct{"marker"})) break;
+    }
+    CHECK(types.back() == static_cast<std::size_t>(wire::Type::direct));
+    CHECK(std::count(types.begin(), types.end(), static_cast<std::size_t>(wire::Type::hello)) == 0);
+    // The retired link still got a's Hello, then its end.
+    auto first = co_await sockpat::wait_for(accepted.reader.read_frame(framing), 5s);
+    REQUIRE(first);
+    std::error_code ec;
+    CHECK(wire::check_hello(std::as_bytes(std::span(first->data(), first->size())), ec).node_id == 2);
+    CHECK(co_await closed_by_node(accepted.reader));
+    CHECK(a.gone.empty());
+    co_await a.peer.close();
+  });
+}
+
 TEST_CASE("a node that dials itself finds out from the Hello and dials that endpoint no more") {
   on_loop([]() -> sockpat::Task<void> {
     auto o = fast_options();
