@@ -5,7 +5,8 @@
 //
 // Prints "listening on HOST:PORT" first. With --wait-peers N it reads standard input only once
 // N nodes are linked (so a script needs no sleep), and fails after --timeout seconds (30).
-// Nodes joining and leaving are reported on standard error. At the end of input it sends what
+// Nodes joining and leaving (and why) are reported on standard error, and so is a line that went
+// to no node (none linked yet). At the end of input it sends what
 // is queued, closes its links and exits 0; SIGINT and SIGTERM stop it the same way.
 #include <chrono>
 #include <condition_variable>
@@ -52,7 +53,11 @@ int run(const example::Args& args) {
   callbacks.on_peer_joined = [](std::uint64_t id, const sockpat::Endpoint& at) {
     say(stderr, "joined " + hex(id) + " " + (at.empty() ? std::string("-") : at.to_string()));
   };
-  callbacks.on_peer_left = [](std::uint64_t id) { say(stderr, "left " + hex(id)); };
+  callbacks.on_peer_left = [](const sockpat::PeerLeft& left) {
+    std::string why = sockpat::to_string(left.reason);
+    if (!left.detail.empty()) why += ": " + left.detail;
+    say(stderr, "left " + hex(left.id) + " (" + why + ")");
+  };
   sockpat::PeerThread node(options, callbacks);
   say(stdout, "listening on " + node.local_endpoint().to_string());
 
@@ -70,7 +75,8 @@ int run(const example::Args& args) {
     std::string line;
     while (std::getline(std::cin, line)) {
       if (!line.empty() && line.back() == '\r') line.pop_back();
-      node.broadcast(name + ": " + line);
+      const auto sent = node.broadcast(name + ": " + line);
+      if (!sent) say(stderr, std::string("mesh_chat: not sent (") + sockpat::to_string(sent.status) + ")");
     }
     const std::lock_guard<std::mutex> lock(m);
     input_done = true;

@@ -8,6 +8,7 @@
 #include <algorithm>           // std::find, std::min
 #include <atomic>              // std::atomic: entropy_seed's call count
 #include <chrono>              // std::chrono::milliseconds, steady_clock
+#include <concepts>            // std::invocable: PeerLeftCallback
 #include <condition_variable>  // std::condition_variable: PeerThread's start and waits
 #include <cstddef>             // std::size_t
 #include <cstdint>             // std::uint8_t, std::uint64_t
@@ -66,6 +67,92 @@ struct PeerOptions {
   std::size_t seen_capacity = 16384;
   /// Exchange the nodes known (Peers messages) and dial the new ones.
   bool discover = true;
+  /// A link that has brought nothing for this long is sent a Ping (a Pong, or any frame,
+  /// answers it). Kept below liveness_timeout.
+  std::chrono::milliseconds ping_interval{1000};
+  /// A link that has brought nothing for this long is declared dead (PeerLeftReason::timed_out),
+  /// closed and redialled. 0: no pings and no timeout (a silent link then lasts until a reset).
+  std::chrono::milliseconds liveness_timeout{5000};
+};
+
+/// Why a node is reported left (PeerLeft::reason).
+enum class PeerLeftReason : unsigned char {
+  closed,          ///< the link ended in order: the other node closed it, or this one did (close())
+  reset,           ///< the connection failed: a reset or another network error
+  timed_out,       ///< nothing arrived on it for liveness_timeout: closed, then redialled
+  rejected,        ///< the other node refused the link (PeerLeft::detail says why); not redialled
+  protocol_error,  ///< it sent a frame or message this node does not accept: closed
+  queue_full,      ///< it stopped reading and its send queue passed send_queue_limit: closed
+};
+
+/// "closed", "reset", "timed out", "rejected", "protocol error", "queue full".
+inline const char* to_string(PeerLeftReason r) noexcept {
+  switch (r) {
+    case PeerLeftReason::closed: return "closed";
+    case PeerLeftReason::reset: return "reset";
+    case PeerLeftReason::timed_out: return "timed out";
+    case PeerLeftReason::rejected: return "rejected";
+    case PeerLeftReason::protocol_error: return "protocol error";
+    case PeerLeftReason::queue_full: return "queue full";
+  }
+  return "?";
+}
+
+/// A node that left, or that refused a link (then no joined came before it).
+struct PeerLeft {
+  std::uint64_t id = 0;
+  PeerLeftReason reason = PeerLeftReason::closed;
+  std::string detail = {};  ///< rejected: the reason the other node gave
+};
+
+/// The on_peer_left callback: takes `const PeerLeft&`, or only the node id as before.
+class PeerLeftCallback {
+ public:
+  PeerLeftCallback() = default;
+  template <class F>
+    requires std::invocable<F&, const PeerLeft&>
+  PeerLeftCallback(F f) : f_(std::move(f)) {}  // NOLINT: converting, as std::function's is
+  template <class F>
+    requires(!std::invocable<F&, const PeerLeft&> && std::invocable<F&, std::uint64_t>)
+  PeerLeftCallback(F f) : f_([f = std::move(f)](const PeerLeft& l) mutable { f(l.id); }) {}  // NOLINT
+  PeerLeftCallback(std::nullptr_t) noexcept {}  // NOLINT
+  explicit operator bool() const noexcept { return static_cast<bool>(f_); }
+  void operator()(const PeerLeft& l) const { f_(l); }
+
+ private:
+  std::function<void(const PeerLeft&)> f_;
+};
+
+/// What a send or broadcast did (PeerSendResult::status).
+enum class PeerSendStatus : unsigned char {
+  queued,        ///< queued on the links of the nodes in `to`
+  unknown_node,  ///< send: this node has never heard of that id
+  not_linked,    ///< send: the node is known but its link is not up (not yet, or lost);
+                 ///< broadcast: no link is up
+  queue_full,    ///< the link's queue passed send_queue_limit: the link is closed (rule 5)
+  too_large,     ///< its frame would pass max_frame: sent to no one
+  closed,        ///< the node is closing, or closed
+};
+
+/// "queued", "unknown node", "not linked", "queue full", "too large", "closed".
+inline const char* to_string(PeerSendStatus s) noexcept {
+  switch (s) {
+    case PeerSendStatus::queued: return "queued";
+    case PeerSendStatus::unknown_node: return "unknown node";
+    case PeerSendStatus::not_linked: return "not linked";
+    case PeerSendStatus::queue_full: return "queue full";
+    case PeerSendStatus::too_large: return "too large";
+    case PeerSendStatus::closed: return "closed";
+  }
+  return "?";
+}
+
+/// Returned by send and broadcast; true when the message was queued. Queued is not delivered:
+/// a link that fails later loses what it held.
+struct PeerSendResult {
+  PeerSendStatus status = PeerSendStatus::closed;
+  std::vector<std::uint64_t> to = {};  ///< the linked nodes it was queued for
+  explicit operator bool() const noexcept { return status == PeerSendStatus::queued; }
 };
 
 enum class PeerMessageKind : unsigned char { direct, broadcast };
@@ -98,6 +185,10 @@ struct PeerStats {
   std::size_t duplicate_links = 0;   ///< links closed by the one-link-per-pair rule
   std::size_t duplicates_dropped = 0;  ///< broadcasts received again and not delivered
   std::size_t forwarded = 0;         ///< broadcast copies forwarded
+  std::size_t pings_sent = 0;        ///< Pings sent on idle links
+  std::size_t timed_out = 0;         ///< links declared dead after liveness_timeout
+  std::size_t refused = 0;           ///< links this node refused (its peer limit)
+  std::size_t rejected = 0;          ///< links other nodes refused
 };
 
 namespace detail {
@@ -161,6 +252,11 @@ struct PeerLinkState {
   bool half_close = false;        // retired: send what is queued, then end the stream
   bool bad = false;               // closed by this node for a protocol error or a full queue
   bool dropped = false;           // its queue overflowed: aborted, to be taken out of the tables
+  bool writing = false;           // the writer has taken its first frame (the Hello) off the queue
+  std::optional<PeerLeftReason> reason;  // why this node ended it, when it did
+  std::string detail;                    // a Reject's text
+  std::chrono::steady_clock::time_point heard{};  // the last frame that arrived
+  std::chrono::steady_clock::time_point pinged{};  // the last Ping sent
   PeerNotify wake;
 };
 
@@ -172,9 +268,10 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
   using Link = std::shared_ptr<PeerLinkState>;
   // How a connection ended: failed (before or in the handshake), self (it reached this
   // node), retired (never linked, or not the kept link), lost (linked, ended by the other side
-  // or the network: redial), closed_by_us (linked, closed for a protocol error or on close()).
+  // or the network: redial), closed_by_us (linked, closed for a protocol error or on close()),
+  // rejected (the other node refused it: no redial).
   // handshake() returns lost for "linked" and session() works out the end.
-  enum class Outcome : unsigned char { failed, self, retired, lost, closed_by_us };
+  enum class Outcome : unsigned char { failed, self, retired, lost, closed_by_us, rejected };
 
   explicit BasicPeerState(PeerOptions o) : options(std::move(o)), loop(EventLoop::current()) {
     if (loop == nullptr) throw std::logic_error("sockpat: a Peer is made on the thread of a running EventLoop");
@@ -186,6 +283,11 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
     if (options.send_queue_limit < options.max_frame + 4) options.send_queue_limit = options.max_frame + 4;
     if (options.peer_limit == 0) options.peer_limit = 1;
     if (options.seen_capacity == 0) options.seen_capacity = 1;
+    if (options.liveness_timeout.count() < 0) options.liveness_timeout = std::chrono::milliseconds(0);
+    if (options.liveness_timeout.count() > 0 &&
+        (options.ping_interval.count() <= 0 || options.ping_interval >= options.liveness_timeout)) {
+      options.ping_interval = (std::max)(std::chrono::milliseconds(1), options.liveness_timeout / 2);
+    }
     id = options.node_id;
     while (id == 0) id = rng();
   }
@@ -201,8 +303,8 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
   std::unordered_map<std::uint64_t, Endpoint> known;
   std::unordered_set<std::string> dialing;   // endpoints a dial task owns
   std::unordered_set<std::string> self_endpoints;
-  // Every task of the node: the dials (cancelled first on close), and the sessions of
-  // accepted connections and the links' writers.
+  // Every task of the node: the dials and the liveness ticker (cancelled first on close), and
+  // the sessions of accepted connections and the links' writers.
   TaskSet dials{false};
   TaskSet tasks{false};
   PeerNotify changed;                        // a link came or went, a message arrived, a task ended
@@ -225,7 +327,7 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
 
   std::function<void(const PeerMessage&)> on_message;
   std::function<void(std::uint64_t, const Endpoint&)> on_joined;
-  std::function<void(std::uint64_t)> on_left;
+  PeerLeftCallback on_left;
 
   [[nodiscard]] LengthPrefixFraming framing() const { return LengthPrefixFraming(options.max_frame); }
   [[nodiscard]] StreamOptions stream_options() const {
@@ -247,8 +349,48 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
       local = server.local_endpoint();
       self_endpoints.insert(local.to_string());
     }
+    if (options.liveness_timeout.count() > 0) dials.start(liveness_task(this->shared_from_this()))->release();
     for (const auto& e : options.join) dial(e, 0, false);
   }
+
+  // One ticker for every link, rather than a timer per link: it pings the idle ones and
+  // closes the silent ones, so a link is declared dead within liveness_timeout + one tick.
+  static Task<void> liveness_task(std::shared_ptr<BasicPeerState> self) {
+    const auto tick = (std::max)(std::chrono::milliseconds(1),
+                                 (std::min)(self->options.ping_interval, self->options.liveness_timeout / 4));
+    for (;;) {
+      bool cancelled = false;
+      try {
+        co_await sleep(tick);
+      } catch (const std::system_error&) {
+        cancelled = true;
+      }
+      if (cancelled || self->stopping) break;
+      self->check_liveness(std::chrono::steady_clock::now());
+    }
+  }
+
+  void check_liveness(std::chrono::steady_clock::time_point now) {
+    std::vector<Link> silent;
+    for (auto& [node, l] : up) {
+      if (now - l->heard >= options.liveness_timeout) {
+        silent.push_back(l);
+      } else if (now - l->heard >= options.ping_interval && now - l->pinged >= options.ping_interval) {
+        l->pinged = now;
+        ++counters.pings_sent;
+        enqueue(l, wire::Ping{rng()}, true);
+      }
+    }
+    // Aborting ends the link's read, and its session takes it out of `up`: not while iterating.
+    for (auto& l : silent) {
+      if (l->reason) continue;
+      l->reason = PeerLeftReason::timed_out;
+      ++counters.timed_out;
+      l->writer.abort();
+    }
+  }
+
+  [[nodiscard]] wire::Hello hello() const { return wire::Hello{wire::protocol_version, id, local}; }
 
   // The server's handler hands the connection to a task of the node's own, so that close()
   // reaches it with the node's other tasks.
@@ -312,6 +454,7 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
       auto link = std::make_shared<PeerLinkState>(std::move(r), std::move(w), true);
       const Outcome out = co_await session(self, link);
       if (out == Outcome::failed) continue;
+      if (out == Outcome::rejected) break;  // it is full: other nodes, learned from it, may not be
       if (out == Outcome::self) {
         self->self_endpoints.insert(key);
         break;
@@ -325,13 +468,16 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
       give_up = std::chrono::steady_clock::now() + o.forget_after;
     }
     self->dialing.erase(key);
+    self->changed.notify_all();  // the dials set does not empty while the liveness ticker runs
   }
 
   /// Runs one connection: Hello both ways, then messages until it ends.
   static Task<Outcome> session(std::shared_ptr<BasicPeerState> self, Link link) {
     self->all.push_back(link);
     self->tasks.start(writer_task(self, link))->release();  // no handle
-    self->enqueue(link, wire::Hello{wire::protocol_version, self->id, self->local});
+    // The dialer says Hello at once; the accepting node answers once it has read the dialer's,
+    // so that a node it refuses gets a Reject instead (docs/peer-protocol.md, rule 1).
+    if (link->dialed) self->enqueue(link, self->hello());
     const auto framing = self->framing();
 
     std::optional<std::string> first;
@@ -346,9 +492,10 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
       self->finish(link, out == Outcome::failed);
       co_return out;
     }
+    link->heard = std::chrono::steady_clock::now();
+    bool error = false;
     for (;;) {
       std::optional<std::string> f;
-      bool error = false;
       try {
         if (link->phase == PeerLinkState::Phase::retired) {
           f = co_await wait_for(link->reader.read_frame(framing), self->options.handshake_timeout);
@@ -361,16 +508,27 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
         if (e.code() == errc::frame_too_large || e.code() == errc::malformed_frame || e.code() == errc::buffer_full) link->bad = true;
       }
       if (error || !f) break;
+      link->heard = std::chrono::steady_clock::now();
       if (!self->handle(link, *f)) {
         link->bad = true;
         break;
       }
-      if (link->phase == PeerLinkState::Phase::closed) break;
+      if (link->phase == PeerLinkState::Phase::closed || link->reason == PeerLeftReason::rejected) break;
     }
     const auto it = self->up.find(link->id);
     const bool was_up = it != self->up.end() && it->second == link;
     const bool bad = link->bad;
+    if (!link->reason) {
+      if (bad) {
+        link->reason = PeerLeftReason::protocol_error;
+      } else if (self->stopping || !error) {
+        link->reason = PeerLeftReason::closed;
+      } else {
+        link->reason = PeerLeftReason::reset;
+      }
+    }
     self->finish(link, bad);
+    if (link->reason == PeerLeftReason::rejected) co_return Outcome::rejected;
     if (!was_up) co_return Outcome::retired;
     co_return (bad || self->stopping) ? Outcome::closed_by_us : Outcome::lost;
   }
@@ -395,6 +553,7 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
         }
         std::string frame = std::move(link->queue.front());
         link->queue.pop_front();
+        link->writing = true;
         co_await link->writer.write(frame);
         link->queued -= frame.size();
       }
@@ -407,9 +566,28 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
   /// Checks the first frame; links the node or retires a duplicate link (rule 2).
   Outcome handshake(const Link& link, const std::string& body) {
     std::error_code ec;
-    const auto hello = wire::check_hello(std::as_bytes(std::span(body.data(), body.size())), ec);
+    const auto bytes = std::as_bytes(std::span(body.data(), body.size()));
+    if (link->dialed && !body.empty() && body[0] == static_cast<char>(wire::Type::reject)) {
+      // Refused before any Hello: read on, for the Peers that may follow, until it closes.
+      const auto m = wire::decode(bytes, ec);
+      const auto* no = std::get_if<wire::Reject>(&m);
+      if (ec || no == nullptr || no->node_id == 0 || no->node_id == id) return Outcome::failed;
+      link->id = no->node_id;
+      link->phase = PeerLinkState::Phase::retired;
+      refused_by(link, *no);
+      return Outcome::rejected;
+    }
+    const auto hello = wire::check_hello(bytes, ec);
     if (ec) return Outcome::failed;
-    if (hello.node_id == id) return Outcome::self;
+    if (hello.node_id == id) {
+      if (link->dialed) return Outcome::self;
+      // This node dialed itself: answer, so that its dialing side finds out and stops.
+      enqueue(link, this->hello());
+      link->phase = PeerLinkState::Phase::retired;
+      link->finish = true;
+      link->wake.notify_all();
+      return Outcome::retired;
+    }
     link->id = hello.node_id;
     link->listen = hello.listen;
     if (!link->listen.empty() && !link->listen.is_unix() && (link->listen.host() == "0.0.0.0" || link->listen.host() == "::")) {
@@ -419,15 +597,22 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
     }
     if (stopping) return Outcome::failed;
     const auto it = up.find(link->id);
+    if (it == up.end() && up.size() >= options.peer_limit) {
+      // Full: say so (instead of a Hello, or after the one already sent), tell it whom we
+      // know, then close; it is not counted as a peer.
+      ++counters.refused;
+      const wire::Reject no{wire::protocol_version, id, wire::RejectCode::peer_limit,
+                            "peer limit of " + std::to_string(options.peer_limit) + " reached"};
+      if (!link->dialed) enqueue(link, no);
+      if (options.discover) enqueue(link, peers_message(link->id));
+      if (link->dialed) enqueue(link, no);
+      link->phase = PeerLinkState::Phase::retired;
+      link->finish = true;
+      link->wake.notify_all();
+      return Outcome::retired;
+    }
+    if (!link->dialed) enqueue(link, this->hello());
     if (it == up.end()) {
-      if (up.size() >= options.peer_limit) {
-        // Full: tell it whom we know, then close; it is not counted as a peer.
-        if (options.discover) enqueue(link, peers_message(link->id));
-        link->phase = PeerLinkState::Phase::retired;
-        link->finish = true;
-        link->wake.notify_all();
-        return Outcome::retired;
-      }
       link->phase = PeerLinkState::Phase::up;
       up[link->id] = link;
       remember(link->id, link->listen);
@@ -454,13 +639,19 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
     if (dialer(link) == smaller && dialer(existing) != smaller) {
       link->phase = PeerLinkState::Phase::up;
       up[link->id] = link;
-      // What was queued on the old link goes on the kept one, after its Hello.
-      for (auto& f : existing->queue) {
-        link->queued += f.size();
-        link->queue.push_back(std::move(f));
+      // What was queued on the old link goes on the kept one, after its Hello. The old link's
+      // own Hello stays on it if it is not out yet (both links shook hands in one turn): the
+      // other side needs it there, and a second Hello on the kept link would end that link.
+      auto moved = existing->queue.begin();
+      if (!existing->writing && moved != existing->queue.end()) ++moved;
+      std::size_t moved_bytes = 0;
+      for (auto f = moved; f != existing->queue.end(); ++f) {
+        moved_bytes += f->size();
+        link->queued += f->size();
+        link->queue.push_back(std::move(*f));
       }
-      existing->queued -= (std::min)(existing->queued, queued_frames(*existing));
-      existing->queue.clear();
+      existing->queued -= (std::min)(existing->queued, moved_bytes);
+      existing->queue.erase(moved, existing->queue.end());
       retire(existing);
       link->wake.notify_all();
     } else {
@@ -468,12 +659,6 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
       retire(link);
     }
     return Outcome::lost;
-  }
-
-  static std::size_t queued_frames(const PeerLinkState& l) {
-    std::size_t n = 0;
-    for (const auto& f : l.queue) n += f.size();
-    return n;
   }
 
   // A duplicate link: nothing more is sent on it; both sides end their half once what is
@@ -525,9 +710,19 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
       }
       deliver(PeerMessage{b->origin, std::move(b->payload), PeerMessageKind::broadcast});
     } else if (auto* ping = std::get_if<wire::Ping>(&m)) {
-      enqueue(link, wire::Pong{ping->nonce});
+      enqueue(link, wire::Pong{ping->nonce}, true);
+    } else if (auto* no = std::get_if<wire::Reject>(&m)) {
+      if (no->node_id != link->id) return false;
+      refused_by(link, *no);  // session() ends the link
     }
     return true;
+  }
+
+  void refused_by(const Link& link, const wire::Reject& no) {
+    ++counters.rejected;
+    link->reason = PeerLeftReason::rejected;
+    link->detail = no.text.empty() ? std::string(no.code == wire::RejectCode::peer_limit ? "peer limit reached" : "refused")
+                                   : no.text;
   }
 
   void learn(const wire::Peers& p) {
@@ -569,9 +764,11 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
     changed.notify_all();
   }
 
-  bool enqueue(const Link& l, const wire::Message& m) { return enqueue_frame(l, wire::frame(m)); }
+  // `urgent`: ahead of what is queued (Ping, Pong), so that a long queue does not delay them;
+  // never ahead of the Hello, which must go first.
+  bool enqueue(const Link& l, const wire::Message& m, bool urgent = false) { return enqueue_frame(l, wire::frame(m), urgent); }
 
-  bool enqueue_frame(const Link& l, std::string frame) {
+  bool enqueue_frame(const Link& l, std::string frame, bool urgent = false) {
     if (l->phase == PeerLinkState::Phase::closed || l->finish || l->half_close || l->dropped) return false;
     if (l->queued + frame.size() > options.send_queue_limit) {
       // Rule 5: the peer stopped reading; dropping it keeps this node's memory bounded. The
@@ -579,6 +776,7 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
       ++counters.slow_closed;
       l->bad = true;
       l->dropped = true;
+      l->reason = PeerLeftReason::queue_full;
       l->queue.clear();
       l->queued = 0;
       l->writer.abort();
@@ -586,7 +784,11 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
     }
     l->queued += frame.size();
     counters.max_link_queued = (std::max)(counters.max_link_queued, l->queued);
-    l->queue.push_back(std::move(frame));
+    if (urgent && l->writing) {
+      l->queue.push_front(std::move(frame));
+    } else {
+      l->queue.push_back(std::move(frame));
+    }
     l->wake.notify_all();
     return true;
   }
@@ -603,29 +805,44 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
     link->writer.abort();
     link->wake.notify_all();
     all.erase(std::remove(all.begin(), all.end(), link), all.end());
-    if (was_up) {
-      up.erase(it);
+    // A refusal is reported too, unless a link to that node is up (a second link it refused).
+    const bool refused = !was_up && link->reason == PeerLeftReason::rejected && up.count(link->id) == 0;
+    if (was_up) up.erase(it);
+    if (was_up || refused) {
       call([&] {
-        if (on_left) on_left(link->id);
+        if (on_left) on_left(PeerLeft{link->id, link->reason.value_or(PeerLeftReason::closed), link->detail});
       });
     }
     changed.notify_all();
   }
 
-  bool send(std::uint64_t to, std::string payload) {
+  PeerSendResult send(std::uint64_t to, std::string payload) {
+    using S = PeerSendStatus;
+    if (stopping) return {S::closed, {}};
+    if (payload.size() + 1 > options.max_frame) return {S::too_large, {}};
     const auto it = up.find(to);
-    if (it == up.end()) return false;
-    return enqueue(it->second, wire::Direct{std::move(payload)});
+    if (it == up.end()) return {known.count(to) != 0 ? S::not_linked : S::unknown_node, {}};
+    const Link l = it->second;
+    if (!enqueue(l, wire::Direct{std::move(payload)})) return {l->dropped ? S::queue_full : S::not_linked, {}};
+    return {S::queued, {to}};
   }
 
-  std::size_t broadcast(std::string payload) {
+  PeerSendResult broadcast(std::string payload) {
+    using S = PeerSendStatus;
+    if (stopping) return {S::closed, {}};
+    if (payload.size() + wire_broadcast_header > options.max_frame) return {S::too_large, {}};
+    if (up.empty()) return {S::not_linked, {}};
     const wire::Broadcast b{id, next_message++, options.hop_limit, std::move(payload)};
     first_sight(b.origin, b.message_id);
     const std::string f = wire::frame(b);
-    std::size_t n = 0;
-    for (auto& [node, l] : up) n += enqueue_frame(l, f) ? 1 : 0;
-    return n;
+    PeerSendResult r{S::queued, {}};
+    for (auto& [node, l] : up) {
+      if (enqueue_frame(l, f)) r.to.push_back(node);
+    }
+    if (r.to.empty()) r.status = S::queue_full;
+    return r;
   }
+  static constexpr std::size_t wire_broadcast_header = 18;  // type, origin, message id, hops left
 
   void begin_close(bool graceful) {
     stopping = true;
@@ -697,16 +914,17 @@ class BasicPeer {
   /// Dials `e` (retrying with backoff until a link is up or forget_after passes).
   void join(const Endpoint& e) { s_->dial(e, 0, false); }
 
-  /// Sends `payload` to the linked node `to`; false if it is not linked (or its link just
-  /// closed because its queue was full).
-  bool send(std::uint64_t to, std::string payload) { return s_->send(to, std::move(payload)); }
-  /// Sends `payload` to every node of the mesh, each getting it once; returns the links it
-  /// went out on.
-  std::size_t broadcast(std::string payload) { return s_->broadcast(std::move(payload)); }
+  /// Queues `payload` for the linked node `to`, or says why not: nothing waits for a link
+  /// (wait_until(linked(to)) first). A node whose queue is full is disconnected (queue_full).
+  PeerSendResult send(std::uint64_t to, std::string payload) { return s_->send(to, std::move(payload)); }
+  /// Sends `payload` to every node of the mesh, each getting it once; `to` lists the linked
+  /// nodes it went out on. With no link up it goes nowhere (not_linked) and is not kept.
+  PeerSendResult broadcast(std::string payload) { return s_->broadcast(std::move(payload)); }
 
   void on_message(std::function<void(const PeerMessage&)> f) { s_->on_message = std::move(f); }
   void on_peer_joined(std::function<void(std::uint64_t, const Endpoint&)> f) { s_->on_joined = std::move(f); }
-  void on_peer_left(std::function<void(std::uint64_t)> f) { s_->on_left = std::move(f); }
+  /// Called when a linked node leaves, and when a node refuses a link (PeerLeftReason::rejected).
+  void on_peer_left(PeerLeftCallback f) { s_->on_left = std::move(f); }
 
   [[nodiscard]] std::uint64_t node_id() const noexcept { return s_->id; }
   /// Where it listens (the port the OS picked for port 0); empty before start().
@@ -759,7 +977,7 @@ using Peer = BasicPeer<>;
 struct PeerCallbacks {
   std::function<void(const PeerMessage&)> on_message = {};
   std::function<void(std::uint64_t, const Endpoint&)> on_peer_joined = {};
-  std::function<void(std::uint64_t)> on_peer_left = {};
+  PeerLeftCallback on_peer_left = {};  ///< takes `const PeerLeft&` or the node id
 };
 
 /// A Peer running on an EventLoop of its own thread, for blocking programs. send, broadcast,
@@ -789,11 +1007,16 @@ class BasicPeerThread {
   [[nodiscard]] std::uint64_t node_id() const noexcept { return id_; }
   [[nodiscard]] Endpoint local_endpoint() const { return local_; }
 
-  void send(std::uint64_t to, std::string payload) {
-    call_soon_threadsafe([this, to, p = std::move(payload)]() mutable { peer_->send(to, std::move(p)); });
+  /// Queues `payload` for the linked node `to` and says what happened, as Peer::send: a node
+  /// not linked yet is reported (not_linked), not waited for; wait_for_peers first. Blocks
+  /// until the node's thread has queued it (from this node's own callbacks it does not wait;
+  /// from another PeerThread's callback it does, so two such must not send to each other there).
+  PeerSendResult send(std::uint64_t to, std::string payload) {
+    return on_loop([to, p = std::move(payload)](BasicPeer<Unused>& peer) mutable { return peer.send(to, std::move(p)); });
   }
-  void broadcast(std::string payload) {
-    call_soon_threadsafe([this, p = std::move(payload)]() mutable { peer_->broadcast(std::move(p)); });
+  /// As Peer::broadcast; blocks until the node's thread has queued it.
+  PeerSendResult broadcast(std::string payload) {
+    return on_loop([p = std::move(payload)](BasicPeer<Unused>& peer) mutable { return peer.broadcast(std::move(p)); });
   }
   void join(const Endpoint& e) {
     call_soon_threadsafe([this, e] { peer_->join(e); });
@@ -830,7 +1053,32 @@ class BasicPeerThread {
     if (loop_ != nullptr) loop_->call_soon_threadsafe(std::move(f));
   }
 
+  // Runs `f` on the node's thread and returns its result; at once from a callback (the node's
+  // thread itself), where waiting for the loop would never end.
+  template <class F>
+  PeerSendResult on_loop(F f) {
+    if (std::this_thread::get_id() == loop_thread_) return f(*peer_);
+    auto result = std::make_shared<std::optional<PeerSendResult>>();
+    {
+      const std::lock_guard<std::mutex> lock(loop_mutex_);
+      if (loop_ == nullptr) return {PeerSendStatus::closed, {}};
+      loop_->call_soon_threadsafe([this, result, f = std::move(f)]() mutable {
+        PeerSendResult r = f(*peer_);
+        {
+          const std::lock_guard<std::mutex> held(mutex_);
+          *result = std::move(r);
+        }
+        cv_.notify_all();
+      });
+    }
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait(lock, [&] { return result->has_value() || done_; });  // done_: the loop ended first
+    if (!result->has_value()) return {PeerSendStatus::closed, {}};
+    return std::move(**result);
+  }
+
   void run(PeerOptions options) {
+    loop_thread_ = std::this_thread::get_id();
     bool is_started = false;
     try {
       EventLoop loop;
@@ -846,13 +1094,13 @@ class BasicPeerThread {
         cv_.notify_all();
         if (cb_.on_peer_joined) cb_.on_peer_joined(node, e);
       });
-      peer.on_peer_left([this](std::uint64_t node) {
+      peer.on_peer_left([this](const PeerLeft& left) {
         {
           const std::lock_guard<std::mutex> lock(mutex_);
           peers_ = peer_->peers();
         }
         cv_.notify_all();
-        if (cb_.on_peer_left) cb_.on_peer_left(node);
+        if (cb_.on_peer_left) cb_.on_peer_left(left);
       });
       peer_ = &peer;
       loop.run_until_complete(peer.start());
@@ -896,6 +1144,7 @@ class BasicPeerThread {
   std::mutex loop_mutex_;
   EventLoop* loop_ = nullptr;  // under loop_mutex_; read without it on the loop thread only
   BasicPeer<Unused>* peer_ = nullptr;
+  std::thread::id loop_thread_;  // written before the thread starts the node, then only read
   std::uint64_t id_ = 0;
   Endpoint local_;
   mutable std::mutex mutex_;

@@ -27,7 +27,10 @@ inline constexpr std::size_t max_peers_per_message = 256;
 /// The longest endpoint text a message may carry ("unix:" and a 107-byte path fit).
 inline constexpr std::size_t max_endpoint_text = 128;
 
-enum class Type : std::uint8_t { hello = 1, peers = 2, direct = 3, broadcast = 4, ping = 5, pong = 6 };
+/// The longest reason text a Reject may carry.
+inline constexpr std::size_t max_reject_text = 255;
+
+enum class Type : std::uint8_t { hello = 1, peers = 2, direct = 3, broadcast = 4, ping = 5, pong = 6, reject = 7 };
 
 /// The first message on every link, both ways: who I am and where I listen.
 struct Hello {
@@ -74,7 +77,19 @@ struct Pong {
   friend bool operator==(const Pong&, const Pong&) = default;
 };
 
-using Message = std::variant<Hello, Peers, Direct, Broadcast, Ping, Pong>;
+/// Why a node refuses a link (Reject::code); a receiver treats a code it does not know as `other`.
+enum class RejectCode : std::uint8_t { other = 0, peer_limit = 1 };
+
+/// A refusal: sent instead of a Hello (or after it), then the link is closed.
+struct Reject {
+  std::uint16_t version = protocol_version;
+  std::uint64_t node_id = 0;  ///< the refusing node
+  RejectCode code = RejectCode::other;
+  std::string text = {};  ///< for people, at most max_reject_text bytes
+  friend bool operator==(const Reject&, const Reject&) = default;
+};
+
+using Message = std::variant<Hello, Peers, Direct, Broadcast, Ping, Pong, Reject>;
 
 namespace detail {
 
@@ -183,6 +198,15 @@ inline void encode(const Message& m, std::string& out) {
           w.u64(v.message_id);
           w.u8(v.hops_left);
           w.rest(v.payload);
+        } else if constexpr (std::is_same_v<T, Reject>) {
+          if (v.text.size() > max_reject_text) throw std::invalid_argument("sockpat: a Reject's text is at most 255 bytes");
+          w.u8(static_cast<std::uint8_t>(Type::reject));
+          w.u32(magic);
+          w.u16(v.version);
+          w.u64(v.node_id);
+          w.u8(static_cast<std::uint8_t>(v.code));
+          w.u8(static_cast<std::uint8_t>(v.text.size()));
+          w.rest(v.text);
         } else if constexpr (std::is_same_v<T, Ping>) {
           w.u8(static_cast<std::uint8_t>(Type::ping));
           w.u64(v.nonce);
@@ -201,7 +225,8 @@ inline void encode(const Message& m, std::string& out) {
 }
 
 /// Decodes one body. Bytes that are no message of this protocol give errc::malformed_frame;
-/// a Hello with another magic or version gives errc::protocol_error. Never throws for bad input.
+/// a Hello with another magic or version, or a Reject with another magic, gives
+/// errc::protocol_error (a Reject of any version is read: it only ends a link). Never throws for bad input.
 [[nodiscard]] inline Message decode(std::span<const std::byte> body, std::error_code& ec) {
   ec.clear();
   detail::Reader r(body);
@@ -245,6 +270,26 @@ inline void encode(const Message& m, std::string& out) {
       b.hops_left = r.u8();
       b.payload = r.ok() ? r.rest() : std::string();
       m = std::move(b);
+      break;
+    }
+    case Type::reject: {
+      Reject j;
+      const auto mg = r.u32();
+      j.version = r.u16();
+      j.node_id = r.u64();
+      const auto code = r.u8();
+      j.code = code == static_cast<std::uint8_t>(RejectCode::peer_limit) ? RejectCode::peer_limit : RejectCode::other;
+      const std::size_t n = r.u8();
+      j.text = r.ok() ? r.rest() : std::string();
+      if (r.ok() && j.text.size() != n) {
+        ec = make_error_code(errc::malformed_frame);
+        return m;
+      }
+      if (r.ok() && mg != magic) {
+        ec = make_error_code(errc::protocol_error);
+        return m;
+      }
+      m = std::move(j);
       break;
     }
     case Type::ping: m = Ping{r.u64()}; break;

@@ -908,6 +908,74 @@ def scenario_peer_localhost(b):
     check_peer(bpeer, 'B', 'Hello from A')
 
 
+def scenario_mesh_chat_frozen(b):
+    # Three processes; n2 is frozen with SIGSTOP (its sockets stay open, nothing is reset: a host
+    # that hangs, a cable pulled). n0 and n1 declare it dead within the default liveness timeout
+    # (5 s) and go on talking; once n2 is thawed (SIGCONT) the links come back and its line
+    # reaches both. POSIX only: Windows has no SIGSTOP.
+    count = 3
+    procs, outs, errs, endpoints = [], [], [], []
+    for i in range(count):
+        argv = bin_path(b, 'mesh_chat') + ['--listen', '127.0.0.1:0', '--name', 'n%d' % i,
+                                           '--wait-peers', str(count - 1), '--timeout', '15']
+        if endpoints:
+            argv += ['--join', endpoints[0]]
+        p = start(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(p)
+        endpoints.append(read_listening(p))
+        outs.append(Lines(p.stdout))
+        errs.append(Lines(p.stderr))
+    frozen = procs[2]
+    try:
+        for i, p in enumerate(procs):
+            p.stdin.write('hello from n%d\n' % i)
+            p.stdin.flush()
+        for i in range(count):
+            wanted = ['n%d: hello from n%d' % (j, j) for j in range(count) if j != i]
+            expect(outs[i].wait_for(lambda lines: all(w in lines for w in wanted)),
+                   'mesh_chat n%d prints every other line' % i, outs[i].lines)
+        # n2's id, from the "joined ID ENDPOINT" line n0 printed for it.
+        joined_n2 = [l for l in errs[0].lines if l.startswith('joined ') and l.endswith(' ' + endpoints[2])]
+        expect(len(joined_n2) == 1, 'n0 reports n2 joined, at its endpoint', errs[0].lines)
+        n2 = joined_n2[0].split()[1]
+        frozen_at = time.monotonic()
+        frozen.send_signal(signal.SIGSTOP)
+        for i in (0, 1):
+            expect(errs[i].wait_for(lambda lines: 'left %s (timed out)' % n2 in lines),
+                   'n%d declares the frozen n2 dead, timed out' % i, errs[i].lines)
+        dead_after = time.monotonic() - frozen_at
+        print('mesh_chat_frozen: n2 declared dead %.2f s after SIGSTOP (liveness_timeout 5 s)' % dead_after)
+        expect(4.0 <= dead_after <= 12.0, 'n2 is declared dead after about the liveness timeout', dead_after)
+        procs[0].stdin.write('while n2 sleeps\n')
+        procs[0].stdin.flush()
+        expect(outs[1].wait_for(lambda lines: 'n0: while n2 sleeps' in lines), 'n1 still hears n0', outs[1].lines)
+        frozen.send_signal(signal.SIGCONT)
+        for i in (0, 1):
+            expect(errs[i].wait_for(lambda lines: sum(1 for l in lines if l.startswith('joined %s ' % n2)) == 2),
+                   'n%d links the thawed n2 again' % i, errs[i].lines)
+        frozen.stdin.write('thawed\n')
+        frozen.stdin.flush()
+        for i in (0, 1):
+            expect(outs[i].wait_for(lambda lines: 'n2: thawed' in lines), 'n%d hears the thawed n2' % i,
+                   outs[i].lines)
+        for p in procs:
+            p.stdin.close()
+        for i, p in enumerate(procs):
+            p.wait(TIMEOUT)
+            outs[i].thread.join(TIMEOUT)
+            expect(p.returncode == 0, 'mesh_chat n%d exits 0 at the end of its input' % i, p.returncode, errs[i].lines)
+            for line in ('n2: thawed', 'n0: while n2 sleeps'):
+                if not line.startswith('n%d:' % i) and not (i == 2 and 'sleeps' in line):
+                    expect(outs[i].lines.count(line) == 1, 'n%d prints %r once' % (i, line), outs[i].lines)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                if p is frozen:
+                    p.send_signal(signal.SIGCONT)
+                p.kill()
+                p.wait(TIMEOUT)
+
+
 def scenario_mesh_chat_localhost(b):
     # A node joins the mesh through a host name: resolved, in the family of --listen.
     argv = bin_path(b, 'mesh_chat') + ['--wait-peers', '1', '--timeout', '15']

@@ -4,7 +4,9 @@
 
 #include "support/printing.hpp"
 
+#include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <condition_variable>
@@ -38,8 +40,14 @@ sockpat::PeerOptions fast_options() {
 struct Node {
   explicit Node(sockpat::PeerOptions o) : peer(std::move(o)) {
     peer.on_message([this](const sockpat::PeerMessage& m) { got.push_back(m); });
-    peer.on_peer_joined([this](std::uint64_t, const sockpat::Endpoint&) { ++joined; });
-    peer.on_peer_left([this](std::uint64_t) { ++left; });
+    peer.on_peer_joined([this](std::uint64_t id, const sockpat::Endpoint&) {
+      ++joined;
+      joined_ids.push_back(id);
+    });
+    peer.on_peer_left([this](const sockpat::PeerLeft& l) {
+      ++left;
+      gone.push_back(l);
+    });
   }
   [[nodiscard]] std::size_t count(std::uint64_t from, const std::string& payload) const {
     std::size_t n = 0;
@@ -49,7 +57,9 @@ struct Node {
   sockpat::Peer peer;
   std::vector<sockpat::PeerMessage> got;
   int joined = 0;
+  std::vector<std::uint64_t> joined_ids;
   int left = 0;
+  std::vector<sockpat::PeerLeft> gone;
 };
 
 sockpat::Task<void> until(Node& n, std::function<bool()> done, std::chrono::milliseconds timeout = 10s) {
@@ -118,7 +128,7 @@ TEST_CASE("two nodes shake hands, link once, and carry direct messages and broad
     CHECK(b.peer.send(a.peer.node_id(), "to a"));
     CHECK(a.peer.send(b.peer.node_id(), std::string("\0to b", 5)));
     CHECK_FALSE(a.peer.send(12345, "nobody"));
-    CHECK(a.peer.broadcast("all") == 1);
+    CHECK(a.peer.broadcast("all").to == std::vector<std::uint64_t>{b.peer.node_id()});
     co_await until(a, [&] { return a.got.size() == 1; });
     co_await until(b, [&] { return b.got.size() == 2; });
     CHECK(a.got[0].payload == "to a");
@@ -132,6 +142,9 @@ TEST_CASE("two nodes shake hands, link once, and carry direct messages and broad
     co_await until(a, [&] { return a.left == 1; });
     CHECK(a.peer.peers().empty());
     CHECK(b.left == 1);  // closing reports each linked node as gone, on both sides
+    CHECK(a.gone.at(0).id == b.peer.node_id());
+    CHECK(a.gone.at(0).reason == sockpat::PeerLeftReason::closed);
+    CHECK(b.gone.at(0).reason == sockpat::PeerLeftReason::closed);
     co_await a.peer.close();
   });
 }
@@ -321,6 +334,7 @@ TEST_CASE("a link that sends garbage, another version, an oversized frame or not
       co_await raw.writer.write(std::string("\x00\x00\x00\x01\x63", 5));
       CHECK(co_await closed_by_node(raw.reader));
       co_await until(a, [&] { return a.left == 1; });
+      CHECK(a.gone.at(0).reason == sockpat::PeerLeftReason::protocol_error);
     }
     CHECK(a.peer.stats().bad_closed >= 5);
     // The node still links and talks.
@@ -357,14 +371,19 @@ TEST_CASE("a peer that stops reading is disconnected, and the node's queues stay
     const std::string chunk(16 * 1024, 'z');
     std::size_t sent = 0;
     std::size_t most = 0;
+    bool dropped_said = false;  // the broadcast that overflowed the slow one's queue left it out
     // Enough to fill any loopback socket buffer many times over; stops once the slow one is gone.
     for (; sent < 4000 && a.peer.linked(999); ++sent) {
-      a.peer.broadcast(chunk);
+      const auto r = a.peer.broadcast(chunk);
+      REQUIRE(r.status == sockpat::PeerSendStatus::queued);  // b took it
+      dropped_said = dropped_said || r.to == std::vector<std::uint64_t>{b.peer.node_id()};
       most = (std::max)(most, a.peer.stats().queued_bytes);
       // Let b read, so that only the slow link backs up.
       if (b.peer.stats().connections > 0) co_await until(b, [&] { return b.got.size() + 8 > sent; });
     }
     CHECK_FALSE(a.peer.linked(999));
+    CHECK(dropped_said);
+    CHECK(a.gone.at(0).reason == sockpat::PeerLeftReason::queue_full);
     CHECK(a.peer.stats().slow_closed == 1);
     CHECK(a.peer.stats().max_link_queued <= o.send_queue_limit);
     CHECK(most <= 2 * o.send_queue_limit);  // b's queue and the slow one's, each within the bound
@@ -400,6 +419,7 @@ TEST_CASE("a node killed and restarted on its port is redialled and gets later b
     co_await until(a, [&] { return a.peer.peers().size() == 1; });
     co_await until(b, [&] { return b.peer.peers().size() == 1; });
     CHECK(a.left == 1);
+    CHECK(a.gone.at(0).reason == sockpat::PeerLeftReason::closed);  // a killed process's sockets end in order
 
     // Restarted on the same port, knowing nobody: its old neighbours' redials find it.
     auto again = fast_options();
@@ -444,6 +464,206 @@ TEST_CASE("a node that stays away is redialled with backoff, then forgotten") {
     co_await a.peer.close();
   });
 }
+
+TEST_CASE("a link that goes silent is declared dead within the liveness timeout and redialled; the others keep working") {
+  on_loop([]() -> sockpat::Task<void> {
+    auto o = fast_options();
+    o.ping_interval = 50ms;
+    o.liveness_timeout = 400ms;
+    Node a(o);
+    co_await a.peer.start();
+    auto ob = o;
+    ob.join = {a.peer.local_endpoint()};
+    Node b(ob);
+    co_await b.peer.start();
+    co_await until(a, [&] { return a.peer.linked(b.peer.node_id()); });
+
+    // The frozen node: says Hello, then neither reads nor writes, as a host that froze or a
+    // link that stopped passing packets (nothing is reset, nothing arrives).
+    auto frozen = sockpat::TcpListener::bind(sockpat::Endpoint("127.0.0.1", 0));
+    const auto frozen_at = frozen.local_endpoint();
+    constexpr std::uint64_t frozen_id = 0xf0f0;
+    a.peer.join(frozen_at);
+    auto first = sockpat::make_streams(co_await frozen.async_accept(5s));
+    co_await first.second.write(sockpat::wire::frame(sockpat::wire::Hello{1, frozen_id, frozen_at}));
+    co_await until(a, [&] { return a.peer.linked(frozen_id); });
+    const auto linked_at = std::chrono::steady_clock::now();
+    co_await until(a, [&] { return !a.peer.linked(frozen_id); }, 5s);
+    const auto dead_after = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - linked_at);
+    MESSAGE("declared dead after " << dead_after.count() << " ms (liveness_timeout 400 ms, ping_interval 50 ms)");
+    CHECK(dead_after >= 350ms);  // the link's last frame came a little before linked_at
+    CHECK(dead_after < 400ms + 1s);
+    REQUIRE(a.gone.size() == 1);
+    CHECK(a.gone[0].id == frozen_id);
+    CHECK(a.gone[0].reason == sockpat::PeerLeftReason::timed_out);
+    CHECK(a.peer.stats().timed_out == 1);
+    // It is redialled where it said it listens (async_accept throws timed_out if not): a's Hello.
+    auto second = sockpat::make_streams(co_await frozen.async_accept(5s));
+    const auto hello = co_await sockpat::wait_for(second.first.read_frame(sockpat::LengthPrefixFraming(1 << 20)), 5s);
+    REQUIRE(hello.has_value());
+    std::error_code ec;
+    CHECK(sockpat::wire::check_hello(std::as_bytes(std::span(hello->data(), hello->size())), ec).node_id == a.peer.node_id());
+
+    // The link to b, as idle, was kept alive by pings both ways, and still carries messages.
+    CHECK(a.peer.linked(b.peer.node_id()));
+    CHECK(b.gone.empty());
+    CHECK(a.peer.stats().pings_sent > 0);
+    CHECK(b.peer.stats().pings_sent > 0);
+    CHECK(a.peer.send(b.peer.node_id(), "after"));
+    CHECK(b.peer.broadcast("back").to == std::vector<std::uint64_t>{a.peer.node_id()});
+    co_await until(b, [&] { return b.count(a.peer.node_id(), "after") == 1; });
+    co_await until(a, [&] { return a.count(b.peer.node_id(), "back") == 1; });
+    co_await b.peer.close();
+    co_await a.peer.close();
+  });
+}
+
+TEST_CASE("the link kept by the one-link rule never carries the other link's Hello, even when both shake hands in one turn") {
+  on_loop([]() -> sockpat::Task<void> {
+    namespace wire = sockpat::wire;
+    auto o = fast_options();
+    o.node_id = 2;  // smaller than the raw node's: the link a dials is the one both keep
+    Node a(o);
+    co_await a.peer.start();
+    const auto framing = sockpat::LengthPrefixFraming(1 << 20);
+    auto x_listener = sockpat::TcpListener::bind(sockpat::Endpoint("127.0.0.1", 0));
+    const auto x_at = x_listener.local_endpoint();
+    constexpr std::uint64_t x = 1000;
+    a.peer.join(x_at);
+    auto dialed = sockpat::make_streams(co_await x_listener.async_accept(5s));
+    REQUIRE(co_await sockpat::wait_for(dialed.first.read_frame(framing), 5s));  // a's Hello first
+    auto accepted = co_await raw_connect(a.peer.local_endpoint());
+    co_await until(a, [&] { return a.peer.stats().connections == 2; });
+    // Both Hellos in one go: a handshakes on both links in one turn of its loop, the accepted
+    // one first (its Hello to x is then still queued when the one-link rule applies).
+    const std::string hello = wire::frame(wire::Hello{1, x, x_at});
+    co_await accepted.writer.write(hello);
+    co_await dialed.second.write(hello);
+    co_await until(a, [&] { return a.peer.linked(x); });
+    CHECK(a.peer.send(x, "marker"));
+    std::vector<std::size_t> types;
+    for (int i = 0; i < 16; ++i) {  // the kept link: what the rule moved, then the marker
+      auto f = co_await sockpat::wait_for(dialed.first.read_frame(framing), 5s);
+      REQUIRE(f);
+      REQUIRE_FALSE(f->empty());
+      types.push_back(static_cast<unsigned char>((*f)[0]));
+      if (*f == wire::encode(wire::Direct{"marker"})) break;
+    }
+    CHECK(types.back() == static_cast<std::size_t>(wire::Type::direct));
+    CHECK(std::count(types.begin(), types.end(), static_cast<std::size_t>(wire::Type::hello)) == 0);
+    // The retired link still got a's Hello, then its end.
+    auto first = co_await sockpat::wait_for(accepted.reader.read_frame(framing), 5s);
+    REQUIRE(first);
+    std::error_code ec;
+    CHECK(wire::check_hello(std::as_bytes(std::span(first->data(), first->size())), ec).node_id == 2);
+    CHECK(co_await closed_by_node(accepted.reader));
+    CHECK(a.gone.empty());
+    co_await a.peer.close();
+  });
+}
+
+TEST_CASE("a node that dials itself finds out from the Hello and dials that endpoint no more") {
+  on_loop([]() -> sockpat::Task<void> {
+    auto o = fast_options();
+    o.listen = sockpat::Endpoint("0.0.0.0", 0);
+    Node a(o);
+    co_await a.peer.start();
+    // Another spelling of its own endpoint: only the Hello can tell.
+    a.peer.join(sockpat::Endpoint("127.0.0.1", a.peer.local_endpoint().port()));
+    CHECK(a.peer.stats().dialing == 1);
+    co_await until(a, [&] { return a.peer.stats().dialing == 0 && a.peer.stats().connections == 0; });
+    CHECK(a.joined == 0);
+    CHECK(a.gone.empty());
+    CHECK(a.peer.stats().bad_closed == 0);
+    a.peer.join(sockpat::Endpoint("127.0.0.1", a.peer.local_endpoint().port()));
+    CHECK(a.peer.stats().dialing == 0);  // known as itself now
+    co_await a.peer.close();
+  });
+}
+
+TEST_CASE("a send says what happened: queued and to whom, or not linked, unknown, too large, closed") {
+  on_loop([]() -> sockpat::Task<void> {
+    using S = sockpat::PeerSendStatus;
+    auto o = fast_options();
+    o.max_frame = 1024;
+    Node a(o);
+    co_await a.peer.start();
+    // Before any link: said, not lost silently.
+    CHECK(a.peer.broadcast("early").status == S::not_linked);
+    CHECK(a.peer.send(12345, "early").status == S::unknown_node);
+    auto ob = o;
+    ob.join = {a.peer.local_endpoint()};
+    Node b(ob);
+    co_await b.peer.start();
+    co_await until(a, [&] { return a.peer.linked(b.peer.node_id()); });
+    const auto r = a.peer.send(b.peer.node_id(), std::string(1023, 'x'));  // 1 + 1023: max_frame
+    CHECK(r.status == S::queued);
+    CHECK(r.to == std::vector<std::uint64_t>{b.peer.node_id()});
+    CHECK(a.peer.send(b.peer.node_id(), std::string(1024, 'x')).status == S::too_large);
+    CHECK(a.peer.broadcast(std::string(1024 - 18 + 1, 'x')).status == S::too_large);
+    CHECK(a.peer.broadcast(std::string(1024 - 18, 'y')).status == S::queued);
+    co_await until(b, [&] { return b.got.size() == 2; });
+    CHECK(b.got[0].payload.size() == 1023);
+    CHECK(b.got[1].payload.size() == 1024 - 18);
+    // A node known but whose link is down (b closed; a would redial it) is not linked.
+    const auto b_id = b.peer.node_id();
+    co_await b.peer.close();
+    co_await until(a, [&] { return !a.peer.linked(b_id); });
+    CHECK(a.peer.send(b_id, "late").status == S::not_linked);
+    co_await a.peer.close();
+    CHECK(a.peer.send(b_id, "closed").status == S::closed);
+    CHECK(a.peer.broadcast("closed").status == S::closed);
+  });
+}
+
+TEST_CASE("a node at its peer limit refuses the next one with a reason that both sides report") {
+  on_loop([]() -> sockpat::Task<void> {
+    auto oa = fast_options();
+    oa.peer_limit = 1;
+    Node a(oa);
+    co_await a.peer.start();
+    auto ob = fast_options();
+    ob.join = {a.peer.local_endpoint()};
+    Node b(ob);
+    co_await b.peer.start();
+    co_await until(a, [&] { return a.peer.linked(b.peer.node_id()); });
+
+    // c dials the full node: refused before any Hello, so c never sees it join.
+    auto oc = fast_options();
+    oc.join = {a.peer.local_endpoint()};
+    Node c(oc);
+    co_await c.peer.start();
+    co_await until(c, [&] { return !c.gone.empty(); });
+    CHECK(c.gone[0].id == a.peer.node_id());
+    CHECK(c.gone[0].reason == sockpat::PeerLeftReason::rejected);
+    CHECK(c.gone[0].detail == "peer limit of 1 reached");
+    // (c may link b, learned from a, and be refused again if b names a to it.)
+    CHECK(std::count(c.joined_ids.begin(), c.joined_ids.end(), a.peer.node_id()) == 0);
+    CHECK(c.peer.stats().rejected >= 1);
+    CHECK(a.peer.stats().refused >= 1);
+    CHECK(a.peer.peers().size() == 1);
+    CHECK(a.joined == 1);
+    // The Peers that followed the refusal told c of b.
+    co_await until(c, [&] { return c.peer.stats().known >= 1; });
+
+    // The full node dials: it has said Hello already, so it refuses after it.
+    Node d(fast_options());
+    co_await d.peer.start();
+    const auto refused_before = a.peer.stats().refused;
+    a.peer.join(d.peer.local_endpoint());
+    co_await until(d, [&] { return !d.gone.empty(); });
+    CHECK(d.gone[0].id == a.peer.node_id());
+    CHECK(d.gone[0].reason == sockpat::PeerLeftReason::rejected);
+    CHECK(d.gone[0].detail == "peer limit of 1 reached");
+    CHECK(a.peer.stats().refused > refused_before);
+    CHECK(a.gone.empty());
+    CHECK(a.peer.linked(b.peer.node_id()));
+    co_await d.peer.close();
+    co_await c.peer.close();
+    co_await b.peer.close();
+    co_await a.peer.close();
+  });
+}
 }
 
 TEST_SUITE("peer thread" * doctest::timeout(60)) {
@@ -464,23 +684,40 @@ TEST_CASE("PeerThread runs a node on its own thread: thread-safe send, broadcast
     got_b.push_back(msg.payload);
     cv.notify_all();
   };
+  // b answers "ping" from its callback, on its own thread: send must not wait for itself there.
+  std::atomic<sockpat::PeerThread*> b_thread{nullptr};
+  std::atomic<int> answered{0};
+  cb.on_message = [&, inner = cb.on_message](const sockpat::PeerMessage& msg) {
+    if (msg.payload == "ping") {
+      answered += b_thread.load()->send(msg.from, "pong") ? 1 : 0;
+      return;
+    }
+    inner(msg);
+  };
   sockpat::PeerThread a(fast_options(), ca);
+  // A send before any link is up says so, at once (it used to vanish without a word).
+  CHECK(a.broadcast("too early").status == sockpat::PeerSendStatus::not_linked);
+  CHECK(a.send(12345, "too early").status == sockpat::PeerSendStatus::unknown_node);
   auto ob = fast_options();
   ob.join = {a.local_endpoint()};
   sockpat::PeerThread b(ob, cb);
+  b_thread = &b;
   REQUIRE(a.wait_for_peers(1, 10s));
   REQUIRE(b.wait_for_peers(1, 10s));
   CHECK(a.peers().at(0).id == b.node_id());
-  a.broadcast("hello b");
-  b.send(a.node_id(), "hello a");
+  CHECK(a.broadcast("hello b").to == std::vector<std::uint64_t>{b.node_id()});
+  CHECK(b.send(a.node_id(), "hello a"));
+  CHECK(a.send(b.node_id(), "ping"));
   {
     std::unique_lock<std::mutex> lock(m);
-    CHECK(cv.wait_for(lock, 10s, [&] { return got_a.size() == 1 && got_b.size() == 1; }));
-    CHECK(got_a == std::vector<std::string>{"hello a"});
+    CHECK(cv.wait_for(lock, 10s, [&] { return got_a.size() == 2 && got_b.size() == 1; }));
+    CHECK(got_a == std::vector<std::string>{"hello a", "pong"});
     CHECK(got_b == std::vector<std::string>{"hello b"});
   }
+  CHECK(answered == 1);
   b.stop();
   CHECK(b.peers().empty());
+  CHECK(b.send(a.node_id(), "stopped").status == sockpat::PeerSendStatus::closed);
   a.stop();
   a.stop();  // idempotent
 }

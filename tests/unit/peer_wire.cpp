@@ -30,6 +30,8 @@ std::vector<wire::Message> samples() {
           wire::Direct{""},
           wire::Broadcast{42, 99, 7, "to everyone"},
           wire::Ping{123},
+          wire::Reject{wire::protocol_version, 5, wire::RejectCode::peer_limit, "peer limit of 64 reached"},
+          wire::Reject{wire::protocol_version, 6, wire::RejectCode::other, ""},
           wire::Pong{~0ULL}};
 }
 
@@ -125,5 +127,31 @@ TEST_CASE("check_hello accepts only a Hello of this version from a node id other
   CHECK(ec == sockpat::errc::malformed_frame);
   CHECK(wire::check_hello(bytes(wire::encode(good)), ec) == good);
   CHECK_FALSE(ec);  // cleared by a good one
+}
+}
+
+TEST_SUITE("peer_wire") {
+TEST_CASE("a Reject is laid out byte by byte as docs/peer-protocol.md says; its text length must match") {
+  const auto body = wire::encode(wire::Reject{wire::protocol_version, 0x0102030405060708ULL, wire::RejectCode::peer_limit, "full"});
+  CHECK(body == std::string("\x07SPAT\x00\x01\x01\x02\x03\x04\x05\x06\x07\x08\x01\x04" "full", 21));
+  std::error_code ec;
+  (void)wire::decode(bytes(body + "x"), ec);  // a text longer than its length byte says
+  CHECK(ec == sockpat::errc::malformed_frame);
+  auto other_magic = body;
+  other_magic[1] = 'X';
+  (void)wire::decode(bytes(other_magic), ec);
+  CHECK(ec == sockpat::errc::protocol_error);
+  // A code this node does not know is read as `other`; any version is read (it only ends a link).
+  auto unknown_code = body;
+  unknown_code[15] = '\x09';
+  unknown_code[6] = '\x02';
+  const auto m = wire::decode(bytes(unknown_code), ec);
+  CHECK_FALSE(ec);
+  CHECK(std::get<wire::Reject>(m).code == wire::RejectCode::other);
+  CHECK(std::get<wire::Reject>(m).version == 2);
+  // Not a Hello: a node that does not know Reject closes the link on it, as refused.
+  (void)wire::check_hello(bytes(body), ec);
+  CHECK(ec == sockpat::errc::malformed_frame);
+  CHECK_THROWS_AS((void)wire::encode(wire::Reject{1, 1, wire::RejectCode::other, std::string(256, 'x')}), std::invalid_argument);
 }
 }

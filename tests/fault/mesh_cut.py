@@ -1,0 +1,203 @@
+"""A mesh node whose link is cut without FIN or RST: its packets just stop. The others must
+declare it dead within the peer liveness timeout, go on talking, and link it again once the cut
+heals, without a restart.
+
+Usage: mesh_cut.py MESH_CHAT_BINARY [RUNNER...]
+
+Two network namespaces made for this run (names carry the pid) joined by a veth pair: mesh_chat
+nodes n0 and n1 in one, n2 in the other. Once all three are linked and have heard each other,
+n2's veth end is set down while every process lives on, so nothing more crosses. n0 and n1 must
+report n2 "left ... (timed out)" after about the default liveness timeout (5 s), and n2 the
+same of them; n0 and n1 still hear each other. Then the link is set up again: the redials link
+n2 back and its line reaches both. The namespaces are always removed.
+Without the privilege to make namespaces (not root, no `ip`), exits 77: CTest's SKIP_RETURN_CODE
+(1, a failure, when SOCKPAT_REQUIRE_NETNS=1, as .ci/run sets).
+"""
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+SKIP = 77
+LIVENESS_S = 5.0  # PeerOptions::liveness_timeout's default, which mesh_chat keeps
+TIMEOUT = 20
+PID = os.getpid()
+NS_A = 'sockpat-ma-%d' % PID
+NS_B = 'sockpat-mb-%d' % PID
+VETH_A = 'spma%d' % PID  # interface names have at most 15 characters
+VETH_B = 'spmb%d' % PID
+ADDR_A = '10.212.0.1'
+ADDR_B = '10.212.0.2'
+started = []  # processes this script started: killed by pid on the way out
+
+
+def sh(*argv, check=True):
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=TIMEOUT, check=check)
+
+
+def cleanup():
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+            try:
+                p.wait(TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+    for ns in (NS_A, NS_B):
+        subprocess.run(['ip', 'netns', 'del', ns], capture_output=True, timeout=TIMEOUT)
+
+
+def on_signal(signum, _frame):
+    cleanup()
+    sys.exit(128 + signum)
+
+
+def expect(cond, what, *details):
+    if not cond:
+        raise AssertionError(what + ''.join('\n  ' + str(d) for d in details))
+
+
+def setup():
+    sh('ip', 'netns', 'add', NS_A)
+    sh('ip', 'netns', 'add', NS_B)
+    sh('ip', 'link', 'add', VETH_A, 'netns', NS_A, 'type', 'veth', 'peer', 'name', VETH_B, 'netns', NS_B)
+    for ns, dev, addr in ((NS_A, VETH_A, ADDR_A), (NS_B, VETH_B, ADDR_B)):
+        sh('ip', '-n', ns, 'addr', 'add', addr + '/30', 'dev', dev)
+        sh('ip', '-n', ns, 'link', 'set', 'lo', 'up')
+        sh('ip', '-n', ns, 'link', 'set', dev, 'up')
+
+
+class Lines:
+    """The lines a stream carries, collected on a thread of their own so that every wait is bounded."""
+
+    def __init__(self, stream):
+        self.lines = []
+        self.cond = threading.Condition()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream):
+        for line in stream:
+            with self.cond:
+                self.lines.append(line.rstrip('\n'))
+                self.cond.notify_all()
+
+    def wait_for(self, predicate, timeout=TIMEOUT):
+        with self.cond:
+            return self.cond.wait_for(lambda: predicate(self.lines), timeout)
+
+
+class Node:
+    def __init__(self, binary, runner, ns, addr, name, join=None):
+        argv = runner + [binary, '--listen', addr + ':0', '--name', name, '--wait-peers', '2', '--timeout', '15']
+        if join:
+            argv += ['--join', join]
+        self.proc = subprocess.Popen(['ip', 'netns', 'exec', ns] + argv, text=True, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        started.append(self.proc)
+        line = self.proc.stdout.readline()
+        expect(line.startswith('listening on '), name + ' prints listening first', line)
+        self.endpoint = line.split()[-1]
+        self.out = Lines(self.proc.stdout)
+        self.err = Lines(self.proc.stderr)
+        self.name = name
+
+    def say(self, text):
+        self.proc.stdin.write(text + '\n')
+        self.proc.stdin.flush()
+
+    def hears(self, line, what):
+        expect(self.out.wait_for(lambda lines: line in lines), '%s hears %r (%s)' % (self.name, line, what),
+               self.out.lines, self.err.lines)
+
+    def id_of(self, endpoint):
+        """The node id this node printed as "joined ID ENDPOINT" for `endpoint`."""
+        def joined(lines):
+            return [l.split()[1] for l in lines if l.startswith('joined ') and l.endswith(' ' + endpoint)]
+        # Standard error is its own pipe: the line may come after what standard output showed.
+        expect(self.err.wait_for(lambda lines: joined(lines)), '%s reports the node at %s joined' % (self.name, endpoint),
+               self.err.lines)
+        return joined(self.err.lines)[0]
+
+
+def run(binary, runner):
+    n0 = Node(binary, runner, NS_A, ADDR_A, 'n0')
+    n1 = Node(binary, runner, NS_A, ADDR_A, 'n1', n0.endpoint)
+    n2 = Node(binary, runner, NS_B, ADDR_B, 'n2', n0.endpoint)
+    nodes = (n0, n1, n2)
+    for n in nodes:
+        n.say('hello from ' + n.name)
+    for n in nodes:
+        for other in nodes:
+            if other is not n:
+                n.hears('%s: hello from %s' % (other.name, other.name), 'before the cut')
+    id2 = n0.id_of(n2.endpoint)
+    id0 = n2.id_of(n0.endpoint)
+
+    # The cut: every process and socket lives on, but no packet crosses any more.
+    sh('ip', '-n', NS_B, 'link', 'set', VETH_B, 'down')
+    cut = time.monotonic()
+    for n in (n0, n1):
+        expect(n.err.wait_for(lambda lines: 'left %s (timed out)' % id2 in lines),
+               '%s declares n2 dead, timed out' % n.name, n.err.lines)
+    dead_after = time.monotonic() - cut
+    expect(n2.err.wait_for(lambda lines: 'left %s (timed out)' % id0 in lines),
+           'n2 declares n0 dead, timed out', n2.err.lines)
+    expect(LIVENESS_S * 0.9 <= dead_after <= LIVENESS_S + 5, 'n2 is declared dead after about the liveness timeout',
+           dead_after)
+    n0.say('during the cut')
+    n1.hears('n0: during the cut', 'the others keep talking')
+
+    # The heal: the redials on both sides link n2 again.
+    sh('ip', '-n', NS_B, 'link', 'set', VETH_B, 'up')
+    healed = time.monotonic()
+    for n in (n0, n1):
+        expect(n.err.wait_for(lambda lines: sum(1 for l in lines if l.startswith('joined %s ' % id2)) == 2),
+               '%s links n2 again after the heal' % n.name, n.err.lines)
+    relinked_after = time.monotonic() - healed
+    n2.say('after the cut')
+    n0.hears('n2: after the cut', 'after the heal')
+    n1.hears('n2: after the cut', 'after the heal')
+
+    for n in nodes:
+        n.proc.stdin.close()
+    for n in nodes:
+        n.proc.wait(TIMEOUT)
+        expect(n.proc.returncode == 0, n.name + ' exits 0 at the end of its input', n.proc.returncode, n.err.lines)
+    for n in (n0, n1):
+        expect(n.out.lines.count('n2: after the cut') == 1, n.name + ' hears n2 once after the heal', n.out.lines)
+    print('n2 declared dead %.2f s after the cut (liveness timeout %.0f s); linked again %.2f s after the heal'
+          % (dead_after, LIVENESS_S, relinked_after))
+
+
+def main():
+    binary = sys.argv[1]
+    runner = [a for a in sys.argv[2:] if a]
+    # .ci/run sets SOCKPAT_REQUIRE_NETNS=1: there it runs as root, and a skip would hide a failure.
+    required = os.environ.get('SOCKPAT_REQUIRE_NETNS') == '1'
+    skip, word = (1, 'FAILED (SOCKPAT_REQUIRE_NETNS=1)') if required else (SKIP, 'SKIPPED')
+    if os.name != 'posix' or shutil.which('ip') is None:
+        print(word + ': needs Linux network namespaces and iproute2')
+        return skip
+    if os.geteuid() != 0:
+        print(word + ': creating network namespaces needs root (CAP_NET_ADMIN); .ci/run runs as root')
+        return skip
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        try:
+            setup()
+        except subprocess.CalledProcessError as e:
+            print(word + ': cannot create network namespaces here: %s' % (e.stderr or e).strip())
+            return skip
+        run(binary, runner)
+    finally:
+        cleanup()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
