@@ -56,6 +56,27 @@ TEST_CASE("'A client': it verifies localhost against ca.pem, sends hello, reads 
   CHECK(server.stats().handler_errors == 0);
 }
 
+TEST_CASE("'Which names match': verify_chain_only accepts a certificate of the CA for another name, not one of an unknown CA" *
+          doctest::timeout(60)) {
+  in_certificates_directory();
+  auto handshake_with = [](const std::string& certificate) {
+    sockpat::ServerOptions quiet;
+    quiet.on_error = [](std::exception_ptr, const sockpat::Endpoint&) {};  // the client leaves without close_notify
+    sockpat::TlsTcpServer server(sockpat::Endpoint("127.0.0.1", 0),
+                                 sockpat::TlsContext::server(certificate + ".pem", certificate + ".key"),
+                                 [](sockpat::TlsTcpConnection&) {}, quiet);
+    server.start();
+    snippet_chain_only::snippet(sockpat::TcpConnection::connect(server.local_endpoint(), 5s));
+  };
+  CHECK_NOTHROW(handshake_with("other"));  // other.example, signed by ca.pem: the name is not checked
+  try {
+    handshake_with("rogue");  // localhost, signed by a CA that ca.pem is not
+    FAIL("a certificate of an unknown CA was accepted");
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == sockpat::tls_errc::certificate_verify_failed);
+  }
+}
+
 TEST_CASE("'A server': the echo handler echoes over TLS, ends with close_notify, and a plaintext client does not stop it" *
           doctest::timeout(60)) {
   in_certificates_directory();
