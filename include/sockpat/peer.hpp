@@ -287,11 +287,18 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
     bool wait = wait_first;
     for (;;) {
       if (wait) {
+        // The pause ends early when the node closes: a graceful close does not cancel the
+        // dials, some of which are sessions still sending (begin_close).
+        const auto until = std::chrono::steady_clock::now() + delays.next();
         bool cancelled = false;
-        try {
-          co_await sleep(delays.next());
-        } catch (const std::system_error&) {
-          cancelled = true;
+        for (auto now = std::chrono::steady_clock::now(); !self->stopping && now < until;
+             now = std::chrono::steady_clock::now()) {
+          try {
+            co_await sockpat::wait_for(self->changed.wait(), until - now);
+          } catch (const std::system_error& failure) {
+            if (failure.code() != std::errc::timed_out) cancelled = true;
+          }
+          if (cancelled) break;
         }
         if (cancelled) break;
       }
@@ -629,9 +636,11 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
 
   void begin_close(bool graceful) {
     stopping = true;
-    stop.request_stop();
+    stop.request_stop();  // ends the dials' connects; their pauses end on `changed`
     server.close();
-    dials.cancel();
+    // Not when graceful: a dial task runs its link's session, and cancelling it would drop
+    // what the link still has to send (a broadcast made just before close).
+    if (!graceful) dials.cancel();
     for (auto& l : std::vector<Link>(all)) {
       if (graceful && l->phase != PeerLinkState::Phase::handshake) {
         l->finish = true;
