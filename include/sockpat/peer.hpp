@@ -201,8 +201,8 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
   std::unordered_map<std::uint64_t, Endpoint> known;
   std::unordered_set<std::string> dialing;   // endpoints a dial task owns
   std::unordered_set<std::string> self_endpoints;
-  // Every task of the node: the dials (cancelled first on close), and the sessions of
-  // accepted connections and the links' writers.
+  // Every task of the node: the dials (with the sessions of the links they made; cancelled
+  // only by an abort), and the sessions of accepted connections and the links' writers.
   TaskSet dials{false};
   TaskSet tasks{false};
   PeerNotify changed;                        // a link came or went, a message arrived, a task ended
