@@ -275,8 +275,8 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
 
   explicit BasicPeerState(PeerOptions o) : options(std::move(o)), loop(EventLoop::current()) {
     if (loop == nullptr) throw std::logic_error("sockpat: a Peer is made on the thread of a running EventLoop");
-    // until_idle() waits on `changed` for both sets to empty.
-    for (TaskSet* set : {&dials, &tasks}) {
+    // until_idle() waits on `changed` for every set to empty.
+    for (TaskSet* set : {&dials, &tasks, &ticker}) {
       set->on_empty = [](void* state) noexcept { static_cast<BasicPeerState*>(state)->changed.notify_all(); };
       set->context = this;
     }
@@ -303,10 +303,12 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
   std::unordered_map<std::uint64_t, Endpoint> known;
   std::unordered_set<std::string> dialing;   // endpoints a dial task owns
   std::unordered_set<std::string> self_endpoints;
-  // Every task of the node: the dials and the liveness ticker (cancelled first on close), and
-  // the sessions of accepted connections and the links' writers.
+  // Every task of the node: the dials (with the sessions of the links they made; cancelled
+  // only by an abort), the sessions of accepted connections and the links' writers, and the
+  // liveness ticker (cancelled on any close: it has nothing to finish).
   TaskSet dials{false};
   TaskSet tasks{false};
+  TaskSet ticker{false};
   PeerNotify changed;                        // a link came or went, a message arrived, a task ended
   std::stop_source stop;
   bool stopping = false;
@@ -349,7 +351,7 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
       local = server.local_endpoint();
       self_endpoints.insert(local.to_string());
     }
-    if (options.liveness_timeout.count() > 0) dials.start(liveness_task(this->shared_from_this()))->release();
+    if (options.liveness_timeout.count() > 0) ticker.start(liveness_task(this->shared_from_this()))->release();
     for (const auto& e : options.join) dial(e, 0, false);
   }
 
@@ -429,11 +431,18 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
     bool wait = wait_first;
     for (;;) {
       if (wait) {
+        // The pause ends early when the node closes: a graceful close does not cancel the
+        // dials, some of which are sessions still sending (begin_close).
+        const auto until = std::chrono::steady_clock::now() + delays.next();
         bool cancelled = false;
-        try {
-          co_await sleep(delays.next());
-        } catch (const std::system_error&) {
-          cancelled = true;
+        for (auto now = std::chrono::steady_clock::now(); !self->stopping && now < until;
+             now = std::chrono::steady_clock::now()) {
+          try {
+            co_await sockpat::wait_for(self->changed.wait(), until - now);
+          } catch (const std::system_error& failure) {
+            if (failure.code() != std::errc::timed_out) cancelled = true;
+          }
+          if (cancelled) break;
         }
         if (cancelled) break;
       }
@@ -468,7 +477,7 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
       give_up = std::chrono::steady_clock::now() + o.forget_after;
     }
     self->dialing.erase(key);
-    self->changed.notify_all();  // the dials set does not empty while the liveness ticker runs
+    self->changed.notify_all();  // until_idle waits for the dials
   }
 
   /// Runs one connection: Hello both ways, then messages until it ends.
@@ -846,9 +855,12 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
 
   void begin_close(bool graceful) {
     stopping = true;
-    stop.request_stop();
+    stop.request_stop();  // ends the dials' connects; their pauses end on `changed`
     server.close();
-    dials.cancel();
+    // Not when graceful: a dial task runs its link's session, and cancelling it would drop
+    // what the link still has to send (a broadcast made just before close).
+    if (!graceful) dials.cancel();
+    ticker.cancel();
     for (auto& l : std::vector<Link>(all)) {
       if (graceful && l->phase != PeerLinkState::Phase::handshake) {
         l->finish = true;
@@ -869,7 +881,7 @@ class BasicPeerState final : public std::enable_shared_from_this<BasicPeerState<
   }
 
   Task<void> until_idle() {
-    while (dials.size() != 0 || tasks.size() != 0) co_await changed.wait();
+    while (dials.size() != 0 || tasks.size() != 0 || ticker.size() != 0) co_await changed.wait();
   }
 
   PeerStats stats() const {
