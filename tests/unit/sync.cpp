@@ -430,6 +430,7 @@ TEST_CASE("once a task is cancelled, every awaited call raises operation_cancele
   std::string raised;  // the calls that raised operation_canceled
   std::string passed;  // the calls that went through
   bool cancelled_while_waiting = false;
+  std::error_code as_result_error;
   test::run_bounded([&]() -> sockpat::Task<void> {
     auto done = sockpat::create_task(answer());
     auto victim = sockpat::create_task([&]() -> sockpat::Task<void> {
@@ -457,12 +458,15 @@ TEST_CASE("once a task is cancelled, every awaited call raises operation_cancele
       SOCKPAT_ATTEMPT("gather", (void)co_await sockpat::gather(answer(), answer()))
       SOCKPAT_ATTEMPT("wait_for", (void)co_await sockpat::wait_for(answer(), 1s))
 #undef SOCKPAT_ATTEMPT
+      // as_result, the non-throwing form, returns the cancellation as its error.
+      as_result_error = (co_await sockpat::as_result(set.wait())).error();
     });
     co_await sockpat::yield_now();  // the victim waits on `never`
     victim.cancel();
     co_await sockpat::wait_for(victim, 5s);
   });
   CHECK(cancelled_while_waiting);
+  CHECK(as_result_error == std::errc::operation_canceled);
   CHECK(passed == "");
   CHECK(raised ==
         "Event wait; Semaphore acquire; Queue get; Queue put; sleep(0); yield_now; a Task; a finished TaskHandle; "
