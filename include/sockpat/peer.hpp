@@ -219,6 +219,7 @@ class PeerNotify {
   class [[nodiscard]] Awaiter final : private ListWaiter {
    public:
     explicit Awaiter(PeerNotify& n) noexcept : ListWaiter(n.waiters_) {}
+    using ListWaiter::cancel_before_start;
     bool await_ready() { return begin(); }
     using ListWaiter::await_suspend;
     void await_resume() const { check("peer wait"); }

@@ -321,6 +321,7 @@ class [[nodiscard]] ResolveAwaiter final : private Waiter {
       : host_(std::move(host)), port_(port), deadline_(std::move(d)), resolver_(std::move(resolver)), out_(out) {}
   ResolveAwaiter(const ResolveAwaiter&) = delete;  // as_result and wait_for take it by reference
   ResolveAwaiter& operator=(const ResolveAwaiter&) = delete;
+  using Waiter::cancel_before_start;
   ~ResolveAwaiter() {
     if (waiting()) unlink();  // its coroutine was destroyed while it waited
     detach();

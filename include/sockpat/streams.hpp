@@ -985,6 +985,7 @@ class [[nodiscard]] BasicWriterAwaiter final : private Waiter {
       : s_(s), data_(data), left_(size), bound_(std::move(bound)), kind_(k) {
     if constexpr (!std::is_same_v<Bound, NoDeadline>) size_ = size;
   }
+  using Waiter::cancel_before_start;  // then it takes no byte
 
   bool await_ready() {
     if (begin()) return true;  // the loop is closing: operation_canceled
@@ -1095,6 +1096,8 @@ class [[nodiscard]] BasicChunkAwaiter final : private Waiter {
   BasicChunkAwaiter(const BasicChunkAwaiter&) = delete;
   BasicChunkAwaiter& operator=(const BasicChunkAwaiter&) = delete;
   ~BasicChunkAwaiter() = default;
+  // Then await_ready may still find bytes buffered, and await_resume throws before it takes them.
+  using Waiter::cancel_before_start;
 
   bool await_ready() {
     StreamState* s = op_.s;

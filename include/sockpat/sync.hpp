@@ -37,6 +37,7 @@ class Event {
   class [[nodiscard]] Awaiter final : private detail::ListWaiter {
    public:
     explicit Awaiter(Event& e) noexcept : ListWaiter(e.waiters_), e_(e) {}
+    using ListWaiter::cancel_before_start;
     bool await_ready() { return begin() || e_.set_; }
     using ListWaiter::await_suspend;
     void await_resume() const { check("Event wait"); }
@@ -116,6 +117,7 @@ class Semaphore {
   class [[nodiscard]] Awaiter final : private detail::ListWaiter {
    public:
     explicit Awaiter(Semaphore& s) noexcept : ListWaiter(s.waiters_), s_(s) {}
+    using ListWaiter::cancel_before_start;  // then it takes no permit
     Awaiter(const Awaiter&) = delete;
     Awaiter& operator=(const Awaiter&) = delete;
     // A permit handed over to a task that was destroyed before it resumed (its loop went)
@@ -204,6 +206,7 @@ class Queue {
   class [[nodiscard]] PutAwaiter final : private detail::ListWaiter {
    public:
     PutAwaiter(Queue& q, T&& v) : ListWaiter(q.putters_), q_(q), value_(std::move(v)) {}
+    using ListWaiter::cancel_before_start;  // then it queues nothing
     bool await_ready() {
       if (begin() || q_.closed_) return true;
       done_ = q_.offer(value_);
@@ -225,6 +228,7 @@ class Queue {
   class [[nodiscard]] GetAwaiter final : private detail::ListWaiter {
    public:
     explicit GetAwaiter(Queue& q) noexcept : ListWaiter(q.getters_), q_(q) {}
+    using ListWaiter::cancel_before_start;  // then it takes no item
     GetAwaiter(const GetAwaiter&) = delete;
     GetAwaiter& operator=(const GetAwaiter&) = delete;
     // An item handed over to a task that was destroyed before it resumed (its loop went)

@@ -88,14 +88,88 @@ class FrameCache {
   unsigned short count_[classes] = {};  // at most max_cached
 };
 
-/// What every sockpat coroutine promise shares: its frame allocator and its cancel scope.
+/// Awaitables that are no checkpoint (PromiseBase::await_transform): a shield, which is how a
+/// cancelled task still awaits, and as_result's Task, whose awaited call reports the
+/// cancellation as data. A type says so with `static constexpr bool ignores_cancellation = true`.
+template <class A>
+inline constexpr bool ignores_cancellation_v = requires { requires A::ignores_cancellation; };
+
+/// The awaiter a co_await expression made, awaited where it is (PromiseBase::await_transform).
+template <class W>
+struct AwaiterRef {
+  W* w;
+  bool await_ready() { return w->await_ready(); }
+  template <class Promise>
+  decltype(auto) await_suspend(std::coroutine_handle<Promise> h) {
+    return w->await_suspend(h);
+  }
+  decltype(auto) await_resume() { return w->await_resume(); }
+};
+
+[[noreturn]] inline void throw_canceled_checkpoint() {
+  throw std::system_error(canceled(), "co_await in a cancelled task");
+}
+/// True while the thread's loop is being destroyed. Then a cancelled task's awaits go on to
+/// the waiting core, whose waits fail at once and, retried, park (Waiter::begin): a task that
+/// catches every error and awaits again still gives the closing loop back.
+inline bool loop_closing() noexcept {
+  const Reactor* r = thread_reactor();
+  return r != nullptr && r->closing();
+}
+
+/// What every sockpat coroutine promise shares: its frame allocator, its cancel scope, and the
+/// checkpoint at each co_await.
 struct PromiseBase {
   static void* operator new(std::size_t n) { return FrameCache::allocate(n); }
   static void operator delete(void* p, std::size_t n) noexcept { FrameCache::deallocate(p, n); }
 
   [[nodiscard]] CancelScope* cancel_scope() const noexcept { return scope; }
 
+  /// Every co_await is a checkpoint (trio's rule): once the task's scope is cancelled, what it
+  /// awaits ends at once with operation_canceled, ready or not. A wait of the waiting core
+  /// reports it itself, naming its operation (or into its std::error_code); anything else (a
+  /// Task, a TaskHandle) is not started and operation_canceled is thrown here. One load and a
+  /// test while not cancelled: the hot path's cost.
+  template <class A>
+  auto await_transform(A&& a) const {
+    if (scope != nullptr && scope->cancelled()) [[unlikely]] checkpoint(a);
+    // Returned by value: GCC copies an awaiter that await_transform returns by reference, and
+    // an I/O awaiter cannot be copied. So a reference to it goes on, or the awaiter that its
+    // operator co_await makes.
+    if constexpr (requires { static_cast<A&&>(a).operator co_await(); }) {
+      using R = decltype(static_cast<A&&>(a).operator co_await());
+      if constexpr (std::is_reference_v<R>) {
+        auto&& w = static_cast<A&&>(a).operator co_await();
+        return AwaiterRef<std::remove_reference_t<R>>{&w};
+      } else {
+        return static_cast<A&&>(a).operator co_await();
+      }
+    } else if constexpr (requires { operator co_await(static_cast<A&&>(a)); }) {
+      using R = decltype(operator co_await(static_cast<A&&>(a)));
+      if constexpr (std::is_reference_v<R>) {
+        auto&& w = operator co_await(static_cast<A&&>(a));
+        return AwaiterRef<std::remove_reference_t<R>>{&w};
+      } else {
+        return operator co_await(static_cast<A&&>(a));
+      }
+    } else {
+      return AwaiterRef<std::remove_reference_t<A>>{&a};
+    }
+  }
+
   CancelScope* scope = nullptr;
+
+ private:
+  template <class A>
+  static void checkpoint(A& a) {
+    if constexpr (ignores_cancellation_v<std::remove_cvref_t<A>>) {
+      return;
+    } else if constexpr (requires { a.cancel_before_start(); }) {
+      a.cancel_before_start();
+    } else if (!loop_closing()) {
+      throw_canceled_checkpoint();
+    }
+  }
 };
 
 /// Told when one of the tasks it started finishes; returns the coroutine to resume then.
@@ -183,7 +257,8 @@ struct TaskPromise<void> : PromiseBase {
 /// A lazy coroutine: it starts when awaited (or handed to EventLoop::create_task / run), then runs
 /// until its first suspension. Move-only; destroying an unstarted or finished task frees it.
 /// An exception thrown inside is rethrown by co_await. Cancelling its scope (wait_for,
-/// server close, loop stop) makes its pending operation finish with operation_canceled.
+/// server close, loop stop) makes its pending operation finish with operation_canceled, and
+/// every later co_await in it too, ready or not (trio's checkpoints), except in a shield().
 template <class T>
 class [[nodiscard]] Task {
  public:
@@ -349,7 +424,11 @@ class [[nodiscard]] GatherAwaiter final : private Waiter {
   GatherAwaiter(GatherAwaiter&& o) noexcept : Waiter(o), tasks_(std::move(o.tasks_)), entries_(std::move(o.entries_)) {}
   GatherAwaiter& operator=(GatherAwaiter&&) = delete;
 
-  [[nodiscard]] bool await_ready() const noexcept { return tasks_.empty(); }
+  // Then no task starts; on a closing loop they start cancelled, and their waits park.
+  void cancel_before_start() noexcept {
+    if (!loop_closing()) Waiter::cancel_before_start();
+  }
+  [[nodiscard]] bool await_ready() const noexcept { return tasks_.empty() || error(); }
 
   template <class Promise>
   bool await_suspend(std::coroutine_handle<Promise> h) {
@@ -375,6 +454,7 @@ class [[nodiscard]] GatherAwaiter final : private Waiter {
 
   auto await_resume() {
     for (auto& e : entries_) e.runner = Runner();
+    check("gather");
     if (first_error_) std::rethrow_exception(first_error_);
     if constexpr (std::is_void_v<T>) {
       return;
@@ -430,9 +510,17 @@ inline bool is_cancellation(const std::exception_ptr& e) noexcept {
 /// Runs one task as a child under a timer: the waiting core's waiter with a deadline. Its
 /// timeout names it in the error ("wait_for 50 ms"), so that of nested waits, the one that ran
 /// out is known; a wait_until names the time it had left when it was made ("wait_until after 50 ms").
-template <class T>
+/// Shielded (shield()), the child is out of reach of the awaiting task's cancellation, which
+/// stays on that task's scope for its next co_await; only the timer or a closing loop cancels it.
+template <class T, bool Shield = false>
 class [[nodiscard]] WaitForAwaiter final : private Waiter, private Joiner {
  public:
+  static constexpr bool ignores_cancellation = Shield;
+  // Then the task does not start; on a closing loop it starts cancelled, and its waits park.
+  void cancel_before_start() noexcept {
+    if (!loop_closing()) Waiter::cancel_before_start();
+  }
+
   WaitForAwaiter(Task<T> task, std::chrono::steady_clock::duration timeout)
       : task_(std::move(task)), timeout_(timeout) {
     when = time_after(timeout);
@@ -444,7 +532,7 @@ class [[nodiscard]] WaitForAwaiter final : private Waiter, private Joiner {
 
   bool await_ready() {
     bind();
-    return false;
+    return static_cast<bool>(error());
   }
 
   template <class Promise>
@@ -454,7 +542,7 @@ class [[nodiscard]] WaitForAwaiter final : private Waiter, private Joiner {
     reactor().add_timer(this);
     const CancelScope* scope = scope_of(h);
     attach(h);
-    if (scope != nullptr && scope->cancelled()) runner_.scope().cancel(canceled());
+    if (!Shield && scope != nullptr && scope->cancelled()) runner_.scope().cancel(canceled());
     runner_.start(this);
     if (--remaining_ == 0) {
       stop_timer();
@@ -466,6 +554,7 @@ class [[nodiscard]] WaitForAwaiter final : private Waiter, private Joiner {
 
   T await_resume() {
     runner_ = Runner();
+    check(name());
     if (slot_.error) {
       // The cancellation the timer caused is reported as the timeout; an error of the task's
       // own (one it met while unwinding, or one that beat the cancellation) as itself.
@@ -478,9 +567,10 @@ class [[nodiscard]] WaitForAwaiter final : private Waiter, private Joiner {
   }
 
  private:
+  [[nodiscard]] const char* name() const noexcept { return Shield ? "shield" : until_ ? "wait_until" : "wait_for"; }
   [[noreturn]] void throw_timed_out() const {
     const auto ec = detail::make_errc(std::errc::timed_out);
-    std::string what = until_ ? "wait_until" : "wait_for";
+    std::string what = name();
     if (until_) {
       append_waited(what, ec, timeout_);
     } else if (timeout_ > timeout_.zero()) {
@@ -492,7 +582,10 @@ class [[nodiscard]] WaitForAwaiter final : private Waiter, private Joiner {
     timed_out_ = true;
     runner_.scope().cancel(canceled());
   }
-  void cancel(std::error_code) noexcept override { runner_.scope().cancel(canceled()); }
+  void cancel(std::error_code) noexcept override {
+    if (Shield && !reactor().closing()) return;  // the task's cancel waits on its scope
+    runner_.scope().cancel(canceled());
+  }
   void stop_timer() noexcept {
     if (heap_index != not_in_heap) reactor().remove_timer(this);
   }
@@ -514,6 +607,7 @@ class [[nodiscard]] WaitForAwaiter final : private Waiter, private Joiner {
 class [[nodiscard]] SleepAwaiter final : private Waiter {
  public:
   explicit SleepAwaiter(std::chrono::steady_clock::time_point until) noexcept { when = until; }
+  using Waiter::cancel_before_start;
 
   bool await_ready() { return begin(); }
   template <class Promise>
@@ -655,20 +749,28 @@ class [[nodiscard]] Borrowing {
   ~Borrowing() = default;
 
   decltype(auto) operator co_await() && { return awaiter_of(std::move(inner_)); }
+  void cancel_before_start() noexcept
+    requires requires(Inner& i) { i.cancel_before_start(); }
+  {
+    inner_.cancel_before_start();
+  }
 
  private:
   Inner inner_;
 };
+template <class Inner>
+inline constexpr bool ignores_cancellation_v<Borrowing<Inner>> = ignores_cancellation_v<Inner>;
 }  // namespace detail
 
 namespace detail {
-/// wait_for and wait_until on any awaitable other than a task: `limit` is a steady_clock
-/// duration or time point.
-template <class A, class Limit>
+/// wait_for, wait_until and shield on any awaitable: `limit` is a steady_clock duration or time point.
+template <bool Shield, class A, class Limit>
 auto wait_bounded(A&& awaitable, Limit limit) {
   using Plain = std::remove_cvref_t<A>;
-  using Awaiter = WaitForAwaiter<await_result_t<A>>;
-  if constexpr (std::is_move_constructible_v<Plain>) {
+  using Awaiter = WaitForAwaiter<await_result_t<A>, Shield>;
+  if constexpr (is_task_v<Plain>) {
+    return Awaiter(static_cast<A&&>(awaitable), limit);
+  } else if constexpr (std::is_move_constructible_v<Plain>) {
     return Awaiter(as_task<Plain>(static_cast<A&&>(awaitable)), limit);
   } else if constexpr (std::is_lvalue_reference_v<A>) {
     return Awaiter(as_task_ref<Plain>(awaitable), limit);  // the caller's object: it stays
@@ -685,15 +787,34 @@ auto wait_bounded(A&& awaitable, Limit limit) {
 template <class A, class Rep, class Period>
   requires(!detail::is_task_v<std::remove_cvref_t<A>>) && requires(A&& a) { detail::awaiter_of(static_cast<A&&>(a)); }
 [[nodiscard]] auto wait_for(A&& awaitable, std::chrono::duration<Rep, Period> timeout) {
-  return detail::wait_bounded(static_cast<A&&>(awaitable),
-                              std::chrono::ceil<std::chrono::steady_clock::duration>(timeout));
+  return detail::wait_bounded<false>(static_cast<A&&>(awaitable),
+                                     std::chrono::ceil<std::chrono::steady_clock::duration>(timeout));
 }
 
 /// Any other awaitable until `until`, as wait_for.
 template <class A>
   requires(!detail::is_task_v<std::remove_cvref_t<A>>) && requires(A&& a) { detail::awaiter_of(static_cast<A&&>(a)); }
 [[nodiscard]] auto wait_until(A&& awaitable, std::chrono::steady_clock::time_point until) {
-  return detail::wait_bounded(static_cast<A&&>(awaitable), until);
+  return detail::wait_bounded<false>(static_cast<A&&>(awaitable), until);
+}
+
+/// Awaits `awaitable` (a task, a write, a drain...) out of reach of its task's cancellation,
+/// for at most `timeout`: the cleanup that must still run once a task is cancelled (trio's
+/// CancelScope(shield=True), asyncio.shield). A cancel that arrives meanwhile is kept: the
+/// next co_await after the shield throws it. On expiry the awaitable is cancelled and, once
+/// it has unwound, shield throws timed_out ("shield 1000 ms"). A closing loop cancels it all
+/// the same. An I/O awaiter is borrowed, as by wait_for.
+template <class A, class Rep, class Period>
+  requires requires(A&& a) { detail::awaiter_of(static_cast<A&&>(a)); }
+[[nodiscard]] auto shield(A&& awaitable, std::chrono::duration<Rep, Period> timeout) {
+  return detail::wait_bounded<true>(static_cast<A&&>(awaitable),
+                                    std::chrono::ceil<std::chrono::steady_clock::duration>(timeout));
+}
+/// The same, bounded by a steady_clock time point.
+template <class A>
+  requires requires(A&& a) { detail::awaiter_of(static_cast<A&&>(a)); }
+[[nodiscard]] auto shield(A&& awaitable, std::chrono::steady_clock::time_point until) {
+  return detail::wait_bounded<true>(static_cast<A&&>(awaitable), until);
 }
 
 /// A value, or the error a std::system_error carried instead: what as_result() gives, so that
@@ -747,6 +868,10 @@ class [[nodiscard]] Result<void> {
 };
 
 namespace detail {
+// as_result's task: the call it awaits is the checkpoint, and its cancellation comes back as data.
+template <class R>
+inline constexpr bool ignores_cancellation_v<Task<Result<R>>> = true;
+
 template <class R, class A>
 Task<Result<R>> result_of(A& awaitable) {
   std::error_code ec;
@@ -795,6 +920,7 @@ template <class A>
 namespace detail {
 class [[nodiscard]] YieldAwaiter final : private Waiter {
  public:
+  using Waiter::cancel_before_start;
   bool await_ready() { return begin(); }
   template <class Promise>
   bool await_suspend(std::coroutine_handle<Promise> h) noexcept {

@@ -258,6 +258,9 @@ class [[nodiscard]] SetJoin final : private Waiter {
   ~SetJoin() {
     if (waiting()) set_.empty_waiters.erase(this);
   }
+  /// A join is a checkpoint of its own kind: in a cancelled task it cancels the set's tasks
+  /// and still waits for them to end, then throws operation_canceled.
+  void cancel_before_start() noexcept { cancel_tasks(); }
   bool await_ready() {
     bind();
     return set_.size() == 0;
@@ -431,6 +434,7 @@ class TaskGroup {
   class [[nodiscard]] JoinAwaiter {
    public:
     explicit JoinAwaiter(detail::TaskSet& s) noexcept : set_(s), wait_(s) {}
+    void cancel_before_start() noexcept { wait_.cancel_before_start(); }
     bool await_ready() { return wait_.await_ready(); }
     template <class Promise>
     bool await_suspend(std::coroutine_handle<Promise> h) noexcept {

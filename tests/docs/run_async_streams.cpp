@@ -21,6 +21,11 @@ sockpat::Task<void> fan_out_handler(sockpat::StreamReader reader, sockpat::Strea
   co_await snippet_fan_out::snippet(writer, reader);
 }
 
+// The goodbye snippet is a handler's body too.
+sockpat::Task<void> goodbye_handler(sockpat::StreamReader reader, sockpat::StreamWriter writer) {
+  co_await snippet_goodbye::snippet(reader, writer);
+}
+
 int as_result_ended = 0;                       // handlers that returned (no exception) after the peer went
 sockpat::Event* both_ended = nullptr;          // set when the second one has
 sockpat::Task<void> as_result_handler(sockpat::StreamReader reader, sockpat::StreamWriter writer) {
@@ -174,6 +179,21 @@ TEST_CASE("'Combinators': ready_in_time keeps the values ready at the deadline a
     const auto ready = co_await snippet_wait_deadline::ready_in_time(std::move(fetches));
     CHECK(ready == std::vector<int>{1, 3});
     CHECK(cancelled_fetches == 2);  // and had ended: the group joined them
+  });
+}
+
+TEST_CASE("'Cancellation': a handler cancelled by the server's close still sends its goodbye, then the connection ends" *
+          doctest::timeout(30)) {
+  on_loop([]() -> sockpat::Task<void> {
+    auto server = co_await sockpat::start_server(goodbye_handler, "127.0.0.1", 0);
+    auto [reader, writer] = co_await sockpat::open_connection("127.0.0.1", server.local_endpoint().port(), 5s);
+    co_await writer.write("hello\n");
+    CHECK(co_await sockpat::wait_for(reader.read_line(), 5s) == "hello\n");
+    server.close();  // cancels the handler, which waits for the next line
+    CHECK(co_await sockpat::wait_for(reader.read_line(), 5s) == "bye\n");
+    CHECK(co_await sockpat::wait_for(reader.read(100), 5s) == "");
+    co_await sockpat::wait_for(server.wait_closed(), 5s);
+    CHECK(server.stats().handler_errors == 0);
   });
 }
 }

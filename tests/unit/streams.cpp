@@ -41,6 +41,11 @@ sockpat::Task<void> echo_lines(sockpat::StreamReader reader, sockpat::StreamWrit
   writer.close();
 }
 
+sockpat::Task<void> goodbye(sockpat::StreamWriter& w) {
+  co_await w.write("bye\n");
+  co_await w.drain();
+}
+
 template <class F>
 void on_loop(F&& body) {
   sockpat::EventLoop loop;
@@ -1246,5 +1251,62 @@ TEST_CASE("a read or write whose stop token fires ends with operation_canceled; 
     pair.client.write_all("still here\n");
     CHECK(co_await reader.read_line(5s) == "still here\n");
   });
+}
+
+TEST_CASE("a cancelled handler's reads and writes raise, bytes buffered or not; its shielded goodbye reaches the peer" *
+          doctest::timeout(30)) {
+  std::vector<std::string> raised;  // the calls of the cancelled handler that raised operation_canceled
+  bool after_shield_raised = false;
+  std::string client_got;
+  on_loop([&]() -> sockpat::Task<void> {
+    sockpat::Event never;
+    auto handler = [&](sockpat::StreamReader r, sockpat::StreamWriter w) -> sockpat::Task<void> {
+      co_await w.write("got " + (co_await r.read_line()).value());
+      try {
+        co_await never.wait();
+      } catch (const std::system_error& e) {
+        if (e.code() != std::errc::operation_canceled) throw;
+      }
+      // Cancelled (the server closes): "b\n" is buffered and the socket has room, yet each
+      // call raises, and nothing of it reaches the client.
+      try {
+        (void)co_await r.read_line();
+      } catch (const std::system_error& e) {
+        if (e.code() == std::errc::operation_canceled) raised.emplace_back("read_line");
+      }
+      try {
+        (void)co_await r.read_chunk();
+      } catch (const std::system_error& e) {
+        if (e.code() == std::errc::operation_canceled) raised.emplace_back("read_chunk");
+      }
+      try {
+        co_await w.write("not sent\n");
+      } catch (const std::system_error& e) {
+        if (e.code() == std::errc::operation_canceled) raised.emplace_back("write");
+      }
+      co_await sockpat::shield(goodbye(w), 2s);
+      try {
+        co_await w.drain();  // the cancel is still there after the shield
+      } catch (const std::system_error& e) {
+        after_shield_raised = e.code() == std::errc::operation_canceled;
+        throw;
+      }
+    };
+    auto server = co_await sockpat::start_server(handler, "127.0.0.1", 0);
+    auto [r, w] = co_await sockpat::open_connection("127.0.0.1", server.local_endpoint().port(), 5s);
+    co_await w.write("a\nb\n");
+    CHECK(co_await sockpat::wait_for(r.read_line(), 5s) == "got a\n");
+    server.close();  // no grace: the handler is cancelled at once
+    for (int i = 0; i < 100; ++i) {
+      const auto more = co_await sockpat::wait_for(r.read(), 5s);
+      if (more.empty()) break;
+      client_got += more;
+    }
+    co_await sockpat::wait_for(server.wait_closed(), 5s);
+    CHECK(server.stats().canceled == 1);
+  });
+  CHECK(raised == std::vector<std::string>{"read_line", "read_chunk", "write"});
+  CHECK(after_shield_raised);
+  CHECK(client_got == "bye\n");
 }
 }

@@ -19,6 +19,7 @@
 #include "sockpat/error.hpp"
 #include "sockpat/event_loop.hpp"
 #include "sockpat/task.hpp"
+#include "sockpat/task_group.hpp"  // TaskHandle
 
 using namespace std::chrono_literals;
 
@@ -30,6 +31,7 @@ sockpat::Task<int> get_one(sockpat::Queue<int>& q) { co_return co_await q.get();
 sockpat::Task<void> put_one(sockpat::Queue<int>& q, int i) { co_await q.put(i); }
 bool is_closed(const std::system_error& e) { return e.code() == sockpat::errc::closed; }
 bool is_canceled(const std::system_error& e) { return e.code() == std::errc::operation_canceled; }
+sockpat::Task<int> answer() { co_return 42; }
 
 // A reactor that only records what it is asked to resume: the test decides that a coroutine
 // handed a permit or an item never runs, and destroys its task instead, as a closing loop
@@ -414,5 +416,64 @@ TEST_CASE("Queue: another thread feeds it through call_soon_threadsafe, in order
   feeder.join();
   REQUIRE(got.size() == 50);
   for (int i = 0; i < 50; ++i) CHECK(got[static_cast<std::size_t>(i)] == i);
+}
+
+TEST_CASE("once a task is cancelled, every awaited call raises operation_canceled, whether or not it would suspend" *
+          doctest::timeout(10)) {
+  sockpat::Event never;
+  sockpat::Event set;
+  set.set();
+  sockpat::Semaphore sem(1);
+  sockpat::Queue<int> items(4);
+  REQUIRE(items.try_put(7));
+  sockpat::Queue<int> room(4);
+  std::string raised;  // the calls that raised operation_canceled
+  std::string passed;  // the calls that went through
+  bool cancelled_while_waiting = false;
+  std::error_code as_result_error;
+  test::run_bounded([&]() -> sockpat::Task<void> {
+    auto done = sockpat::create_task(answer());
+    auto victim = sockpat::create_task([&]() -> sockpat::Task<void> {
+      try {
+        co_await never.wait();
+      } catch (const std::system_error& e) {
+        cancelled_while_waiting = is_canceled(e);
+      }
+#define SOCKPAT_ATTEMPT(name, ...)                 \
+  try {                                            \
+    __VA_ARGS__;                                   \
+    passed += name "; ";                           \
+  } catch (const std::system_error& e) {           \
+    (is_canceled(e) ? raised : passed) += name "; "; \
+  }
+      // Each of these is ready: none would suspend.
+      SOCKPAT_ATTEMPT("Event wait", co_await set.wait())
+      SOCKPAT_ATTEMPT("Semaphore acquire", auto permit = co_await sem.acquire(); permit.release())
+      SOCKPAT_ATTEMPT("Queue get", (void)co_await items.get())
+      SOCKPAT_ATTEMPT("Queue put", co_await room.put(1))
+      SOCKPAT_ATTEMPT("sleep(0)", co_await sockpat::sleep(0ms))
+      SOCKPAT_ATTEMPT("yield_now", co_await sockpat::yield_now())
+      SOCKPAT_ATTEMPT("a Task", (void)co_await answer())
+      SOCKPAT_ATTEMPT("a finished TaskHandle", (void)co_await done)
+      SOCKPAT_ATTEMPT("gather", (void)co_await sockpat::gather(answer(), answer()))
+      SOCKPAT_ATTEMPT("wait_for", (void)co_await sockpat::wait_for(answer(), 1s))
+#undef SOCKPAT_ATTEMPT
+      // as_result, the non-throwing form, returns the cancellation as its error.
+      as_result_error = (co_await sockpat::as_result(set.wait())).error();
+    });
+    co_await sockpat::yield_now();  // the victim waits on `never`
+    victim.cancel();
+    co_await sockpat::wait_for(victim, 5s);
+  });
+  CHECK(cancelled_while_waiting);
+  CHECK(as_result_error == std::errc::operation_canceled);
+  CHECK(passed == "");
+  CHECK(raised ==
+        "Event wait; Semaphore acquire; Queue get; Queue put; sleep(0); yield_now; a Task; a finished TaskHandle; "
+        "gather; wait_for; ");
+  // Raising, they took nothing and gave nothing.
+  CHECK(sem.available() == 1);
+  CHECK(items.size() == 1);
+  CHECK(room.empty());
 }
 }

@@ -36,6 +36,12 @@ sockpat::Task<int> thrower() {
   co_await sockpat::sleep(1ms);
   throw std::runtime_error("inner failure");
 }
+sockpat::Task<int> slow_value(int v, std::chrono::milliseconds after) {
+  co_await sockpat::sleep(after);
+  co_return v;
+}
+sockpat::Task<void> one_turn() { co_await sockpat::yield_now(); }
+bool is_canceled(const std::system_error& e) { return e.code() == std::errc::operation_canceled; }
 sockpat::Task<int> deep(int n) {
   if (n == 0) co_return 0;
   co_return 1 + co_await deep(n - 1);
@@ -410,5 +416,103 @@ TEST_CASE("nested wait_fors: the error names the timeout of the one that ran out
   CHECK_THROWS_WITH_AS(sockpat::run(nested(30ms, 5000ms)()), "wait_for 30 ms: Connection timed out", std::system_error);
   CHECK_THROWS_WITH_AS(sockpat::run(nested(40ms, 5000ms)()), "wait_for 40 ms: Connection timed out", std::system_error);
   CHECK_THROWS_WITH_AS(sockpat::run(nested(5000ms, 40ms)()), "wait_for 40 ms: Connection timed out", std::system_error);
+}
+
+TEST_CASE("a shield runs its work to the end in a cancelled task; the next co_await after it raises" *
+          doctest::timeout(10)) {
+  int during = 0;  // what a shield returned when the cancel came while it ran
+  int after = 0;   // what a shield returned when it began in a task already cancelled
+  std::vector<std::string> raised;
+  sockpat::run([&]() -> sockpat::Task<void> {
+    sockpat::Event waiting;
+    auto cancelled_during = sockpat::create_task([&]() -> sockpat::Task<void> {
+      waiting.set();
+      during = co_await sockpat::shield(slow_value(7, 30ms), 5s);
+      try {
+        co_await sockpat::yield_now();
+      } catch (const std::system_error& e) {
+        if (is_canceled(e)) raised.emplace_back("after a cancel during the shield");
+      }
+    });
+    co_await waiting.wait();
+    cancelled_during.cancel();  // it is inside its shield: the cancel waits
+    co_await sockpat::wait_for(cancelled_during, 5s);
+
+    auto cancelled_before = sockpat::create_task([&]() -> sockpat::Task<void> {
+      try {
+        co_await sockpat::sleep(10s);
+      } catch (const std::system_error& e) {
+        if (is_canceled(e)) raised.emplace_back("the sleep");
+      }
+      try {
+        co_await sockpat::sleep(0ms);  // a checkpoint, shielded or not: this one is not
+      } catch (const std::system_error& e) {
+        if (is_canceled(e)) raised.emplace_back("an unshielded sleep(0)");
+      }
+      after = co_await sockpat::shield(slow_value(8, 10ms), 5s);
+      after += co_await sockpat::shield(value(1), 5s);
+    });
+    co_await sockpat::yield_now();
+    cancelled_before.cancel();
+    co_await sockpat::wait_for(cancelled_before, 5s);
+  }());
+  CHECK(during == 7);
+  CHECK(after == 9);
+  CHECK(raised == std::vector<std::string>{"after a cancel during the shield", "the sleep", "an unshielded sleep(0)"});
+}
+
+TEST_CASE("a shield is bounded by its own timeout: past it, its work is cancelled and it throws timed_out" *
+          doctest::timeout(10)) {
+  std::string error;
+  bool work_cancelled = false;
+  const auto start = Clock::now();
+  sockpat::run([&]() -> sockpat::Task<void> {
+    auto stuck = [&]() -> sockpat::Task<void> {
+      try {
+        co_await sockpat::sleep(10s);
+      } catch (const std::system_error& e) {
+        work_cancelled = is_canceled(e);
+        throw;
+      }
+    };
+    auto victim = sockpat::create_task([&]() -> sockpat::Task<void> {
+      try {
+        co_await sockpat::sleep(10s);
+      } catch (const std::system_error&) {
+      }
+      try {
+        co_await sockpat::shield(stuck(), 30ms);
+      } catch (const std::system_error& e) {
+        CHECK(e.code() == std::errc::timed_out);
+        error = e.what();
+      }
+    });
+    co_await sockpat::yield_now();
+    victim.cancel();
+    co_await sockpat::wait_for(victim, 5s);
+  }());
+  CHECK(work_cancelled);
+  CHECK(error.rfind("shield 30 ms", 0) == 0);
+  CHECK(Clock::now() - start < 5s);
+}
+
+TEST_CASE("a closing loop cancels a shield's work all the same" * doctest::timeout(10)) {
+  bool work_cancelled = false;
+  const auto start = Clock::now();
+  {
+    auto stuck = [&]() -> sockpat::Task<void> {  // declared first: it outlives the loop's shutdown
+      try {
+        co_await sockpat::sleep(10s);
+      } catch (const std::system_error& e) {
+        work_cancelled = is_canceled(e);
+        throw;
+      }
+    };
+    sockpat::EventLoop loop;
+    loop.create_task([&]() -> sockpat::Task<void> { co_await sockpat::shield(stuck(), 10s); });
+    loop.run_until_complete(one_turn());
+  }  // the loop goes: its shutdown cancels the task and reaches into the shield
+  CHECK(work_cancelled);
+  CHECK(Clock::now() - start < 5s);
 }
 }

@@ -62,6 +62,7 @@ class [[nodiscard]] IoAwaiter final : private Waiter {
   IoAwaiter(const IoAwaiter&) = delete;
   IoAwaiter& operator=(const IoAwaiter&) = delete;
   ~IoAwaiter() = default;
+  using Waiter::cancel_before_start;
 
   bool await_ready() {
     if (begin()) return true;  // the loop is closing: operation_canceled

@@ -99,12 +99,20 @@ struct NoDeadline {
 /// arm() in await_suspend, and complete() when what it waits for has happened; cancel (a
 /// cancelled scope, a closing loop) ends the wait with operation_canceled through the same
 /// complete(), after unlink() has taken the waiter out of whatever list it sits in.
+/// A wait awaited by a task already cancelled does not start: the task's promise calls
+/// cancel_before_start() (PromiseBase::await_transform), begin() then returns true, and the
+/// awaiter reports operation_canceled as it reports its other errors. So await_ready must call
+/// begin() before it takes anything (an item, a permit, bytes), and await_resume must check
+/// error() before it hands anything out.
 /// The coroutine always resumes from the loop (schedule), never inside the caller of
 /// complete(): a producer that wakes ten consumers keeps running until it suspends itself.
 class Waiter : public Pending {
  public:
   /// The operation's outcome once resumed: empty, operation_canceled, or the operation's error.
   [[nodiscard]] std::error_code error() const noexcept { return ec_; }
+
+  /// The awaiting task is cancelled: the wait ends before it starts, with operation_canceled.
+  void cancel_before_start() noexcept { ec_ = canceled(); }
 
   /// For await_ready: binds the loop of this thread; true (do not suspend) when it is closing.
   /// A coroutine that keeps waiting while its loop closes (it catches operation_canceled and
