@@ -541,4 +541,8 @@ T run(Task<T> task) {
 
 }  // namespace sockpat
 
+// Connection::async_connect(host, port) is awaited on a loop: its race comes with the loop, so a
+// program that only blocks does not compile it.
+#include "sockpat/detail/async_connect.hpp"
+
 #endif  // SOCKPAT_EVENT_LOOP_HPP
