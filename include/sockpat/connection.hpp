@@ -2,7 +2,7 @@
 #ifndef SOCKPAT_CONNECTION_HPP
 #define SOCKPAT_CONNECTION_HPP
 
-#include <chrono>        // std::chrono::steady_clock
+#include "sockpat/detail/chrono.hpp"  // std::chrono::steady_clock
 #include <cstddef>       // std::byte, std::size_t
 #include <memory>        // std::unique_ptr: the stop callback of kernel waits
 #include <optional>      // std::optional
@@ -17,7 +17,6 @@
 #include "sockpat/detail/happy_eyeballs.hpp"  // interleave, wait_any_connected, describe_attempts
 #include "sockpat/resolver.hpp"                // resolve within the deadline, Resolver
 #include "sockpat/socket.hpp"
-#include "sockpat/task.hpp"  // Task: async_connect
 
 namespace sockpat {
 
@@ -72,6 +71,11 @@ struct ConnectOptions {
 
 template <StreamProtocol P>
 class Connection;
+
+// async_connect returns a Task, defined in task.hpp: a program that awaits one runs a loop and so
+// includes event_loop.hpp, which brings it; a program that only blocks does not compile it.
+template <class T>
+class Task;
 
 namespace detail {
 /// Connect by name with the list of addresses tried, for callers that build their own message

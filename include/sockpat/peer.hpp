@@ -7,7 +7,7 @@
 
 #include <algorithm>           // std::find, std::min
 #include <atomic>              // std::atomic: entropy_seed's call count
-#include <chrono>              // std::chrono::milliseconds, steady_clock
+#include "sockpat/detail/chrono.hpp"  // std::chrono::milliseconds, steady_clock
 #include <condition_variable>  // std::condition_variable: PeerThread's start and waits
 #include <cstddef>             // std::size_t
 #include <cstdint>             // std::uint8_t, std::uint64_t

@@ -4,7 +4,7 @@
 #ifndef SOCKPAT_DETAIL_ASYNC_CONNECT_HPP
 #define SOCKPAT_DETAIL_ASYNC_CONNECT_HPP
 
-#include <chrono>        // std::chrono::steady_clock
+#include "sockpat/detail/chrono.hpp"  // std::chrono::steady_clock
 #include <cstddef>       // std::size_t
 #include <optional>      // std::optional
 #include <string>        // std::string
