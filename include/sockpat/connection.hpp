@@ -11,6 +11,7 @@
 #include <string>        // std::string
 #include <string_view>   // std::string_view
 #include <system_error>  // std::error_code
+#include <type_traits>   // std::void_t
 #include <utility>       // std::pair, std::move
 #include <vector>        // std::vector
 
@@ -91,6 +92,13 @@ struct NamedConnect {
 /// Connection::async_connect(host, port) that fails here needs #include <sockpat/event_loop.hpp>.
 template <StreamProtocol P>
 struct AsyncConnect;
+
+// Only for async_connect's static_assert, checked once per protocol (a completeness trait
+// remembers its first answer).
+template <class T, class = void>
+inline constexpr bool is_defined = false;
+template <class T>
+inline constexpr bool is_defined<T, std::void_t<decltype(sizeof(T))>> = true;
 }  // namespace detail
 
 namespace detail {
@@ -527,6 +535,8 @@ class Connection : private detail::KernelWaitStop, private Socket<P> {
   static Task<Connection> async_connect(std::string host, int port, ConnectOptions options)
     requires InternetProtocol<P>
   {
+    static_assert(detail::is_defined<detail::AsyncConnect<P>>,
+                  "Connection::async_connect(host, port) runs on a loop: #include <sockpat/event_loop.hpp>");
     return detail::AsyncConnect<P>::run(std::move(host), port, std::move(options));
   }
 
