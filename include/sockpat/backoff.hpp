@@ -4,7 +4,7 @@
 #ifndef SOCKPAT_BACKOFF_HPP
 #define SOCKPAT_BACKOFF_HPP
 
-#include <chrono>   // std::chrono::steady_clock, milliseconds, seconds
+#include "sockpat/detail/chrono.hpp"  // std::chrono::steady_clock, milliseconds, seconds
 #include <cstdint>  // std::uint64_t
 
 #include "sockpat/detail/config.hpp"

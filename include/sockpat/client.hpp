@@ -3,8 +3,8 @@
 #ifndef SOCKPAT_CLIENT_HPP
 #define SOCKPAT_CLIENT_HPP
 
-#include <chrono>              // std::chrono::steady_clock
-#include <functional>          // std::function
+#include "sockpat/detail/chrono.hpp"  // std::chrono::steady_clock
+#include "sockpat/detail/function.hpp"  // std::function
 #include <new>                 // std::bad_alloc
 #include <stdexcept>           // std::invalid_argument
 #include <string>              // std::string

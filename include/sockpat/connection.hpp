@@ -2,7 +2,7 @@
 #ifndef SOCKPAT_CONNECTION_HPP
 #define SOCKPAT_CONNECTION_HPP
 
-#include <chrono>        // std::chrono::steady_clock
+#include "sockpat/detail/chrono.hpp"  // std::chrono::steady_clock
 #include <cstddef>       // std::byte, std::size_t
 #include <memory>        // std::unique_ptr: the stop callback of kernel waits
 #include <optional>      // std::optional
@@ -11,15 +11,13 @@
 #include <string>        // std::string
 #include <string_view>   // std::string_view
 #include <system_error>  // std::error_code
+#include <type_traits>   // std::void_t
 #include <utility>       // std::pair, std::move
 #include <vector>        // std::vector
 
 #include "sockpat/detail/happy_eyeballs.hpp"  // interleave, wait_any_connected, describe_attempts
-#include "sockpat/resolver.hpp"                // resolve and async_resolve within the deadline
+#include "sockpat/resolver.hpp"                // resolve within the deadline, Resolver
 #include "sockpat/socket.hpp"
-#include "sockpat/sync.hpp"        // Queue: the async attempts report to the race
-#include "sockpat/task.hpp"
-#include "sockpat/task_group.hpp"  // TaskGroup: the async attempts
 
 namespace sockpat {
 
@@ -75,6 +73,11 @@ struct ConnectOptions {
 template <StreamProtocol P>
 class Connection;
 
+// async_connect returns a Task, defined in task.hpp: a program that awaits one runs a loop and so
+// includes event_loop.hpp, which brings it; a program that only blocks does not compile it.
+template <class T>
+class Task;
+
 namespace detail {
 /// Connect by name with the list of addresses tried, for callers that build their own message
 /// (connect_with_retry).
@@ -83,6 +86,19 @@ struct NamedConnect {
   static Connection<P> run(std::string_view host, int port, const ConnectOptions& options,
                            std::vector<AttemptError>& tried, std::error_code& ec) noexcept;
 };
+
+/// The awaited connect by name (resolution, then the Happy Eyeballs race as tasks). Defined in
+/// detail/async_connect.hpp, which event_loop.hpp includes: a call to
+/// Connection::async_connect(host, port) that fails here needs #include <sockpat/event_loop.hpp>.
+template <StreamProtocol P>
+struct AsyncConnect;
+
+// Only for async_connect's static_assert, checked once per protocol (a completeness trait
+// remembers its first answer).
+template <class T, class = void>
+inline constexpr bool is_defined = false;
+template <class T>
+inline constexpr bool is_defined<T, std::void_t<decltype(sizeof(T))>> = true;
 }  // namespace detail
 
 namespace detail {
@@ -519,14 +535,9 @@ class Connection : private detail::KernelWaitStop, private Socket<P> {
   static Task<Connection> async_connect(std::string host, int port, ConnectOptions options)
     requires InternetProtocol<P>
   {
-    options.deadline = options.bound();  // the timeout counts from here, once
-    options.timeout.reset();
-    const auto addresses = co_await async_resolve(host, port, options.deadline, options.resolver);
-    std::vector<detail::AttemptError> tried;
-    std::error_code ec;
-    auto c = co_await async_race(detail::interleave(addresses, options.prefer), options, tried, ec);
-    if (ec) detail::throw_error(ec, detail::describe_attempts("connect", host, port, tried));
-    co_return c;
+    static_assert(detail::is_defined<detail::AsyncConnect<P>>,
+                  "Connection::async_connect(host, port) runs on a loop: #include <sockpat/event_loop.hpp>");
+    return detail::AsyncConnect<P>::run(std::move(host), port, std::move(options));
   }
 
   /// Ends one or both directions; Shutdown::send tells the peer "end of stream" (a half-close).
@@ -597,6 +608,7 @@ class Connection : private detail::KernelWaitStop, private Socket<P> {
   bool kernel_wait_ = false;
 
   friend struct detail::NamedConnect<P>;
+  friend struct detail::AsyncConnect<P>;
 
   // --- Happy Eyeballs (RFC 8305 section 5): one attempt per address, a new one every
   // attempt_delay while the earlier ones are pending, the next at once when one fails; the
@@ -679,82 +691,6 @@ class Connection : private detail::KernelWaitStop, private Socket<P> {
       ec.clear();
       return Connection(std::move(live[ready].socket));
     }
-  }
-
-  /// How one async attempt ended: its index in the order, its error, its socket.
-  struct Attempted {
-    std::size_t index;
-    std::error_code error;
-    Socket<P> socket;
-  };
-
-  static Task<void> attempt(Endpoint remote, std::size_t index, const ConnectOptions& o, Queue<Attempted>& done) {
-    std::error_code ec;
-    auto s = open_for(remote, o, ec);
-    if (!ec) co_await detail::IoAwaiter<detail::ConnectOp>(s.native_handle(), detail::ConnectOp{remote.raw()}, o.deadline, &ec);
-    (void)done.try_put(Attempted{index, ec, std::move(s)});  // the queue has room for every attempt
-  }
-
-  /// The awaited race: each attempt is a task of one group and reports to a queue; the race
-  /// waits on the queue for at most the time left until the next attempt is due.
-  /// `o.deadline` is the bound (async_connect turned its timeout into it).
-  static Task<Connection> async_race(std::vector<Endpoint> order, ConnectOptions o,
-                                     std::vector<detail::AttemptError>& tried, std::error_code& ec) {
-    Queue<Attempted> done(order.size() + 1);
-    std::optional<Connection> won;
-    std::error_code cancelled;
-    // The losers have ended when with_task_group returns, whatever way the body ends; their
-    // sockets close with `done`. What the attempts use (`o`, `done`) is this frame's.
-    co_await with_task_group([&](TaskGroup& attempts) -> Task<void> {
-      std::size_t next = 0;
-      std::size_t live = 0;
-      auto next_start = std::chrono::steady_clock::now();
-      while (!won) {
-        const auto now = std::chrono::steady_clock::now();
-        if (o.deadline.stop_token().stop_requested() || now >= o.deadline.time()) next = order.size();  // start no more
-        if (next < order.size() && (live == 0 || (o.attempt_delay.count() > 0 && now >= next_start))) {
-          const std::size_t i = next++;
-          if (skipped(order[i], o)) continue;
-          attempts.create_task(attempt(order[i], i, o, done));
-          ++live;
-          next_start = now + o.attempt_delay;
-          continue;
-        }
-        if (live == 0) break;
-        std::optional<Attempted> got;
-        if (next < order.size() && o.attempt_delay.count() > 0) {
-          auto r = co_await as_result(wait_for(done.get(), next_start - now));
-          if (r) {
-            got.emplace(std::move(*r));
-          } else if (r.error() != std::errc::timed_out) {
-            cancelled = r.error();
-            break;
-          }
-        } else {
-          auto r = co_await as_result(done.get());
-          if (!r) {
-            cancelled = r.error();
-            break;
-          }
-          got.emplace(std::move(*r));
-        }
-        if (!got) continue;
-        --live;
-        if (got->error) {
-          tried.push_back({order[got->index], got->error});
-        } else {
-          won.emplace(std::move(got->socket));
-        }
-      }
-      attempts.cancel();
-    });
-    if (cancelled) detail::throw_error(cancelled, "connect");
-    if (won) {
-      ec.clear();
-      co_return std::move(*won);
-    }
-    ec = tried.empty() ? detail::make_errc(std::errc::host_unreachable) : tried.back().error;
-    co_return Connection();
   }
 };
 

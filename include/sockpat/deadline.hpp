@@ -2,7 +2,7 @@
 #ifndef SOCKPAT_DEADLINE_HPP
 #define SOCKPAT_DEADLINE_HPP
 
-#include <chrono>      // std::chrono::steady_clock, std::chrono::duration
+#include "sockpat/detail/chrono.hpp"  // std::chrono::steady_clock, std::chrono::duration
 #include <stop_token>  // std::stop_token
 #include <utility>     // std::move
 

@@ -5,10 +5,9 @@
 #include <cstddef>       // std::size_t
 #include <cstdint>       // std::uint16_t
 #include <cstring>       // std::memcpy
-#include <functional>    // std::hash
 #include <stdexcept>     // std::invalid_argument
 #include <string>        // std::string
-#include <string_view>   // std::string_view
+#include <string_view>   // std::string_view, std::hash
 #include <system_error>  // std::error_code, std::system_error
 #include <vector>        // std::vector
 

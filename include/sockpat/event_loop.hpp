@@ -4,13 +4,13 @@
 
 #include <algorithm>     // std::max
 #include <atomic>        // std::atomic
-#include <chrono>        // std::chrono::steady_clock
+#include "sockpat/detail/chrono.hpp"  // std::chrono::steady_clock
 #include <coroutine>     // std::coroutine_handle
 #include <cstddef>       // std::size_t
 #include <cstdint>       // std::uint32_t, std::uint64_t
 #include <cstdio>        // std::fputs, stderr: the default report of a failed spawned task
 #include <exception>     // std::exception_ptr, std::exception
-#include <functional>    // std::function
+#include "sockpat/detail/function.hpp"  // std::function
 #include <new>           // std::bad_alloc
 #include <memory>        // std::unique_ptr: the reserve of schedule()
 #include <mutex>         // std::mutex, std::lock_guard
@@ -540,5 +540,9 @@ T run(Task<T> task) {
 }
 
 }  // namespace sockpat
+
+// Connection::async_connect(host, port) is awaited on a loop: its race comes with the loop, so a
+// program that only blocks does not compile it.
+#include "sockpat/detail/async_connect.hpp"
 
 #endif  // SOCKPAT_EVENT_LOOP_HPP

@@ -5,7 +5,7 @@
 #define SOCKPAT_FRAMING_HPP
 
 #include <algorithm>     // std::search, std::min, std::max
-#include <chrono>        // std::chrono::steady_clock: how long a timed-out read waited
+#include "sockpat/detail/chrono.hpp"  // std::chrono::steady_clock: how long a timed-out read waited
 #include <concepts>      // std::same_as
 #include <cstddef>       // std::byte, std::size_t
 #include <cstdint>       // std::uint64_t, SIZE_MAX

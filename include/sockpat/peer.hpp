@@ -7,7 +7,6 @@
 
 #include <algorithm>           // std::find, std::min
 #include <atomic>              // std::atomic: entropy_seed's call count
-#include <chrono>              // std::chrono::milliseconds, steady_clock
 #include <concepts>            // std::invocable: PeerLeftCallback
 #include <condition_variable>  // std::condition_variable: PeerThread's start and waits
 #include <cstddef>             // std::size_t
@@ -28,6 +27,7 @@
 #include <vector>              // std::vector
 
 #include "sockpat/backoff.hpp"  // Backoff, BackoffSequence: redials
+#include "sockpat/detail/chrono.hpp"      // std::chrono::milliseconds, steady_clock
 #include "sockpat/detail/splitmix64.hpp"  // SplitMix64: node ids, redial jitter seeds
 #include "sockpat/event_loop.hpp"
 #include "sockpat/framing.hpp"  // LengthPrefixFraming

@@ -3,7 +3,7 @@
 #ifndef SOCKPAT_RENDEZVOUS_HPP
 #define SOCKPAT_RENDEZVOUS_HPP
 
-#include <chrono>        // std::chrono::steady_clock, milliseconds, seconds
+#include "sockpat/detail/chrono.hpp"  // std::chrono::steady_clock, milliseconds, seconds
 #include <system_error>  // std::error_code
 
 #include "sockpat/backoff.hpp"  // Backoff, BackoffSequence: the waits between dials

@@ -7,14 +7,14 @@
 
 #include <algorithm>           // std::max, std::min
 #include <atomic>              // std::atomic: a connection's owner (poller or worker), the counters
-#include <chrono>              // std::chrono::steady_clock
+#include "sockpat/detail/chrono.hpp"  // std::chrono::steady_clock
 #include <concepts>            // std::same_as
 #include <condition_variable>  // std::condition_variable: idle workers
 #include <cstddef>             // std::size_t
 #include <cstdint>             // std::uint64_t: poller tags
 #include <deque>               // std::deque: requests waiting for a worker
 #include <exception>           // std::exception_ptr
-#include <functional>          // std::function: RequestServerOptions::on_error
+#include "sockpat/detail/function.hpp"  // std::function: RequestServerOptions::on_error
 #include <list>                // std::list: connections, stable while workers hold them
 #include <mutex>               // std::mutex
 #include <optional>            // std::optional

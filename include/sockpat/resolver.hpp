@@ -3,11 +3,11 @@
 #ifndef SOCKPAT_RESOLVER_HPP
 #define SOCKPAT_RESOLVER_HPP
 
-#include <chrono>              // std::chrono::ceil: "after N ms"
+#include "sockpat/detail/chrono.hpp"  // std::chrono::ceil: "after N ms"
 #include <condition_variable>  // std::condition_variable_any: a blocking caller's wait
 #include <coroutine>           // std::coroutine_handle
 #include <cstdint>             // std::uint16_t
-#include <functional>          // std::function: Resolver
+#include "sockpat/detail/function.hpp"  // std::function: Resolver
 #include <memory>              // std::shared_ptr, std::make_shared
 #include <mutex>               // std::mutex, std::lock_guard, std::unique_lock
 #include <new>                 // std::bad_alloc

@@ -7,13 +7,13 @@
 
 #include <algorithm>           // std::max
 #include <atomic>              // std::atomic
-#include <chrono>              // std::chrono::steady_clock
+#include "sockpat/detail/chrono.hpp"  // std::chrono::steady_clock
 #include <concepts>            // std::same_as
 #include <condition_variable>  // std::condition_variable_any, std::condition_variable
 #include <cstddef>             // std::size_t
 #include <deque>               // std::deque: the pool's queue of accepted clients
 #include <exception>           // std::exception_ptr
-#include <functional>          // std::function: ServerOptions::on_error
+#include "sockpat/detail/function.hpp"  // std::function: ServerOptions::on_error
 #include <list>                // std::list: live sessions and elastic workers, stable while they run
 #include <mutex>               // std::mutex
 #include <optional>            // std::optional

@@ -2,7 +2,7 @@
 #ifndef SOCKPAT_SOCKET_HPP
 #define SOCKPAT_SOCKET_HPP
 
-#include <chrono>        // std::chrono::seconds
+#include "sockpat/detail/chrono.hpp"  // std::chrono::seconds
 #include <concepts>      // std::same_as
 #include <cstddef>       // std::byte, std::size_t
 #include <optional>      // std::optional

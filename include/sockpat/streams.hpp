@@ -4,13 +4,13 @@
 
 #include <algorithm>     // std::min, std::max, std::remove
 #include <bit>           // std::bit_width
-#include <chrono>        // std::chrono::milliseconds
+#include "sockpat/detail/chrono.hpp"  // std::chrono::milliseconds
 #include <coroutine>     // std::coroutine_handle
 #include <cstddef>       // std::byte, std::size_t, std::ptrdiff_t
 #include <cstdint>       // std::uint32_t: StreamState::activity
 #include <cstring>       // std::memcpy, std::memmove
 #include <exception>     // std::exception_ptr
-#include <functional>    // std::function
+#include "sockpat/detail/function.hpp"  // std::function
 #include <list>          // std::list: a stream server's connections, stable while they run
 #include <memory>        // std::shared_ptr, std::make_shared, std::enable_shared_from_this, std::unique_ptr
 #include <new>           // std::bad_alloc

@@ -3,7 +3,7 @@
 #ifndef SOCKPAT_TASK_HPP
 #define SOCKPAT_TASK_HPP
 
-#include <chrono>        // std::chrono::steady_clock, std::chrono::duration
+#include "sockpat/detail/chrono.hpp"  // std::chrono::steady_clock, std::chrono::duration
 #include <coroutine>     // std::coroutine_handle, std::suspend_always, std::noop_coroutine
 #include <cstddef>       // std::size_t
 #include <cstdint>       // std::uintptr_t: Continuation

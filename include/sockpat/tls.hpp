@@ -5,7 +5,7 @@
 #define SOCKPAT_TLS_HPP
 
 #include <algorithm>     // std::min
-#include <chrono>        // std::chrono::steady_clock, std::chrono::seconds
+#include "sockpat/detail/chrono.hpp"  // std::chrono::steady_clock, std::chrono::seconds
 #include <cstddef>       // std::byte, std::size_t
 #include <initializer_list>  // std::initializer_list: set_alpn({"h2", "http/1.1"})
 #include <memory>        // std::unique_ptr, std::shared_ptr

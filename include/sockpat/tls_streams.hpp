@@ -5,7 +5,7 @@
 #ifndef SOCKPAT_TLS_STREAMS_HPP
 #define SOCKPAT_TLS_STREAMS_HPP
 
-#include <chrono>        // std::chrono::milliseconds: handshake_timeout
+#include "sockpat/detail/chrono.hpp"  // std::chrono::milliseconds: handshake_timeout
 #include <cstddef>       // std::byte, std::size_t
 #include <memory>        // std::unique_ptr, std::shared_ptr, std::make_unique, std::make_shared
 #include <span>          // std::span

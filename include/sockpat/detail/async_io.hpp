@@ -3,7 +3,7 @@
 #ifndef SOCKPAT_DETAIL_ASYNC_IO_HPP
 #define SOCKPAT_DETAIL_ASYNC_IO_HPP
 
-#include <chrono>        // std::chrono::steady_clock
+#include "sockpat/detail/chrono.hpp"  // std::chrono::steady_clock
 #include <coroutine>     // std::coroutine_handle
 #include <cstddef>       // std::byte, std::size_t
 #include <string>        // std::string: error messages

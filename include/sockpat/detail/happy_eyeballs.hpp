@@ -4,7 +4,7 @@
 #ifndef SOCKPAT_DETAIL_HAPPY_EYEBALLS_HPP
 #define SOCKPAT_DETAIL_HAPPY_EYEBALLS_HPP
 
-#include <chrono>        // std::chrono::steady_clock
+#include "sockpat/detail/chrono.hpp"  // std::chrono::steady_clock
 #include <cstddef>       // std::size_t
 #include <span>          // std::span
 #include <stop_token>    // std::stop_token

@@ -4,7 +4,7 @@
 #ifndef SOCKPAT_DETAIL_REACTOR_HPP
 #define SOCKPAT_DETAIL_REACTOR_HPP
 
-#include <chrono>        // std::chrono::steady_clock
+#include "sockpat/detail/chrono.hpp"  // std::chrono::steady_clock
 #include <coroutine>     // std::coroutine_handle
 #include <cstddef>       // std::size_t
 #include <cstdint>       // std::uint64_t

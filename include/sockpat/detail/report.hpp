@@ -5,7 +5,7 @@
 
 #include <cstdio>      // std::fprintf, stderr: the default report, as socketserver's handle_error
 #include <exception>   // std::exception_ptr, std::rethrow_exception
-#include <functional>  // std::function: the hook
+#include "sockpat/detail/function.hpp"  // std::function: the hook
 
 #include "sockpat/endpoint.hpp"
 

@@ -9,7 +9,7 @@
 #define SOCKPAT_DETAIL_SYSCALL_HPP
 
 #include <cerrno>        // errno
-#include <chrono>        // std::chrono::microseconds: SO_RCVTIMEO
+#include "sockpat/detail/chrono.hpp"  // std::chrono::microseconds: SO_RCVTIMEO
 #include <climits>       // INT_MAX
 #include <cstddef>       // std::size_t
 #include <string>        // std::string: error messages

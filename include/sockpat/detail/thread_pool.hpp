@@ -5,11 +5,11 @@
 #define SOCKPAT_DETAIL_THREAD_POOL_HPP
 
 #include <atomic>              // std::atomic: per_process's slot and the fork count
-#include <chrono>              // std::chrono::steady_clock
+#include "sockpat/detail/chrono.hpp"  // std::chrono::steady_clock
 #include <condition_variable>  // std::condition_variable
 #include <cstddef>             // std::size_t
 #include <deque>               // std::deque: the queued jobs
-#include <functional>          // std::function: a job
+#include "sockpat/detail/function.hpp"  // std::function: a job
 #include <iterator>            // std::prev
 #include <list>                // std::list: the helpers, each with its job's start
 #include <mutex>               // std::mutex, std::unique_lock

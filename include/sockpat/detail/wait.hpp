@@ -2,7 +2,7 @@
 #ifndef SOCKPAT_DETAIL_WAIT_HPP
 #define SOCKPAT_DETAIL_WAIT_HPP
 
-#include <chrono>        // std::chrono::steady_clock
+#include "sockpat/detail/chrono.hpp"  // std::chrono::steady_clock
 #include <climits>       // INT_MAX
 #include <cstdint>       // std::uint64_t
 #include <new>           // std::bad_alloc

@@ -4,7 +4,7 @@
 #ifndef SOCKPAT_DETAIL_WAITER_HPP
 #define SOCKPAT_DETAIL_WAITER_HPP
 
-#include <chrono>        // std::chrono::steady_clock, std::chrono::ceil
+#include "sockpat/detail/chrono.hpp"  // std::chrono::steady_clock, std::chrono::ceil
 #include <coroutine>     // std::coroutine_handle
 #include <cstddef>       // std::size_t, std::ptrdiff_t
 #include <new>           // std::bad_alloc
