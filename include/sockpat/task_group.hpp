@@ -4,7 +4,6 @@
 #ifndef SOCKPAT_TASK_GROUP_HPP
 #define SOCKPAT_TASK_GROUP_HPP
 
-#include <chrono>        // std::chrono::duration: wait's timeout
 #include <coroutine>     // std::coroutine_handle
 #include <cstddef>       // std::size_t
 #include <exception>     // std::exception_ptr, std::rethrow_exception
@@ -16,6 +15,7 @@
 #include <variant>       // std::variant: when_any of different types
 #include <vector>        // std::vector
 
+#include "sockpat/detail/chrono.hpp"  // std::chrono::duration: wait's timeout
 #include "sockpat/detail/waiter.hpp"
 #include "sockpat/task.hpp"
 
