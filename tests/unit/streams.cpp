@@ -1102,18 +1102,20 @@ TEST_CASE("a handler reaches its connection: sets SO_SNDBUF and reads it back, s
 
 namespace {
 
-// The error an awaited call ends with, its message and how long it took to fail.
+// The error an awaited call ends with, its message and how long it took to fail, counted from
+// before the call was made: its deadline starts there (a thread preempted between the two, on a
+// loaded machine, would otherwise see it run out early).
 struct Failure {
   std::error_code code;
   std::string what;
   std::chrono::steady_clock::duration took{};
 };
-template <class A>
-sockpat::Task<Failure> failure_of(A&& awaitable) {
+template <class MakeCall>
+sockpat::Task<Failure> failure_of(MakeCall make_call) {
   const auto start = std::chrono::steady_clock::now();
   Failure f;
   try {
-    (void)co_await static_cast<A&&>(awaitable);
+    (void)co_await make_call();
   } catch (const std::system_error& e) {
     f.code = e.code();
     f.what = e.what();
@@ -1140,17 +1142,17 @@ TEST_CASE("every read with a deadline times out against a silent peer, naming th
   auto& reader = streams.first;
   on_loop([&]() -> sockpat::Task<void> {
     const std::string after = peer + " after 50 ms: ";
-    check_timed_out(co_await failure_of(reader.read(100, 50ms)), "StreamReader read from " + after);
+    check_timed_out(co_await failure_of([&] { return reader.read(100, 50ms); }), "StreamReader read from " + after);
     std::array<std::byte, 16> buf{};
-    check_timed_out(co_await failure_of(reader.read_some(buf, 50ms)), "StreamReader read_some from " + after);
-    check_timed_out(co_await failure_of(reader.read_chunk(100, 50ms)), "StreamReader read_chunk from " + after);
-    check_timed_out(co_await failure_of(reader.read_exactly(4, 50ms)), "StreamReader read from " + after);
-    check_timed_out(co_await failure_of(reader.read_until("\r\n", 50ms)), "StreamReader read from " + after);
-    check_timed_out(co_await failure_of(reader.read_line(50ms)), "StreamReader read from " + after);
-    check_timed_out(co_await failure_of(reader.read_frame(sockpat::DelimiterFraming::lines(), 50ms)),
+    check_timed_out(co_await failure_of([&] { return reader.read_some(buf, 50ms); }), "StreamReader read_some from " + after);
+    check_timed_out(co_await failure_of([&] { return reader.read_chunk(100, 50ms); }), "StreamReader read_chunk from " + after);
+    check_timed_out(co_await failure_of([&] { return reader.read_exactly(4, 50ms); }), "StreamReader read from " + after);
+    check_timed_out(co_await failure_of([&] { return reader.read_until("\r\n", 50ms); }), "StreamReader read from " + after);
+    check_timed_out(co_await failure_of([&] { return reader.read_line(50ms); }), "StreamReader read from " + after);
+    check_timed_out(co_await failure_of([&] { return reader.read_frame(sockpat::DelimiterFraming::lines(), 50ms); }),
                     "StreamReader read from " + after);
     // A time point bounds the call the same way; there is no duration to name.
-    const auto f = co_await failure_of(reader.read_line(std::chrono::steady_clock::now() + 50ms));
+    const auto f = co_await failure_of([&] { return reader.read_line(std::chrono::steady_clock::now() + 50ms); });
     check_timed_out(f, "StreamReader read from " + peer + ": ");
     // Without a deadline nothing changed: the bytes come, the reads return them.
     pair.client.write_all("ok\nrest");
@@ -1166,7 +1168,7 @@ TEST_CASE("a read that timed out loses no byte: the next read gets what arrived 
   auto& reader = streams.first;
   on_loop([&]() -> sockpat::Task<void> {
     pair.client.write_all("par");
-    auto f = co_await failure_of(reader.read_line(50ms));
+    auto f = co_await failure_of([&] { return reader.read_line(50ms); });
     CHECK(f.code == std::errc::timed_out);
     CHECK(reader.buffered() == 3);
     pair.client.write_all("tial\n");
@@ -1174,14 +1176,14 @@ TEST_CASE("a read that timed out loses no byte: the next read gets what arrived 
 
     // read_exactly had taken the first bytes out of the buffer: they go back, in order.
     pair.client.write_all("abc");
-    f = co_await failure_of(reader.read_exactly(6, 50ms));
+    f = co_await failure_of([&] { return reader.read_exactly(6, 50ms); });
     CHECK(f.code == std::errc::timed_out);
     CHECK(reader.buffered() == 3);
     pair.client.write_all("def");
     CHECK(co_await reader.read_exactly(6, 5s) == "abcdef");
 
     // read_chunk and read_frame with a deadline: nothing arrived, then bytes do.
-    f = co_await failure_of(reader.read_chunk(100, 50ms));
+    f = co_await failure_of([&] { return reader.read_chunk(100, 50ms); });
     CHECK(f.code == std::errc::timed_out);
     pair.client.write_all("xy\n");
     const auto chunk = co_await reader.read_chunk(2, 5s);
@@ -1220,7 +1222,7 @@ TEST_CASE("a write or drain toward a peer that does not read times out; what it 
     CHECK(taken < block.size());
     CHECK(writer.buffered() > 0);
     CHECK(writer.buffered() <= options.high_water);
-    const auto f = co_await failure_of(writer.drain(50ms));
+    const auto f = co_await failure_of([&] { return writer.drain(50ms); });
     check_timed_out(f, "StreamWriter drain to " + peer + " after 50 ms: ");
     // The peer reads now: exactly the bytes the write took, in order, then the end of stream.
     writer.close();
@@ -1244,9 +1246,9 @@ TEST_CASE("a read or write whose stop token fires ends with operation_canceled; 
   on_loop([&]() -> sockpat::Task<void> {
     std::stop_source stop;
     stop.request_stop();
-    auto f = co_await failure_of(reader.read_chunk(100, stop.get_token()));
+    auto f = co_await failure_of([&] { return reader.read_chunk(100, stop.get_token()); });
     CHECK(f.code == std::errc::operation_canceled);
-    f = co_await failure_of(reader.read_line(stop.get_token()));
+    f = co_await failure_of([&] { return reader.read_line(stop.get_token()); });
     CHECK(f.code == std::errc::operation_canceled);
     pair.client.write_all("still here\n");
     CHECK(co_await reader.read_line(5s) == "still here\n");
