@@ -9,7 +9,7 @@
 #if defined(__GLIBCXX__) && __has_include(<bits/std_function.h>)
 #include <bits/std_function.h>  // std::function
 #else
-#include "sockpat/detail/function.hpp"  // std::function
+#include <functional>  // std::function
 #endif
 
 #endif  // SOCKPAT_DETAIL_FUNCTION_HPP
