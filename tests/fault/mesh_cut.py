@@ -14,17 +14,15 @@ Without the privilege to make namespaces (not root, no `ip`), exits 77: CTest's 
 (1, a failure, when SOCKPAT_REQUIRE_NETNS=1, as .ci/run sets).
 """
 import os
-import queue
-import shutil
-import signal
 import subprocess
 import sys
 import threading
 import time
 
-SKIP = 77
+import netns  # this folder: the namespaces, the skip rule
+from netns import TIMEOUT, expect, started
+
 LIVENESS_S = 5.0  # PeerOptions::liveness_timeout's default, which mesh_chat keeps
-TIMEOUT = 20
 PID = os.getpid()
 NS_A = 'sockpat-ma-%d' % PID
 NS_B = 'sockpat-mb-%d' % PID
@@ -32,43 +30,7 @@ VETH_A = 'spma%d' % PID  # interface names have at most 15 characters
 VETH_B = 'spmb%d' % PID
 ADDR_A = '10.212.0.1'
 ADDR_B = '10.212.0.2'
-started = []  # processes this script started: killed by pid on the way out
-
-
-def sh(*argv, check=True):
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=TIMEOUT, check=check)
-
-
-def cleanup():
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-            try:
-                p.wait(TIMEOUT)
-            except subprocess.TimeoutExpired:
-                pass
-    for ns in (NS_A, NS_B):
-        subprocess.run(['ip', 'netns', 'del', ns], capture_output=True, timeout=TIMEOUT)
-
-
-def on_signal(signum, _frame):
-    cleanup()
-    sys.exit(128 + signum)
-
-
-def expect(cond, what, *details):
-    if not cond:
-        raise AssertionError(what + ''.join('\n  ' + str(d) for d in details))
-
-
-def setup():
-    sh('ip', 'netns', 'add', NS_A)
-    sh('ip', 'netns', 'add', NS_B)
-    sh('ip', 'link', 'add', VETH_A, 'netns', NS_A, 'type', 'veth', 'peer', 'name', VETH_B, 'netns', NS_B)
-    for ns, dev, addr in ((NS_A, VETH_A, ADDR_A), (NS_B, VETH_B, ADDR_B)):
-        sh('ip', '-n', ns, 'addr', 'add', addr + '/30', 'dev', dev)
-        sh('ip', '-n', ns, 'link', 'set', 'lo', 'up')
-        sh('ip', '-n', ns, 'link', 'set', dev, 'up')
+PAIR = netns.VethPair((NS_A, NS_B), (VETH_A, VETH_B), (ADDR_A, ADDR_B))
 
 
 class Lines:
@@ -138,7 +100,7 @@ def run(binary, runner):
     id0 = n2.id_of(n0.endpoint)
 
     # The cut: every process and socket lives on, but no packet crosses any more.
-    sh('ip', '-n', NS_B, 'link', 'set', VETH_B, 'down')
+    PAIR.set_link(1, up=False)
     cut = time.monotonic()
     for n in (n0, n1):
         expect(n.err.wait_for(lambda lines: 'left %s (timed out)' % id2 in lines),
@@ -152,7 +114,7 @@ def run(binary, runner):
     n1.hears('n0: during the cut', 'the others keep talking')
 
     # The heal: the redials on both sides link n2 again.
-    sh('ip', '-n', NS_B, 'link', 'set', VETH_B, 'up')
+    PAIR.set_link(1, up=True)
     healed = time.monotonic()
     for n in (n0, n1):
         expect(n.err.wait_for(lambda lines: sum(1 for l in lines if l.startswith('joined %s ' % id2)) == 2),
@@ -176,27 +138,7 @@ def run(binary, runner):
 def main():
     binary = sys.argv[1]
     runner = [a for a in sys.argv[2:] if a]
-    # .ci/run sets SOCKPAT_REQUIRE_NETNS=1: there it runs as root, and a skip would hide a failure.
-    required = os.environ.get('SOCKPAT_REQUIRE_NETNS') == '1'
-    skip, word = (1, 'FAILED (SOCKPAT_REQUIRE_NETNS=1)') if required else (SKIP, 'SKIPPED')
-    if os.name != 'posix' or shutil.which('ip') is None:
-        print(word + ': needs Linux network namespaces and iproute2')
-        return skip
-    if os.geteuid() != 0:
-        print(word + ': creating network namespaces needs root (CAP_NET_ADMIN); .ci/run runs as root')
-        return skip
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    try:
-        try:
-            setup()
-        except subprocess.CalledProcessError as e:
-            print(word + ': cannot create network namespaces here: %s' % (e.stderr or e).strip())
-            return skip
-        run(binary, runner)
-    finally:
-        cleanup()
-    return 0
+    return netns.run_scenario(PAIR, lambda: run(binary, runner))
 
 
 if __name__ == '__main__':

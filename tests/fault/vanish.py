@@ -14,16 +14,16 @@ Without the privilege to make namespaces (not root, no `ip`), exits 77: CTest's 
 """
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 
-SKIP = 77
+import netns  # this folder: the namespaces, the skip rule
+from netns import TIMEOUT, expect, started
+
 IDLE_MS = 2000
-TIMEOUT = 20
 PID = os.getpid()
 NS_SERVER = 'sockpat-vs-%d' % PID
 NS_CLIENT = 'sockpat-vc-%d' % PID
@@ -31,7 +31,7 @@ VETH_SERVER = 'spvs%d' % PID  # interface names have at most 15 characters
 VETH_CLIENT = 'spvc%d' % PID
 ADDR_SERVER = '10.211.0.1'
 ADDR_CLIENT = '10.211.0.2'
-started = []  # processes this script started: killed by pid on the way out
+PAIR = netns.VethPair((NS_SERVER, NS_CLIENT), (VETH_SERVER, VETH_CLIENT), (ADDR_SERVER, ADDR_CLIENT))
 
 CLIENT = r'''
 import socket, sys
@@ -60,43 +60,6 @@ with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) as s:
         got += chunk
 print(got.decode())
 '''
-
-
-def sh(*argv, check=True):
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=TIMEOUT, check=check)
-
-
-def cleanup():
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-            try:
-                p.wait(TIMEOUT)
-            except subprocess.TimeoutExpired:
-                pass
-    for ns in (NS_SERVER, NS_CLIENT):
-        subprocess.run(['ip', 'netns', 'del', ns], capture_output=True, timeout=TIMEOUT)
-
-
-def on_signal(signum, _frame):
-    cleanup()
-    sys.exit(128 + signum)
-
-
-def expect(cond, what, *details):
-    if not cond:
-        raise AssertionError(what + ''.join('\n  ' + str(d) for d in details))
-
-
-def setup():
-    sh('ip', 'netns', 'add', NS_SERVER)
-    sh('ip', 'netns', 'add', NS_CLIENT)
-    sh('ip', 'link', 'add', VETH_SERVER, 'netns', NS_SERVER, 'type', 'veth', 'peer', 'name', VETH_CLIENT,
-       'netns', NS_CLIENT)
-    for ns, dev, addr in ((NS_SERVER, VETH_SERVER, ADDR_SERVER), (NS_CLIENT, VETH_CLIENT, ADDR_CLIENT)):
-        sh('ip', '-n', ns, 'addr', 'add', addr + '/30', 'dev', dev)
-        sh('ip', '-n', ns, 'link', 'set', 'lo', 'up')
-        sh('ip', '-n', ns, 'link', 'set', dev, 'up')
 
 
 def in_ns(ns, argv, **kw):
@@ -145,7 +108,7 @@ def run_mode(server_bin, runner, mode):
     line = Lines(client).next(time.monotonic() + TIMEOUT)
     expect(line == 'echoed\n', mode + ': the client is echoed before it vanishes', line)
     # The client's end goes dark: its process and socket live on, but no packet crosses any more.
-    sh('ip', '-n', NS_CLIENT, 'link', 'set', VETH_CLIENT, 'down')
+    PAIR.set_link(1, up=False)
     vanished = time.monotonic()
 
     echo_from(NS_SERVER, port, 'served while a client hangs')  # the server is not stuck on the dark one
@@ -159,7 +122,7 @@ def run_mode(server_bin, runner, mode):
            mode + ': the vanished client is dropped by the idle timeout', line)
     idle_ms = int(line.split(' after ')[1].split(' ms')[0])
     expect(IDLE_MS * 0.9 <= idle_ms <= IDLE_MS + 5000, mode + ': dropped after about the idle timeout', idle_ms)
-    sh('ip', '-n', NS_CLIENT, 'link', 'set', VETH_CLIENT, 'up')
+    PAIR.set_link(1, up=True)
     echo_from(NS_CLIENT, port, 'a fresh client after the drop')
 
     client.kill()
@@ -174,28 +137,11 @@ def run_mode(server_bin, runner, mode):
 def main():
     server_bin = sys.argv[1]
     runner = [a for a in sys.argv[2:] if a]
-    # .ci/run sets SOCKPAT_REQUIRE_NETNS=1: there it runs as root, and a skip would hide a failure.
-    required = os.environ.get('SOCKPAT_REQUIRE_NETNS') == '1'
-    skip, word = (1, 'FAILED (SOCKPAT_REQUIRE_NETNS=1)') if required else (SKIP, 'SKIPPED')
-    if os.name != 'posix' or shutil.which('ip') is None:
-        print(word + ': needs Linux network namespaces and iproute2')
-        return skip
-    if os.geteuid() != 0:
-        print(word + ': creating network namespaces needs root (CAP_NET_ADMIN); .ci/run runs as root')
-        return skip
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    try:
-        try:
-            setup()
-        except subprocess.CalledProcessError as e:
-            print(word + ': cannot create network namespaces here: %s' % (e.stderr or e).strip())
-            return skip
+    def both_modes():
         for mode in ('threaded', 'async'):
             run_mode(server_bin, runner, mode)
-    finally:
-        cleanup()
-    return 0
+
+    return netns.run_scenario(PAIR, both_modes)
 
 
 if __name__ == '__main__':
