@@ -13,7 +13,6 @@ n2 back and its line reaches both. The namespaces are always removed.
 Without the privilege to make namespaces (not root, no `ip`), exits 77: CTest's SKIP_RETURN_CODE
 (1, a failure, when SOCKPAT_REQUIRE_NETNS=1, as .ci/run sets).
 """
-import os
 import subprocess
 import sys
 import threading
@@ -23,14 +22,9 @@ import netns  # this folder: the namespaces, the skip rule
 from netns import TIMEOUT, expect, started
 
 LIVENESS_S = 5.0  # PeerOptions::liveness_timeout's default, which mesh_chat keeps
-PID = os.getpid()
-NS_A = 'sockpat-ma-%d' % PID
-NS_B = 'sockpat-mb-%d' % PID
-VETH_A = 'spma%d' % PID  # interface names have at most 15 characters
-VETH_B = 'spmb%d' % PID
-ADDR_A = '10.212.0.1'
-ADDR_B = '10.212.0.2'
-PAIR = netns.VethPair((NS_A, NS_B), (VETH_A, VETH_B), (ADDR_A, ADDR_B))
+PAIR = netns.VethPair.for_this_run('m', '10.212.0')
+NS_A, NS_B = PAIR.names
+ADDR_A, ADDR_B = PAIR.addresses
 
 
 class Lines:

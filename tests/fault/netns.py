@@ -31,6 +31,14 @@ class VethPair:
     def __init__(self, names, devices, addresses):
         self.names, self.devices, self.addresses = names, devices, addresses
 
+    @classmethod
+    def for_this_run(cls, tag, subnet):
+        """Namespaces sockpat-TAGa-PID and sockpat-TAGb-PID, devices spTAGaPID and spTAGbPID,
+        addresses SUBNET.1 and SUBNET.2."""
+        pid = os.getpid()
+        return cls(('sockpat-%sa-%d' % (tag, pid), 'sockpat-%sb-%d' % (tag, pid)),
+                   ('sp%sa%d' % (tag, pid), 'sp%sb%d' % (tag, pid)), (subnet + '.1', subnet + '.2'))
+
     def make(self):
         for ns in self.names:
             sh('ip', 'netns', 'add', ns)

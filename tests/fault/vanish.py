@@ -12,7 +12,6 @@ drop (from the client's namespace, its link up again). The namespaces are always
 Without the privilege to make namespaces (not root, no `ip`), exits 77: CTest's SKIP_RETURN_CODE
 (1, a failure, when SOCKPAT_REQUIRE_NETNS=1, as .ci/run sets).
 """
-import os
 import queue
 import signal
 import subprocess
@@ -24,14 +23,9 @@ import netns  # this folder: the namespaces, the skip rule
 from netns import TIMEOUT, expect, started
 
 IDLE_MS = 2000
-PID = os.getpid()
-NS_SERVER = 'sockpat-vs-%d' % PID
-NS_CLIENT = 'sockpat-vc-%d' % PID
-VETH_SERVER = 'spvs%d' % PID  # interface names have at most 15 characters
-VETH_CLIENT = 'spvc%d' % PID
-ADDR_SERVER = '10.211.0.1'
-ADDR_CLIENT = '10.211.0.2'
-PAIR = netns.VethPair((NS_SERVER, NS_CLIENT), (VETH_SERVER, VETH_CLIENT), (ADDR_SERVER, ADDR_CLIENT))
+PAIR = netns.VethPair.for_this_run('v', '10.211.0')
+NS_SERVER, NS_CLIENT = PAIR.names
+ADDR_SERVER, ADDR_CLIENT = PAIR.addresses
 
 CLIENT = r'''
 import socket, sys
