@@ -584,6 +584,17 @@ class Lines:
             return self.cond.wait_for(lambda: predicate(self.lines), timeout)
 
 
+def greet_all(procs, outs):
+    """Each mesh_chat process (named n0, n1, ...) says one line; each must print every other's."""
+    for i, p in enumerate(procs):
+        p.stdin.write('hello from n%d\n' % i)
+        p.stdin.flush()
+    for i in range(len(procs)):
+        wanted = ['n%d: hello from n%d' % (j, j) for j in range(len(procs)) if j != i]
+        expect(outs[i].wait_for(lambda lines: all(w in lines for w in wanted)),
+               'mesh_chat n%d prints every other line' % i, outs[i].lines)
+
+
 def scenario_mesh_chat(b):
     # Four processes; nodes 1..3 know node 0 only and find each other. Each waits until the
     # three others are linked, then says one line; every process prints every other's line once.
@@ -605,13 +616,7 @@ def scenario_mesh_chat(b):
         restart_endpoints.append(line.split()[-1])
         outs.append(Lines(p.stdout))
     try:
-        for i, p in enumerate(procs):
-            p.stdin.write('hello from n%d\n' % i)
-            p.stdin.flush()
-        for i in range(count):
-            wanted = ['n%d: hello from n%d' % (j, j) for j in range(count) if j != i]
-            expect(outs[i].wait_for(lambda lines: all(w in lines for w in wanted)),
-                   'mesh_chat n%d prints every other line' % i, outs[i].lines)
+        greet_all(procs, outs)
         # Node 3 is killed and restarted on its port knowing nobody: the others redial it, and
         # it gets the lines said after. Under Wine it is stopped with SIGINT instead: Wine 8.0's
         # wineserver leaks the sockets of a SIGKILLed process that had a poll pending (seen with
@@ -927,13 +932,7 @@ def scenario_mesh_chat_frozen(b):
         errs.append(Lines(p.stderr))
     frozen = procs[2]
     try:
-        for i, p in enumerate(procs):
-            p.stdin.write('hello from n%d\n' % i)
-            p.stdin.flush()
-        for i in range(count):
-            wanted = ['n%d: hello from n%d' % (j, j) for j in range(count) if j != i]
-            expect(outs[i].wait_for(lambda lines: all(w in lines for w in wanted)),
-                   'mesh_chat n%d prints every other line' % i, outs[i].lines)
+        greet_all(procs, outs)
         # n2's id, from the "joined ID ENDPOINT" line n0 printed for it.
         joined_n2 = [l for l in errs[0].lines if l.startswith('joined ') and l.endswith(' ' + endpoints[2])]
         expect(len(joined_n2) == 1, 'n0 reports n2 joined, at its endpoint', errs[0].lines)
