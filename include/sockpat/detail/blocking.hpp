@@ -32,10 +32,11 @@ inline std::error_code wait_for(native_handle h, Readiness what, const Bound& b)
 }
 
 // Errors after which accept() should simply try again: the connection died in the queue
-// (Winsock reports a client that reset before the accept as WSAECONNRESET).
+// (Winsock reports a client that reset before the accept as WSAECONNRESET, Wine 8 as
+// WSAENOTCONN; accept on a listening socket has no other reason to say "not connected").
 inline bool transient_accept_error(const std::error_code& ec) noexcept {
   return ec == std::errc::connection_aborted || ec == std::errc::protocol_error ||
-         ec == std::errc::interrupted || ec == std::errc::connection_reset;
+         ec == std::errc::interrupted || ec == std::errc::connection_reset || ec == std::errc::not_connected;
 }
 
 inline native_handle blocking_accept(native_handle h, RawAddress& peer, const Bound& b, std::error_code& ec) noexcept {
